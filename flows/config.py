@@ -1,0 +1,594 @@
+"""Campaign configuration: one TOML file describes one active-learning campaign.
+
+Why pydantic with ``extra="forbid"``: a typo in a config key (``batchsize``)
+must stop the campaign before it spends a single label, not be silently
+ignored. Every error names the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """The campaign config is missing, unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    path: str = Field(description="CSV / Parquet / JSONL file or a folder of them; relative to the config file")
+    id_column: str | None = "id"
+    text_column: str = "text"
+    label_column: str | None = Field(
+        default="label",
+        description="Known labels (used for the frozen test / calibration splits and by simulated annotators)",
+    )
+    max_text_length: Annotated[int, Field(gt=0)] = 10_000
+
+
+class LabelVersionConfig(_Strict):
+    """An earlier version of the label set and how its labels map to the next version."""
+
+    version: Annotated[int, Field(ge=1)]
+    names: list[str]
+    mapping: dict[str, str] = Field(
+        default_factory=dict,
+        description='old label -> label of the next version; "" (or a label that no longer exists and is not '
+        "mapped) means answers with it are flagged for re-labelling",
+    )
+
+
+class LabelsConfig(_Strict):
+    names: list[str]
+    version: Annotated[int, Field(ge=1)] = 1
+    previous: list[LabelVersionConfig] = Field(
+        default_factory=list,
+        description="Earlier versions of the label set (rename / merge / split history); see tasks/labels.py",
+    )
+
+    @field_validator("names")
+    @classmethod
+    def _check_names(cls, v: list[str]) -> list[str]:
+        if len(v) < 2:
+            raise ValueError("a classification campaign needs at least 2 labels")
+        empty = [i for i, n in enumerate(v) if not n.strip()]
+        if empty:
+            raise ValueError(f"label names must be non-empty (empty at positions {empty})")
+        dupes = sorted({n for n in v if v.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate label names: {dupes}")
+        return v
+
+
+class SplitsConfig(_Strict):
+    test_size: Annotated[int, Field(gt=0)] = 500
+    calibration_size: Annotated[int, Field(gt=0)] = 300
+    seed_size: Annotated[int, Field(gt=0)] = 50
+    seed_method: Literal["stratified", "kmeans"] = "stratified"
+    random_state: int = 0
+
+
+class ModelConfig(_Strict):
+    featurizer: Literal["tfidf"] = "tfidf"
+    classifier: Literal["logistic_regression"] = "logistic_regression"
+    C: Annotated[float, Field(gt=0)] = 10.0
+    max_features: Annotated[int, Field(gt=0)] = 50_000
+    ngram_max: Annotated[int, Field(ge=1, le=3)] = 2
+
+
+STRATEGY_NAMES = (
+    "least-confidence",
+    "margin",
+    "entropy",
+    "qbc",
+    "qbc-kl",
+    "coreset",
+    "cluster-margin",
+    "density",
+    "random",
+)
+
+
+class QueryConfig(_Strict):
+    strategy: str = "margin"
+    batch_size: Annotated[int, Field(gt=0)] = 50
+    random_share: Annotated[float, Field(ge=0.0, le=0.5)] = 0.10
+    class_quota: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    near_duplicate_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    random_arm: bool = Field(
+        default=True,
+        description="Run a parallel random arm with the same budget so every round measures AL against random",
+    )
+
+    @field_validator("strategy")
+    @classmethod
+    def _check_strategy(cls, v: str) -> str:
+        if v not in STRATEGY_NAMES:
+            raise ValueError(f"unknown strategy {v!r}; choose one of {', '.join(STRATEGY_NAMES)}")
+        return v
+
+
+class BudgetConfig(_Strict):
+    max_labels: Annotated[int, Field(gt=0)] = 500
+    max_rounds: Annotated[int, Field(gt=0)] = 50
+    target_macro_f1: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    cost_per_label: Annotated[float, Field(ge=0.0)] = 0.0
+    min_gain_per_label: Annotated[float, Field(gt=0.0)] | None = Field(
+        default=None, description="Stop when macro-F1 rises less than this per label over `stop_window` rounds")
+    stop_window: Annotated[int, Field(ge=1, le=20)] = 3
+    stability_kappa: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        default=None, description="Stop when successive models agree (Cohen kappa) on a fixed stop set")
+    stop_set_size: Annotated[int, Field(ge=50)] = 500
+
+
+class GatesConfig(_Strict):
+    calibration_ece: Annotated[float, Field(gt=0.0, le=1.0)] = 0.10
+    agreement_alpha: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.67
+
+
+class SimAnnotator(_Strict):
+    name: str
+    accuracy: Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class SimulatedConfig(_Strict):
+    annotators: list[SimAnnotator] = Field(
+        default_factory=lambda: [
+            SimAnnotator(name="ann-1", accuracy=0.95),
+            SimAnnotator(name="ann-2", accuracy=0.9),
+            SimAnnotator(name="ann-3", accuracy=0.85),
+        ]
+    )
+    seed: int = 0
+
+
+class LabelStudioConfig(_Strict):
+    url: str = "http://127.0.0.1:8089"
+    api_key_env: str = Field(
+        default="LABEL_STUDIO_API_KEY",
+        description="Name of the environment variable holding the token (the token itself never goes in the file)",
+    )
+    secret_block: str | None = Field(default=None, description="Prefect Secret block holding the token")
+    project_title: str | None = None
+    instructions: str = ""
+    simulate_annotators: bool = Field(
+        default=False, description="Demo/tests: simulated annotators submit through real Label Studio users"
+    )
+
+
+class AnnotationConfig(_Strict):
+    backend: Literal["simulated", "label_studio"] = "simulated"
+    overlap: Annotated[int, Field(ge=1, le=20)] = 3
+    simulated: SimulatedConfig = Field(default_factory=SimulatedConfig)
+    label_studio: LabelStudioConfig = Field(default_factory=LabelStudioConfig)
+
+
+class LedgerConfig(_Strict):
+    url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file in the campaign folder")
+    url_env: str | None = Field(default=None, description="Environment variable holding the URL (with a password)")
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str | None = Field(default=None, description="Default: SQLite file in the campaign folder")
+    experiment: str | None = None
+    register_model: bool = True
+
+
+
+# ----- operations: schedules, drift watch, one round at a time (issue 6) --------------------------
+def _check_cron(v: str | None) -> str | None:
+    if v is None or not v.strip():
+        return None
+    v = " ".join(v.split())
+    try:
+        from datetime import datetime
+
+        from cronsim import CronSim, CronSimError
+    except ImportError:  # pragma: no cover - cronsim ships with prefect
+        return v
+    try:
+        CronSim(v, datetime(2024, 1, 1))
+    except CronSimError as err:
+        raise ValueError(f"invalid cron expression {v!r}: {err}") from None
+    return v
+
+
+class ScheduleConfig(_Strict):
+    round_cron: str | None = Field(
+        default="0 6 * * 1-5", description="When scheduled rounds run (cron); empty: no round schedule")
+    round_interval_seconds: Annotated[int, Field(ge=5)] | None = Field(
+        default=None, description="Instead of round_cron: run a round every N seconds (demos, tests)")
+    drift_cron: str | None = Field(
+        default="0 * * * *", description="When the drift check looks at new arrivals (cron); empty: never")
+    drift_interval_seconds: Annotated[int, Field(ge=5)] | None = None
+    timezone: str = "UTC"
+
+    @field_validator("round_cron", "drift_cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        return _check_cron(v)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')") from None
+        return v
+
+
+class DriftConfig(_Strict):
+    arrivals: str | None = Field(
+        default=None, description="File or folder of newly arrived unlabelled data; relative to the config file")
+    reference_size: Annotated[int, Field(ge=50)] = 2000
+    min_new_items: Annotated[int, Field(ge=1)] = 30
+    domain_auc: Annotated[float, Field(gt=0.5, le=1.0)] = 0.75
+    confidence_psi: Annotated[float, Field(gt=0.0)] = 0.25
+    label_shift: Annotated[float, Field(gt=0.0, le=1.0)] = 0.20
+    oov_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.20
+    min_signals: Annotated[int, Field(ge=1, le=4)] = Field(
+        default=1, description="How many of the four statistics must reach their threshold to call drift")
+    reopen_random_share: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.30, description="Random/diversity share of each batch for the rounds after a drift reopen")
+    reopen_rounds: Annotated[int, Field(ge=0)] = 2
+    refit_featurizer: bool = Field(
+        default=True, description="Refit the TF-IDF vocabulary on reopen so the new items' words count")
+
+
+class LockConfig(_Strict):
+    backend: Literal["ledger", "prefect", "both"] = Field(
+        default="ledger",
+        description="ledger: a lock row in the ledger (no server needed); prefect: a global concurrency limit")
+    on_busy: Literal["wait", "exit"] = "wait"
+    timeout_seconds: Annotated[float, Field(ge=0)] = 6 * 3600
+    lease_seconds: Annotated[float, Field(ge=10)] = 300
+
+
+class TrustConfig(_Strict):
+    """Which human labels are trusted enough to train on (flows/trust.py, tasks/trust.py).
+
+    The batch agreement gate itself is ``gates.agreement_alpha``.
+    """
+
+    consensus: Literal["dawid_skene", "majority"] = Field(
+        default="dawid_skene",
+        description="Dawid-Skene beat majority vote on the real RTE crowd (benchmarks/AGREEMENT.md); it falls "
+        "back to majority when items overlap too little",
+    )
+    min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.7, description="Consensus confidence below this (or a tie) sends the item to adjudication")
+    adjudication: bool = Field(default=True, description="Send low-confidence items to an adjudicator")
+    adjudicator_accuracy: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.98, description="Simulated backend: accuracy of the simulated adjudicator")
+    gold_path: str | None = Field(
+        default=None, description="File of gold items (id, text, label; the [data] column names); relative to "
+        "the config file. Pool items listed by id become gold items (never queried by an arm)")
+    gold_rate: Annotated[float, Field(ge=0.0, le=0.5)] = Field(
+        default=0.0, description="Share of each pushed batch that is gold items (mixed in unmarked)")
+    min_annotator_accuracy: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
+    min_gold_answers: Annotated[int, Field(ge=1)] = Field(
+        default=10, description="Gold answers an annotator needs before gold accuracy can flag them")
+    min_consensus_answers: Annotated[int, Field(ge=1)] = Field(
+        default=30, description="Without enough gold: answers scored against the other annotators (leave-one-"
+        "out) before that can flag them")
+    annotator_policy: Literal["exclude", "downweight"] = "exclude"
+    downweight: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=0.25, description="Vote weight of a flagged annotator under annotator_policy = downweight")
+    adjudicated_as_gold: bool = Field(
+        default=False, description="Also score annotators against adjudicated labels (hard items: biased low)")
+    min_per_class: Annotated[int, Field(ge=0)] = Field(
+        default=1, description="Training-set contract: minimum trusted examples per class")
+    al_agreement_margin: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.10, description="Health warning when agreement on AL-selected items trails random picks by more")
+    quarantine_undefined_alpha: bool = Field(
+        default=False, description="Quarantine a batch whose alpha is undefined (no overlap / one label used)")
+    ds_min_items: Annotated[int, Field(ge=2)] | None = Field(
+        default=None, description="Items with >= 2 answers before Dawid-Skene replaces majority vote; "
+        "default max(10, 5 x labels^2): EM on fewer fits noise")
+
+    @model_validator(mode="after")
+    def _gold_needs_source(self) -> "TrustConfig":
+        if self.gold_rate > 0 and not self.gold_path:
+            raise ValueError("trust.gold_rate > 0 needs trust.gold_path (the file the gold items come from)")
+        return self
+
+
+class ScaleConfig(_Strict):
+    """Partitioned pool scoring on a Prefect task runner (flows/scoring.py, issue 7)."""
+
+    partition_size: Annotated[int, Field(ge=100)] = Field(
+        default=50_000, description="Texts per scoring partition (one Prefect task each); bounds memory per task")
+    task_runner: Literal["threads", "dask"] = Field(
+        default="threads", description="threads: ThreadPoolTaskRunner on this machine; dask: prefect-dask")
+    dask_address: str | None = Field(
+        default=None, description="Existing Dask scheduler (tcp://host:8786); unset with dask: a local cluster")
+    dask_workers: Annotated[int, Field(ge=1)] = Field(default=2, description="Local Dask cluster: worker processes")
+    max_workers: Annotated[int, Field(ge=1)] | None = Field(default=None, description="threads: pool size (default: cores)")
+
+
+class CampaignConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    workdir: str = Field(default=".", description="Campaign folder (ledger, MLflow store, models); relative to the config file")
+    data: DataConfig
+    labels: LabelsConfig
+    splits: SplitsConfig = Field(default_factory=SplitsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    query: QueryConfig = Field(default_factory=QueryConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    annotation: AnnotationConfig = Field(default_factory=AnnotationConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    lock: LockConfig = Field(default_factory=LockConfig)
+    trust: TrustConfig = Field(default_factory=TrustConfig)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
+
+    # Set by load_config: the folder relative paths are resolved against.
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "CampaignConfig":
+        if self.query.batch_size > self.budget.max_labels:
+            raise ValueError(
+                f"query.batch_size ({self.query.batch_size}) is larger than budget.max_labels "
+                f"({self.budget.max_labels})"
+            )
+        if self.splits.seed_size >= self.budget.max_labels:
+            raise ValueError(
+                f"splits.seed_size ({self.splits.seed_size}) must be below budget.max_labels "
+                f"({self.budget.max_labels}): the seed is part of the label budget"
+            )
+        if self.splits.seed_method == "stratified" and self.splits.seed_size < len(self.labels.names):
+            raise ValueError(
+                f"splits.seed_size ({self.splits.seed_size}) is smaller than the number of labels "
+                f"({len(self.labels.names)}): a stratified seed needs one example per class"
+            )
+        return self
+
+    # ----- resolved locations -------------------------------------------------
+    @property
+    def gold_file(self) -> Path | None:
+        """``trust.gold_path`` resolved against the config file's folder (None when not set)."""
+        if not self.trust.gold_path:
+            return None
+        p = Path(self.trust.gold_path)
+        return (p if p.is_absolute() else self.base_dir / p).resolve()
+
+    @property
+    def workdir_path(self) -> Path:
+        p = Path(self.workdir)
+        return (p if p.is_absolute() else self.base_dir / p).resolve()
+
+    @property
+    def data_path(self) -> Path:
+        p = Path(self.data.path)
+        return (p if p.is_absolute() else self.base_dir / p).resolve()
+
+    @property
+    def ledger_url(self) -> str:
+        if self.ledger.url_env:
+            url = os.environ.get(self.ledger.url_env)
+            if not url:
+                raise ConfigError(f"ledger.url_env names {self.ledger.url_env!r} but that variable is not set")
+            return url
+        return self.ledger.url or f"sqlite:///{self.workdir_path / 'ledger.db'}"
+
+    @property
+    def arrivals_path(self) -> Path | None:
+        if not self.drift.arrivals:
+            return None
+        p = Path(self.drift.arrivals)
+        return (p if p.is_absolute() else self.base_dir / p).resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.workdir_path / 'mlflow.db'}"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.mlflow.experiment or f"labelloop-{self.name}"
+
+    @property
+    def arms(self) -> list[str]:
+        """The active arm, plus the random arm when the campaign measures itself against random."""
+        if self.query.strategy == "random":
+            return ["random"]
+        return ["active", "random"] if self.query.random_arm else ["active"]
+
+    def strategy_for(self, arm: str) -> str:
+        return "random" if arm == "random" else self.query.strategy
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid campaign config {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `labelloop init` writes every valid key)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict, *, base_dir: Path, source: str = "<dict>") -> CampaignConfig:
+    try:
+        cfg = CampaignConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+    cfg.base_dir = base_dir.resolve()
+    return cfg
+
+
+def load_config(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign TOML file; relative paths resolve against its folder."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"campaign config not found: {p}")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"campaign config {p} is not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"campaign config {p} is not UTF-8 text: {err}") from None
+    return parse_config(data, base_dir=p.parent, source=str(p))
+
+
+EXAMPLE_CONFIG = '''\
+# labelloop campaign config. Every key below is valid; delete what you don't need.
+# Relative paths resolve against this file's folder.
+
+name = "{name}"            # letters, digits, . _ - ; names the MLflow experiment and the Label Studio project
+workdir = "."              # campaign folder: ledger.db, mlflow.db, models/
+
+[data]
+path = "pool.csv"          # CSV / Parquet / JSONL, or a folder of them
+id_column = "id"           # omit to derive ids from a hash of the text
+text_column = "text"
+label_column = "label"     # known labels: the frozen test / calibration splits come from labelled rows
+max_text_length = 10000
+
+[labels]
+names = {labels}
+version = 1
+# When the label set changes, bump `version` and keep the old one here: answers given
+# under it are mapped (rename/merge) or flagged for re-labelling (split/removed).
+# [[labels.previous]]
+# version = 1
+# names = ["pos", "neg", "neutral"]
+# mapping = {{ pos = "positive", neg = "negative", neutral = "" }}   # "" = re-label
+
+[splits]
+test_size = 500            # frozen test set, never offered to a query strategy
+calibration_size = 300     # random calibration slice, never queried
+seed_size = 50             # first batch; counts against the budget
+seed_method = "stratified" # stratified (labels known) | kmeans (cluster representatives)
+random_state = 0
+
+[model]
+featurizer = "tfidf"
+classifier = "logistic_regression"
+C = 10.0
+max_features = 50000
+ngram_max = 2
+
+[query]
+strategy = "margin"        # least-confidence | margin | entropy | qbc | qbc-kl | coreset | cluster-margin | density | random
+batch_size = 50
+random_share = 0.10        # share of each batch drawn uniformly at random (0 - 0.5)
+class_quota = 0.0          # minimum share of a batch for each predicted class (0 - <1)
+near_duplicate_threshold = 0.95
+random_arm = true          # run a parallel random arm of equal budget: AL is measured against random every round
+
+[budget]
+max_labels = 500           # per arm, seed included
+max_rounds = 50
+# target_macro_f1 = 0.9    # stop early when reached
+cost_per_label = 0.0       # logged as `cost` (labels spent x this)
+# min_gain_per_label = 0.0002  # stop when macro-F1 gains less than this per label over stop_window rounds
+stop_window = 3
+# stability_kappa = 0.99   # stop when successive models agree this much on a fixed unlabelled stop set
+stop_set_size = 500
+
+[gates]
+calibration_ece = 0.10     # above this after calibration, the round falls back to diversity + random selection
+agreement_alpha = 0.67     # a batch below this Krippendorff alpha is quarantined
+
+[annotation]
+backend = "simulated"      # simulated | label_studio
+overlap = 3                # annotators per item
+
+[annotation.simulated]
+seed = 0
+annotators = [
+  {{ name = "ann-1", accuracy = 0.95 }},
+  {{ name = "ann-2", accuracy = 0.90 }},
+  {{ name = "ann-3", accuracy = 0.85 }},
+]
+
+[annotation.label_studio]
+url = "http://127.0.0.1:8089"
+api_key_env = "LABEL_STUDIO_API_KEY"   # the token is read from this variable, never from this file
+# secret_block = "label-studio-token"  # or from a Prefect Secret block
+instructions = "Pick the label that fits the text best."
+simulate_annotators = false
+
+[ledger]
+# url = "postgresql+psycopg://user@db/labelloop"   # default: SQLite file in workdir
+# url_env = "LABELLOOP_LEDGER_URL"                 # a URL with a password belongs in the environment
+
+[mlflow]
+# tracking_uri = "http://127.0.0.1:5000"           # default: SQLite file in workdir
+# experiment = "labelloop-{name}"
+register_model = true
+
+[schedule]                 # used by `labelloop serve` / `labelloop deploy`
+round_cron = "0 6 * * 1-5" # scheduled rounds; "" for none (rounds then run by hand or on drift)
+# round_interval_seconds = 600   # instead of the cron: every N seconds
+drift_cron = "0 * * * *"   # drift check of new arrivals; "" for none
+timezone = "UTC"
+
+[drift]
+# arrivals = "arrivals/"   # file or folder of new unlabelled data (CSV / Parquet / JSONL, same columns as [data])
+reference_size = 2000      # reference sample drawn from the campaign's items
+min_new_items = 30         # fewer new arrivals than this: no verdict
+domain_auc = 0.75          # a statistic fires at or above its threshold: domain classifier ROC-AUC (reference vs new)
+confidence_psi = 0.25      # population stability index of the model's confidence
+label_shift = 0.20         # total variation distance of the predicted label mix
+oov_rate = 0.20            # share of new tokens never seen in the reference sample
+min_signals = 1            # how many of the four must fire
+reopen_random_share = 0.30 # after a reopen: random/diversity share of each batch ...
+reopen_rounds = 2          # ... for this many rounds
+refit_featurizer = true    # refit TF-IDF on reopen so the new vocabulary counts
+
+[lock]                     # one round at a time per campaign
+backend = "ledger"         # ledger (a lock row, works without a server) | prefect (global concurrency limit) | both
+on_busy = "wait"           # wait | exit (a second round exits with a clear message)
+timeout_seconds = 21600    # give up waiting after this long
+lease_seconds = 300        # a crashed round's lock expires after this long (renewed while the round runs)
+
+[trust]                    # which labels are trusted enough to train on (the batch gate is gates.agreement_alpha)
+consensus = "dawid_skene"  # dawid_skene | majority (Dawid-Skene won on real crowd data)
+min_confidence = 0.7       # below this (or a tie) the item goes to adjudication
+adjudication = true
+adjudicator_accuracy = 0.98          # simulated backend only
+# gold_path = "gold.csv"   # gold items: id, text, label (known labels, mixed into batches unmarked)
+gold_rate = 0.0            # share of each pushed batch that is gold (0 - 0.5; needs gold_path)
+min_annotator_accuracy = 0.6
+min_gold_answers = 10      # gold answers before an annotator can be flagged on gold
+min_consensus_answers = 30 # without gold: answers checked against the other annotators
+annotator_policy = "exclude"         # exclude | downweight (a flagged annotator's labels)
+downweight = 0.25
+adjudicated_as_gold = false
+min_per_class = 1          # training-set contract: trusted examples per class
+al_agreement_margin = 0.10 # health warning when AL items are this much harder to agree on than random ones
+quarantine_undefined_alpha = false
+# ds_min_items = 125       # items with >= 2 answers before Dawid-Skene is used (default max(10, 5 x labels^2))
+
+[scale]                    # pool scoring in partitions on a Prefect task runner (flows/scoring.py)
+partition_size = 50000     # texts per partition (one task each); pools up to this size are scored in one piece
+task_runner = "threads"    # threads (this machine) | dask (prefect-dask)
+# dask_address = "tcp://dask-scheduler:8786"   # an existing Dask cluster; unset with "dask": a local cluster
+dask_workers = 2           # local Dask cluster only
+# max_workers = 2          # threads only (default: one per core)
+'''
+
+
+def example_config(name: str = "my-campaign", labels: list[str] | None = None) -> str:
+    labels = labels or ["positive", "negative"]
+    rendered = "[" + ", ".join(f'"{lbl}"' for lbl in labels) + "]"
+    return EXAMPLE_CONFIG.format(name=name, labels=rendered)

@@ -1,0 +1,276 @@
+"""One round at a time per campaign.
+
+A scheduled round and a drift-triggered round of the same campaign must never
+query concurrently. ``round_lock`` is the single place that guarantees it.
+
+Two mechanisms, chosen by ``[lock] backend``:
+
+* ``ledger`` (default): a lock row in the ledger's ``meta`` table
+  (``<campaign>:round_lock`` = owner + lease expiry), taken in one
+  transaction. It needs no Prefect server, so it also holds on the ephemeral
+  API and between a served round and a ``labelloop round`` typed by hand, and
+  it works the same on SQLite and PostgreSQL. The holder renews the lease
+  from a background thread; a round killed with ``kill -9`` leaves a lock
+  that expires after ``lease_seconds``.
+* ``prefect``: a Prefect global concurrency limit
+  ``labelloop-campaign-<name>`` (limit 1, created if missing), visible in the
+  Prefect UI under Concurrency. Needs a reachable API.
+* ``both``: the Prefect limit, then the ledger lock.
+
+A second round waits (``on_busy = "wait"``, up to ``timeout_seconds``) or
+stops at once with :class:`RoundBusyError` (``on_busy = "exit"``).
+
+The lock is re-entrant within one process: a flow that already holds it (the
+reopen flow ingesting, then starting a round as a subflow) does not block on
+itself.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from sqlalchemy import select, update
+
+from flows.runtime import Campaign
+from integrations.ledger import Ledger, LedgerError, _insert_ignore, meta
+
+log = logging.getLogger("labelloop.lock")
+
+LOCK_KEY = "round_lock"
+_POLL_SECONDS = 1.0
+_held: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("labelloop_round_locks", default=frozenset())
+
+
+class RoundBusyError(LedgerError):
+    """Another round of the same campaign holds the lock (and this one was told not to wait)."""
+
+
+def prefect_limit_name(campaign: str) -> str:
+    return f"labelloop-campaign-{campaign}"
+
+
+# --------------------------------------------------------------------------- ledger lock
+def _now() -> float:
+    return time.time()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _owner_label() -> str:
+    label = f"{socket.gethostname()}:pid{os.getpid()}"
+    try:
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        if ctx is not None and ctx.flow_run is not None:
+            label += f":flow-run/{ctx.flow_run.name or ctx.flow_run.id}"
+    except Exception:  # noqa: BLE001 - a label only
+        pass
+    return label
+
+
+class LedgerLock:
+    """A lease in the ledger's meta table. ``try_acquire`` is one transaction."""
+
+    def __init__(self, ledger: Ledger, lease_seconds: float = 300.0, key: str = LOCK_KEY):
+        self.ledger = ledger
+        self.lease = float(lease_seconds)
+        self.key = f"{ledger.campaign}:{key}"
+        self.token = uuid.uuid4().hex
+        self.label = _owner_label()
+
+    def read(self) -> dict[str, Any] | None:
+        """The current holder (``owner``, ``label``, ``since``, ``expires``) or None when free."""
+        with self.ledger.begin() as conn:
+            row = conn.execute(select(meta.c.value).where(meta.c.key == self.key)).first()
+        info = _parse(row[0] if row else "")
+        if info is None or info.get("expires", 0) < _now():
+            return None
+        return info
+
+    def try_acquire(self) -> dict[str, Any] | None:
+        """Take the lock if it is free or expired. Returns None on success, else the holder's record."""
+        now = _now()
+        mine = {"owner": self.token, "label": self.label, "since": now, "expires": now + self.lease}
+        with self.ledger.begin() as conn:
+            # The insert comes first: on SQLite it takes the database's write lock, so the read
+            # and the update below are serialised with every other writer; on PostgreSQL the row
+            # then exists and SELECT ... FOR UPDATE locks it.
+            conn.execute(_insert_ignore(conn, meta, [{"key": self.key, "value": ""}]))
+            row = conn.execute(select(meta.c.value).where(meta.c.key == self.key).with_for_update()).first()
+            cur = _parse(row[0] if row else "")
+            if cur is not None and cur.get("owner") != self.token and cur.get("expires", 0) >= now:
+                return cur
+            conn.execute(update(meta).where(meta.c.key == self.key).values(value=json.dumps(mine)))
+        return None
+
+    def renew(self) -> bool:
+        now = _now()
+        with self.ledger.begin() as conn:
+            row = conn.execute(select(meta.c.value).where(meta.c.key == self.key).with_for_update()).first()
+            cur = _parse(row[0] if row else "")
+            if cur is None or cur.get("owner") != self.token:
+                return False
+            cur["expires"] = now + self.lease
+            conn.execute(update(meta).where(meta.c.key == self.key).values(value=json.dumps(cur)))
+        return True
+
+    def release(self) -> None:
+        with self.ledger.begin() as conn:
+            row = conn.execute(select(meta.c.value).where(meta.c.key == self.key).with_for_update()).first()
+            cur = _parse(row[0] if row else "")
+            if cur is not None and cur.get("owner") == self.token:
+                conn.execute(update(meta).where(meta.c.key == self.key).values(value=""))
+
+
+def _parse(value: str) -> dict[str, Any] | None:
+    if not value:
+        return None
+    try:
+        out = json.loads(value)
+    except ValueError:
+        return None
+    return out if isinstance(out, dict) else None
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    return (f"held by {holder.get('label', '?')} since {_iso(float(holder.get('since', 0)))}, "
+            f"lease until {_iso(float(holder.get('expires', 0)))}")
+
+
+@contextmanager
+def _ledger_lock(c: Campaign, *, wait: bool, timeout: float, lease: float) -> Iterator[None]:
+    lock = LedgerLock(c.ledger, lease_seconds=lease)
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        holder = lock.try_acquire()
+        if holder is None:
+            break
+        if not wait:
+            raise RoundBusyError(
+                f"campaign {c.name!r}: another round is running ({_describe(holder)}); this one exits "
+                f"without querying ([lock] on_busy = \"exit\"). Run it again later, or set on_busy = \"wait\".")
+        if time.monotonic() >= deadline:
+            raise RoundBusyError(
+                f"campaign {c.name!r}: gave up after waiting {timeout:.0f}s for the round lock ({_describe(holder)}).")
+        if not announced:
+            _log(f"campaign {c.name!r}: another round is running ({_describe(holder)}); waiting for it to finish")
+            announced = True
+        time.sleep(_POLL_SECONDS)
+    if announced:
+        _log(f"campaign {c.name!r}: round lock acquired")
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(max(1.0, lease / 3)):
+            try:
+                if not lock.renew():
+                    log.warning("campaign %r: round lock was taken over (lease expired?)", c.name)
+                    return
+            except Exception as err:  # noqa: BLE001 - keep the round running; the lease may lapse
+                log.warning("campaign %r: could not renew the round lock: %s", c.name, err)
+
+    t = threading.Thread(target=heartbeat, name=f"labelloop-lock-{c.name}", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        lock.release()
+
+
+# --------------------------------------------------------------------------- Prefect global concurrency limit
+def ensure_prefect_limit(name: str) -> None:
+    """Create the global concurrency limit ``name`` (limit 1) unless it exists."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+            return
+        except ObjectNotFound:
+            pass
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1, active=True))
+        except ObjectAlreadyExists:
+            pass
+
+
+@contextmanager
+def _prefect_lock(c: Campaign, *, wait: bool, timeout: float, lease: float) -> Iterator[None]:
+    from prefect.concurrency.sync import concurrency
+
+    name = prefect_limit_name(c.name)
+    ensure_prefect_limit(name)
+    try:
+        cm = concurrency(name, occupy=1, timeout_seconds=(timeout if wait else 0.5), strict=True,
+                         lease_duration=lease)
+        cm.__enter__()
+    except TimeoutError:
+        verb = "exits without querying ([lock] on_busy = \"exit\")" if not wait else f"gave up after {timeout:.0f}s"
+        raise RoundBusyError(f"campaign {c.name!r}: another round holds the Prefect concurrency limit "
+                             f"{name!r}; this one {verb}.") from None
+    try:
+        yield
+    finally:
+        cm.__exit__(None, None, None)
+
+
+# --------------------------------------------------------------------------- public
+@contextmanager
+def round_lock(c: Campaign) -> Iterator[None]:
+    """Hold the campaign's round lock for the body (re-entrant within one process)."""
+    key = f"{c.ledger.safe_url}#{c.name}"
+    held = _held.get()
+    if key in held:
+        yield
+        return
+    cfg = c.cfg.lock
+    wait = cfg.on_busy == "wait"
+    token = _held.set(held | {key})
+    try:
+        if cfg.backend in ("prefect", "both"):
+            with _prefect_lock(c, wait=wait, timeout=cfg.timeout_seconds, lease=cfg.lease_seconds):
+                if cfg.backend == "both":
+                    with _ledger_lock(c, wait=wait, timeout=cfg.timeout_seconds, lease=cfg.lease_seconds):
+                        yield
+                else:
+                    yield
+        else:
+            with _ledger_lock(c, wait=wait, timeout=cfg.timeout_seconds, lease=cfg.lease_seconds):
+                yield
+    finally:
+        _held.reset(token)
+
+
+def lock_holder(c: Campaign) -> dict[str, Any] | None:
+    """Who holds the campaign's ledger round lock right now (None when free)."""
+    rec = LedgerLock(c.ledger).read()
+    if rec is not None:
+        rec = {**rec, "since": _iso(float(rec.get("since", 0))), "expires": _iso(float(rec.get("expires", 0)))}
+    return rec
+
+
+def _log(msg: str) -> None:
+    try:
+        from prefect import get_run_logger
+
+        get_run_logger().info(msg)
+    except Exception:  # noqa: BLE001 - outside a flow run
+        log.info(msg)

@@ -1,0 +1,168 @@
+"""The reopen flow: new data arrived and drifted, so put it in front of the query strategy.
+
+Triggered by the ``labelloop.drift.detected`` event (deployment trigger from
+``labelloop serve`` / ``labelloop deploy`` / ``prefect.yaml``), or run by hand.
+It
+
+1. ingests the arrivals through the same contract as set-up (``load_table`` +
+   the Great Expectations pool contract: a bad file writes nothing) into the
+   query pool (split ``pool``), tagged with the drift episode id;
+2. refits the TF-IDF featuriser on the enlarged pool (``[drift]
+   refit_featurizer``), so the new vocabulary counts;
+3. raises the random/diversity share of the next ``[drift] reopen_rounds``
+   rounds to ``reopen_random_share`` (stored in the ledger; the round flow asks
+   :func:`effective_random_share`);
+4. starts a round (a subflow; it takes the campaign's round lock like any
+   other round, so it never queries at the same time as a scheduled one).
+
+Why idempotent: events can be delivered twice and people re-send alerts.
+Items are insert-or-ignore by id, and an episode already seen neither adds
+items, nor extends the boost, nor spends labels on another round.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.locking import round_lock
+from flows.runtime import Campaign, open_campaign
+
+BOOST_KEY = "reopen_boost"
+EPISODES_KEY = "drift_episodes"
+
+
+# --------------------------------------------------------------------------- the boost the round flow reads
+def reopen_boost(c: Campaign, round_no: int) -> dict[str, Any] | None:
+    """The drift boost active for ``round_no`` (``episode``, ``share``, ``first_round``, ``rounds``), or None."""
+    raw = c.ledger.get_meta(BOOST_KEY)
+    if not raw:
+        return None
+    try:
+        boost = json.loads(raw)
+        first, n = int(boost["first_round"]), int(boost["rounds"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return boost if first <= round_no < first + n else None
+
+
+def effective_random_share(c: Campaign, round_no: int) -> float:
+    """The random share of the active arm's batch in ``round_no``.
+
+    ``[query] random_share`` normally; ``[drift] reopen_random_share`` (if higher)
+    for the ``[drift] reopen_rounds`` rounds that follow a drift reopen.
+    """
+    base = float(c.cfg.query.random_share)
+    boost = reopen_boost(c, round_no)
+    return max(base, float(boost["share"])) if boost else base
+
+
+def episodes(c: Campaign) -> list[dict[str, Any]]:
+    raw = c.ledger.get_meta(EPISODES_KEY)
+    try:
+        return list(json.loads(raw)) if raw else []
+    except ValueError:
+        return []
+
+
+# --------------------------------------------------------------------------- ingest
+def _blank(v: str | None) -> bool:
+    return v is None or str(v).strip() in ("", "None", "null")
+
+
+def ingest_arrivals(c: Campaign, path: Path, episode: str) -> dict[str, Any]:
+    """Validate the arrivals and add the new ones to the pool (insert-or-ignore). Writes nothing on a bad file."""
+    from flows.drift import load_arrivals
+    from integrations.expectations import validate_pool
+
+    frame = load_arrivals(c, path)
+    validate_pool(frame, label_set=c.labels, max_text_length=c.cfg.data.max_text_length, source=str(path))
+    frame = frame.copy()
+    frame["split"] = "pool"
+    added = c.ledger.add_items(frame, episode=episode)
+    return {"arrivals": str(path), "rows": int(len(frame)), "added": int(added),
+            "already_present": int(len(frame) - added)}
+
+
+def refit_featurizer(c: Campaign) -> int:
+    """Refit TF-IDF on every pool + seed text (never test / calibration), like set-up does."""
+    from tasks.train import fit_featurizer
+
+    items = c.ledger.items_frame(splits=["pool", "seed"])
+    c.save_featurizer(fit_featurizer(items["text"], max_features=c.cfg.model.max_features,
+                                     ngram_max=c.cfg.model.ngram_max))
+    return int(len(items))
+
+
+def reopen(c: Campaign, *, arrivals: str | None, episode: str | None, reason: str | None,
+           event_id: str | None) -> dict[str, Any]:
+    """Steps 1-3 of the flow, under the round lock. Returns what happened (``new_episode`` says if anything did)."""
+    from flows.drift import episode_id
+    from flows.round import next_round_no
+    from flows.setup import ensure_setup
+
+    path = Path(arrivals) if not _blank(arrivals) else c.cfg.arrivals_path
+    if path is not None and not path.is_absolute():
+        path = (c.cfg.base_dir / path).resolve()
+    with round_lock(c):
+        ensure_setup(c)
+        if _blank(episode):
+            episode = episode_id(c, path) if path is not None else None
+        if _blank(episode):
+            episode = "alert-" + (event_id[:8] if not _blank(event_id) else
+                                  datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S"))
+        seen = {e.get("episode") for e in episodes(c)}
+        result: dict[str, Any] = {"campaign": c.name, "episode": episode, "arrivals": str(path) if path else None,
+                                  "rows": 0, "added": 0, "already_present": 0, "reason": reason,
+                                  "new_episode": episode not in seen, "boost": None, "featurizer_refit": False}
+        if path is not None:
+            result.update(ingest_arrivals(c, path, episode))
+        if result["added"] and c.cfg.drift.refit_featurizer:
+            refit_featurizer(c)
+            result["featurizer_refit"] = True
+        if not result["new_episode"] and not result["added"]:
+            return result
+        result["new_episode"] = True
+        first = next_round_no(c)
+        d = c.cfg.drift
+        boost = {"episode": episode, "share": d.reopen_random_share, "first_round": first, "rounds": d.reopen_rounds}
+        if d.reopen_rounds > 0:
+            c.ledger.set_meta(BOOST_KEY, json.dumps(boost))
+            result["boost"] = boost
+        history = episodes(c)
+        history.append({"episode": episode, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "arrivals": result["arrivals"], "added": result["added"], "reason": reason,
+                        "event_id": None if _blank(event_id) else event_id, "first_round": first})
+        c.ledger.set_meta(EPISODES_KEY, json.dumps(history[-200:]))
+    return result
+
+
+@flow(name="labelloop-reopen", log_prints=True)
+def reopen_flow(config: str, arrivals: str | None = None, episode: str | None = None, reason: str | None = None,
+                event_id: str | None = None, run_round: bool = True) -> dict[str, Any]:
+    """Re-open the query pool after drift: ingest the arrivals, boost exploration, start a round.
+
+    Parameters arrive from the ``labelloop.drift.detected`` event (``arrivals``,
+    ``episode``, ``reason`` and ``event_id`` from its payload); empty values fall
+    back to ``[drift] arrivals`` of the config.
+    """
+    from flows.round import round_flow
+
+    logger = get_run_logger()
+    c = open_campaign(config)
+    result = reopen(c, arrivals=arrivals, episode=episode, reason=reason, event_id=event_id)
+    if not result["new_episode"]:
+        logger.info("campaign %s: drift episode %s was already handled and %s brought no new items; "
+                    "nothing to do", c.name, result["episode"], result["arrivals"])
+        result["round"] = None
+        return result
+    print(f"campaign {c.name!r}: drift episode {result['episode']}: {result['added']} new items in the pool "
+          f"({result['already_present']} already there) from {result['arrivals']}"
+          + (f"; random share {result['boost']['share']:.2f} for rounds {result['boost']['first_round']}-"
+             f"{result['boost']['first_round'] + result['boost']['rounds'] - 1}" if result["boost"] else ""))
+    result["round"] = round_flow(config) if run_round else None
+    return result

@@ -1,0 +1,407 @@
+"""The round flow: pull → agree → train → evaluate → query → push → log.
+
+Every stage is a Prefect task; the ones that talk to the outside retry. The
+ledger records how far a round got, so a round killed anywhere and run again
+resumes: its queries are reused (never re-drawn), only items without a
+backend task are pushed, and the MLflow runs are the same ones.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.config import CampaignConfig
+from flows.faults import checkpoint
+from flows.trust import decide_trust
+from flows.runtime import Campaign, open_campaign
+from integrations.backend import TaskRequest
+from tasks import calibrate, health, query, stopping
+from tasks.annotate import screen_annotations
+from tasks.evaluate import classification_metrics, confusion_figure, learning_curve_figure
+from tasks.train import TrainingError, predict_proba_aligned, train_model
+
+stage = task(cache_policy=NO_CACHE)  # inputs are live objects (ledger, backend): never hash or cache them
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    round_no: int
+    strategy: str
+    n_labels: int = 0
+    labels_spent: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    n_queried: int = 0
+    stopped: str | None = None  # reason the arm stopped, if it did
+    run_id: str | None = None
+    health_tags: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- pull / agreement
+@task(name="pull-annotations", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def pull_annotations(c: Campaign, round_no: int) -> dict[str, Any]:
+    """Pull everything the backend has, screen it, store it (idempotently by backend annotation id)."""
+    pulled = c.backend.pull()
+    frame = pd.DataFrame([a.__dict__ for a in pulled]) if pulled else pd.DataFrame(
+        columns=["backend_annotation_id", "backend_task_id", "item_id", "annotator", "label", "status"])
+    known = c.ledger.task_ids()
+    good, problems = screen_annotations(frame, known_items=set(known), labels=c.labels)
+    keep = set(good["backend_annotation_id"]) if len(good) else set()
+    counts = c.ledger.upsert_annotations([a for a in pulled if a.backend_annotation_id in keep],
+                                         backend=c.backend.name, round_no=round_no)
+    counts["rejected"] = len(frame) - len(good)
+    counts["problems"] = problems
+    return counts
+
+
+# --------------------------------------------------------------------------- per arm
+def _labelled_set(c: Campaign, arm: str, consensus: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    q = c.ledger.queries_frame(arm=arm)
+    spent = int(len(q))
+    lab = q[["item_id"]].merge(consensus[["label"]], left_on="item_id", right_index=True, how="inner")
+    return lab, spent
+
+
+@stage
+def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.DataFrame, vec: Any) -> dict:
+    cfg = c.cfg
+    texts = items.set_index("item_id").loc[labelled["item_id"], "text"].tolist()
+    model = train_model(vec, texts, labelled["label"].tolist(), C=cfg.model.C, random_state=cfg.splits.random_state)
+    test = items[items["split"] == "test"]
+    cal = items[items["split"] == "calibration"]
+    p_test = predict_proba_aligned(model, test["text"], c.labels)
+    metrics = {f"test_{k}": v for k, v in classification_metrics(test["known_label"].tolist(), p_test, c.labels).items()}
+    idx = {lbl: i for i, lbl in enumerate(c.labels)}
+    p_cal = predict_proba_aligned(model, cal["text"], c.labels)
+    y_cal = np.array([idx[y] for y in cal["known_label"]])
+    report = calibrate.calibration_report(p_cal, y_cal, method="temperature", gate=cfg.gates.calibration_ece)
+    metrics["calibration_ece"] = report["ece_before"]
+    metrics["calibration_ece_after"] = report["ece_after"]
+    metrics["calibration_brier"] = report["brier_before"]
+    return {"model": model, "metrics": metrics, "p_test": p_test, "y_test": test["known_label"].tolist(),
+            "p_cal": p_cal, "y_cal": y_cal, "calibration": report}
+
+
+@stage
+def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.DataFrame, vec: Any,
+                labelled: pd.DataFrame, n: int, model_version: str, fallback: bool) -> int:
+    """Select and record this round's batch for one arm; a re-run returns the recorded one."""
+    existing = c.ledger.queries_frame(arm=arm, round_no=round_no)
+    if len(existing):
+        return len(existing)
+    queried = set(c.ledger.queries_frame(arm=arm)["item_id"])
+    cand = items[(items["split"] == "pool") & ~items["item_id"].isin(queried)].reset_index(drop=True)
+    if cand.empty or n <= 0:
+        return 0
+    rng = np.random.default_rng([c.cfg.splits.random_state, round_no, 0 if arm == "active" else 1])
+    strategy = "diversity-random" if fallback else c.cfg.strategy_for(arm)
+    from flows.scoring import score_pool
+
+    X_pool, proba = score_pool(model, vec, cand["text"].tolist(), c.labels, scale=c.cfg.scale)
+    X_lab = vec.transform(items.set_index("item_id").loc[labelled["item_id"], "text"].tolist())
+    committee = None
+    if strategy in ("qbc", "qbc-kl"):
+        from sklearn.base import clone
+
+        committee = query.bootstrap_committee_proba(lambda: clone(model.named_steps["clf"]), X_lab,
+                                                    labelled["label"].to_numpy(), X_pool, 5, rng,
+                                                    classes=c.labels)
+    picks = query.select_batch(
+        proba, n, strategy, rng,
+        random_share=c.cfg.query.random_share if arm == "active" else 1.0,
+        X_pool=X_pool, X_labelled=X_lab, committee_proba=committee,
+        class_quota=c.cfg.query.class_quota, near_duplicate_threshold=c.cfg.query.near_duplicate_threshold,
+    ) if strategy != "random" else query.select_batch(proba, n, "random", rng, X_pool=X_pool,
+                                                       near_duplicate_threshold=c.cfg.query.near_duplicate_threshold)
+    rows = [{"item_id": cand.loc[p.index, "item_id"], "strategy": strategy, "reason": p.reason,
+             "score": float(p.score), "model_version": model_version} for p in picks]
+    return c.ledger.add_queries(arm, round_no, rows)
+
+
+# --------------------------------------------------------------------------- push
+@task(name="push-batch", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def push_pending(c: Campaign, round_no: int, predictions: dict[str, tuple[str, float, str]]) -> int:
+    """Push every queried item that has no backend task yet (this round's and any a crash left behind)."""
+    q = c.ledger.queries_frame()
+    have = c.ledger.task_ids()
+    todo = q[~q["item_id"].isin(have)].drop_duplicates("item_id")
+    if todo.empty:
+        return 0
+    texts = c.ledger.items_frame().set_index("item_id")["text"]
+    reqs = []
+    for r in todo.itertuples():
+        pred = predictions.get(r.item_id)
+        reqs.append(TaskRequest(item_id=r.item_id, text=texts[r.item_id],
+                                predicted_label=pred[0] if pred else None,
+                                confidence=pred[1] if pred else None,
+                                model_version=pred[2] if pred else r.model_version))
+    mapping = c.backend.push(reqs)
+    checkpoint("after-import-before-ledger")
+    c.ledger.record_tasks(c.backend.name, round_no, mapping)
+    _after_push(c)
+    return len(reqs)
+
+
+def _after_push(c: Campaign) -> None:
+    """Demo / tests: simulated annotators answer through real Label Studio users."""
+    ls = c.cfg.annotation.label_studio
+    if c.cfg.annotation.backend != "label_studio" or not ls.simulate_annotators:
+        return
+    from integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
+
+    known = c.ledger.items_frame()
+    truth = {r.item_id: r.known_label for r in known.itertuples() if r.known_label is not None}
+    answer_open_tasks(c.backend, truth,
+                      [SimAnnotator(a.name, a.accuracy) for a in c.cfg.annotation.simulated.annotators],
+                      overlap=c.cfg.annotation.overlap, seed=c.cfg.annotation.simulated.seed)
+
+
+# --------------------------------------------------------------------------- log
+def _params(cfg: CampaignConfig) -> dict[str, Any]:
+    """Campaign params for MLflow: choices only, never URLs or secrets."""
+    return {
+        "strategy": cfg.query.strategy, "batch_size": cfg.query.batch_size, "random_share": cfg.query.random_share,
+        "class_quota": cfg.query.class_quota, "budget": cfg.budget.max_labels, "seed_size": cfg.splits.seed_size,
+        "seed_method": cfg.splits.seed_method, "test_size": cfg.splits.test_size,
+        "calibration_size": cfg.splits.calibration_size, "featurizer": cfg.model.featurizer,
+        "classifier": cfg.model.classifier, "C": cfg.model.C, "backend": cfg.annotation.backend,
+        "overlap": cfg.annotation.overlap, "labels": ",".join(cfg.labels.names),
+        "label_set_version": cfg.labels.version, "ece_gate": cfg.gates.calibration_ece,
+    }
+
+
+@stage
+def log_round(c: Campaign, res: ArmResult, ev: dict | None, parent_id: str, batch: pd.DataFrame) -> None:
+    tr = c.tracker
+    run_id = res.run_id
+    tr.log_params(run_id, {"arm": res.arm, "strategy": res.strategy, "round": res.round_no})
+    metrics = dict(res.metrics)
+    metrics.update({"n_labels": res.n_labels, "labels_spent": res.labels_spent, "n_queried": res.n_queried,
+                    "cost": res.labels_spent * c.cfg.budget.cost_per_label})
+    tr.log_metrics(run_id, metrics, step=res.n_labels)
+    checkpoint("during-log")
+    # The parent run carries each arm's curve too, so one chart compares the arms.
+    tr.log_metrics(parent_id, {f"{res.arm}_test_macro_f1": metrics.get("test_macro_f1"),
+                               f"{res.arm}_test_accuracy": metrics.get("test_accuracy")}, step=res.n_labels)
+    tags = {"labelloop.notes": "; ".join(res.notes) if res.notes else "none", **res.health_tags}
+    if res.stopped:
+        tags["labelloop.stopped"] = res.stopped
+    tr.set_tags(run_id, tags)
+    if ev is not None:
+        tr.log_figure(run_id, confusion_figure(ev["y_test"], ev["p_test"], c.labels,
+                                               title=f"{res.arm} round {res.round_no}"), "plots/confusion_matrix.png")
+        tr.log_figure(run_id, calibrate.reliability_diagram(ev["p_cal"], ev["y_cal"],
+                                                            f"{res.arm} round {res.round_no} (calibration slice)"),
+                      "plots/reliability_diagram.png")
+        register = c.cfg.mlflow.register_model and res.arm == "active" or (
+            c.cfg.mlflow.register_model and c.cfg.arms == ["random"])
+        version = tr.log_model(run_id, ev["model"], register=register)
+        if version is not None and "test_macro_f1" in metrics:
+            promoted = tr.maybe_promote(version, metrics["test_macro_f1"])
+            tr.set_tags(run_id, {"labelloop.model_version": version, "labelloop.champion": str(promoted).lower()})
+    if len(batch):
+        tr.log_table(run_id, batch, "queried_batch.json")
+    tr.finish(run_id)
+
+
+def learning_curves(c: Campaign) -> dict[str, list[tuple[int, float]]]:
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for r in c.ledger.list_rounds():
+        if r.status in ("done", "stopped") and "test_macro_f1" in r.metrics:
+            curves.setdefault(r.arm, []).append((int(r.n_labels or 0), float(r.metrics["test_macro_f1"])))
+    return curves
+
+
+# --------------------------------------------------------------------------- the flow
+@flow(name="labelloop-round")
+def round_flow(config: str, round_no: int | None = None) -> dict[str, Any]:
+    """Run (or resume) one round of the campaign described by ``config`` for every arm."""
+    from flows.setup import ensure_setup
+
+    from flows.locking import round_lock
+
+    c = open_campaign(config)
+    ensure_setup(c)
+    with round_lock(c):
+        return _run_round(c, round_no)
+
+
+def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
+    logger = get_run_logger()
+    round_no = round_no if round_no is not None else next_round_no(c)
+    t0 = time.perf_counter()
+    parent_id = c.tracker.parent_run(c.ledger, _params(c.cfg))
+
+    pulled = pull_annotations(c, round_no)
+    checkpoint("after-pull")
+    if pulled["problems"]:
+        logger.warning("annotations rejected: %s", "; ".join(pulled["problems"]))
+    trust = decide_trust(c, round_no)
+    consensus = trust.consensus
+    items = c.ledger.items_frame()
+    vec = c.featurizer()
+
+    results: dict[str, ArmResult] = {}
+    evals: dict[str, dict | None] = {}
+    predictions: dict[str, tuple[str, float, str]] = {}
+    for arm in c.cfg.arms:
+        prev = c.ledger.get_round(arm, round_no)
+        if prev is not None and prev.status in ("done", "stopped"):
+            results[arm] = ArmResult(arm, round_no, prev.strategy or "", n_labels=prev.n_labels or 0,
+                                     metrics=prev.metrics, stopped="already finished")
+            continue
+        strategy = c.cfg.strategy_for(arm)
+        rec = c.ledger.start_round(arm, round_no, strategy)
+        run_id = c.tracker.round_run(parent_id, arm, round_no, rec.mlflow_run_id)
+        c.ledger.update_round(arm, round_no, mlflow_run_id=run_id, model_version=run_id)
+        labelled, spent = _labelled_set(c, arm, consensus)
+        res = ArmResult(arm, round_no, strategy, n_labels=len(labelled), labels_spent=spent, run_id=run_id)
+        res.notes.extend(trust.notes)
+        ev = None
+        try:
+            ev = train_and_evaluate(c, arm, labelled, items, vec)
+            res.metrics = {**ev["metrics"], **trust.metrics}
+        except TrainingError as err:
+            res.notes.append(f"not trained: {err}")
+        fallback = bool(ev is not None and not ev["calibration"]["gate_passed"] and arm == "active")
+        if fallback:
+            res.notes.append(
+                f"calibration gate: ECE after calibration {ev['calibration']['ece_after']:.3f} > "
+                f"{c.cfg.gates.calibration_ece:.2f}; this batch uses diversity + random selection")
+        remaining = c.cfg.budget.max_labels - spent
+        res.stopped = _stop_reason(c, arm, round_no, spent, res, ev, items)
+        if ev is not None and res.stopped is None:
+            n = min(c.cfg.query.batch_size, remaining)
+            res.n_queried = query_batch(c, arm, round_no, ev["model"], items, vec, labelled, n, run_id, fallback)
+            c.ledger.update_round(arm, round_no, status="queried")
+            checkpoint("after-query")
+            batch_ids = c.ledger.queries_frame(arm=arm, round_no=round_no)["item_id"].tolist()
+            checks = _health(c, arm, round_no, res, ev, items, vec, batch_ids)
+            res.metrics.update(health.health_metrics(checks))
+            res.health_tags = health.health_tags(checks)
+            res.notes.extend(f"health: {h.name}: {h.message}" for h in checks if h.fired)
+            if batch_ids:
+                texts = items.set_index("item_id").loc[batch_ids, "text"].tolist()
+                proba = predict_proba_aligned(ev["model"], texts, c.labels)
+                for i, p in zip(batch_ids, proba):
+                    if arm == "active" or i not in predictions:
+                        predictions[i] = (c.labels[int(p.argmax())], float(p.max()), run_id)
+        c.tracker.set_tags(run_id, {**trust.tags, "labelloop.calibration_gate":
+                                    "failed: diversity+random fallback" if fallback else "passed"})
+        results[arm] = res
+        evals[arm] = ev
+
+    pushed = push_pending(c, round_no, predictions)
+    checkpoint("after-push")
+
+    for arm, res in results.items():
+        if res.stopped == "already finished":
+            continue
+        batch = c.ledger.queries_frame(arm=arm, round_no=round_no)
+        log_round(c, res, evals.get(arm), parent_id, batch)
+        checkpoint("after-log")
+        c.ledger.update_round(arm, round_no, status="stopped" if res.stopped else "done", n_labels=res.n_labels,
+                              metrics=res.metrics, notes=res.notes + ([res.stopped] if res.stopped else []))
+    curves = learning_curves(c)
+    if curves:
+        c.tracker.log_figure(parent_id, learning_curve_figure(curves, title=f"{c.name}: active vs random"),
+                             "plots/learning_curve.png")
+    summary = {
+        "round": round_no, "pulled": {k: v for k, v in pulled.items() if k != "problems"}, "pushed": pushed,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "arms": {a: {"n_labels": r.n_labels, "labels_spent": r.labels_spent, "queried": r.n_queried,
+                     "test_macro_f1": r.metrics.get("test_macro_f1"), "test_accuracy": r.metrics.get("test_accuracy"),
+                     "calibration_ece": r.metrics.get("calibration_ece"), "stopped": r.stopped, "notes": r.notes}
+                 for a, r in results.items()},
+    }
+    for a, r in summary["arms"].items():
+        f1 = r["test_macro_f1"]
+        print(f"round {round_no:>2} {a:<7} labels={r['n_labels']:>4} macro-F1={f1 if f1 is None else round(f1, 3)}"
+              f" ECE={r['calibration_ece'] if r['calibration_ece'] is None else round(r['calibration_ece'], 3)}"
+              f"{' STOP: ' + r['stopped'] if r['stopped'] else ''}", flush=True)
+    return summary
+
+
+def _stop_reason(c: Campaign, arm: str, round_no: int, spent: int, res: ArmResult, ev: dict | None,
+                 items: pd.DataFrame) -> str | None:
+    """Why this arm stops after this round (budget, max rounds, target, marginal gain, stable predictions)."""
+    b = c.cfg.budget
+    if round_no >= b.max_rounds and spent < b.max_labels:
+        return f"max_rounds ({b.max_rounds}) reached"
+    history = [{"labels": int(r.n_labels or 0), "macro_f1": float(r.metrics["test_macro_f1"])}
+               for r in c.ledger.list_rounds(arm=arm) if r.round_no < round_no and "test_macro_f1" in r.metrics]
+    if ev is not None:
+        history.append({"labels": res.n_labels, "macro_f1": res.metrics["test_macro_f1"]})
+    stop_preds = _stop_set_predictions(c, arm, round_no, ev, items) if b.stability_kappa else None
+    stop, reason = stopping.should_stop(history, budget=b.max_labels, spent=spent, target=b.target_macro_f1,
+                                        min_gain_per_label=b.min_gain_per_label, window=b.stop_window,
+                                        stability_kappa=b.stability_kappa, stop_set_predictions=stop_preds)
+    return reason if stop else None
+
+
+def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: dict | None, items: pd.DataFrame) -> list:
+    """Predictions of this arm's successive models on a fixed unlabelled stop set (kept as .npy per round)."""
+    folder = c.workdir / "stop_set"
+    folder.mkdir(parents=True, exist_ok=True)
+    if ev is not None:
+        pool = items[items["split"] == "pool"].sort_values("item_id")
+        sample = pool.sample(n=min(c.cfg.budget.stop_set_size, len(pool)), random_state=c.cfg.splits.random_state)
+        pred = predict_proba_aligned(ev["model"], sample["text"].tolist(), c.labels).argmax(axis=1)
+        np.save(folder / f"{arm}-{round_no:04d}.npy", pred)
+    files = sorted(folder.glob(f"{arm}-*.npy"))
+    return [np.load(f) for f in files if int(f.stem.split("-")[-1]) <= round_no]
+
+
+def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: dict, items: pd.DataFrame, vec: Any,
+            batch_ids: list[str]) -> list:
+    """This round's health checks for one arm (see tasks/health.py)."""
+    prev_rounds = [r for r in c.ledger.list_rounds(arm=arm) if r.round_no < round_no and r.metrics]
+    recall_history = [health.recalls_from_metrics(r.metrics, "test_recall_") for r in prev_rounds]
+    recall_history.append(health.recalls_from_metrics(res.metrics, "test_recall_"))
+    curves = learning_curves(c)
+    active_curve = curves.get("active", []) + ([(res.n_labels, res.metrics["test_macro_f1"])] if arm == "active" else [])
+    text = items.set_index("item_id")["text"]
+    X_batch = vec.transform(text.loc[batch_ids].tolist()) if batch_ids else None
+    queried = set(c.ledger.queries_frame(arm=arm)["item_id"])
+    pool = items[(items["split"] == "pool") & ~items["item_id"].isin(queried)]
+    pool = pool.sample(n=min(2000, len(pool)), random_state=round_no) if len(pool) else pool
+    X_pool = vec.transform(pool["text"].tolist()) if len(pool) else None
+    prev = c.ledger.queries_frame(arm=arm, round_no=round_no - 1)["item_id"].tolist()
+    X_prev = vec.transform(text.loc[prev].tolist()) if prev else None
+    return health.run_health_checks(
+        recall_history=recall_history, ece=ev["calibration"]["ece_after"],
+        active_curve=active_curve if arm == "active" else None,
+        random_curve=curves.get("random") if arm == "active" else None,
+        X_batch=X_batch, X_pool=X_pool, X_prev_batch=X_prev,
+        thresholds=health.HealthThresholds(ece_gate=c.cfg.gates.calibration_ece),
+    )
+
+
+def next_round_no(c: Campaign) -> int:
+    """The first round some arm has not finished (a killed round is resumed, not skipped)."""
+    rounds = c.ledger.list_rounds()
+    if not rounds:
+        return 1
+    by_no: dict[int, list[str]] = {}
+    for r in rounds:
+        by_no.setdefault(r.round_no, []).append(r.status)
+    for no in sorted(by_no):
+        if len(by_no[no]) < len(c.cfg.arms) or any(s not in ("done", "stopped") for s in by_no[no]):
+            return no
+    return max(by_no) + 1
+
+
+def campaign_finished(c: Campaign) -> bool:
+    """Every arm's latest round says it stopped."""
+    latest: dict[str, Any] = {}
+    for r in c.ledger.list_rounds():
+        latest[r.arm] = r
+    return bool(latest) and all(a in latest and latest[a].status == "stopped" for a in c.cfg.arms)

@@ -1,0 +1,121 @@
+"""Open a campaign's resources (ledger, featuriser, annotation backend, MLflow).
+
+Why one place: every flow (set-up, round, reopen, drift check, status) needs
+the same objects built the same way from the config, and secrets (Label
+Studio token, database password) must be read from the environment or a
+Prefect Secret block in exactly one spot, never from the config file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from flows.config import CampaignConfig, load_config
+from integrations.backend import AnnotationBackend
+from integrations.ledger import Ledger
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+@dataclass
+class Campaign:
+    cfg: CampaignConfig
+    ledger: Ledger
+    _backend: AnnotationBackend | None = field(default=None, repr=False)
+    _tracker: Any = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def workdir(self) -> Path:
+        return self.cfg.workdir_path
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.cfg.labels.names)
+
+    @property
+    def featurizer_path(self) -> Path:
+        return self.workdir / "models" / "featurizer.joblib"
+
+    def featurizer(self) -> Any:
+        if not self.featurizer_path.exists():
+            raise FileNotFoundError(
+                f"campaign {self.name!r} has no featuriser at {self.featurizer_path}; run `labelloop setup` first"
+            )
+        return joblib.load(self.featurizer_path)
+
+    def save_featurizer(self, vec: Any) -> None:
+        self.featurizer_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.featurizer_path.with_suffix(".tmp")
+        joblib.dump(vec, tmp)
+        os.replace(tmp, self.featurizer_path)
+
+    @property
+    def backend(self) -> AnnotationBackend:
+        if self._backend is None:
+            self._backend = make_backend(self)
+        return self._backend
+
+    @property
+    def tracker(self) -> Any:
+        if self._tracker is None:
+            from integrations.tracking import Tracker
+
+            self._tracker = Tracker(self.cfg.tracking_uri, self.cfg.experiment_name, self.cfg.name)
+        return self._tracker
+
+
+def open_campaign(config: str | Path | CampaignConfig) -> Campaign:
+    cfg = config if isinstance(config, CampaignConfig) else load_config(config)
+    cfg.workdir_path.mkdir(parents=True, exist_ok=True)
+    return Campaign(cfg=cfg, ledger=Ledger(cfg.ledger_url, cfg.name))
+
+
+def make_backend(c: Campaign) -> AnnotationBackend:
+    ann = c.cfg.annotation
+    if ann.backend == "simulated":
+        from integrations.simulated import SimulatedBackend
+
+        known = c.ledger.items_frame()
+        true_labels = {r.item_id: r.known_label for r in known.itertuples() if r.known_label is not None}
+        return SimulatedBackend(
+            c.workdir / "simulated_backend.json",
+            true_labels=true_labels,
+            annotators=[(a.name, a.accuracy) for a in ann.simulated.annotators],
+            labels=c.labels,
+            overlap=ann.overlap,
+            seed=ann.simulated.seed,
+        )
+    from integrations.label_studio import LabelStudioBackend, resolve_api_key
+
+    ls = ann.label_studio
+    explicit = os.environ.get(ls.api_key_env)
+    if not explicit and not ls.secret_block:
+        from flows.config import ConfigError
+
+        raise ConfigError(
+            f"no Label Studio API key: set the environment variable {ls.api_key_env} "
+            f"(for the local server: `export {ls.api_key_env}=$(infra/label_studio.sh token)`) "
+            "or name a Prefect Secret block in annotation.label_studio.secret_block"
+        )
+    key = resolve_api_key(explicit=explicit, secret_block=ls.secret_block)
+    return LabelStudioBackend(
+        url=os.environ.get("LABELLOOP_LS_URL_OVERRIDE") or ls.url,
+        api_key=key,
+        project_title=ls.project_title or f"labelloop {c.name}",
+        labels=c.labels,
+        overlap=ann.overlap,
+        instructions=ls.instructions,
+    )

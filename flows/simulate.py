@@ -1,0 +1,324 @@
+"""`labelloop simulate`: will active learning pay off on *this* data?
+
+Runs the campaign loop (same splits, featuriser, model and query policy as a
+real campaign) on any labelled file, with an oracle answering from the known
+labels, for each strategy and a random arm at equal budget, over several
+seeds. Writes ``results.json`` (learning curves per arm and seed, label
+efficiency against random measured in the same run) and PNG curves.
+
+Why an oracle rather than noisy annotators here: this answers the question
+"does the selection help?" in isolation; annotator noise is the agreement
+module's job and is simulated in the campaign flow.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from integrations.sources import load_table
+from tasks import query
+from tasks.seed import carve_splits
+from tasks.evaluate import (
+    area_under_curve,
+    classification_metrics,
+    label_efficiency,
+    labels_to_reach,
+    learning_curve_figure,
+)
+from tasks.health import per_class_recall_check, random_ahead_check
+from tasks.train import TrainingError, build_model, fit_featurizer, predict_proba_aligned
+
+FEATURIZERS = ("tfidf", "minilm")
+
+
+def _progress(msg: str, end: str = "\n") -> None:
+    """Progress on stdout.  Written directly, not via ``print``: with Prefect's ``log_prints`` a print
+    becomes an INFO log record, which the CLI's ``PREFECT_LOGGING_LEVEL=WARNING`` would swallow."""
+    sys.stdout.write(msg + end)
+    sys.stdout.flush()
+
+
+def run_arm(
+    frame: pd.DataFrame,
+    classes: list[str],
+    vec: Any,
+    X_all: Any,
+    strategy: str,
+    *,
+    seed: int,
+    budget: int,
+    batch_size: int,
+    random_share: float,
+    C: float = 10.0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """One arm, one seed: seed batch, then query/train until the budget is spent.
+
+    With ``progress`` each round appends ``labels:macro-F1`` to the current stdout line.
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(strategy.encode())])
+    pos = {i: k for k, i in enumerate(frame.index)}
+    test = frame[frame["split"] == "test"]
+    X_test = X_all[[pos[i] for i in test.index]]
+    labelled = list(frame.index[frame["split"] == "seed"])
+    pool = [i for i in frame.index[frame["split"] == "pool"]]
+    curve: dict[str, Any] = {"labels": [], "macro_f1": [], "accuracy": [], "seconds": [],
+                             "recall": {c: [] for c in classes}}
+    while True:
+        t0 = time.perf_counter()
+        y_lab = frame.loc[labelled, "label"].tolist()
+        model = fit_on_features(vec, X_all[[pos[i] for i in labelled]], y_lab, C=C, random_state=seed)
+        p_test = predict_proba_aligned(model, X_test, classes, features=True)
+        m = classification_metrics(test["label"].tolist(), p_test, classes)
+        curve["labels"].append(len(labelled))
+        curve["macro_f1"].append(round(m["macro_f1"], 5))
+        curve["accuracy"].append(round(m["accuracy"], 5))
+        for c in classes:
+            curve["recall"][c].append(round(m[f"recall_{c}"], 5))
+        if progress:
+            _progress(f" {len(labelled)}:{m['macro_f1']:.3f}", end="")
+        n = min(batch_size, budget - len(labelled), len(pool))
+        if n <= 0:
+            curve["seconds"].append(round(time.perf_counter() - t0, 4))
+            break
+        X_pool = X_all[[pos[i] for i in pool]]
+        proba = predict_proba_aligned(model, X_pool, classes, features=True)
+        committee = None
+        X_lab = X_all[[pos[i] for i in labelled]]
+        if strategy in ("qbc", "qbc-kl"):
+            from sklearn.base import clone
+
+            committee = query.bootstrap_committee_proba(lambda: clone(model.named_steps["clf"]), X_lab,
+                                                        np.asarray(y_lab), X_pool, 5, rng, classes=classes)
+        picks = query.select_batch(proba, n, strategy, rng, random_share=random_share if strategy != "random" else 1.0,
+                                   X_pool=X_pool, X_labelled=X_lab, committee_proba=committee)
+        chosen = {pool[p.index] for p in picks}
+        labelled.extend(pool[p.index] for p in picks)
+        pool = [i for i in pool if i not in chosen]
+        curve["seconds"].append(round(time.perf_counter() - t0, 4))
+    return curve
+
+
+def fit_on_features(vec: Any, X_lab: Any, y_lab: Sequence[str], *, C: float, random_state: int) -> Any:
+    """labelloop's model (``tasks.train.build_model``) with its classifier fitted on precomputed features.
+
+    Identical to ``train_model`` on the texts (the featuriser is frozen), but
+    the features are computed once per seed instead of once per round, which
+    matters for sentence embeddings.  Use with ``predict_proba_aligned(...,
+    features=True)``.
+    """
+    distinct = sorted(set(y_lab))
+    if len(distinct) < 2:
+        raise TrainingError(f"need labels of at least 2 classes to train, got {len(y_lab)} labels of {distinct}")
+    model = build_model(vec, C=C, random_state=random_state)
+    model.named_steps["clf"].fit(X_lab, list(y_lab))
+    return model
+
+
+def make_featurizer(name: str, texts: Sequence[str]) -> Any:
+    """A fitted featuriser: TF-IDF fitted on ``texts`` (the pool), or the frozen MiniLM encoder."""
+    if name == "tfidf":
+        return fit_featurizer(texts)
+    if name == "minilm":
+        from tasks.embeddings import MiniLMFeaturizer
+
+        return MiniLMFeaturizer().fit(texts)
+    raise ValueError(f"unknown featurizer {name!r}; choose one of {', '.join(FEATURIZERS)}")
+
+
+def full_data_score(frame: pd.DataFrame, classes: list[str], vec: Any, X_all: Any, seed: int, C: float) -> float:
+    """Macro-F1 of the model trained on every non-test row: the ceiling the target is a share of."""
+    pos = {i: k for k, i in enumerate(frame.index)}
+    train = frame[frame["split"].isin(["pool", "seed"])]
+    test = frame[frame["split"] == "test"]
+    model = fit_on_features(vec, X_all[[pos[i] for i in train.index]], train["label"].tolist(), C=C,
+                            random_state=seed)
+    p = predict_proba_aligned(model, X_all[[pos[i] for i in test.index]], classes, features=True)
+    return classification_metrics(test["label"].tolist(), p, classes)["macro_f1"]
+
+
+@task(cache_policy=NO_CACHE)
+def simulate_seed(frame: pd.DataFrame, classes: list[str], strategies: Sequence[str], seed: int, budget: int,
+                  batch_size: int, seed_size: int, test_size: int, random_share: float, C: float,
+                  featurizer: str = "tfidf") -> dict:
+    f = frame.copy()
+    f["split"] = carve_splits(f, test_size=test_size, calibration_size=1, seed_size=seed_size,
+                              seed_method="stratified", random_state=seed)
+    f.loc[f["split"] == "calibration", "split"] = "pool"  # simulate measures selection only: no calibration slice
+    train_side = f[f["split"].isin(["pool", "seed"])]
+    vec = make_featurizer(featurizer, train_side["text"].tolist())
+    X_all = vec.transform(f["text"].tolist())
+    out = {"full_data_macro_f1": round(full_data_score(f, classes, vec, X_all, seed, C), 5), "arms": {}}
+    for s in strategies:
+        t0 = time.perf_counter()
+        _progress(f"  seed {seed} {s:<16} labels:macro-F1", end="")
+        out["arms"][s] = run_arm(f, classes, vec, X_all, s, seed=seed, budget=budget, batch_size=batch_size,
+                                 random_share=random_share, C=C, progress=True)
+        last = out["arms"][s]
+        _progress(f"  | {len(last['labels'])} rounds, {time.perf_counter() - t0:.1f}s")
+    return out
+
+
+@flow(name="labelloop-simulate")
+def simulate_flow(
+    data: str,
+    out: str,
+    text_col: str = "text",
+    label_col: str = "label",
+    id_col: str | None = None,
+    strategies: Sequence[str] = ("margin",),
+    budget: int = 500,
+    batch_size: int = 25,
+    seeds: int = 3,
+    seed_size: int | None = None,
+    test_size: int | None = None,
+    random_share: float = 0.1,
+    target: float = 0.95,
+    C: float = 10.0,
+    featurizer: str = "tfidf",
+) -> dict:
+    if featurizer not in FEATURIZERS:
+        raise ValueError(f"unknown featurizer {featurizer!r}; choose one of {', '.join(FEATURIZERS)}")
+    if featurizer == "minilm":
+        from tasks.embeddings import require_minilm
+
+        require_minilm()  # fail before any work when the optional extra is missing
+    frame = load_table(data, id_col=id_col, text_col=text_col, label_col=label_col)
+    frame = frame[frame["label"].notna()].drop_duplicates("text").reset_index(drop=True)
+    classes = sorted(frame["label"].astype(str).unique().tolist())
+    strategies = list(dict.fromkeys([*strategies, "random"]))
+    seed_size = seed_size or max(batch_size, len(classes))
+    test_size = test_size or int(min(2000, max(len(classes) * 5, round(0.2 * len(frame)))))
+    _progress(f"simulate: {len(frame)} labelled rows, {len(classes)} classes, test {test_size}, seed {seed_size}, "
+              f"budget {budget}, batch {batch_size}, strategies {strategies}, featurizer {featurizer}, "
+              f"{seeds} seed(s)")
+    per_seed = {}
+    for sd in range(seeds):
+        per_seed[sd] = simulate_seed(frame, classes, strategies, sd, budget, batch_size, seed_size, test_size,
+                                     random_share, C, featurizer)
+    result = summarise(per_seed, strategies, target=target)
+    result.update({"data": str(Path(data).resolve()), "n_rows": int(len(frame)), "classes": classes,
+                   "budget": budget, "batch_size": batch_size, "seed_size": seed_size, "test_size": test_size,
+                   "random_share": random_share, "target": target, "n_seeds": seeds, "featurizer": featurizer,
+                   "C": C})
+    write_outputs(result, Path(out))
+    return result
+
+
+def summarise(per_seed: dict[int, dict], strategies: Sequence[str], target: float) -> dict:
+    """Per arm: curves per seed, label efficiency vs random at ``target`` × full-data macro-F1, AULC."""
+    arms: dict[str, Any] = {}
+    for s in strategies:
+        seeds = {str(sd): {k: v for k, v in r["arms"][s].items()} for sd, r in per_seed.items()}
+        eff, aulc, secs = [], [], []
+        for sd, r in per_seed.items():
+            goal = target * r["full_data_macro_f1"]
+            c = r["arms"][s]
+            rnd = r["arms"]["random"]
+            eff.append(label_efficiency(rnd["labels"], rnd["macro_f1"], c["labels"], c["macro_f1"], goal))
+            aulc.append(area_under_curve(c["labels"], c["macro_f1"]))
+            secs.append(float(np.median(c["seconds"])))
+            seeds[str(sd)]["labels_to_target"] = labels_to_reach(c["labels"], c["macro_f1"], goal)
+        finite = [e for e in eff if e is not None and np.isfinite(e)]
+        mean_f1 = _mean_curve([per_seed[sd]["arms"][s] for sd in per_seed], "macro_f1")
+        recall_hist = _mean_recall_history([per_seed[sd]["arms"][s] for sd in per_seed])
+        health = {"per_class_recall": per_class_recall_check(recall_hist).to_dict()}
+        if s != "random":
+            health["random_ahead"] = random_ahead_check(
+                mean_f1, _mean_curve([per_seed[sd]["arms"]["random"] for sd in per_seed], "macro_f1")).to_dict()
+        arms[s] = {
+            "seeds": seeds,
+            "label_efficiency": float(np.mean(finite)) if finite else None,
+            "label_efficiency_per_seed": eff,
+            "aulc": float(np.mean(aulc)),
+            "seconds_per_round": float(np.median(secs)),
+            "final_macro_f1_mean": float(np.mean([per_seed[sd]["arms"][s]["macro_f1"][-1] for sd in per_seed])),
+            "final_recall_mean": recall_hist[-1] if recall_hist else {},
+            "health": health,
+        }
+    return {"arms": arms, "full_data_macro_f1": {str(sd): r["full_data_macro_f1"] for sd, r in per_seed.items()}}
+
+
+def _mean_curve(curves: Sequence[dict], key: str) -> list[tuple[int, float]]:
+    """Mean over seeds at each label count (seeds share seed size and batch, so their label grids agree)."""
+    pts: dict[int, list[float]] = {}
+    for c in curves:
+        for n, f in zip(c["labels"], c[key]):
+            pts.setdefault(int(n), []).append(float(f))
+    return [(n, float(np.mean(v))) for n, v in sorted(pts.items())]
+
+
+def _mean_recall_history(curves: Sequence[dict]) -> list[dict[str, float]]:
+    """Per round ``{class: recall}`` averaged over seeds (rounds all seeds reached)."""
+    if not curves or "recall" not in curves[0]:
+        return []
+    n = min(len(c["labels"]) for c in curves)
+    classes = list(curves[0]["recall"])
+    return [{k: float(np.mean([c["recall"][k][i] for c in curves])) for k in classes} for i in range(n)]
+
+
+def write_outputs(result: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2, default=float), encoding="utf-8")
+    curves = {s: _mean_curve(list(arm["seeds"].values()), "macro_f1") for s, arm in result["arms"].items()}
+    fig = learning_curve_figure(curves, title=f"{Path(result['data']).name}: mean over {result['n_seeds']} seed(s)")
+    fig.savefig(out / "learning_curves.png", dpi=110)
+    plt.close(fig)
+    fig = recall_figure(result)
+    fig.savefig(out / "per_class_recall.png", dpi=100)
+    plt.close(fig)
+    lines = [f"{'arm':<18}{'label-eff.':>11}{'AULC':>8}{'final F1':>10}{'s/round':>9}"]
+    for s, arm in result["arms"].items():
+        eff = arm["label_efficiency"]
+        lines.append(f"{s:<18}{'n/a' if eff is None else f'{eff:.2f}x':>11}{arm['aulc']:>8.3f}"
+                     f"{arm['final_macro_f1_mean']:>10.3f}{arm['seconds_per_round']:>9.3f}")
+    _progress("\n".join(lines))
+    for s, arm in result["arms"].items():
+        for chk in arm.get("health", {}).values():
+            if chk["fired"]:
+                _progress(f"health [{s}] {chk['name']}: {chk['message']}")
+    _progress(f"wrote {out / 'results.json'}, {out / 'learning_curves.png'} and {out / 'per_class_recall.png'}")
+
+
+def recall_figure(result: dict) -> Any:
+    """One panel per arm: per-class recall on the frozen test set vs labels (mean over seeds)."""
+    import matplotlib.pyplot as plt
+
+    arms = list(result["arms"])
+    cols = min(3, len(arms))
+    rows = int(np.ceil(len(arms) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    classes = result.get("classes", [])
+    for ax, s in zip(axes.ravel(), arms):
+        seeds = list(result["arms"][s]["seeds"].values())
+        hist = _mean_recall_history(seeds)
+        labels = seeds[0]["labels"][: len(hist)] if seeds else []
+        for c in classes if len(classes) <= 12 else []:
+            ax.plot(labels, [h[c] for h in hist], label=str(c), lw=1.2)
+        if len(classes) > 12 and hist:  # too many lines: min / mean / max over classes
+            vals = np.array([[h[c] for c in classes] for h in hist])
+            ax.plot(labels, vals.min(axis=1), label="min class")
+            ax.plot(labels, vals.mean(axis=1), label="mean")
+            ax.plot(labels, vals.max(axis=1), label="max class")
+        ax.set_title(s, fontsize=9)
+        ax.set_xlabel("labels")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(arms):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("test recall")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("per-class recall (mean over seeds)", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,144 @@
+"""`labelloop status`: where a campaign stands.
+
+Why mostly from the ledger: it is the source of truth and answers even when
+MLflow, Prefect or Label Studio are down. Only the next scheduled run comes
+from the Prefect API, and only when one is configured (``PREFECT_API_URL``)
+and answers within a few seconds; otherwise the line says "no schedule found".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flows.runtime import Campaign, open_campaign
+
+
+def status_rows(config: str) -> list[dict]:
+    c = open_campaign(config)
+    return _rows(c)
+
+
+def _rows(c: Campaign) -> list[dict]:
+    rows = []
+    for r in c.ledger.list_rounds():
+        m = r.metrics
+        rows.append({
+            "round": r.round_no, "arm": r.arm, "status": r.status, "labels": r.n_labels,
+            "macro_f1": m.get("test_macro_f1"), "accuracy": m.get("test_accuracy"),
+            "ece": m.get("calibration_ece"), "ece_after": m.get("calibration_ece_after"),
+            "agreement": m.get("krippendorff_alpha"), "warnings": "; ".join(str(n) for n in r.notes),
+            "started_at": r.started_at, "finished_at": r.finished_at,
+        })
+    return rows
+
+
+def pending_tasks(c: Campaign) -> tuple[int, int]:
+    """(tasks pushed, tasks still short of ``overlap`` submitted annotations)."""
+    tasks = c.ledger.tasks_frame()
+    ann = c.ledger.annotations_frame(submitted_only=True)
+    done = ann.groupby("item_id").size() if len(ann) else None
+    finished = 0 if done is None else int((done.reindex(tasks["item_id"]).fillna(0) >= c.cfg.annotation.overlap).sum())
+    return int(len(tasks)), int(len(tasks) - finished)
+
+
+def next_runs(campaign: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Next scheduled run per deployment of the campaign, from the Prefect API.
+
+    ``{"api": url | None, "runs": {deployment: iso time | None}, "error": str | None}``. Never
+    starts a temporary API: without ``PREFECT_API_URL`` it reports that instead.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    out: dict[str, Any] = {"api": url or None, "runs": {}, "error": None}
+    if not url:
+        out["error"] = "no Prefect API configured (PREFECT_API_URL)"
+        return out
+    try:
+        import httpx
+
+        with httpx.Client(timeout=timeout) as http:
+            http.get(f"{url.rstrip('/')}/health").raise_for_status()
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
+                                                    FlowRunFilterState, FlowRunFilterStateType)
+        from prefect.client.schemas.objects import StateType
+        from prefect.client.schemas.sorting import FlowRunSort
+        from prefect.exceptions import ObjectNotFound
+
+        from flows.deploy import deployment_names
+
+        with get_client(sync_client=True) as client:
+            for kind, name in deployment_names(campaign).items():
+                if kind == "reopen":
+                    continue
+                try:
+                    dep = client.read_deployment_by_name(name)
+                except ObjectNotFound:
+                    continue
+                if dep.paused:
+                    out["runs"][name] = "paused"
+                    continue
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
+                    flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+                    sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1)
+                out["runs"][name] = runs[0].expected_start_time.isoformat(timespec="seconds") if runs else None
+    except Exception as err:  # noqa: BLE001 - status must answer with the API down
+        out["error"] = f"Prefect API at {url} not reachable ({type(err).__name__})"
+    return out
+
+
+def print_status(config: str) -> None:
+    from flows.locking import lock_holder
+    from flows.reopen import episodes, reopen_boost
+
+    c = open_campaign(config)
+    rows = _rows(c)
+    print(f"campaign {c.name}: {c.ledger.n_items()} items, ledger {c.ledger.safe_url}")
+    print(f"{'round':>5} {'arm':<7} {'status':<8} {'labels':>6} {'macro-F1':>9} {'ECE':>6} {'ECE cal':>7} "
+          f"{'alpha':>6}  warnings")
+
+    def f(v: object, w: int) -> str:
+        return f"{v:>{w}.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{'-':>{w}}"
+
+    for r in rows:
+        print(f"{r['round']:>5} {r['arm']:<7} {r['status']:<8} {r['labels'] if r['labels'] is not None else '-':>6} "
+              f"{f(r['macro_f1'], 9)} {f(r['ece'], 6)} {f(r['ece_after'], 7)} {f(r['agreement'], 6)}  "
+              f"{r['warnings'] or '-'}")
+    if not rows:
+        print("  (no rounds yet)")
+    pushed, pending = pending_tasks(c)
+    print(f"annotation tasks pushed: {pushed}, pending (fewer than {c.cfg.annotation.overlap} annotations): {pending}")
+
+    holder = lock_holder(c)
+    if holder:
+        print(f"round running: lock held by {holder.get('label')} since {holder.get('since')}")
+    eps = episodes(c)
+    if eps:
+        last = eps[-1]
+        print(f"drift episodes: {len(eps)}; last {last.get('episode')} at {last.get('at')}: "
+              f"{last.get('added')} items added" + (f" ({last.get('reason')})" if last.get("reason") else ""))
+    from flows.round import next_round_no
+
+    nxt = next_round_no(c)
+    boost = reopen_boost(c, nxt)
+    if boost:
+        print(f"round {nxt}: random share raised to {boost['share']:.2f} after drift episode {boost['episode']}")
+
+    sched = next_runs(c.name)
+    if sched["runs"]:
+        for name, when in sched["runs"].items():
+            print(f"next scheduled run of {name}: {when or 'none queued yet'}")
+    else:
+        why = sched["error"] or f"no deployments of campaign {c.name} on {sched['api']}"
+        print(f"next scheduled run: no schedule found ({why})")
+
+
+def status_json(config: str) -> str:
+    c = open_campaign(config)
+    pushed, pending = pending_tasks(c)
+    return json.dumps({"campaign": c.name, "rounds": _rows(c), "tasks_pushed": pushed, "tasks_pending": pending,
+                       "schedule": next_runs(c.name)}, default=str, indent=2)

@@ -1,0 +1,480 @@
+"""Which labels are trusted enough to train on.
+
+The round flow calls :func:`decide_trust` once per round, after pulling; only
+the labels it returns (``TrustDecision.consensus``) ever reach a model. This
+module only wires: it reads the ledger, runs the data contracts (Great
+Expectations), calls the pure policy in ``tasks/trust.py``, lets the
+adjudicator answer, stores the decision in the ledger and schedules the next
+batch's gold items. See ``tasks/trust.py`` for the policy itself.
+
+Per round, in order:
+
+1. label-set versions: the configured version (and its history) is recorded;
+   every new annotation is stamped with the version in force; answers given
+   under an older version are mapped or flagged for re-labelling.
+2. the annotations contract (validate_annotations) runs on everything pulled
+   so far; offending rows are held back, the Data Docs page is returned.
+3. the trust decision: annotator quality (gold, leave-one-out), exclusion or
+   down-weighting, consensus, per-batch alpha gate / quarantine, adjudication
+   queue, AL-vs-random agreement.
+4. adjudication: the simulated backends answer the queue at once with a
+   better-than-annotator adjudicator; Label Studio gets review tasks (stub:
+   see :func:`request_review_tasks`); an adjudicated label wins.
+5. the training-set contract (validate_training_set) per arm.
+6. the decision is stored (``trust_items``, ``batch_decisions``,
+   ``annotator_status``, ``trust_rounds``) and gold items are queued for the
+   batch this round pushes (queries under the pseudo-arm ``gold``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from flows.runtime import Campaign
+from tasks import trust as policy_mod
+from tasks.labels import LabelHistory, history_from_config, migrate_labels
+
+GOLD_ARM = "gold"  # pseudo-arm of gold queries: not in cfg.arms, so it never trains and spends no budget
+ADJUDICATOR = "adjudicator"
+
+
+@dataclass
+class TrustDecision:
+    consensus: pd.DataFrame  # index item_id; columns label, confidence, n_annotations, source (trusted items only)
+    metrics: dict[str, float] = field(default_factory=dict)  # logged to every arm's round run
+    notes: list[str] = field(default_factory=list)  # gate decisions / alerts, shown in CLI and MLflow tags
+    tags: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # run-relative path -> text (Data Docs pages, report)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def trust_policy(c: Campaign) -> policy_mod.TrustPolicy:
+    """The pure policy's knobs from the campaign config."""
+    t = c.cfg.trust
+    need = c.cfg.annotation.overlap
+    if c.cfg.annotation.backend == "simulated":
+        need = min(need, len(c.cfg.annotation.simulated.annotators))
+    return policy_mod.TrustPolicy(
+        consensus=t.consensus, min_confidence=t.min_confidence, alpha_gate=c.cfg.gates.agreement_alpha,
+        min_annotator_accuracy=t.min_annotator_accuracy, min_gold_answers=t.min_gold_answers,
+        min_consensus_answers=t.min_consensus_answers, annotator_policy=t.annotator_policy,
+        downweight=t.downweight, need=need, al_agreement_margin=t.al_agreement_margin,
+        quarantine_undefined=t.quarantine_undefined_alpha, adjudicated_as_gold=t.adjudicated_as_gold,
+        ds_min_items=t.ds_min_items,
+    )
+
+
+def label_history(c: Campaign, *, record: bool = True) -> LabelHistory:
+    """The label-set history from ``[labels]``; recorded in the ledger (``label_versions``).
+
+    Raises ``LedgerError`` when a version number is reused for a different
+    label set: a changed set must get a new version, or old and new answers
+    would be mixed.
+    """
+    lab = c.cfg.labels
+    history = history_from_config(lab.names, lab.version, [p.model_dump() for p in lab.previous])
+    if record:
+        for v in sorted(history.schemas):
+            m = history.migrations.get(v)
+            c.ledger.record_label_version(v, list(history.schemas[v].names), None if m is None else dict(m.mapping))
+    return history
+
+
+def known_annotators(c: Campaign) -> list[str] | None:
+    """Annotators the annotations contract accepts (None: the backend does not say)."""
+    if c.cfg.annotation.backend == "simulated":
+        names = getattr(c.backend, "annotator_names", None)
+        return list(names) if names is not None else [a.name for a in c.cfg.annotation.simulated.annotators]
+    names = getattr(c.backend, "annotator_names", None)
+    return list(names) if names is not None else None
+
+
+# --------------------------------------------------------------------------- gold items
+
+
+def ensure_gold(c: Campaign) -> list[str]:
+    """Bring the gold file's items into the ledger (idempotent; re-read only when the file changes).
+
+    New ids become items of split ``gold``; ids of never-queried pool items are
+    moved to ``gold`` (so no arm can query and train on them); ids that are
+    seed/test/calibration items or already queried are skipped with a note.
+    Returns notes. Safe to call from set-up as well.
+    """
+    from integrations.expectations import validate_pool
+    from integrations.sources import load_table
+
+    path = c.cfg.gold_file
+    if path is None:
+        return []
+    if not path.is_file():
+        raise FileNotFoundError(f"trust.gold_path {path} does not exist")
+    st = path.stat()
+    sig = f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    if c.ledger.get_meta("gold_file") == sig:
+        return []
+    d = c.cfg.data
+    frame = load_table(path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column)
+    validate_pool(frame, label_set=c.labels, max_text_length=d.max_text_length, source=str(path))
+    unlabelled = frame[frame["label"].isna()]["id"].tolist() if "label" in frame.columns else frame["id"].tolist()
+    if unlabelled:
+        raise ValueError(f"gold file {path}: {len(unlabelled)} row(s) without a label, e.g. {unlabelled[:5]}")
+    items = c.ledger.items_frame().set_index("item_id")
+    queried = set(c.ledger.queries_frame()["item_id"])
+    new = frame[~frame["id"].isin(items.index)]
+    old = frame[frame["id"].isin(items.index)]
+    movable = [i for i in old["id"] if items.at[i, "split"] in ("pool", "gold") and i not in queried]
+    skipped = sorted(set(old["id"]) - set(movable))
+    notes = []
+    if len(new):
+        c.ledger.add_items(new.assign(split="gold")[["id", "text", "label", "split", "source_file"]])
+        if c._backend is not None and c.cfg.annotation.backend == "simulated":
+            c._backend = None  # the simulated annotators read known labels when built: rebuild with the gold items
+    c.ledger.move_items_to_split(movable, "gold")
+    accepted = frame[frame["id"].isin(list(new["id"]) + movable)]
+    c.ledger.add_gold_labels(dict(zip(accepted["id"], accepted["label"])), source="file")
+    if skipped:
+        notes.append(f"gold file: {len(skipped)} id(s) are seed/test/calibration or already queried items and "
+                     f"were not used as gold, e.g. {skipped[:5]}")
+    c.ledger.set_meta("gold_file", sig)
+    return notes
+
+
+def gold_items_for_round(c: Campaign, round_no: int, batch_size: int) -> list[str]:
+    """The gold items to mix into a batch of ``batch_size`` AL/random items pushed in ``round_no``.
+
+    Pure selection (nothing is written): ``trust.gold_rate`` of the pushed batch,
+    unused gold items in a fixed pseudo-random order. Gold items already queued
+    for this round are returned as they are (a re-run does not draw again).
+    """
+    q = c.ledger.queries_frame(arm=GOLD_ARM)
+    this_round = q[q["round_no"] == round_no]["item_id"].tolist()
+    if this_round:
+        return this_round
+    n = policy_mod.gold_count(c.cfg.trust.gold_rate, batch_size)
+    if n == 0:
+        return []
+    gold = c.ledger.gold_labels()
+    gold_split = set(c.ledger.items_frame(splits=["gold"])["item_id"])
+    used = set(q["item_id"]) | set(c.ledger.task_ids())
+    return policy_mod.select_gold([i for i in gold.index if i in gold_split], used, n,
+                                  seed=c.cfg.splits.random_state)
+
+
+def expected_batch_items(c: Campaign, round_no: int) -> int:
+    """How many AL/random items this round will push (0 when every arm stops)."""
+    if round_no >= c.cfg.budget.max_rounds:
+        return 0
+    total = 0
+    for arm in c.cfg.arms:
+        spent = len(c.ledger.queries_frame(arm=arm))
+        total += max(0, min(c.cfg.query.batch_size, c.cfg.budget.max_labels - spent))
+    return total
+
+
+def queue_gold(c: Campaign, round_no: int) -> list[str]:
+    """Record this round's gold queries (arm ``gold``, reason ``gold``): ``push_pending`` then pushes
+    them with the round's batch, unmarked. They never count toward an arm's budget."""
+    ids = gold_items_for_round(c, round_no, expected_batch_items(c, round_no))
+    if ids:
+        c.ledger.add_queries(GOLD_ARM, round_no, [{"item_id": i, "strategy": "gold", "reason": "gold",
+                                                   "score": None, "model_version": None} for i in ids])
+    return ids
+
+
+# --------------------------------------------------------------------------- adjudication
+
+
+def simulated_adjudicate(c: Campaign, item_ids: list[str]) -> dict[str, str]:
+    """The simulated adjudicator: ``tasks.annotate.simulated_answer`` as annotator "adjudicator"
+    with ``trust.adjudicator_accuracy`` (deterministic; items whose known label is missing or not in
+    the current label set stay queued)."""
+    from tasks.annotate import simulated_answer
+
+    if not item_ids:
+        return {}
+    known = c.ledger.items_frame().set_index("item_id")["known_label"]
+    acc = c.cfg.trust.adjudicator_accuracy
+    seed = c.cfg.annotation.simulated.seed
+    return {i: simulated_answer(i, ADJUDICATOR, acc, known[i], c.labels, seed)
+            for i in item_ids if i in known.index and known[i] in c.labels}  # an old-set label: stays queued
+
+
+def request_review_tasks(c: Campaign, queue: pd.DataFrame) -> dict[str, str]:
+    """Label Studio: open a review task per queued item showing each annotator's label.
+
+    Not implemented yet: the Label Studio adapter (integrations/label_studio.py)
+    has no review-task API. Until it has, queued items stay in the ledger's
+    ``adjudications`` table (status ``pending``) and are not trained on; a
+    reviewer can decide them with :func:`record_adjudication`. Returns the
+    answers available now (none).
+    """
+    return {}
+
+
+def record_adjudication(c: Campaign, item_id: str, label: str, adjudicator: str = "reviewer",
+                        round_no: int | None = None) -> None:
+    """Store a human adjudicator's label; it wins over the consensus from the next round on."""
+    if label not in c.labels:
+        raise ValueError(f"label {label!r} is not in the label set {c.labels}")
+    c.ledger.record_adjudication(item_id, label, adjudicator=adjudicator, round_no=round_no,
+                                 label_version=c.cfg.labels.version)
+
+
+def _adjudicated_labels(c: Campaign, history: LabelHistory) -> tuple[pd.Series, set[str]]:
+    """Done adjudications mapped to the current label set; ones a label-set change invalidated
+    are sent back to the queue and returned as items to re-label."""
+    adj = c.ledger.adjudications_frame(status="done")
+    if adj.empty:
+        return pd.Series(dtype=object), set()
+    frame = adj[["item_id", "label", "label_version"]]
+    mapped = migrate_labels(frame, history)
+    redo = mapped[mapped["needs_relabel"]]["item_id"].tolist()
+    if redo:
+        c.ledger.reopen_adjudications(redo, "label set changed: adjudicated label no longer exists")
+    ok = mapped[~mapped["needs_relabel"]]
+    return pd.Series(ok["label"].to_numpy(), index=ok["item_id"].to_numpy(), dtype=object), set(redo)
+
+
+# --------------------------------------------------------------------------- contracts
+
+
+def _validate(fn: Any, frame: pd.DataFrame, **kw: Any) -> tuple[Any, list[Any]]:
+    """Run a contract; returns (summary or None, failures). Never raises a DataContractError."""
+    from integrations.expectations import DataContractError
+
+    try:
+        return fn(frame, **kw), []
+    except DataContractError as err:
+        return err.summary, err.failures
+
+
+def _annotation_frame(c: Campaign, history: LabelHistory) -> tuple[pd.DataFrame, set[str], int, int]:
+    """All pulled annotations with labels mapped to the current label set.
+
+    Returns (frame, items to re-label, answers that need re-labelling, answers stamped with a
+    version the config does not know — dropped, never mixed in). Rows whose label is not in
+    the version they were stamped with keep their label, so the contract reports them."""
+    ann = c.ledger.annotations_with_versions()
+    if ann.empty:
+        return ann, set(), 0, 0
+    current = history.current.version
+    ann["label_version"] = ann["label_version"].fillna(current).astype(int)
+    unknown = ~ann["label_version"].isin(list(history.schemas))
+    n_unknown = int(unknown.sum())
+    ann = ann[~unknown]
+    sub = ann["status"] == "submitted"
+    fits = pd.Series(False, index=ann.index)
+    for v, schema in history.schemas.items():
+        fits |= (ann["label_version"] == v) & ann["label"].isin(list(schema.names))
+    to_map = sub & fits & (ann["label_version"] != current)
+    relabel_items: set[str] = set()
+    n_relabel = 0
+    if to_map.any():
+        mapped = migrate_labels(ann[to_map], history)
+        ann.loc[to_map, "label"] = mapped["label"]
+        flagged = mapped["needs_relabel"]
+        n_relabel = int(flagged.sum())
+        relabel_items = set(mapped.loc[flagged, "item_id"])
+        ann = ann.drop(index=mapped.index[flagged])
+    return ann, relabel_items, n_relabel, n_unknown
+
+
+# --------------------------------------------------------------------------- the decision
+
+
+def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
+    """Decide which labels are trusted this round (see the module docstring).
+
+    ``consensus`` holds the trusted items only: items with enough answers
+    from annotators who pass the quality check, in a batch that passed the
+    agreement gate, whose consensus is confident or was adjudicated. Gold
+    items never appear there.
+    """
+    from integrations.expectations import validate_annotations, validate_training_set
+
+    cfg = c.cfg
+    pol = trust_policy(c)
+    notes: list[str] = []
+    tags: dict[str, str] = {}
+    artifacts: dict[str, str] = {}
+
+    history = label_history(c)
+    notes.extend(ensure_gold(c))
+    c.ledger.stamp_label_version(history.current.version)
+    ann, relabel_items, n_relabel, n_unknown_version = _annotation_frame(c, history)
+    if n_unknown_version:
+        notes.append(f"{n_unknown_version} answer(s) carry a label-set version missing from [labels] / "
+                     "[[labels.previous]]; they are left out (describe that version to map them)")
+    if n_relabel:
+        notes.append(f"label set version {history.current.version}: {n_relabel} earlier answer(s) on "
+                     f"{len(relabel_items)} item(s) cannot be mapped (split/removed labels) and need re-labelling")
+
+    items = c.ledger.items_frame()
+    split = items.set_index("item_id")["split"]
+    forbidden = set(items.loc[items["split"].isin(["test", "calibration"]), "item_id"])
+    tasks = c.ledger.tasks_frame()
+    batch_of = pd.Series(tasks["round_no"].to_numpy(), index=tasks["item_id"].to_numpy()) if len(tasks) else pd.Series(dtype=object)
+
+    # --- annotations contract: documented by GX, enforced row by row
+    held_back = 0
+    if len(ann):
+        cols = ["backend_annotation_id", "item_id", "annotator", "label", "status", "created_at", "updated_at"]
+        frame = ann[cols].reset_index(drop=True)
+        known = set(tasks["item_id"]) if len(tasks) else set()
+        names = known_annotators(c)
+        summary, failures = _validate(validate_annotations, frame, known_items=known, known_annotators=names,
+                                      label_set=c.labels, source=f"ledger annotations (round {round_no})")
+        if summary is not None:
+            artifacts["data_docs/annotations.html"] = summary.to_html()
+        why = policy_mod.contract_offenders(frame, known_items=known, known_annotators=names, labels=c.labels)
+        bad = why != ""
+        held_back = int((bad & (frame["status"] == "submitted")).sum())
+        for f in failures[:5]:
+            notes.append("annotations contract: " + f.describe())
+        if failures:
+            notes.append(f"annotations contract failed: {held_back} answer(s) held back from consensus")
+        tags["labelloop.contract.annotations"] = "failed" if failures else "passed"
+        frame = frame[~bad & (frame["status"] == "submitted")]
+        frame = frame[~frame["item_id"].isin(forbidden)]
+    else:
+        frame = pd.DataFrame(columns=["item_id", "annotator", "label"])
+
+    # --- the decision
+    gold = c.ledger.gold_labels()
+    adjudicated, reopened = _adjudicated_labels(c, history)
+    relabel_items |= reopened
+    q = c.ledger.queries_frame()
+    reasons = q[["item_id", "reason"]] if len(q) else None
+    result = policy_mod.decide(frame[["item_id", "annotator", "label"]], c.labels, pol, batch_of=batch_of,
+                               gold=gold, adjudicated=adjudicated, reasons=reasons, relabel=relabel_items)
+
+    # --- adjudication
+    queue = result.adjudication_queue
+    if len(queue) and cfg.trust.adjudication:
+        c.ledger.request_adjudications(round_no, queue)
+        if cfg.annotation.backend == "label_studio":
+            answers = request_review_tasks(c, queue)
+        else:
+            answers = simulated_adjudicate(c, list(queue.index))
+        for item, label in answers.items():
+            c.ledger.record_adjudication(item, label, adjudicator=ADJUDICATOR, round_no=round_no,
+                                         label_version=history.current.version)
+        if answers:
+            result = policy_mod.apply_adjudications(result, answers, c.labels, frame, pol)
+            notes.append(f"adjudicator decided {len(answers)} item(s) (their label wins)")
+
+    trusted = result.trusted
+    leaked = sorted(set(trusted.index) & forbidden)
+    if leaked:  # cannot happen through the ledger; the contract below would name them
+        notes.append(f"{len(leaked)} test/calibration item(s) removed from the trusted labels: {leaked[:5]}")
+        trusted = trusted.drop(index=leaked)
+
+    # --- training-set contract, per arm (what each model is about to see)
+    test_cal = forbidden
+    for arm in cfg.arms:
+        aq = c.ledger.queries_frame(arm=arm)
+        lab = aq[["item_id"]].merge(trusted[["label"]], left_on="item_id", right_index=True, how="inner")
+        train = lab.rename(columns={"item_id": "id"})[["id", "label"]]
+        summary, failures = _validate(validate_training_set, train, forbidden_ids=test_cal,
+                                      min_per_class=cfg.trust.min_per_class, label_set=c.labels,
+                                      source=f"{arm} arm, round {round_no}")
+        if summary is not None:
+            artifacts[f"data_docs/training_set_{arm}.html"] = summary.to_html()
+        tags[f"labelloop.contract.training_set_{arm}"] = "failed" if failures else "passed"
+        for f in failures[:5]:
+            notes.append(f"training-set contract ({arm}): " + f.describe())
+
+    # --- metrics, persistence, next batch's gold
+    metrics = dict(result.metrics)
+    metrics["label_set_version"] = float(history.current.version)
+    metrics["n_relabel"] = float(n_relabel)
+    metrics["n_annotations_held_back"] = float(held_back)
+    metrics["n_trusted"] = float(len(trusted))
+    notes = notes + result.notes
+    tags.update(result.tags)
+    tags["labelloop.label_set_version"] = str(history.current.version)
+    gold_ids = queue_gold(c, round_no)
+    metrics["n_gold_queued"] = float(len(gold_ids))
+    if gold_ids:
+        notes.append(f"{len(gold_ids)} gold item(s) mixed into this round's batch")
+    c.ledger.save_trust_round(round_no, items=result.items, batches=result.batches, annotators=result.annotators,
+                              metrics=metrics, notes=notes, tags=tags)
+    artifacts["trust/report.md"] = trust_report_markdown(round_no, result, metrics, notes)
+    consensus = trusted[["label", "confidence", "n_annotations", "source"]]
+    return TrustDecision(consensus, metrics=metrics, notes=notes, tags=tags, artifacts=artifacts)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{100 * v:.0f}%" if pct else f"{v:.2f}"
+
+
+def trust_report_markdown(round_no: int, result: policy_mod.TrustResult, metrics: dict, notes: list[str]) -> str:
+    """The round's trust decision as a Markdown page (logged as ``trust/report.md``)."""
+    lines = [f"# Trust decision, round {round_no}", "",
+             f"consensus: {result.method}" + (f" (fell back: {result.fallback_reason})" if result.fallback_reason else ""),
+             "", "| metric | value |", "|---|---|"]
+    for k in ("krippendorff_alpha", "krippendorff_alpha_trusted", "fleiss_kappa", "mean_cohen_kappa",
+              "percent_agreement", "n_trusted", "n_quarantined", "n_adjudication_queue", "n_adjudicated",
+              "n_pending", "n_gold_items", "agreement_al", "agreement_random", "agreement_al_minus_random"):
+        lines.append(f"| {k} | {_fmt(metrics.get(k)) if not k.startswith('n_') else int(metrics.get(k, 0))} |")
+    lines += ["", "## Batches", "", "| batch | items | alpha (trusted) | alpha (all) | status |", "|---|---|---|---|---|"]
+    for b, r in result.batches.iterrows():
+        lines.append(f"| {b} | {r['n_items']} | {_fmt(r['krippendorff_alpha'])} | {_fmt(r['alpha_all_annotators'])} "
+                     f"| {r['status']} |")
+    lines += ["", "## Annotators", "", "| annotator | gold acc (n) | leave-one-out acc (n) | basis | flagged | action |",
+              "|---|---|---|---|---|---|"]
+    for a, r in result.annotators.iterrows():
+        lines.append(f"| {a} | {_fmt(r['gold_accuracy'])} ({r['n_gold']}) | {_fmt(r['loo_accuracy'])} ({r['n_loo']}) "
+                     f"| {r['basis']} | {'yes' if r['flagged'] else 'no'} | {r['action']} |")
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def trust_summary(c: Campaign) -> list[str]:
+    """Lines for ``labelloop status``: agreement, quarantine decisions, annotator quality, queue."""
+    rounds = c.ledger.trust_rounds()
+    if not rounds:
+        return ["trust: no round decided yet"]
+    last = max(rounds)
+    m = rounds[last]["metrics"]
+    g = lambda k: m.get(k) if m.get(k) is not None else float("nan")  # noqa: E731
+    out = [
+        f"trust (round {last}): {rounds[last]['tags'].get('labelloop.consensus', '?')} consensus; "
+        f"alpha {_fmt(g('krippendorff_alpha'))} (trusted annotators {_fmt(g('krippendorff_alpha_trusted'))}), "
+        f"Fleiss {_fmt(g('fleiss_kappa'))}, mean Cohen {_fmt(g('mean_cohen_kappa'))}, "
+        f"agreement {_fmt(g('percent_agreement'), pct=True)}",
+        f"  labels: {int(m.get('n_trusted') or 0)} trusted, {int(m.get('n_quarantined') or 0)} quarantined, "
+        f"{int(m.get('n_adjudication_queue') or 0)} awaiting adjudication, {int(m.get('n_adjudicated') or 0)} adjudicated, "
+        f"{int(m.get('n_pending') or 0)} waiting for answers, {int(m.get('n_gold_items') or 0)} gold; "
+        f"label set v{int(m.get('label_set_version') or 1)}",
+    ]
+    batches = c.ledger.batch_decisions_frame(round_no=last)
+    if len(batches):
+        parts = [f"{int(r.batch)} {'QUARANTINED' if r.status == 'quarantined' else r.status} "
+                 f"a={_fmt(r.krippendorff_alpha)}" for r in batches.itertuples()]
+        out.append("  batches: " + " | ".join(parts))
+    ann = c.ledger.annotator_status_frame(round_no=last)
+    if len(ann):
+        parts = []
+        for r in ann.itertuples():
+            gold = f"gold {_fmt(r.gold_accuracy)} ({r.n_gold})" if (r.n_gold or 0) else "gold -"
+            flag = f" ALERT {r.action}" if r.flagged else ""
+            parts.append(f"{r.annotator}: {gold}, others {_fmt(r.loo_accuracy)} ({r.n_loo}){flag}")
+        out.append("  annotators: " + " | ".join(parts))
+    d = m.get("agreement_al_minus_random")
+    if d is not None:
+        out.append(f"  health: agreement AL {_fmt(m.get('agreement_al'))} vs random {_fmt(m.get('agreement_random'))} "
+                   f"(AL - random {d:+.2f})")
+    return out

@@ -1,0 +1,573 @@
+"""Reading input tables (CSV/TSV, Parquet, JSON Lines) into one canonical frame.
+
+Why this module exists: every later stage (seeding, querying, the ledger, the data
+contracts) wants the same five columns whatever the user handed us, and a bad file
+must be stopped here with a message a user can act on ("pool.csv, line 7: ...")
+instead of a pandas traceback three stages later.
+
+What it deliberately does *not* do: decide whether the data is acceptable. Empty
+texts, duplicate ids or labels outside the label set are loaded as they are and
+reported by the Great Expectations contracts in ``integrations/expectations.py``,
+which can list every offender at once. This module only rejects what it cannot
+read at all (missing file, unknown format, broken CSV/JSON, wrong encoding,
+missing columns, no rows).
+
+Returned frame (``load_table``), one row per input record, in file order:
+
+========== =================================================================
+id         str, NFC-normalised and stripped; None when missing/blank
+text       str as written (not stripped: the model sees what the user wrote);
+           None when missing (JSONL/Parquet null); "" for an empty CSV cell
+label      str (NFC, stripped) or None when absent/blank/no label column
+source_file the file the row came from (as a path string)
+source_row 1-based data-row number (CSV/TSV: header excluded, a quoted
+           multi-line record counts once; JSONL: the physical line number;
+           Parquet: the row number)
+========== =================================================================
+
+``id``/``text``/``label``/``source_file`` have object dtype (None for missing) so
+all three readers give identical frames; ``source_row`` is int64.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+import math
+import re
+import sys
+import unicodedata
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+__all__ = [
+    "InputError",
+    "SUPPORTED_EXTENSIONS",
+    "derive_id",
+    "load_label_set",
+    "load_table",
+    "normalise_id",
+]
+
+CSV_EXTENSIONS = {".csv": ",", ".tsv": "\t"}
+PARQUET_EXTENSIONS = (".parquet", ".pq")
+JSONL_EXTENSIONS = (".jsonl", ".ndjson")
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (*CSV_EXTENSIONS, *PARQUET_EXTENSIONS, *JSONL_EXTENSIONS)
+OUTPUT_COLUMNS = ["id", "text", "label", "source_file", "source_row"]
+_MAX_REPORTED = 10  # how many offending items an error message lists
+
+
+class InputError(ValueError):
+    """Bad input that could not be read; the message names file, row/line and field.
+
+    Subclasses ValueError so callers that only know "bad value" still catch it.
+    ``path``/``line``/``field`` are kept as attributes for programs (CLI exit codes,
+    UI highlighting); the message is meant for people.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.field = field
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def normalise_id(value: Any) -> str | None:
+    """Canonical form of an item id: ``str``, Unicode NFC, surrounding whitespace removed.
+
+    Why: ids typed or exported by different tools differ invisibly (" a1" vs "a1",
+    a precomposed "é" vs "e" + combining accent). Normalising makes such ids *equal*,
+    so the pool contract reports them as duplicates instead of the ledger storing two
+    items that a human would call the same. Blank ids become None (reported as
+    missing by the contract).
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = unicodedata.normalize("NFC", str(value)).strip()
+    return text or None
+
+
+def _normalise_label(value: Any) -> str | None:
+    """Labels get the same treatment as ids: the label set is normalised the same way
+    (see ``expectations.validate_label_set``), so "pos " in a CSV still means "pos"."""
+    return normalise_id(value)
+
+
+def derive_id(text: str | None) -> str | None:
+    """A stable id for a text: ``"txt-"`` + the first 16 hex digits of SHA-256 of the
+    NFC-normalised, stripped text.
+
+    Why a hash: without an id column the only stable identity of a row is its content;
+    row numbers change when the file is re-exported or sorted. Consequences a user
+    should know: editing a text gives it a new id, and identical texts get the same
+    id — the pool contract then reports them as duplicates, which is what we want
+    (the same text twice in a pool wastes annotation budget and leaks across splits).
+    64 bits of hash make an accidental collision negligible below billions of rows.
+    """
+    if text is None:
+        return None
+    canonical = unicodedata.normalize("NFC", text).strip()
+    return "txt-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _preview(values: Iterable[Any], limit: int = _MAX_REPORTED) -> str:
+    items = list(values)
+    shown = ", ".join(repr(v) for v in items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def _scalar_to_str(value: Any, *, path: Path, where: str, field: str) -> str | None:
+    """Turn a JSON/Parquet cell into str or None; nested values are an input error."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        # JSON true/false as an id or a text is almost surely a mistake in the export.
+        raise InputError(
+            f"{path}: {where}, field {field!r}: expected a string, got a boolean ({value!r})",
+            path=path,
+            field=field,
+        )
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return str(int(value)) if value.is_integer() else str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    raise InputError(
+        f"{path}: {where}, field {field!r}: expected a string, got {type(value).__name__} "
+        f"({str(value)[:60]!r})",
+        path=path,
+        field=field,
+    )
+
+
+def _locate_decode_error(path: Path, encoding: str) -> tuple[int, int, bytes] | None:
+    """Find (byte offset, line, offending bytes) of the first undecodable byte.
+
+    Why not trust the exception pandas raises: its ``start`` is an offset inside the
+    current read buffer, not inside the file. Re-decoding incrementally is cheap and
+    only happens on the error path.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset = 0
+    newlines = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 16):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                # exc.start is relative to the decoder's buffered input + this chunk;
+                # buffered input is at most a few bytes for multi-byte encodings.
+                pending = len(exc.object) - len(chunk)
+                bad_offset = offset - pending + exc.start
+                with open(path, "rb") as again:
+                    head = again.read(bad_offset)
+                    bad = again.read(max(1, exc.end - exc.start))
+                return bad_offset, head.count(b"\n") + 1, bad
+            newlines += chunk.count(b"\n")
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return offset, newlines + 1, b""
+    return None
+
+
+def _encoding_error(path: Path, encoding: str, exc: UnicodeError) -> InputError:
+    located = None
+    try:
+        located = _locate_decode_error(path, encoding)
+    except (OSError, LookupError):
+        located = None
+    hint = "latin-1" if encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig") else "utf-8"
+    if located:
+        offset, line, bad = located
+        where = f"byte offset {offset} (line {line})"
+        bad_repr = f" (bytes {bad.hex(' ')})" if bad else ""
+        return InputError(
+            f"{path}: cannot decode as {encoding} at {where}{bad_repr}. The file is in another "
+            f"encoding; pass it explicitly, e.g. load_table(..., encoding={hint!r}).",
+            path=path,
+            line=line,
+        )
+    return InputError(
+        f"{path}: cannot decode as {encoding} ({exc}). Pass the file's encoding, "
+        f"e.g. load_table(..., encoding={hint!r}).",
+        path=path,
+    )
+
+
+def _missing_columns_error(
+    path: Path, available: Sequence[str], wanted: dict[str, str]
+) -> InputError | None:
+    """wanted maps argument name (id_col, ...) to column name."""
+    missing = [(arg, col) for arg, col in wanted.items() if col not in available]
+    if not missing:
+        return None
+    desc = ", ".join(f"{col!r} ({arg})" for arg, col in missing)
+    hint = ""
+    if len(available) == 1 and ("\t" in available[0] or ";" in available[0]):
+        hint = " The header looks like it uses another delimiter: name tab-separated files *.tsv."
+    return InputError(
+        f"{path}: missing column(s) {desc}; available columns: {_preview(available, 50)}.{hint}",
+        path=path,
+        field=missing[0][1],
+    )
+
+
+def _encoding_for_text(encoding: str) -> str:
+    """Accept a UTF-8 byte-order mark when reading UTF-8: Excel writes one, and it would
+    otherwise become part of the first column name or break the first JSON line."""
+    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _csv_record_start_line(path: Path, sep: str, encoding: str, record: int) -> int | None:
+    """Physical line (1-based) on which CSV record ``record`` (0 = header) starts.
+
+    pandas reports positions in records, and a quoted multi-line text makes records and
+    lines differ; users open the file in an editor, so we translate. Uses the stdlib
+    csv module, which reads the well-formed records before the broken one fine.
+    """
+    old_limit = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)
+    try:
+        with open(path, encoding=_encoding_for_text(encoding), newline="") as fh:
+            reader = csv.reader(fh, delimiter=sep)
+            last_line = 0
+            for index, _ in enumerate(reader):
+                if index == record:
+                    return last_line + 1
+                last_line = reader.line_num
+            return last_line + 1 if record >= 0 else None
+    except (csv.Error, OSError, UnicodeError):
+        return None
+    finally:
+        csv.field_size_limit(old_limit)
+
+
+def _read_csv(path: Path, sep: str, encoding: str) -> pd.DataFrame:
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes); expected a header row and data rows", path=path)
+    try:
+        frame = pd.read_csv(
+            path,
+            sep=sep,
+            dtype=str,
+            na_filter=False,  # "NA"/"null" are texts here; blanks are handled below
+            encoding=_encoding_for_text(encoding),
+            skip_blank_lines=True,
+        )
+    except UnicodeError as exc:
+        raise _encoding_error(path, encoding, exc) from None
+    except pd.errors.EmptyDataError:
+        raise InputError(
+            f"{path}: file has no header and no data (only blank lines)", path=path
+        ) from None
+    except pd.errors.ParserError as exc:
+        raise _csv_parser_error(path, sep, encoding, exc) from None
+    if frame.empty:
+        raise InputError(
+            f"{path}: has a header ({_preview(frame.columns)}) but no data rows", path=path
+        )
+    return frame
+
+
+def _csv_parser_error(path: Path, sep: str, encoding: str, exc: Exception) -> InputError:
+    message = str(exc).strip()
+    kind = "CSV" if sep == "," else "TSV"
+    eof = re.search(r"EOF inside string starting at row (\d+)", message)
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    if eof:
+        data_row = int(eof.group(1))  # pandas: 0-based record index, header = record 0
+        line = _csv_record_start_line(path, sep, encoding, data_row)
+        at = f"line {line} (data row {data_row})" if line else f"data row {data_row}"
+        return InputError(
+            f"{path}: malformed {kind}: a quoted field opened at {at} is never closed "
+            f"(unbalanced '\"'); everything after it would be read as one text",
+            path=path,
+            line=line,
+        )
+    if fields:
+        expected, record, saw = int(fields.group(1)), int(fields.group(2)), int(fields.group(3))
+        data_row = record - 1  # pandas: 1-based record number, header = record 1
+        line = _csv_record_start_line(path, sep, encoding, data_row)
+        at = f"line {line} (data row {data_row})" if line else f"data row {data_row}"
+        return InputError(
+            f"{path}: malformed {kind} at {at}: {saw} fields but the header has {expected}; "
+            f"quote texts that contain {'commas' if sep == ',' else 'tabs'}",
+            path=path,
+            line=line,
+        )
+    return InputError(f"{path}: malformed {kind}: {message}", path=path)
+
+
+def _read_jsonl(path: Path, encoding: str, fields: Sequence[str]) -> pd.DataFrame:
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes); expected one JSON object per line", path=path)
+    columns: dict[str, list[Any]] = {f: [] for f in fields}
+    rows: list[int] = []
+    seen_keys: dict[str, None] = {}
+    try:
+        with open(path, encoding=_encoding_for_text(encoding), newline=None) as fh:
+            for line_no, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                line = line.rstrip("\r\n")
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(
+                        f"{path}: line {line_no}: not valid JSON ({exc.msg} at column {exc.colno}): "
+                        f"{line.strip()[:80]!r}",
+                        path=path,
+                        line=line_no,
+                    ) from None
+                if not isinstance(record, dict):
+                    raise InputError(
+                        f"{path}: line {line_no}: expected a JSON object {{...}}, got "
+                        f"{type(record).__name__}: {line.strip()[:80]!r}",
+                        path=path,
+                        line=line_no,
+                    )
+                for key in record:
+                    seen_keys.setdefault(key, None)
+                for f in fields:
+                    # a key missing from one line is a missing value (the contract
+                    # reports it with this row); missing from every line is an error.
+                    columns[f].append(
+                        _scalar_to_str(record.get(f), path=path, where=f"line {line_no}", field=f)
+                    )
+                rows.append(line_no)
+    except UnicodeError as exc:
+        raise _encoding_error(path, encoding, exc) from None
+    if not rows:
+        raise InputError(f"{path}: no JSON records (only blank lines)", path=path)
+    frame = pd.DataFrame({f: pd.Series(v, dtype=object) for f, v in columns.items()})
+    frame.attrs["available_columns"] = list(seen_keys)
+    frame.attrs["source_rows"] = rows
+    return frame
+
+
+def _read_parquet(path: Path, fields: Sequence[str], wanted: dict[str, str]) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes); expected a Parquet file", path=path)
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({exc})", path=path) from None
+    error = _missing_columns_error(path, schema.names, wanted)
+    if error:
+        raise error
+    try:
+        table = pq.read_table(path, columns=list(dict.fromkeys(fields)))
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: could not read Parquet data ({exc})", path=path) from None
+    if table.num_rows == 0:
+        raise InputError(
+            f"{path}: has columns ({_preview(schema.names)}) but no data rows", path=path
+        )
+    data: dict[str, pd.Series] = {}
+    for f in dict.fromkeys(fields):
+        values = table.column(f).to_pylist()
+        data[f] = pd.Series(
+            [
+                _scalar_to_str(v, path=path, where=f"row {i}", field=f)
+                for i, v in enumerate(values, start=1)
+            ],
+            dtype=object,
+        )
+    return pd.DataFrame(data)
+
+
+def _load_file(
+    path: Path, *, id_col: str | None, text_col: str, label_col: str | None, encoding: str
+) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    wanted: dict[str, str] = {}
+    if id_col is not None:
+        wanted["id_col"] = id_col
+    wanted["text_col"] = text_col
+    if label_col is not None:
+        wanted["label_col"] = label_col
+    fields = list(dict.fromkeys(wanted.values()))
+
+    if suffix in CSV_EXTENSIONS:
+        raw = _read_csv(path, CSV_EXTENSIONS[suffix], encoding)
+        error = _missing_columns_error(path, list(raw.columns), wanted)
+        if error:
+            raise error
+        raw = raw[fields].astype(object)
+        source_rows: list[int] = list(range(1, len(raw) + 1))
+    elif suffix in JSONL_EXTENSIONS:
+        raw = _read_jsonl(path, encoding, fields)
+        available = raw.attrs["available_columns"]
+        error = _missing_columns_error(path, available, wanted)
+        if error:
+            raise error
+        source_rows = raw.attrs["source_rows"]
+    elif suffix in PARQUET_EXTENSIONS:
+        raw = _read_parquet(path, fields, wanted)
+        source_rows = list(range(1, len(raw) + 1))
+    else:
+        raise InputError(
+            f"{path}: unknown file type {path.suffix or '(no extension)'!r}; "
+            f"supported: {', '.join(SUPPORTED_EXTENSIONS)}",
+            path=path,
+        )
+
+    texts = [None if (t is None or t is pd.NA) else str(t) for t in raw[text_col].tolist()]
+    if id_col is None:
+        ids = [derive_id(t) for t in texts]
+    else:
+        ids = [normalise_id(v) for v in raw[id_col].tolist()]
+    if label_col is None:
+        labels: list[str | None] = [None] * len(raw)
+    else:
+        labels = [_normalise_label(v) for v in raw[label_col].tolist()]
+    return pd.DataFrame(
+        {
+            "id": pd.Series(ids, dtype=object),
+            "text": pd.Series(texts, dtype=object),
+            "label": pd.Series(labels, dtype=object),
+            "source_file": pd.Series([str(path)] * len(raw), dtype=object),
+            "source_row": pd.Series(source_rows, dtype="int64"),
+        }
+    )
+
+
+def _files_in(folder: Path) -> list[Path]:
+    """Supported files directly inside ``folder``, sorted by name (hidden files skipped)."""
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_EXTENSIONS
+    )
+    if not files:
+        others = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        raise InputError(
+            f"{folder}: folder has no {'/'.join(SUPPORTED_EXTENSIONS)} files"
+            + (f" (it contains: {_preview(others)})" if others else " (it is empty)"),
+            path=folder,
+        )
+    return files
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_table(
+    path: str | Path,
+    *,
+    id_col: str | None,
+    text_col: str,
+    label_col: str | None = None,
+    encoding: str = "utf-8",
+) -> pd.DataFrame:
+    """Read a CSV/TSV, Parquet or JSON Lines file — or every such file in a folder —
+    into the canonical frame ``id, text, label, source_file, source_row``.
+
+    Args:
+        path: a ``.csv``/``.tsv``/``.parquet``/``.pq``/``.jsonl``/``.ndjson`` file, or a
+            folder: its supported files (not sub-folders) are read in name order and
+            concatenated; ``source_file`` records where each row came from.
+        id_col: column holding item ids. ``None`` derives each id from a stable hash of
+            the text (``derive_id``: ``"txt-"`` + 16 hex digits of SHA-256 of the NFC,
+            stripped text) — identical texts then share an id and are reported as
+            duplicates by the pool contract.
+        text_col: column holding the text to classify.
+        label_col: optional column with known labels (seed/test sets); blank → None.
+        encoding: text encoding of CSV/TSV/JSONL files (a UTF-8 BOM is accepted).
+
+    Ids are normalised (``normalise_id``: NFC + strip) but *not* de-duplicated: " a1"
+    and "a1" both come back as "a1" and the pool contract reports the duplicate. Rows
+    are not otherwise judged here (see module docstring).
+
+    Raises:
+        InputError: file/folder missing, unknown extension, malformed CSV (names the
+            line), malformed JSON line (names the line), undecodable bytes (names the
+            byte offset and line and suggests ``encoding=``), missing columns (lists the
+            available ones), empty or header-only file. Nothing is returned on error,
+            also for folders: one bad file fails the whole load.
+    """
+    path = Path(path)
+    if not text_col:
+        raise InputError("load_table: text_col must name a column", field="text_col")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InputError(f"load_table: unknown encoding {encoding!r} (try 'utf-8' or 'latin-1')") from None
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder", path=path)
+    files = _files_in(path) if path.is_dir() else [path]
+    frames = []
+    for file in files:
+        try:
+            frames.append(
+                _load_file(file, id_col=id_col, text_col=text_col, label_col=label_col, encoding=encoding)
+            )
+        except OSError as exc:  # permissions, a file vanishing mid-read, ...
+            raise InputError(f"{file}: cannot read ({exc.strerror or exc})", path=file) from None
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return frame[OUTPUT_COLUMNS].reset_index(drop=True)
+
+
+def load_label_set(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
+    """Read a label-set file and check it (``expectations.validate_label_set``).
+
+    Formats: ``.json`` holding a list of strings, or any text file with one label per
+    line (trailing blank lines ignored; a blank line *between* labels is reported as an
+    empty label name, because it usually means a label was deleted by accident).
+    Positions in error messages are line numbers (text) or 1-based list positions (JSON).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such label-set file", path=path)
+    try:
+        raw = path.read_text(encoding=_encoding_for_text(encoding))
+    except UnicodeError as exc:
+        raise _encoding_error(path, encoding, exc) from None
+    if path.suffix.lower() == ".json":
+        try:
+            labels = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})", path=path, line=exc.lineno
+            ) from None
+        if not isinstance(labels, list):
+            raise InputError(
+                f"{path}: expected a JSON list of label names, got {type(labels).__name__}", path=path
+            )
+    else:
+        labels = raw.splitlines()
+        while labels and not labels[-1].strip():
+            labels.pop()
+    from integrations.expectations import validate_label_set  # no GE import: pure Python
+
+    return validate_label_set(labels, source=str(path), where="position" if path.suffix.lower() == ".json" else "line")

@@ -1,0 +1,175 @@
+"""MLflow: one parent run per campaign, one nested run per round and arm.
+
+Why the client API and explicit run ids instead of the fluent "active run":
+a round may be killed and re-run in another process; the ledger remembers
+the run ids, so a re-run logs into the same runs instead of creating
+orphans. Metrics are stepped by the number of labels so MLflow's charts are
+learning curves.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any, Mapping
+
+from integrations.ledger import Ledger
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+PIP_REQUIREMENTS = ["scikit-learn", "numpy", "scipy"]
+
+
+class _NotPickleCaution(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pickle or cloudpickle format requires exercising caution" not in record.getMessage()
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking store could not be reached or written."""
+
+
+class Tracker:
+    def __init__(self, tracking_uri: str, experiment: str, campaign: str):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.mlflow = mlflow
+        # Routine INFO lines and the cloudpickle caution (a choice we made, see log_model) on every
+        # round are noise; mlflow sets its levels on import, so this runs after it.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("mlflow.sklearn").addFilter(_NotPickleCaution())
+        self.tracking_uri = tracking_uri
+        self.campaign = campaign
+        mlflow.set_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        except Exception as err:  # MlflowException, requests errors, sqlalchemy errors
+            raise TrackingError(f"MLflow tracking store {_safe_uri(tracking_uri)} is not usable: "
+                                f"{type(err).__name__}: {str(err).splitlines()[0][:300]}") from None
+
+    @property
+    def registered_model_name(self) -> str:
+        return f"labelloop-{self.campaign}"
+
+    def parent_run(self, ledger: Ledger, params: Mapping[str, Any]) -> str:
+        """The campaign's parent run id, created on first use and remembered in the ledger."""
+        run_id = ledger.get_meta("mlflow_parent_run")
+        if run_id:
+            try:
+                self.client.get_run(run_id)
+                return run_id
+            except Exception:
+                pass  # a fresh tracking store: create a new parent
+        run = self.client.create_run(self.experiment_id, run_name=self.campaign,
+                                     tags={"labelloop.campaign": self.campaign, "labelloop.kind": "campaign"})
+        self.log_params(run.info.run_id, params)
+        ledger.set_meta("mlflow_parent_run", run.info.run_id)
+        return run.info.run_id
+
+    def round_run(self, parent_id: str, arm: str, round_no: int, existing: str | None) -> str:
+        if existing:
+            try:
+                self.client.get_run(existing)
+                return existing
+            except Exception:
+                pass
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"round-{round_no:03d}-{arm}",
+            tags={"mlflow.parentRunId": parent_id, "labelloop.campaign": self.campaign, "labelloop.arm": arm,
+                  "labelloop.round": str(round_no), "labelloop.kind": "round"},
+        )
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(run_id).data.params
+        todo = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+        if todo:
+            self.client.log_batch(run_id, params=todo)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()
+                 if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v))]
+        for i in range(0, len(batch), 900):
+            self.client.log_batch(run_id, metrics=batch[i : i + 900])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v)[:5000])
+
+    def log_figure(self, run_id: str, fig: Any, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(run_id, fig, path)
+        plt.close(fig)
+
+    def log_table(self, run_id: str, frame: Any, path: str) -> None:
+        self.client.log_table(run_id, data=frame, artifact_file=path)
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        self.client.log_text(run_id, text, path)
+
+    def log_model(self, run_id: str, model: Any, *, register: bool, input_example: Any = None) -> str | None:
+        """Log the sklearn pipeline as the run's model; register it when asked. Returns the version."""
+        with self.mlflow.start_run(run_id=run_id, nested=True):
+            info = self.mlflow.sklearn.log_model(
+                model,
+                name="model",
+                pip_requirements=PIP_REQUIREMENTS,
+                # skops (MLflow's default) spent ~15 s per round walking the TF-IDF vocabulary;
+                # these are our own models in our own tracking store, so cloudpickle is the right trade.
+                serialization_format="cloudpickle",
+                pyfunc_predict_fn="predict_proba",
+                input_example=input_example,
+            )
+        if not register:
+            return None
+        # Registering through the client (not log_model's registered_model_name) keeps MLflow from
+        # printing "Created version N" to stderr every round.
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(self.registered_model_name,
+                                                 tags={"labelloop.campaign": self.campaign})
+        except MlflowException as err:
+            if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
+                raise
+        mv = self.client.create_model_version(self.registered_model_name, source=info.model_uri, run_id=run_id)
+        return str(mv.version)
+
+    def maybe_promote(self, version: str, metric: float, metric_name: str = "test_macro_f1") -> bool:
+        """Move the ``champion`` alias to ``version`` only when it beats the current champion."""
+        name = self.registered_model_name
+        try:
+            current = self.client.get_model_version_by_alias(name, "champion")
+        except Exception:
+            current = None
+        if current is not None:
+            best = self.client.get_run(current.run_id).data.metrics.get(metric_name, -math.inf)
+            if not metric > best:
+                return False
+        self.client.set_registered_model_alias(name, "champion", version)
+        return True
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+
+def _safe_uri(uri: str) -> str:
+    from integrations.ledger import redact_url
+
+    if "://" in uri and "@" in uri:
+        return redact_url(uri)
+    return uri

@@ -1,0 +1,110 @@
+"""Evaluation on the frozen test set, and the plots a person looks at.
+
+Why macro-F1 first: campaigns are usually imbalanced (the interesting class is
+rare), and accuracy rewards a model that ignores it. Per-class recall shows
+which class a strategy starves.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score  # noqa: E402
+
+
+def classification_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """accuracy, macro_f1 and recall_<class> for predictions argmax(proba)."""
+    classes = list(classes)
+    y_pred = [classes[i] for i in np.asarray(proba).argmax(axis=1)]
+    out = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+    }
+    recalls = recall_score(y_true, y_pred, labels=classes, average=None, zero_division=0)
+    for c, r in zip(classes, recalls):
+        out[f"recall_{c}"] = float(r)
+    return out
+
+
+def confusion_figure(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str], title: str = "") -> Figure:
+    classes = list(classes)
+    y_pred = [classes[i] for i in np.asarray(proba).argmax(axis=1)]
+    cm = confusion_matrix(y_true, y_pred, labels=classes)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(classes), 1.0 + 0.6 * len(classes)))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
+    ax.set_title(title or "confusion matrix (frozen test set)")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curve_figure(curves: Mapping[str, Sequence[tuple[int, float]]], metric: str = "macro-F1",
+                          title: str = "") -> Figure:
+    """One line per arm: labels spent (x) vs the test metric (y)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, pts in curves.items():
+        if not pts:
+            continue
+        xs, ys = zip(*sorted(pts))
+        ax.plot(xs, ys, marker="o", label=arm, linestyle="--" if "random" in arm else "-")
+    ax.set_xlabel("labels")
+    ax.set_ylabel(f"test {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title or f"learning curve ({metric})")
+    fig.tight_layout()
+    return fig
+
+
+def labels_to_reach(labels: Sequence[int], scores: Sequence[float], goal: float) -> float | None:
+    """Labels at which a learning curve first reaches ``goal`` (linear interpolation between points).
+
+    None when it never does within the curve.
+    """
+    prev_n, prev_s = None, None
+    for n, s in zip(labels, scores):
+        if s >= goal:
+            if prev_n is None or prev_s is None or s == prev_s:
+                return float(n)
+            return float(prev_n + (goal - prev_s) * (n - prev_n) / (s - prev_s))
+        prev_n, prev_s = n, s
+    return None
+
+
+def label_efficiency(random_labels: Sequence[int], random_scores: Sequence[float], labels: Sequence[int],
+                     scores: Sequence[float], goal: float) -> float | None:
+    """Labels random needs / labels the strategy needs to reach ``goal`` (same run, same test set).
+
+    > 1 means the strategy saves labels. When random never reaches the goal
+    but the strategy does, random's last label count is used: the ratio is
+    then a lower bound. None when the strategy never reaches the goal.
+    """
+    mine = labels_to_reach(labels, scores, goal)
+    if mine is None:
+        return None
+    theirs = labels_to_reach(random_labels, random_scores, goal)
+    if theirs is None:
+        theirs = float(random_labels[-1]) if len(random_labels) else None
+    return None if theirs is None else float(theirs) / float(mine)
+
+
+def area_under_curve(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """Normalised area under the learning curve (trapezoids; mean score over the label range)."""
+    x = np.asarray(labels, dtype=float)
+    y = np.asarray(scores, dtype=float)
+    if len(x) < 2 or x[-1] == x[0]:
+        return float(y.mean()) if len(y) else float("nan")
+    return float(np.trapezoid(y, x) / (x[-1] - x[0]))

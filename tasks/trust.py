@@ -1,0 +1,695 @@
+"""The trust policy: which human labels are allowed to train a model.
+
+Why a separate, pure module: this is the one decision that makes an unattended
+campaign safe (a careless annotator or a confusing batch must never reach the
+model), so it has to be testable on hand-made frames without a ledger, a
+backend or Prefect. ``flows/trust.py`` gathers the inputs from the ledger,
+calls :func:`decide` and stores what it returns.
+
+One call decides, from *all* annotations so far (every round re-decides, so a
+label excluded because of a bad annotator stays excluded and an annotator's
+earlier labels are dropped as soon as they are caught):
+
+1. **Annotator quality**: accuracy on gold items (known labels mixed into the
+   batches) and a leave-one-out accuracy against the *other* annotators of
+   the same items (used only while too few gold answers exist). An annotator
+   below ``min_annotator_accuracy`` on enough answers raises an alert and, by
+   policy, their labels are *excluded* (consensus recomputed without them) or
+   *down-weighted* (their votes count ``downweight`` times a normal vote).
+2. **Consensus** per item with the configured method (Dawid–Skene by default:
+   it beat majority vote on the real RTE crowd, see benchmarks/AGREEMENT.md;
+   it falls back to majority when items overlap too little) and a per-item
+   confidence.
+3. **Batch gate**: Krippendorff's alpha per batch (the items pushed in one
+   round). A batch below ``alpha_gate`` is quarantined: its labels stay in the
+   ledger but train nothing.
+4. **Adjudication queue**: items whose consensus is a tie, below
+   ``min_confidence``, rests on fewer than two trusted answers, or whose old
+   answers were invalidated by a label-set change. An adjudicated label wins.
+5. **Health check**: percent agreement on items picked by active learning vs
+   items picked at random (the random share of each batch): if AL-selected
+   items are much harder to agree on, the strategy is surfacing ambiguous or
+   noisy items, and their labels deserve less trust.
+
+Input frames share the ``tasks.agreement`` shape: long ``item_id, annotator,
+label``; ``nan`` metrics mean "not enough information", never "bad".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tasks import agreement
+from tasks.annotate import stable_uniform
+
+__all__ = [
+    "AL_REASONS",
+    "RANDOM_REASONS",
+    "TrustPolicy",
+    "TrustResult",
+    "annotator_quality",
+    "apply_adjudications",
+    "batch_gate",
+    "contract_offenders",
+    "decide",
+    "gold_count",
+    "leave_one_out_reference",
+    "metric_name",
+    "select_gold",
+    "weighted_dawid_skene",
+    "weighted_majority",
+    "agreement_by_selection",
+]
+
+AL_REASONS = ("strategy", "quota", "diversity")
+RANDOM_REASONS = ("random",)
+ITEM_COLUMNS = ["batch", "status", "label", "confidence", "source", "method", "n_annotations",
+                "n_trusted_annotations", "reason"]
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """Knobs of the trust decision (``[trust]`` and ``gates.agreement_alpha`` in the config)."""
+
+    consensus: str = "dawid_skene"  # "dawid_skene" | "majority"
+    min_confidence: float = 0.7  # consensus confidence below this -> adjudication
+    alpha_gate: float = 0.67  # batch Krippendorff alpha below this -> quarantine
+    min_annotator_accuracy: float = 0.6
+    min_gold_answers: int = 10  # gold answers before gold accuracy may flag an annotator
+    min_consensus_answers: int = 30  # leave-one-out answers before that may flag one (no gold yet)
+    annotator_policy: str = "exclude"  # "exclude" | "downweight"
+    downweight: float = 0.25  # vote weight of a flagged annotator under "downweight"
+    need: int = 3  # answers an item waits for before it is decided
+    al_agreement_margin: float = 0.10  # health warning when AL agreement trails random by more
+    min_health_items: int = 10  # items per group before the AL-vs-random comparison is made
+    quarantine_undefined: bool = False  # quarantine a batch whose alpha is undefined (nan)
+    adjudicated_as_gold: bool = False  # score annotators against adjudicated labels too
+    ds_min_items: int | None = None  # overlapping items before Dawid-Skene is used; None: max(10, 5 K^2)
+
+    def ds_min_items_for(self, n_labels: int) -> int:
+        """Items with >= 2 answers Dawid-Skene needs: each annotator's K x K confusion has K(K-1)
+        free parameters, and on a few dozen items EM fits noise (measured: a 25-item seed with 5
+        labels gave labels that *no* annotator had chosen, at posterior 0.99)."""
+        return self.ds_min_items if self.ds_min_items is not None else max(10, 5 * n_labels * n_labels)
+
+    def __post_init__(self) -> None:
+        if self.consensus not in ("dawid_skene", "majority"):
+            raise ValueError(f"unknown consensus method {self.consensus!r}; use 'dawid_skene' or 'majority'")
+        if self.annotator_policy not in ("exclude", "downweight"):
+            raise ValueError(f"unknown annotator_policy {self.annotator_policy!r}; use 'exclude' or 'downweight'")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError("min_confidence must lie in [0, 1]")
+        if not 0.0 < self.downweight <= 1.0:
+            raise ValueError("downweight must lie in (0, 1]")
+        if self.need < 1:
+            raise ValueError("need must be >= 1")
+
+
+@dataclass
+class TrustResult:
+    """Everything one trust decision found.
+
+    ``items``: one row per item seen (index ``item_id``; columns ``ITEM_COLUMNS``):
+    ``status`` is trusted | adjudication | quarantined | pending | gold; ``source``
+    is consensus | adjudicated. ``trusted`` is the training view: trusted items
+    only, columns ``label, confidence, n_annotations, source``.
+    """
+
+    items: pd.DataFrame
+    batches: pd.DataFrame
+    annotators: pd.DataFrame
+    health: dict[str, float]
+    metrics: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    method: str = "majority"
+    fallback_reason: str | None = None
+
+    @property
+    def trusted(self) -> pd.DataFrame:
+        t = self.items[self.items["status"] == "trusted"]
+        return t[["label", "confidence", "n_annotations", "source"]].copy()
+
+    @property
+    def adjudication_queue(self) -> pd.DataFrame:
+        """Items waiting for an adjudicator: ``label``/``confidence`` are the consensus they would replace."""
+        return self.items[self.items["status"] == "adjudication"][["batch", "label", "confidence", "reason"]].copy()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def metric_name(prefix: str, name: str) -> str:
+    """An MLflow-safe metric key (``annotator_accuracy_<name>``): e-mail addresses and the like
+    keep their letters and digits, other characters become ``_``."""
+    return f"{prefix}{re.sub(r'[^A-Za-z0-9_.-]', '_', str(name))}"
+
+
+def _prepare(ann: pd.DataFrame) -> pd.DataFrame:
+    df = ann[ann["label"].notna() & ann["item_id"].notna() & ann["annotator"].notna()].copy()
+    df = df.astype({"item_id": str, "annotator": str, "label": str})
+    return df.drop_duplicates(subset=["item_id", "annotator"], keep="last").reset_index(drop=True)
+
+
+def _f(x: float | int | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+# --------------------------------------------------------------------------- weighted consensus
+
+
+def weighted_majority(ann: pd.DataFrame, labels: Sequence[str], weights: Mapping[str, float]) -> pd.DataFrame:
+    """Majority vote where annotator ``a`` casts ``weights.get(a, 1)`` votes.
+
+    Same columns and tie rule as :func:`tasks.agreement.majority_vote`;
+    ``confidence`` is the winner's share of the item's total weight and
+    ``n_annotations`` counts answers (not weight).
+    """
+    df = _prepare(ann)
+    enc = agreement._encode(df, labels)  # noqa: SLF001 - shared encoding keeps results aligned
+    w = df["annotator"].map(lambda a: float(weights.get(a, 1.0))).to_numpy()
+    n_i, n_k = len(enc.items), len(labels)
+    scores = np.bincount(enc.ii * n_k + enc.kk, weights=w, minlength=n_i * n_k).reshape(n_i, n_k)
+    n = np.bincount(enc.ii, minlength=n_i)
+    return agreement._consensus_frame(enc.items, labels, scores, n, normalise=True)  # noqa: SLF001
+
+
+def weighted_dawid_skene(ann: pd.DataFrame, labels: Sequence[str], weights: Mapping[str, float],
+                         max_iter: int = 100, tol: float = 1e-6, smoothing: float = 0.01) -> pd.DataFrame:
+    """Dawid–Skene EM where annotator ``a``'s likelihood is tempered by ``weights[a]``.
+
+    Each annotation's log-likelihood term (E-step) and its count towards the
+    confusion estimates (M-step) are multiplied by its annotator's weight, so a
+    down-weighted annotator moves the posterior ``w`` times as far as a
+    normal one. With every weight 1 this is exactly
+    :func:`tasks.agreement.dawid_skene` (same initialisation, smoothing and
+    stopping rule). Returns the consensus frame (``confidence`` = posterior).
+    """
+    df = _prepare(ann)
+    enc = agreement._encode(df, labels)  # noqa: SLF001
+    n_items, n_ann, n_k = len(enc.items), len(enc.annotators), len(labels)
+    if n_items == 0:
+        return agreement._consensus_frame(enc.items, labels, np.zeros((0, n_k)), np.zeros(0), normalise=False)  # noqa: SLF001
+    ii, jj, kk = enc.ii, enc.jj, enc.kk
+    w_ann = np.array([float(weights.get(a, 1.0)) for a in enc.annotators])
+    w = w_ann[jj]
+    counts = np.bincount(ii * n_k + kk, weights=w, minlength=n_items * n_k).reshape(n_items, n_k)
+    n_per_item = np.bincount(ii, minlength=n_items)
+    tot = counts.sum(axis=1, keepdims=True)
+    post = np.divide(counts, tot, out=np.full_like(counts, 1.0 / n_k), where=tot > 0)
+    jk = jj * n_k + kk
+    conf = np.empty((n_ann, n_k, n_k))
+    for _ in range(max_iter):
+        priors = (post.sum(axis=0) + smoothing) / (n_items + n_k * smoothing)
+        wp = post[ii] * w[:, None]
+        for t in range(n_k):
+            conf[:, t, :] = np.bincount(jk, weights=wp[:, t], minlength=n_ann * n_k).reshape(n_ann, n_k)
+        conf += smoothing
+        rs = conf.sum(axis=2, keepdims=True)
+        conf = np.divide(conf, rs, out=np.full_like(conf, 1.0 / n_k), where=rs > 0)
+        with np.errstate(divide="ignore"):
+            contrib = np.log(conf)[jj, :, kk] * w[:, None]
+            log_prior = np.log(priors)
+        log_post = np.empty((n_items, n_k))
+        for t in range(n_k):
+            log_post[:, t] = np.bincount(ii, weights=contrib[:, t], minlength=n_items)
+        log_post += log_prior
+        top = log_post.max(axis=1, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        expd = np.exp(log_post - top)
+        new_post = expd / expd.sum(axis=1, keepdims=True)
+        delta = float(np.abs(new_post - post).max())
+        post = new_post
+        if delta < tol:
+            break
+    return agreement._consensus_frame(enc.items, labels, post, n_per_item, normalise=False)  # noqa: SLF001
+
+
+def _consensus(ann: pd.DataFrame, labels: Sequence[str], method: str,
+               weights: Mapping[str, float] | None, min_items: int = 10) -> tuple[pd.DataFrame, str, str | None]:
+    """Consensus with the configured method; returns (frame, method used, fallback reason)."""
+    if not weights or all(v == 1.0 for v in weights.values()):
+        out = agreement.consensus(ann, labels, method=method, min_overlapping_items=min_items)  # type: ignore[arg-type]
+        return out, str(out.attrs.get("method", method)), out.attrs.get("fallback_reason")
+    used, reason = method, None
+    if method == "dawid_skene":
+        df = _prepare(ann)
+        n_overlap = int((df.groupby("item_id").size() >= 2).sum())
+        if df["annotator"].nunique() < 2:
+            used, reason = "majority", "fewer than 2 annotators; Dawid-Skene needs at least 2"
+        elif n_overlap < min_items:
+            used, reason = "majority", f"only {n_overlap} item(s) have >= 2 annotations (need {min_items})"
+    out = weighted_dawid_skene(ann, labels, weights) if used == "dawid_skene" else weighted_majority(ann, labels, weights)
+    out["method"] = used
+    return out, used, reason
+
+
+# --------------------------------------------------------------------------- annotator quality
+
+
+def leave_one_out_reference(ann: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    """Each annotation with the label the *other* annotators of its item agree on.
+
+    ``ref`` is the strict-majority label of the others when at least two
+    others answered (else ``None``). Unlike accuracy against a consensus the
+    annotator voted in, this does not flatter an annotator with their own vote.
+    """
+    df = _prepare(ann)
+    if df.empty:
+        return df.assign(ref=pd.Series(dtype=object))
+    enc = agreement._encode(df, labels)  # noqa: SLF001
+    counts = enc.counts
+    others = counts[enc.ii].copy()
+    others[np.arange(len(df)), enc.kk] -= 1.0
+    n_others = others.sum(axis=1)
+    top = others.max(axis=1)
+    win = others.argmax(axis=1)
+    ok = (n_others >= 2) & (top > n_others / 2.0)
+    ref = np.where(ok, np.asarray(labels, dtype=object)[win], None)
+    return df.assign(ref=ref)
+
+
+def annotator_quality(ann: pd.DataFrame, labels: Sequence[str], gold: pd.Series | None,
+                      policy: TrustPolicy) -> pd.DataFrame:
+    """Per annotator: gold accuracy, leave-one-out accuracy, which one counts, and the verdict.
+
+    ``basis`` is ``gold`` when the annotator has ``min_gold_answers`` gold
+    answers, else ``consensus`` (leave-one-out) with ``min_consensus_answers``,
+    else ``insufficient`` (never flagged: an annotator is not condemned on
+    three answers). ``flagged`` means accuracy on that basis is below
+    ``min_annotator_accuracy``.
+    """
+    cols = ["n_gold", "gold_accuracy", "n_loo", "loo_accuracy", "basis", "accuracy", "flagged"]
+    df = _prepare(ann)
+    if df.empty:
+        return pd.DataFrame(columns=cols, index=pd.Index([], name="annotator"))
+    names = pd.Index(sorted(df["annotator"].unique()), name="annotator")
+    if gold is not None and len(gold):
+        g = agreement.annotator_accuracy(df, gold).reindex(names)
+        n_gold, gold_acc = g["n"].fillna(0).astype(int), g["accuracy"]
+    else:
+        n_gold, gold_acc = pd.Series(0, index=names), pd.Series(np.nan, index=names)
+    loo = leave_one_out_reference(df, labels).dropna(subset=["ref"])
+    hit = (loo["label"] == loo["ref"]).groupby(loo["annotator"])
+    n_loo = hit.size().reindex(names, fill_value=0).astype(int)
+    loo_acc = hit.mean().reindex(names)
+    out = pd.DataFrame({"n_gold": n_gold, "gold_accuracy": gold_acc, "n_loo": n_loo, "loo_accuracy": loo_acc},
+                       index=names)
+    use_gold = out["n_gold"] >= policy.min_gold_answers
+    use_loo = ~use_gold & (out["n_loo"] >= policy.min_consensus_answers)
+    out["basis"] = np.where(use_gold, "gold", np.where(use_loo, "consensus", "insufficient"))
+    out["accuracy"] = np.where(use_gold, out["gold_accuracy"], np.where(use_loo, out["loo_accuracy"], np.nan))
+    out["flagged"] = (out["basis"] != "insufficient") & (out["accuracy"] < policy.min_annotator_accuracy)
+    return out[cols]
+
+
+# --------------------------------------------------------------------------- batches and health
+
+
+def batch_gate(ann: pd.DataFrame, batch_of: pd.Series, labels: Sequence[str], gate: float,
+               quarantine_undefined: bool = False) -> pd.DataFrame:
+    """Krippendorff's alpha and percent agreement per batch, and the gate verdict.
+
+    ``status``: ``passed``, ``quarantined`` (alpha < gate) or ``undefined``
+    (alpha is nan: no item with two answers, or one label used throughout;
+    quarantined only with ``quarantine_undefined``).
+    """
+    cols = ["n_items", "n_annotations", "krippendorff_alpha", "percent_agreement", "status", "reason"]
+    df = _prepare(ann)
+    df["batch"] = df["item_id"].map(batch_of)
+    df = df.dropna(subset=["batch"])
+    rows = {}
+    if len(df):
+        enc = agreement._encode(df, labels)  # noqa: SLF001 - one encoding for every batch
+        counts = enc.counts
+        item_batch = df.drop_duplicates("item_id").set_index("item_id")["batch"].reindex(enc.items).to_numpy()
+        n_ann = df.groupby("batch").size()
+        for b in sorted(set(item_batch)):
+            c = counts[item_batch == b]
+            alpha, pa = _alpha_from_counts(c), _percent_agreement_from_counts(c)
+            if math.isnan(alpha):
+                status = "quarantined" if quarantine_undefined else "undefined"
+                reason = "alpha undefined (no item with two answers, or a single label used)"
+            elif alpha < gate:
+                status, reason = "quarantined", f"alpha {alpha:.3f} < gate {gate:.2f}"
+            else:
+                status, reason = "passed", f"alpha {alpha:.3f} >= gate {gate:.2f}"
+            rows[int(b)] = (int(len(c)), int(n_ann[b]), alpha, pa, status, reason)
+    out = pd.DataFrame.from_dict(rows, orient="index", columns=cols)
+    out.index.name = "batch"
+    return out
+
+
+def _alpha_from_counts(counts: np.ndarray) -> float:
+    """Nominal Krippendorff alpha from an items x labels count matrix (the ``krippendorff``
+    package's ``value_counts`` form; nan when undefined, as in ``tasks.agreement``)."""
+    import krippendorff
+
+    pairable = counts[counts.sum(axis=1) >= 2]
+    if len(pairable) == 0 or (pairable.sum(axis=0) > 0).sum() < 2:
+        return float("nan")
+    return float(krippendorff.alpha(value_counts=pairable, level_of_measurement="nominal"))
+
+
+def _percent_agreement_from_counts(counts: np.ndarray) -> float:
+    n = counts.sum(axis=1)
+    keep = n >= 2
+    if not keep.any():
+        return float("nan")
+    c, n = counts[keep], n[keep]
+    return float(np.mean((c * (c - 1)).sum(axis=1) / (n * (n - 1))))
+
+
+def agreement_by_selection(ann: pd.DataFrame, reasons: pd.DataFrame | None, min_items: int = 10) -> dict[str, float]:
+    """Percent agreement on AL-selected items vs on randomly selected items.
+
+    ``reasons``: rows ``item_id, reason`` from the query ledger (an item may
+    have several, e.g. picked by the AL arm and by the random arm). Percent
+    agreement rather than alpha: AL batches have other class mixes than random
+    ones, and alpha's chance correction would compare different baselines.
+    ``nan`` when either group has fewer than ``min_items`` items with two answers.
+    """
+    out = {"agreement_al": float("nan"), "agreement_random": float("nan"), "n_al_items": 0.0,
+           "n_random_items": 0.0, "agreement_al_minus_random": float("nan")}
+    if reasons is None or reasons.empty or ann.empty:
+        return out
+    df = _prepare(ann)
+    multi = df.groupby("item_id").size()
+    pairable = set(multi.index[multi >= 2])
+    al = set(reasons.loc[reasons["reason"].isin(AL_REASONS), "item_id"].astype(str)) & pairable
+    rnd = set(reasons.loc[reasons["reason"].isin(RANDOM_REASONS), "item_id"].astype(str)) & pairable
+    out["n_al_items"], out["n_random_items"] = float(len(al)), float(len(rnd))
+    if len(al) >= min_items:
+        out["agreement_al"] = agreement.percent_agreement(df[df["item_id"].isin(al)])
+    if len(rnd) >= min_items:
+        out["agreement_random"] = agreement.percent_agreement(df[df["item_id"].isin(rnd)])
+    out["agreement_al_minus_random"] = out["agreement_al"] - out["agreement_random"]
+    return out
+
+
+# --------------------------------------------------------------------------- the decision
+
+
+def decide(
+    ann: pd.DataFrame,
+    labels: Sequence[str],
+    policy: TrustPolicy,
+    *,
+    batch_of: pd.Series | Mapping[str, int] | None = None,
+    gold: pd.Series | Mapping[str, str] | None = None,
+    adjudicated: pd.Series | Mapping[str, str] | None = None,
+    reasons: pd.DataFrame | None = None,
+    relabel: Iterable[str] = (),
+) -> TrustResult:
+    """The trust decision over all annotations so far (see the module docstring).
+
+    Args:
+        ann: long ``item_id, annotator, label`` (submitted answers, current label set).
+        batch_of: item -> batch (the round its task was pushed in); default: column
+            ``batch`` of ``ann``, else everything is batch 0.
+        gold: item -> known label for gold items (scored, never trained on).
+        adjudicated: item -> label decided by an adjudicator (wins over consensus).
+        reasons: ``item_id, reason`` rows from the query ledger (health check).
+        relabel: items whose earlier answers were invalidated by a label-set change.
+    """
+    labels = list(labels)
+    df = _prepare(ann)
+    if batch_of is None:
+        if "batch" in df.columns:
+            last = df.drop_duplicates("item_id", keep="last")
+            batch_of = pd.Series(last["batch"].to_numpy(), index=last["item_id"].to_numpy())
+        else:
+            batch_of = pd.Series(0, index=df["item_id"].unique())
+    batch_of = pd.Series(batch_of, dtype=object)
+    batch_of.index = batch_of.index.astype(str)
+    gold_s = _series(gold)
+    adj_s = _series(adjudicated)
+    relabel = {str(i) for i in relabel}
+    df = df[["item_id", "annotator", "label"]]
+
+    # 1. annotator quality (gold, and adjudicated labels when the policy says so)
+    reference = pd.concat([adj_s, gold_s]) if policy.adjudicated_as_gold else gold_s
+    reference = reference[~reference.index.duplicated(keep="last")]
+    quality = annotator_quality(df, labels, reference, policy)
+    flagged = sorted(quality.index[quality["flagged"].astype(bool)])
+    weights: dict[str, float] | None = None
+    if flagged and policy.annotator_policy == "exclude":
+        kept = df[~df["annotator"].isin(flagged)]
+    else:
+        kept = df
+        if flagged:
+            weights = {a: policy.downweight for a in flagged}
+    quality["action"] = ""
+    if flagged:
+        quality.loc[flagged, "action"] = "excluded" if policy.annotator_policy == "exclude" else f"weight {policy.downweight:g}"
+
+    # 2. consensus on what the policy keeps
+    n_all = df.groupby("item_id").size()
+    n_kept = kept.groupby("item_id").size()
+    cons, method, fallback = _consensus(kept, labels, policy.consensus, weights, policy.ds_min_items_for(len(labels)))
+    # a consensus label that no counted answer gave is never trusted (EM can drift there on thin data)
+    given = set(zip(kept["item_id"], kept["label"]))
+    unsupported = pd.Series([(i, lbl) not in given for i, lbl in zip(cons.index, cons["label"])], index=cons.index,
+                            dtype=bool)
+
+    # 3. batch gate on complete items, without flagged annotators under either policy: the gate
+    #    asks whether the reliable annotators agree (a flagged one is already handled above)
+    complete = set(n_all.index[n_all >= policy.need])
+    gate_frame = df[df["item_id"].isin(complete) & ~df["annotator"].isin(flagged)]
+    batches = batch_gate(gate_frame, batch_of, labels, policy.alpha_gate, policy.quarantine_undefined)
+    raw = batch_gate(df[df["item_id"].isin(complete)], batch_of, labels, policy.alpha_gate)
+    batches["alpha_all_annotators"] = raw["krippendorff_alpha"].reindex(batches.index)
+    quarantined_batches = set(batches.index[batches["status"] == "quarantined"])
+
+    # 4. item status (vectorised: campaigns reach tens of thousands of items); the order of the
+    #    rules below is the order of precedence (gold, adjudicated, relabel, pending, quarantined, ...)
+    all_items = pd.Index(sorted(set(df["item_id"]) | set(adj_s.index) | relabel), name="item_id")
+    min_trusted = min(2, policy.need)
+    items = pd.DataFrame(index=all_items, columns=ITEM_COLUMNS)
+    bo = batch_of.reindex(all_items)
+    items["batch"] = pd.array([None if pd.isna(b) else int(b) for b in bo], dtype="Int64")
+    c = cons.reindex(all_items)
+    items["label"] = c["label"].astype(object)
+    items["confidence"] = c["confidence"].astype(float)
+    items["source"] = "consensus"
+    items["method"] = method
+    items["n_annotations"] = n_all.reindex(all_items).fillna(0).astype(int)
+    nk = n_kept.reindex(all_items).fillna(0).astype(int)
+    items["n_trusted_annotations"] = nk if weights is None else items["n_annotations"]
+    n = items["n_annotations"]
+    tie = c["tie"].fillna(False).astype(bool)
+    conf = items["confidence"]
+    in_q = items["batch"].isin(list(quarantined_batches)).fillna(False).astype(bool)
+    is_gold = all_items.isin(gold_s.index)
+    is_adj = all_items.isin(adj_s.index)
+    is_rel = all_items.isin(list(relabel))
+    reason_of = batches["reason"].to_dict()
+    batch_reason = items["batch"].map(lambda b: "" if pd.isna(b) else reason_of.get(int(b), ""))
+    rules = [
+        (is_gold, "gold", pd.Series("gold item (scores annotators, never trains)", index=all_items)),
+        (is_adj, "trusted", pd.Series("adjudicated label wins", index=all_items)),
+        (is_rel & (n < policy.need), "adjudication",
+         pd.Series("label set changed: earlier answers need re-labelling", index=all_items)),
+        (n < policy.need, "pending", n.map(lambda k: f"{k} of {policy.need} answers")),
+        (in_q, "quarantined", "batch " + items["batch"].astype(str) + " quarantined (" + batch_reason + ")"),
+        ((items["n_trusted_annotations"] < min_trusted) | items["label"].isna(), "adjudication",
+         nk.map(lambda k: f"only {k} trusted answer(s)")),
+        (unsupported.reindex(all_items).fillna(False).astype(bool), "adjudication",
+         pd.Series("consensus label given by no trusted annotator", index=all_items)),
+        (tie, "adjudication", pd.Series("tie between labels", index=all_items)),
+        (conf < policy.min_confidence, "adjudication",
+         conf.map(lambda x: f"confidence {x:.2f} < {policy.min_confidence:.2f}")),
+    ]
+    status = pd.Series("trusted", index=all_items, dtype=object)
+    reason = pd.Series("", index=all_items, dtype=object)
+    done = pd.Series(False, index=all_items)
+    for mask, st, why in rules:
+        m = pd.Series(np.asarray(mask, dtype=bool), index=all_items) & ~done
+        status[m], reason[m] = st, why[m]
+        done |= m
+    items["status"], items["reason"] = status, reason
+    if is_gold.any():
+        items.loc[is_gold, "label"] = gold_s.reindex(all_items[is_gold]).to_numpy()
+    if is_adj.any():
+        adj_only = is_adj & ~is_gold
+        items.loc[adj_only, "label"] = adj_s.reindex(all_items[adj_only]).to_numpy()
+        items.loc[adj_only, ["confidence", "source", "method"]] = [1.0, "adjudicated", "adjudicator"]
+    items["confidence"] = items["confidence"].astype(float)
+
+    # consensus accuracy (reporting only: biased upwards by the annotator's own vote)
+    decided = items[items["label"].notna() & items["status"].isin(["trusted", "quarantined", "adjudication"])]
+    cacc = agreement.annotator_accuracy(df, decided["label"]) if len(df) else pd.DataFrame(columns=["n", "accuracy"])
+    quality["n_consensus"] = cacc["n"].reindex(quality.index).fillna(0).astype(int)
+    quality["consensus_accuracy"] = cacc["accuracy"].reindex(quality.index)
+
+    # 5. health: AL-selected vs random items (kept answers, complete items)
+    health = agreement_by_selection(gate_frame, reasons, policy.min_health_items)
+
+    result = TrustResult(items=items, batches=batches, annotators=quality, health=health, metrics={},
+                         method=method, fallback_reason=fallback)
+    _summarise(result, df, gate_frame, labels, policy)
+    return result
+
+
+def _series(x: pd.Series | Mapping[str, str] | None) -> pd.Series:
+    if x is None:
+        return pd.Series(dtype=object)
+    s = pd.Series(x, dtype=object).dropna()
+    s.index = s.index.astype(str)
+    return s.astype(str)
+
+
+def _summarise(r: TrustResult, df: pd.DataFrame, kept_complete: pd.DataFrame, labels: Sequence[str],
+               policy: TrustPolicy) -> None:
+    """Fill metrics, notes and tags from the decision (also re-run after adjudication)."""
+    items, batches, q = r.items, r.batches, r.annotators
+    complete_all = df[df["item_id"].isin(items.index[items["status"] != "pending"])]
+    report = agreement.agreement_report(complete_all, labels) if len(complete_all) else {}
+    status = items["status"].value_counts()
+    m: dict[str, float] = {
+        "krippendorff_alpha": _f(report.get("krippendorff_alpha")),
+        "fleiss_kappa": _f(report.get("fleiss_kappa")),
+        "mean_cohen_kappa": _f(report.get("mean_cohen_kappa")),
+        "percent_agreement": _f(report.get("percent_agreement")),
+        "krippendorff_alpha_trusted": agreement.krippendorff_alpha(kept_complete, labels) if len(kept_complete) else float("nan"),
+        "n_trusted": float(status.get("trusted", 0)),
+        "n_quarantined": float(status.get("quarantined", 0)),
+        "n_quarantined_batches": float((batches["status"] == "quarantined").sum()) if len(batches) else 0.0,
+        "n_adjudication_queue": float(status.get("adjudication", 0)),
+        "n_adjudicated": float((items["source"] == "adjudicated").sum()) if len(items) else 0.0,
+        "n_pending": float(status.get("pending", 0)),
+        "n_gold_items": float(status.get("gold", 0)),
+        "n_annotators_flagged": float(q["flagged"].astype(bool).sum()) if len(q) else 0.0,
+        "consensus_dawid_skene": 1.0 if r.method == "dawid_skene" else 0.0,
+        "agreement_al": r.health["agreement_al"],
+        "agreement_random": r.health["agreement_random"],
+        "agreement_al_minus_random": r.health["agreement_al_minus_random"],
+    }
+    if len(batches):
+        m["batch_alpha_min"] = float(batches["krippendorff_alpha"].min())
+        m["batch_alpha_latest"] = float(batches["krippendorff_alpha"].iloc[-1])
+    for name, row in q.iterrows():
+        if row["n_gold"] > 0:
+            m[metric_name("annotator_accuracy_", name)] = float(row["gold_accuracy"])
+        if row["n_loo"] > 0:
+            m[metric_name("annotator_loo_accuracy_", name)] = float(row["loo_accuracy"])
+    r.metrics = m
+
+    notes: list[str] = []
+    quarantined = batches[batches["status"] == "quarantined"] if len(batches) else batches
+    for b, row in quarantined.iterrows():
+        notes.append(f"batch {b} quarantined: {row['reason']} ({row['n_items']} items kept in the ledger, not trained on)")
+    alerts = []
+    for name, row in q[q["flagged"].astype(bool)].iterrows():
+        n = row["n_gold"] if row["basis"] == "gold" else row["n_loo"]
+        alerts.append(f"{name}: {row['basis']} accuracy {row['accuracy']:.2f} over {int(n)} answers "
+                      f"< {policy.min_annotator_accuracy:.2f}, {row['action']}")
+    notes.extend(f"annotator alert: {a}" for a in alerts)
+    if r.fallback_reason:
+        notes.append(f"consensus fell back to majority vote: {r.fallback_reason}")
+    if m["n_adjudication_queue"]:
+        notes.append(f"{int(m['n_adjudication_queue'])} item(s) await adjudication")
+    d = r.health["agreement_al_minus_random"]
+    if not math.isnan(d) and d < -policy.al_agreement_margin:
+        notes.append(f"health: agreement on AL-selected items ({r.health['agreement_al']:.2f}) is lower than on "
+                     f"random picks ({r.health['agreement_random']:.2f}) by {-d:.2f}: the strategy may be picking "
+                     "ambiguous or noisy items")
+    r.notes = notes
+    r.tags = {
+        "labelloop.quarantine": "; ".join(f"batch {b}: {row['reason']}" for b, row in quarantined.iterrows()) or "none",
+        "labelloop.annotator_alerts": "; ".join(alerts) or "none",
+        "labelloop.consensus": r.method,
+    }
+
+
+def apply_adjudications(r: TrustResult, answers: Mapping[str, str], labels: Sequence[str],
+                        df: pd.DataFrame, policy: TrustPolicy) -> TrustResult:
+    """Queue items an adjudicator has answered become trusted with the adjudicated label.
+
+    ``df`` is the annotation frame :func:`decide` got (for the summary figures).
+    ``n_adjudication_queue`` then counts the items still waiting.
+    """
+    items = r.items.copy()
+    done = [i for i in answers if i in items.index and items.at[i, "status"] == "adjudication"]
+    unknown = sorted({str(a) for a in (answers[i] for i in done)} - set(labels))
+    if unknown:
+        raise ValueError(f"adjudicated labels {unknown} are not in the label set {list(labels)}")
+    for i in done:
+        items.loc[i, ["status", "label", "confidence", "source", "method", "reason"]] = [
+            "trusted", answers[i], 1.0, "adjudicated", "adjudicator", "adjudicated label wins"]
+    out = replace(r, items=items)
+    flagged = set(r.annotators.index[r.annotators["flagged"].astype(bool)]) if len(r.annotators) else set()
+    prepared = _prepare(df)
+    kept = prepared[~prepared["annotator"].isin(flagged)]
+    kept_complete = kept[kept["item_id"].isin(items.index[items["status"] != "pending"])]
+    _summarise(out, prepared, kept_complete, labels, policy)
+    return out
+
+
+# --------------------------------------------------------------------------- gold selection
+
+
+def gold_count(gold_rate: float, batch_items: int) -> int:
+    """Gold items to add to a batch of ``batch_items`` so they are ``gold_rate`` of what is pushed."""
+    if gold_rate <= 0 or batch_items <= 0:
+        return 0
+    if gold_rate >= 1:
+        raise ValueError("gold_rate must be below 1")
+    return int(math.ceil(gold_rate * batch_items / (1.0 - gold_rate) - 1e-9))
+
+
+def select_gold(candidates: Iterable[str], used: Iterable[str], n: int, seed: int = 0) -> list[str]:
+    """``n`` unused gold items in a fixed pseudo-random order (stable across re-runs and machines)."""
+    used = set(map(str, used))
+    free = sorted((str(c) for c in candidates if str(c) not in used), key=lambda i: (stable_uniform(seed, "gold", i), i))
+    return free[: max(0, n)]
+
+
+# --------------------------------------------------------------------------- contract enforcement
+
+
+def contract_offenders(frame: pd.DataFrame, *, known_items: Iterable[str], known_annotators: Iterable[str] | None,
+                       labels: Sequence[str], now: datetime | None = None,
+                       slack: timedelta = timedelta(minutes=5)) -> pd.Series:
+    """Why each row breaks the annotations contract ("" when it does not), for enforcement.
+
+    The Great Expectations run (``integrations.expectations.validate_annotations``)
+    reports and documents the failures; this applies the same rules row by row
+    so that exactly the offending rows are held back (GX lists only the first
+    ids). A second live answer of one annotator to one item keeps the latest
+    and holds back the earlier one.
+    """
+    reasons = pd.Series("", index=frame.index, dtype=object)
+    if frame.empty:
+        return reasons
+    items = {str(i) for i in known_items}
+
+    def mark(mask: pd.Series, why: str) -> None:
+        mask = mask.fillna(True).astype(bool)
+        reasons.loc[mask & (reasons == "")] = why
+
+    mark(~frame["item_id"].astype(str).isin(items) | frame["item_id"].isna(), "unknown item")
+    if known_annotators is not None:
+        mark(~frame["annotator"].astype(str).isin({str(a) for a in known_annotators}), "unknown annotator")
+    submitted = frame["status"] == "submitted" if "status" in frame.columns else pd.Series(True, index=frame.index)
+    mark(submitted & ~frame["label"].isin(list(labels)), "label not in the label set")
+    upper = (now or datetime.now(timezone.utc)).astimezone(timezone.utc) + slack
+    earliest = pd.Timestamp("2000-01-01", tz="UTC")
+    for col in ("created_at", "updated_at"):
+        if col in frame.columns:
+            ts = pd.to_datetime(frame[col], errors="coerce", utc=True, format="mixed")
+            mark(ts.isna() | (ts < earliest) | (ts > pd.Timestamp(upper)), f"{col} missing or out of range")
+    live = frame[submitted & (reasons == "")]
+    when = next((c for c in ("updated_at", "created_at") if c in live.columns), None)
+    order = live if when is None else live.assign(
+        _t=pd.to_datetime(live[when], errors="coerce", utc=True, format="mixed")).sort_values("_t", kind="stable")
+    dup = order.duplicated(subset=["item_id", "annotator"], keep="last")
+    reasons.loc[dup[dup].index] = "superseded by a later answer of the same annotator"
+    return reasons

@@ -1,0 +1,144 @@
+"""Shared fixtures: a real Prefect API server and small generated campaigns.
+
+The Prefect server is a real ``prefect server start`` on 127.0.0.1 with its
+own PREFECT_HOME, started once per test session by the integration tests
+that need it (or reused from ``LABELLOOP_TEST_PREFECT_API_URL`` when
+``.ci/run`` started one), so flows in this process and in subprocesses
+(kill tests) talk to the same API.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """URL of a real Prefect API server; set for this process and its children."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = os.environ.get("LABELLOOP_TEST_PREFECT_API_URL")
+    proc = None
+    home = None
+    if not url:
+        port = free_port()
+        home = tempfile.mkdtemp(prefix="labelloop-prefect-")
+        env = {**os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_API_URL": ""}
+        log = open(Path(home) / "server.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
+             "--no-ui", "--analytics-off"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}/api"
+        try:
+            wait_http(f"{url}/health", 180, proc)
+        except Exception:
+            stop_group(proc)
+            raise
+    old = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield url
+    if old is None:
+        os.environ.pop("PREFECT_API_URL", None)
+    else:
+        os.environ["PREFECT_API_URL"] = old
+    if proc is not None:
+        stop_group(proc)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def write_small_campaign(folder: Path, *, name: str = "t", n: int = 900, budget: int = 100, batch: int = 25,
+                         seed_size: int = 25, backend: str = "simulated", extra: str = "") -> Path:
+    """A small generated campaign (fast enough for integration tests)."""
+    from tasks.demo_data import CLASSES, write_demo_files
+
+    files = write_demo_files(folder / "data", n=n, seed=1)
+    labels = ", ".join(f'"{c}"' for c in CLASSES)
+    cfg = folder / "campaign.toml"
+    cfg.write_text(f'''
+name = "{name}"
+[data]
+path = "data/{files['pool'].name}"
+[labels]
+names = [{labels}]
+[splits]
+test_size = 200
+calibration_size = 120
+seed_size = {seed_size}
+[query]
+strategy = "margin"
+batch_size = {batch}
+[budget]
+max_labels = {budget}
+[annotation]
+backend = "{backend}"
+overlap = 3
+{extra}
+''', encoding="utf-8")
+    return cfg
+
+
+@pytest.fixture
+def small_campaign(tmp_path: Path) -> Path:
+    return write_small_campaign(tmp_path)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `labelloop` entry point in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=cwd or ROOT)

@@ -1,0 +1,112 @@
+"""A whole campaign through a real Label Studio: 3 rounds, 3 annotators per item, kills and edits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.runtime import open_campaign
+from tests.conftest import run_cli, write_small_campaign
+
+pytestmark = [pytest.mark.integration, pytest.mark.label_studio]
+
+
+def _ls_campaign(tmp_path: Path, url: str, name: str) -> Path:
+    extra = f'''
+[annotation.simulated]
+annotators = [{{ name = "ann-1", accuracy = 0.95 }}, {{ name = "ann-2", accuracy = 0.9 }}, {{ name = "ann-3", accuracy = 0.85 }}]
+[annotation.label_studio]
+url = "{url}"
+project_title = "labelloop test {name}"
+simulate_annotators = true
+'''
+    return write_small_campaign(tmp_path, name=name, n=700, budget=60, batch=15, seed_size=15,
+                                backend="label_studio", extra=extra)
+
+
+def _ledger_vs_label_studio(c) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cols = ["backend_annotation_id", "item_id", "annotator", "label", "status"]
+    ours = c.ledger.annotations_frame()[cols].astype(str).sort_values(cols[0]).reset_index(drop=True)
+    theirs = pd.DataFrame([a.__dict__ for a in c.backend.pull()])[cols].astype(str)
+    return ours, theirs.sort_values(cols[0]).reset_index(drop=True)
+
+
+def test_campaign_through_label_studio(prefect_api, label_studio, tmp_path: Path, monkeypatch):
+    from flows.campaign import campaign_flow
+    from flows.round import pull_annotations, push_pending
+    from flows.trust import decide_trust
+
+    url, token = label_studio
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
+    cfg = _ls_campaign(tmp_path, url, "campaign")
+    campaign_flow(str(cfg), max_rounds=3)
+
+    c = open_campaign(cfg)
+    rounds = [r for r in c.ledger.list_rounds() if r.status == "done"]
+    assert {(r.arm, r.round_no) for r in rounds} >= {(a, n) for a in ("active", "random") for n in (1, 2, 3)}
+    assert rounds[-1].metrics["test_macro_f1"] > 0
+
+    # Every queried item has exactly one Label Studio task, and the ledger knows them all.
+    ls_tasks = c.backend.existing_tasks()
+    assert set(ls_tasks) == set(c.ledger.task_ids())
+    assert set(c.ledger.queries_frame()["item_id"]) == set(ls_tasks)
+
+    # A re-run of the push creates nothing new.
+    n_before = len(ls_tasks)
+    push_pending.fn(c, 3, {})
+    assert len(c.backend.existing_tasks()) == n_before
+
+    # Pull everything, then: ledger == Label Studio, count and content, 3 distinct annotators per item.
+    pull_annotations.fn(c, 4)
+    ours, theirs = _ledger_vs_label_studio(c)
+    assert len(ours) == len(theirs) > 0
+    pd.testing.assert_frame_equal(ours, theirs)
+    per_item = c.ledger.annotations_frame(submitted_only=True).groupby("item_id")["annotator"].nunique()
+    assert (per_item == 3).all()
+
+    # An annotation edited in Label Studio after a pull is updated on the next pull (same id).
+    from integrations.label_studio import choices_result
+
+    ann = c.ledger.annotations_frame(submitted_only=True).iloc[0]
+    new_label = next(lbl for lbl in c.labels if lbl != ann["label"])
+    c.backend.client.annotations.update(int(ann["backend_annotation_id"]), result=choices_result(new_label))
+    counts = pull_annotations.fn(c, 5)
+    assert counts["updated"] == 1 and counts["inserted"] == 0
+    row = c.ledger.annotations_frame().set_index("backend_annotation_id").loc[ann["backend_annotation_id"]]
+    assert row["label"] == new_label
+
+    # A skipped (cancelled) annotation is recorded as such and never becomes a training label.
+    task_id = int(ls_tasks[sorted(ls_tasks)[0]])
+    c.backend.client.annotations.create(id=task_id, result=[], was_cancelled=True)
+    pull_annotations.fn(c, 6)
+    skipped = c.ledger.annotations_frame().query("status == 'skipped'")
+    assert len(skipped) == 1 and skipped["label"].isna().all()
+    trusted = decide_trust(c, 6).consensus
+    item = skipped["item_id"].iloc[0]
+    if item in trusted.index:
+        assert trusted.loc[item, "n_annotations"] == 3, "the skip is not counted as an answer"
+
+
+def test_kill_between_import_and_ledger_commit_leaves_one_task_per_item(prefect_api, label_studio, tmp_path: Path):
+    url, token = label_studio
+    cfg = _ls_campaign(tmp_path, url, "killpush")
+    env = {"PREFECT_API_URL": prefect_api, "LABEL_STUDIO_API_KEY": token}
+    killed = run_cli("setup", str(cfg), env={**env, "LABELLOOP_KILL_AT": "after-import-before-ledger"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    import os
+
+    os.environ["LABEL_STUDIO_API_KEY"] = token
+    try:
+        c = open_campaign(cfg)
+        assert len(c.ledger.task_ids()) == 0 and len(c.backend.existing_tasks()) == 15, \
+            "the seed reached Label Studio but not the ledger"
+        again = run_cli("round", str(cfg), env=env)
+        assert again.returncode == 0, again.stderr[-3000:]
+        ls_tasks = c.backend.existing_tasks()
+        ledger_tasks = c.ledger.task_ids()
+        assert ledger_tasks == {k: str(v) for k, v in ls_tasks.items()}
+        assert len(ls_tasks) == len(set(c.ledger.queries_frame()["item_id"])), "one task per queried item"
+    finally:
+        os.environ.pop("LABEL_STUDIO_API_KEY", None)

@@ -1,0 +1,243 @@
+"""Trusted labels end to end: a random annotator is caught and never trains the model.
+
+A small campaign through the real round flow (real Prefect API, real MLflow
+SQLite store, simulated backend): four annotators, one of whom answers at
+random (accuracy = 1 / number of labels), gold items mixed into every batch.
+Everything is asserted through the ledger (and the MLflow tags).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.runtime import open_campaign
+from tasks.demo_data import CLASSES, generate_demo_corpus
+from tests.conftest import write_small_campaign
+
+pytestmark = pytest.mark.integration
+
+RANDOM = "rand"
+
+
+def _campaign(tmp_path: Path) -> Path:
+    gold = generate_demo_corpus(80, seed=7, id_prefix="gold")
+    gold.to_csv(tmp_path / "gold.csv", index=False)
+    extra = f'''
+[annotation.simulated]
+seed = 0
+annotators = [
+  {{ name = "ann-1", accuracy = 0.95 }},
+  {{ name = "ann-2", accuracy = 0.92 }},
+  {{ name = "ann-3", accuracy = 0.9 }},
+  {{ name = "{RANDOM}", accuracy = {1 / len(CLASSES)} }},
+]
+[trust]
+gold_path = "gold.csv"
+gold_rate = 0.4
+min_gold_answers = 8
+min_consensus_answers = 12
+annotator_policy = "exclude"
+'''
+    cfg = write_small_campaign(tmp_path, n=700, budget=100, batch=25, seed_size=25, extra=extra)
+    cfg.write_text(cfg.read_text().replace("[query]\n", "[query]\nrandom_arm = false\n"))  # one arm: faster
+    return cfg
+
+
+def test_random_annotator_is_flagged_excluded_and_never_trains(prefect_api, tmp_path: Path):
+    from flows.campaign import campaign_flow
+    from flows.trust import trust_summary
+
+    cfg = _campaign(tmp_path)
+    campaign_flow(str(cfg), max_rounds=3)
+    c = open_campaign(cfg)
+    led = c.ledger
+
+    # Gold items were mixed into the batches under the pseudo-arm "gold", and answered.
+    q = led.queries_frame()
+    gold_q = q[q["arm"] == "gold"]
+    assert len(gold_q) > 0 and set(gold_q["reason"]) == {"gold"}
+    assert set(led.items_frame(splits=["gold"])["item_id"]) >= set(gold_q["item_id"])
+    assert set(gold_q["item_id"]) <= set(led.tasks_frame()["item_id"]), "gold items are pushed like any item"
+    # ... and never counted toward the arm's budget.
+    assert set(q["arm"]) == {"active", "gold"}
+    assert len(q[q["arm"] == "active"]) == 100  # seed + 3 batches: exactly the budget, gold on top
+
+    # The random annotator is flagged, on gold once there is enough of it, and excluded.
+    status = led.annotator_status_frame()
+    last = status[status["round_no"] == status["round_no"].max()].set_index("annotator")
+    assert bool(last.loc[RANDOM, "flagged"]) and last.loc[RANDOM, "action"] == "excluded"
+    assert last.loc[RANDOM, "basis"] == "gold", last.loc[RANDOM].to_dict()
+    assert last.loc[RANDOM, "gold_accuracy"] < 0.45
+    assert not last.drop(index=RANDOM)["flagged"].any(), last
+    first = status[status["round_no"] == 1].set_index("annotator")
+    assert bool(first.loc[RANDOM, "flagged"]), "caught already in round 1 (leave-one-out, before any gold)"
+
+    # The round's notes (ledger + MLflow tags) carry the alert.
+    rounds = led.list_rounds(arm="active")
+    assert rounds and all(any(f"annotator alert: {RANDOM}" in n for n in r.notes) for r in rounds)
+    client = MlflowClient(tracking_uri=c.cfg.tracking_uri)
+    run = client.get_run(rounds[-1].mlflow_run_id)
+    assert RANDOM in run.data.tags["labelloop.annotator_alerts"]
+    assert "labelloop.quarantine" in run.data.tags
+    assert run.data.metrics["n_trusted"] > 0 and "krippendorff_alpha" in run.data.metrics
+    assert f"annotator_accuracy_{RANDOM}" in run.data.metrics
+
+    # Trained only on trusted labels: the model of each round saw exactly the trusted items of
+    # its arm, and no trusted label rests on the random annotator alone.
+    ann = led.annotations_frame(submitted_only=True)
+    for r in rounds:
+        ti = led.trust_items_frame(round_no=r.round_no).set_index("item_id")
+        assert r.metrics["n_trusted"] == (ti["status"] == "trusted").sum()
+        trusted = ti[ti["status"] == "trusted"]
+        arm_items = set(q[(q["arm"] == "active")]["item_id"])
+        assert r.n_labels == len(set(trusted.index) & arm_items), (r.round_no, r.n_labels)
+        assert not (set(trusted.index) & set(gold_q["item_id"])), "gold items never train"
+        by_consensus = trusted[trusted["source"] == "consensus"]
+        support = ann[ann["annotator"] != RANDOM].merge(
+            by_consensus[["label"]], left_on="item_id", right_index=True, suffixes=("", "_trusted"))
+        supported = set(support.loc[support["label"] == support["label_trusted"], "item_id"])
+        assert set(by_consensus.index) <= supported, "a trusted label came only from the random annotator"
+        assert (by_consensus["n_trusted_annotations"] >= 2).all()
+        assert r.metrics.get("n_trusted") is not None and r.metrics["label_set_version"] == 1.0
+
+    # Excluding the random annotator keeps the batches above the gate (nothing quarantined),
+    # though with them the raw agreement would be far lower.
+    bd = led.batch_decisions_frame(round_no=rounds[-1].round_no)
+    assert (bd["status"] == "passed").all(), bd
+    assert (bd["alpha_all_annotators"] < bd["krippendorff_alpha"]).all()
+
+    # `labelloop status` material.
+    lines = trust_summary(c)
+    text = "\n".join(lines)
+    assert "alpha" in text and f"{RANDOM}:" in text and "ALERT excluded" in text
+
+
+def test_quarantined_batch_never_trains(prefect_api, tmp_path: Path):
+    """All annotators noisy (nobody flagged: no gold, leave-one-out threshold not met) and an
+    impossible gate: every batch is quarantined, the model trains on nothing, the round says so."""
+    from flows.round import round_flow
+    from flows.setup import ensure_setup
+
+    extra = '''
+[annotation.simulated]
+annotators = [
+  { name = "a", accuracy = 0.7 }, { name = "b", accuracy = 0.7 }, { name = "c", accuracy = 0.7 },
+]
+[trust]
+min_consensus_answers = 1000
+'''
+    cfg = write_small_campaign(tmp_path, n=600, budget=75, batch=25, seed_size=25, extra=extra)
+    cfg.write_text(cfg.read_text().replace("[budget]", "[gates]\nagreement_alpha = 0.95\n[budget]"))
+    c = open_campaign(cfg)
+    ensure_setup(c)
+    round_flow(str(cfg), 1)
+    bd = c.ledger.batch_decisions_frame(round_no=1)
+    assert list(bd["status"]) == ["quarantined"]
+    ti = c.ledger.trust_items_frame(round_no=1)
+    assert (ti["status"] == "quarantined").all() and len(ti) == 25
+    r = c.ledger.get_round("active", 1)
+    assert (r.n_labels or 0) == 0
+    assert any("batch 0 quarantined" in n for n in r.notes), r.notes
+    assert any("not trained" in n for n in r.notes), r.notes
+    assert len(c.ledger.annotations_frame()) == 75, "quarantined answers stay in the ledger"
+
+
+# --------------------------------------------------------------------------- the trust stage on a real ledger
+# (no Prefect needed: flows/trust.py only reads and writes the ledger and the backend)
+
+
+def _manual_setup(tmp_path: Path, extra: str = "") -> Path:
+    """Campaign folder + ledger with 30 pushed and answered items (round 0), without running set-up."""
+    cfg = write_small_campaign(tmp_path, n=400, budget=100, batch=25, seed_size=25, extra=extra)
+    c = open_campaign(cfg)
+    pool = pd.read_csv(tmp_path / "data" / "pool.csv", dtype=str)
+    pool["split"] = ["test"] * 100 + ["calibration"] * 50 + ["pool"] * (len(pool) - 150)
+    c.ledger.add_items(pool)
+    _push_and_pull(c, pool["id"].iloc[150:180].tolist(), round_no=0)
+    return cfg
+
+
+def _push_and_pull(c, ids: list[str], round_no: int) -> None:
+    from integrations.backend import TaskRequest
+
+    texts = c.ledger.items_frame().set_index("item_id")["text"]
+    c.ledger.add_queries("active", round_no, [{"item_id": i, "strategy": "seed", "reason": "seed", "score": None,
+                                               "model_version": None} for i in ids])
+    mapping = c.backend.push([TaskRequest(i, texts[i]) for i in ids])
+    c.ledger.record_tasks(c.backend.name, round_no, mapping)
+    c.ledger.upsert_annotations(c.backend.pull(), backend=c.backend.name, round_no=round_no + 1)
+
+
+def test_label_set_change_maps_or_relabels_and_is_never_mixed(tmp_path: Path):
+    from flows.trust import decide_trust
+    from integrations.ledger import LedgerError
+
+    cfg = _manual_setup(tmp_path)
+    c = open_campaign(cfg)
+    d1 = decide_trust(c, 1)
+    assert c.ledger.label_versions() == {1: list(CLASSES)}
+    assert d1.metrics["label_set_version"] == 1.0 and len(d1.consensus) > 0
+    old_labels = d1.consensus["label"]
+
+    # v2: "technical" renamed to "tech", "account" split into "login" / "profile"
+    names = ["billing", "shipping", "tech", "login", "profile", "feedback"]
+    text = cfg.read_text()
+    v2 = text.replace("[labels]\nnames = [" + ", ".join(f'"{x}"' for x in CLASSES) + "]",
+                      "[labels]\nversion = 2\nnames = [" + ", ".join(f'"{x}"' for x in names) + "]\n"
+                      "[[labels.previous]]\nversion = 1\nnames = [" + ", ".join(f'"{x}"' for x in CLASSES) + "]\n"
+                      'mapping = { technical = "tech", account = "" }')
+    assert v2 != text
+    cfg.write_text(v2)
+    c2 = open_campaign(cfg)
+    d2 = decide_trust(c2, 2)
+    assert c2.ledger.label_versions() == {1: list(CLASSES), 2: names}
+    assert set(d2.consensus["label"]) <= set(names), "no label of the old set reaches training"
+    renamed = old_labels[old_labels == "technical"].index
+    assert (d2.consensus.loc[d2.consensus.index.intersection(renamed), "label"] == "tech").all()
+    relabel = set(old_labels[old_labels == "account"].index)
+    assert relabel and len(renamed), "the fixture data has both cases"
+    # items whose answers were "account" cannot be mapped: re-labelled, never guessed
+    assert not relabel & set(d2.consensus.index)
+    assert d2.metrics["n_relabel"] > 0 and any("need re-labelling" in n for n in d2.notes)
+    queued = set(c2.ledger.adjudications_frame(status="pending")["item_id"])
+    assert relabel <= queued
+    assert d2.tags["labelloop.label_set_version"] == "2"
+
+    # The same version number with another label set is refused: bump the version instead.
+    cfg.write_text(v2.replace('"feedback"]\n[[labels.previous]]', '"other"]\n[[labels.previous]]', 1))
+    with pytest.raises(LedgerError, match="bump labels.version"):
+        decide_trust(open_campaign(cfg), 3)
+
+
+def test_annotations_contract_holds_back_offenders_and_documents_them(tmp_path: Path):
+    from datetime import datetime, timezone
+
+    from flows.trust import decide_trust, record_adjudication, trust_summary
+    from integrations.backend import PulledAnnotation
+
+    cfg = _manual_setup(tmp_path)
+    c = open_campaign(cfg)
+    item = c.ledger.tasks_frame()["item_id"].iloc[0]
+    now = datetime.now(timezone.utc)
+    c.ledger.upsert_annotations([PulledAnnotation("x-1", "999", item, "mallory", CLASSES[0], "submitted", now, now)],
+                                backend=c.backend.name, round_no=1)
+    d = decide_trust(c, 1)
+    assert d.tags["labelloop.contract.annotations"] == "failed"
+    assert d.metrics["n_annotations_held_back"] == 1
+    assert any("annotations contract" in n and "x-1" in n for n in d.notes), d.notes
+    page = d.artifacts["data_docs/annotations.html"]
+    assert "FAIL" in page and "x-1" in page
+    assert "data_docs/training_set_active.html" in d.artifacts and "trust/report.md" in d.artifacts
+    ti = c.ledger.trust_items_frame(round_no=1).set_index("item_id")
+    assert ti.loc[item, "n_annotations"] == 3, "mallory's answer never counted"
+
+    # A reviewer's adjudication wins from the next decision on.
+    other = [lbl for lbl in CLASSES if lbl != ti.loc[item, "label"]][0]
+    record_adjudication(c, item, other, adjudicator="lead")
+    d2 = decide_trust(c, 2)
+    assert d2.consensus.loc[item, "label"] == other and d2.consensus.loc[item, "source"] == "adjudicated"
+    assert any(line.startswith("trust (round 2)") for line in trust_summary(c))

