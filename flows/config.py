@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.query import STRATEGIES
+
 
 class ConfigError(ValueError):
     """The campaign config is missing, unreadable or invalid."""
@@ -84,17 +86,7 @@ class ModelConfig(_Strict):
     ngram_max: Annotated[int, Field(ge=1, le=3)] = 2
 
 
-STRATEGY_NAMES = (
-    "least-confidence",
-    "margin",
-    "entropy",
-    "qbc",
-    "qbc-kl",
-    "coreset",
-    "cluster-margin",
-    "density",
-    "random",
-)
+STRATEGY_NAMES = STRATEGIES  # one list, owned by the strategies themselves (tasks/query.py)
 
 
 class QueryConfig(_Strict):

@@ -103,8 +103,11 @@ def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.Data
         return 0
     rng = np.random.default_rng([c.cfg.splits.random_state, round_no, 0 if arm == "active" else 1])
     strategy = "diversity-random" if fallback else c.cfg.strategy_for(arm)
+    from flows.reopen import effective_random_share
     from flows.scoring import score_pool
 
+    # after a drift reopen the active arm explores more for a few rounds ([drift] reopen_*)
+    share = effective_random_share(c, round_no) if arm == "active" else 1.0
     X_pool, proba = score_pool(model, vec, cand["text"].tolist(), c.labels, scale=c.cfg.scale)
     X_lab = vec.transform(items.set_index("item_id").loc[labelled["item_id"], "text"].tolist())
     committee = None
@@ -116,7 +119,7 @@ def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.Data
                                                     classes=c.labels)
     picks = query.select_batch(
         proba, n, strategy, rng,
-        random_share=c.cfg.query.random_share if arm == "active" else 1.0,
+        random_share=share,
         X_pool=X_pool, X_labelled=X_lab, committee_proba=committee,
         class_quota=c.cfg.query.class_quota, near_duplicate_threshold=c.cfg.query.near_duplicate_threshold,
     ) if strategy != "random" else query.select_batch(proba, n, "random", rng, X_pool=X_pool,
@@ -265,6 +268,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         labelled, spent = _labelled_set(c, arm, consensus)
         res = ArmResult(arm, round_no, strategy, n_labels=len(labelled), labels_spent=spent, run_id=run_id)
         res.notes.extend(trust.notes)
+        res.metrics = dict(trust.metrics)  # logged even when the arm cannot train (e.g. all quarantined)
         ev = None
         try:
             ev = train_and_evaluate(c, arm, labelled, items, vec)
@@ -296,6 +300,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                         predictions[i] = (c.labels[int(p.argmax())], float(p.max()), run_id)
         c.tracker.set_tags(run_id, {**trust.tags, "labelloop.calibration_gate":
                                     "failed: diversity+random fallback" if fallback else "passed"})
+        c.tracker.log_texts(run_id, trust.artifacts)  # Data Docs of each contract + trust/report.md
         results[arm] = res
         evals[arm] = ev
 
@@ -311,8 +316,10 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         c.ledger.update_round(arm, round_no, status="stopped" if res.stopped else "done", n_labels=res.n_labels,
                               metrics=res.metrics, notes=res.notes + ([res.stopped] if res.stopped else []))
     curves = learning_curves(c)
-    if curves:
-        c.tracker.log_figure(parent_id, learning_curve_figure(curves, title=f"{c.name}: active vs random"),
+    if curves:  # on the parent (the campaign's view) and on this round's runs (the curve as of that round)
+        round_runs = [r.run_id for r in results.values() if r.run_id and r.stopped != "already finished"]
+        c.tracker.log_figure([parent_id, *round_runs],
+                             learning_curve_figure(curves, title=f"{c.name}: active vs random"),
                              "plots/learning_curve.png")
     summary = {
         "round": round_no, "pulled": {k: v for k, v in pulled.items() if k != "problems"}, "pushed": pushed,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from integrations.ledger import Ledger
 
@@ -109,17 +109,26 @@ class Tracker:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, str(v)[:5000])
 
-    def log_figure(self, run_id: str, fig: Any, path: str) -> None:
+    def log_figure(self, run_id: str | Sequence[str], fig: Any, path: str) -> None:
+        """Log ``fig`` as PNG to one run or to several (drawn once, closed after)."""
         import matplotlib.pyplot as plt
 
-        self.client.log_figure(run_id, fig, path)
-        plt.close(fig)
+        try:
+            for rid in [run_id] if isinstance(run_id, str) else run_id:
+                self.client.log_figure(rid, fig, path)
+        finally:
+            plt.close(fig)
 
     def log_table(self, run_id: str, frame: Any, path: str) -> None:
         self.client.log_table(run_id, data=frame, artifact_file=path)
 
     def log_text(self, run_id: str, text: str, path: str) -> None:
         self.client.log_text(run_id, text, path)
+
+    def log_texts(self, run_id: str, texts: Mapping[str, str]) -> None:
+        """Log several text artifacts (run-relative path -> content), e.g. the round's Data Docs pages."""
+        for path, text in texts.items():
+            self.client.log_text(run_id, text, path)
 
     def log_model(self, run_id: str, model: Any, *, register: bool, input_example: Any = None) -> str | None:
         """Log the sklearn pipeline as the run's model; register it when asked. Returns the version."""

@@ -52,7 +52,7 @@ STRATEGIES: tuple[str, ...] = (
     "density",
     "random",
 )
-"""Strategy names the CLI accepts (mirrors ``flows.config.STRATEGY_NAMES``)."""
+"""Strategy names the CLI and the campaign config accept."""
 
 FALLBACK_STRATEGY = "diversity-random"
 """Used when the calibration gate fails: the model's scores are not trusted, so

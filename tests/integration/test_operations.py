@@ -193,6 +193,11 @@ reopen_rounds = 2
         assert effective_random_share(b, boost["first_round"]) == 0.4
         assert effective_random_share(b, boost["first_round"] + 2) == b.cfg.query.random_share
         assert reopen_boost(b, boost["first_round"] + 1) is not None
+        # ... and the boosted round's active batch really carries the raised random share (0.4, not 0.1)
+        q = b.ledger.queries_frame(arm="active", round_no=boost["first_round"])
+        assert len(q) >= 10, q
+        share = (q["reason"] == "random").mean()
+        assert share >= 0.3, f"random share in the boosted round {share:.2f}"
 
         # it ran a round: a subflow of the reopen run
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
@@ -405,7 +410,12 @@ tracking_uri = "{mlflow_server}"
             assert [h["step"] for h in hist["metrics"]] == [int(m["n_labels"])], "stepped by label count"
             arts = _rest(mlflow_server, "artifacts/list", {"run_id": rid, "path": "plots"}).get("files", [])
             pngs = {a["path"] for a in arts if a["path"].endswith(".png")}
-            assert {"plots/confusion_matrix.png", "plots/reliability_diagram.png"} <= pngs, (arm, pngs)
+            assert {"plots/confusion_matrix.png", "plots/reliability_diagram.png",
+                    "plots/learning_curve.png"} <= pngs, (arm, pngs)
+            root = {a["path"] for a in _rest(mlflow_server, "artifacts/list", {"run_id": rid}).get("files", [])}
+            # the queried batch as a table, in every round that queried (the last one spends no more labels)
+            assert ("queried_batch.json" in root) == (m["n_queried"] > 0), (arm, m["n_queried"], root)
+        assert _metrics(runs[0])["n_queried"] > 0, arm
             assert "labelloop.calibration_gate" in _tags(r)
         assert [int(_metrics(r)["n_labels"]) for r in runs] == [25, 50, 75]
     # the parent run carries both learning curves, stepped by labels, and the learning-curve PNG
