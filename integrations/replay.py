@@ -22,17 +22,13 @@ label`` with ``label`` = gold) to set a campaign up from the same file.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
-from integrations.backend import BackendError, PulledAnnotation, TaskRequest
+from integrations.backend import BackendError
+from integrations.simulated import FileTaskBackend
 from tasks.annotate import stable_uniform
 
 REPLAY_COLUMNS = ("item_id", "text", "annotator_id", "label", "gold")
@@ -61,7 +57,7 @@ def load_replay(path: str | Path) -> ReplayData:
     return ReplayData(items=items, annotations=ann, labels=sorted(set(ann["label"]) | set(items["label"]) - {""}))
 
 
-class ReplayBackend:
+class ReplayBackend(FileTaskBackend):
     """An ``AnnotationBackend`` whose annotators are the recorded workers of a real data set."""
 
     name = "replay"
@@ -75,7 +71,7 @@ class ReplayBackend:
             raise BackendError(f"replay annotations need columns {sorted(need)}, got {list(annotations.columns)}")
         if max_per_item is not None and max_per_item < 1:
             raise BackendError("max_per_item must be >= 1")
-        self.state_path = Path(state_path)
+        super().__init__(state_path)
         self.max_per_item = max_per_item
         self.seed = seed
         frame = annotations.astype({"item_id": str, "annotator": str, "label": str})
@@ -98,59 +94,5 @@ class ReplayBackend:
         ranked = sorted(recorded, key=lambda al: stable_uniform(self.seed, "replay", item_id, al[0]))
         return ranked[: self.max_per_item]
 
-    # ----- state (same pattern as the simulated backend) ----------------------
-    def _load(self) -> dict:
-        if not self.state_path.exists():
-            return {"next_id": 1, "tasks": {}}
-        try:
-            return json.loads(self.state_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise BackendError(f"replay backend state {self.state_path} is unreadable: {err}") from None
-
-    def _save(self, state: dict) -> None:
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".replay-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state, fh)
-        os.replace(tmp, self.state_path)
-
-    # ----- interface ------------------------------------------------------------
-    def push(self, tasks: Sequence[TaskRequest]) -> dict[str, str]:
-        state = self._load()
-        by_item = {t["item_id"]: tid for tid, t in state["tasks"].items()}
-        unknown = [t.item_id for t in tasks if t.item_id not in by_item and t.item_id not in self._by_item]
-        if unknown:
-            raise BackendError(f"no recorded annotations to replay for {len(unknown)} item(s), e.g. {unknown[:5]}")
-        now = datetime.now(timezone.utc).isoformat()
-        for t in tasks:
-            if t.item_id in by_item:
-                continue
-            tid = str(state["next_id"])
-            state["next_id"] += 1
-            state["tasks"][tid] = {"item_id": t.item_id, "pushed_at": now, "prediction": t.predicted_label}
-            by_item[t.item_id] = tid
-        self._save(state)
-        return {t.item_id: by_item[t.item_id] for t in tasks}
-
-    def pull(self) -> list[PulledAnnotation]:
-        state = self._load()
-        out: list[PulledAnnotation] = []
-        for tid, t in sorted(state["tasks"].items(), key=lambda kv: int(kv[0])):
-            if t.get("closed"):
-                continue
-            item = t["item_id"]
-            pushed = datetime.fromisoformat(t["pushed_at"])
-            for j, (annotator, label) in enumerate(self.answers(item)):
-                ts = pushed + timedelta(seconds=j + 1)
-                out.append(PulledAnnotation(
-                    backend_annotation_id=f"{tid}:{annotator}", backend_task_id=tid, item_id=item,
-                    annotator=annotator, label=label, status="submitted", created_at=ts, updated_at=ts,
-                ))
-        return out
-
-    def close_tasks(self, backend_task_ids: Sequence[str]) -> None:
-        state = self._load()
-        for tid in backend_task_ids:
-            if tid in state["tasks"]:
-                state["tasks"][tid]["closed"] = True
-        self._save(state)
+    def can_answer(self, item_id: str) -> bool:
+        return item_id in self._by_item

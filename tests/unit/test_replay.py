@@ -57,7 +57,7 @@ def test_max_per_item_keeps_a_stable_subset(tmp_path: Path) -> None:
 def test_unknown_items_and_bad_files_are_clear_errors(tmp_path: Path) -> None:
     data = load_replay(_small(tmp_path))
     b = ReplayBackend(tmp_path / "s.json", data.annotations)
-    with pytest.raises(BackendError, match="no recorded annotations"):
+    with pytest.raises(BackendError, match="cannot answer"):
         b.push([TaskRequest("nope", "t")])
     with pytest.raises(BackendError, match="not found"):
         load_replay(tmp_path / "missing.csv")
