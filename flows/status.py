@@ -27,7 +27,8 @@ def _rows(c: Campaign) -> list[dict]:
             "round": r.round_no, "arm": r.arm, "status": r.status, "labels": r.n_labels,
             "macro_f1": m.get("test_macro_f1"), "accuracy": m.get("test_accuracy"),
             "ece": m.get("calibration_ece"), "ece_after": m.get("calibration_ece_after"),
-            "agreement": m.get("krippendorff_alpha"), "warnings": "; ".join(str(n) for n in r.notes),
+            "agreement": m.get("krippendorff_alpha"), "quarantined_batches": m.get("n_quarantined_batches"),
+            "flagged_annotators": m.get("n_annotators_flagged"), "warnings": "; ".join(str(n) for n in r.notes),
             "started_at": r.started_at, "finished_at": r.finished_at,
         })
     return rows
@@ -110,6 +111,10 @@ def print_status(config: str) -> None:
               f"{r['warnings'] or '-'}")
     if not rows:
         print("  (no rounds yet)")
+    from flows.trust import trust_summary
+
+    for line in trust_summary(c):  # agreement, quarantine decisions, annotator quality, adjudication
+        print(line)
     pushed, pending = pending_tasks(c)
     print(f"annotation tasks pushed: {pushed}, pending (fewer than {c.cfg.annotation.overlap} annotations): {pending}")
 
@@ -138,7 +143,9 @@ def print_status(config: str) -> None:
 
 
 def status_json(config: str) -> str:
+    from flows.trust import trust_status
+
     c = open_campaign(config)
     pushed, pending = pending_tasks(c)
     return json.dumps({"campaign": c.name, "rounds": _rows(c), "tasks_pushed": pushed, "tasks_pending": pending,
-                       "schedule": next_runs(c.name)}, default=str, indent=2)
+                       "trust": trust_status(c), "schedule": next_runs(c.name)}, default=str, indent=2)

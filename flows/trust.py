@@ -470,11 +470,54 @@ def trust_summary(c: Campaign) -> list[str]:
         parts = []
         for r in ann.itertuples():
             gold = f"gold {_fmt(r.gold_accuracy)} ({r.n_gold})" if (r.n_gold or 0) else "gold -"
+            cons = f"consensus {_fmt(r.consensus_accuracy)} ({r.n_consensus or 0})"
             flag = f" ALERT {r.action}" if r.flagged else ""
-            parts.append(f"{r.annotator}: {gold}, others {_fmt(r.loo_accuracy)} ({r.n_loo}){flag}")
+            parts.append(f"{r.annotator}: {gold}, {cons}, others {_fmt(r.loo_accuracy)} ({r.n_loo}){flag}")
         out.append("  annotators: " + " | ".join(parts))
+    every = c.ledger.batch_decisions_frame()
+    if len(every):  # each batch's latest decision (a later round may release or quarantine it)
+        every = every.sort_values("round_no").drop_duplicates("batch", keep="last")
+        q = every[every["status"] == "quarantined"]
+    else:
+        q = every
+    if len(q):
+        out.append("  quarantined batches: " + " | ".join(
+            f"batch {int(r.batch)} (round {int(r.round_no)}, a={_fmt(r.krippendorff_alpha)}): {r.reason}"
+            for r in q.itertuples()))
+    history = " ".join(f"r{n}={_fmt(rounds[n]['metrics'].get('krippendorff_alpha'))}" for n in sorted(rounds))
+    out.append(f"  alpha per round: {history}")
+    adj = c.ledger.adjudications_frame()
+    if len(adj):
+        n_pending = int((adj["status"] == "pending").sum())
+        where = " (Label Studio review project)" if c.cfg.annotation.backend == "label_studio" else ""
+        out.append(f"  adjudication: {n_pending} pending{where}, {int((adj['status'] == 'done').sum())} decided")
     d = m.get("agreement_al_minus_random")
     if d is not None:
         out.append(f"  health: agreement AL {_fmt(m.get('agreement_al'))} vs random {_fmt(m.get('agreement_random'))} "
                    f"(AL - random {d:+.2f})")
     return out
+
+
+def trust_status(c: Campaign) -> dict[str, Any]:
+    """The trust part of ``labelloop status`` as plain data (for ``status_json``)."""
+    rounds = c.ledger.trust_rounds()
+    if not rounds:
+        return {"rounds": {}, "batches": [], "annotators": [], "adjudication": {}}
+
+    def clean(records: list[dict]) -> list[dict]:
+        return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in records]
+
+    last = max(rounds)
+    batches = c.ledger.batch_decisions_frame()
+    ann = c.ledger.annotator_status_frame(round_no=last)
+    adj = c.ledger.adjudications_frame()
+    return {
+        "latest_round": last,
+        "rounds": {n: {"metrics": r["metrics"], "tags": r["tags"], "notes": r["notes"]} for n, r in rounds.items()},
+        "batches": clean(batches.to_dict("records")),
+        "quarantined_batches": clean(batches[batches["status"] == "quarantined"].to_dict("records")) if len(batches) else [],
+        "annotators": clean(ann.to_dict("records")),
+        "flagged_annotators": sorted(ann.loc[ann["flagged"].astype(bool), "annotator"]) if len(ann) else [],
+        "adjudication": {"pending": int((adj["status"] == "pending").sum()) if len(adj) else 0,
+                         "done": int((adj["status"] == "done").sum()) if len(adj) else 0},
+    }

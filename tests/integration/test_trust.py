@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.runtime import open_campaign
 from tasks.demo_data import CLASSES, generate_demo_corpus
-from tests.conftest import write_small_campaign
+from tests.conftest import run_cli, write_small_campaign
 
 pytestmark = pytest.mark.integration
 
@@ -115,8 +115,45 @@ def test_random_annotator_is_flagged_excluded_and_never_trains(prefect_api, tmp_
     text = "\n".join(lines)
     assert "alpha" in text and f"{RANDOM}:" in text and "ALERT excluded" in text
 
+    # Agreement, quarantine decisions and annotator quality as MLflow metrics and tags of every round run.
+    for r in rounds:
+        data = client.get_run(r.mlflow_run_id).data
+        for k in ("krippendorff_alpha", "fleiss_kappa", "mean_cohen_kappa", "percent_agreement",
+                  "n_quarantined_batches", "n_annotators_flagged", f"annotator_loo_accuracy_{RANDOM}"):
+            assert k in data.metrics, (r.round_no, k)
+        assert data.metrics["n_quarantined_batches"] == 0 and data.metrics["n_annotators_flagged"] >= 1
+        assert data.tags["labelloop.quarantine"] == "none" and data.tags["labelloop.consensus"]
+    assert run.data.metrics[f"annotator_accuracy_{RANDOM}"] < 0.45
+    assert run.data.metrics["annotator_accuracy_ann-1"] > 0.8
 
-def test_quarantined_batch_never_trains(prefect_api, tmp_path: Path):
+    # The Data Docs page of each validation (and the trust report) is an artifact of the round's run.
+    arts = {a.path for d in ("data_docs", "trust") for a in client.list_artifacts(run.info.run_id, d)}
+    assert {"data_docs/annotations.html", "data_docs/training_set_active.html", "trust/report.md"} <= arts, arts
+    import mlflow.artifacts
+
+    page = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/data_docs/annotations.html")
+    assert "<html" in page.lower() and "annotator" in page
+    report = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/trust/report.md")
+    assert f"| {RANDOM} |" in report and "excluded" in report
+
+    # ... and in `labelloop status` (the real CLI) and its JSON form.
+    res = run_cli("status", str(cfg), env={"PREFECT_API_URL": ""}, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout
+    assert f"trust (round {rounds[-1].round_no})" in out and "alpha per round: r1=" in out, out
+    assert f"{RANDOM}: gold " in out and "ALERT excluded" in out and "consensus " in out, out
+    assert "batches: " in out and "quarantined batches" not in out, out
+    import json
+
+    from flows.status import status_json
+
+    st = json.loads(status_json(str(cfg)))["trust"]
+    assert st["flagged_annotators"] == [RANDOM] and st["quarantined_batches"] == []
+    m_last = st["rounds"][str(rounds[-1].round_no)]["metrics"]
+    assert m_last["krippendorff_alpha_trusted"] > 0.67 > m_last["krippendorff_alpha"]  # the random one drags all down
+
+
+def test_quarantined_batch_never_trains(prefect_api, tmp_path: Path, capsys):
     """All annotators noisy (nobody flagged: no gold, leave-one-out threshold not met) and an
     impossible gate: every batch is quarantined, the model trains on nothing, the round says so."""
     from flows.round import round_flow
@@ -144,6 +181,19 @@ min_consensus_answers = 1000
     assert any("batch 0 quarantined" in n for n in r.notes), r.notes
     assert any("not trained" in n for n in r.notes), r.notes
     assert len(c.ledger.annotations_frame()) == 75, "quarantined answers stay in the ledger"
+
+    # The quarantine decision reaches MLflow (metrics and tag, even though nothing trained) and status.
+    run = MlflowClient(tracking_uri=c.cfg.tracking_uri).get_run(r.mlflow_run_id)
+    assert run.data.metrics["n_quarantined_batches"] == 1 and run.data.metrics["n_quarantined"] == 25
+    assert run.data.metrics["krippendorff_alpha"] < 0.95
+    assert run.data.tags["labelloop.quarantine"].startswith("batch 0:")
+    assert "test_macro_f1" not in run.data.metrics
+    from flows.status import print_status
+
+    capsys.readouterr()
+    print_status(str(cfg))
+    out = capsys.readouterr().out
+    assert "batches: 0 QUARANTINED" in out and "quarantined batches: batch 0 (round 1" in out, out
 
 
 # --------------------------------------------------------------------------- the trust stage on a real ledger
