@@ -158,7 +158,9 @@ def cmd_ui(a: argparse.Namespace) -> int:
     c = open_campaign(str(a.config))
     uri = c.cfg.tracking_uri
     if not uri.startswith(("sqlite:", "file:", "/")) and "://" in uri:
-        print(f"this campaign logs to a tracking server: open {uri} in a browser")
+        from integrations.tracking import _safe_uri
+
+        print(f"this campaign logs to a tracking server: open {_safe_uri(uri)} in a browser")
         return 0
     import subprocess
 

@@ -220,7 +220,12 @@ class Ledger:
             with self.engine.begin() as conn:
                 yield conn
         except OperationalError as err:
-            raise LedgerError(f"ledger {self.safe_url} failed: {_scrub(str(err.orig), '')}") from None
+            detail = _scrub(str(err.orig), "").strip()
+            if "database is locked" in detail:
+                detail += (" (another process holds a write transaction on it; waited "
+                           f"{int(os.environ.get('LABELLOOP_LEDGER_BUSY_TIMEOUT_MS', '30000'))} ms, see "
+                           "LABELLOOP_LEDGER_BUSY_TIMEOUT_MS); nothing was written, re-run when it is free")
+            raise LedgerError(f"ledger {self.safe_url} failed: {detail}") from None
 
     def get_meta(self, key: str) -> str | None:
         with self.begin() as conn:

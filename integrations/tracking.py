@@ -41,6 +41,9 @@ class Tracker:
         # round are noise; mlflow sets its levels on import, so this runs after it.
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("mlflow.sklearn").addFilter(_NotPickleCaution())
+        # A password in an http(s) tracking URI would be echoed by MLflow in every error and warning
+        # that names a URL: pass it as MLflow's basic-auth variables and keep it out of the URI.
+        tracking_uri = _move_credentials_to_env(tracking_uri)
         self.tracking_uri = tracking_uri
         self.campaign = campaign
         mlflow.set_tracking_uri(tracking_uri)
@@ -49,8 +52,9 @@ class Tracker:
             exp = self.client.get_experiment_by_name(experiment)
             self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
         except Exception as err:  # MlflowException, requests errors, sqlalchemy errors
+            detail = _scrub_uri_secret(str(err).splitlines()[0] if str(err) else "", tracking_uri)
             raise TrackingError(f"MLflow tracking store {_safe_uri(tracking_uri)} is not usable: "
-                                f"{type(err).__name__}: {str(err).splitlines()[0][:300]}") from None
+                                f"{type(err).__name__}: {detail[:300]}") from None
 
     @property
     def registered_model_name(self) -> str:
@@ -174,6 +178,40 @@ class Tracker:
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+
+def _move_credentials_to_env(uri: str) -> str:
+    """``http://user:pw@host`` -> ``http://host`` with MLFLOW_TRACKING_USERNAME/PASSWORD set (MLflow's own
+    basic-auth variables). Other URIs come back unchanged."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    if user:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user)
+    if password:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
+    return urlunsplit(parts._replace(netloc=host))
+
+
+def _scrub_uri_secret(text: str, uri: str) -> str:
+    """Remove a password (from the URI or MLflow's basic-auth variable) that an error message repeats."""
+    from urllib.parse import quote, urlsplit
+
+    secrets = [os.environ.get("MLFLOW_TRACKING_PASSWORD") or "", os.environ.get("MLFLOW_TRACKING_TOKEN") or ""]
+    try:
+        secrets.append(urlsplit(uri).password or "")
+    except ValueError:
+        pass
+    for s in filter(None, secrets):
+        text = text.replace(s, "***").replace(quote(s, safe=""), "***")
+    return text
 
 
 def _safe_uri(uri: str) -> str:

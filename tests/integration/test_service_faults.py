@@ -1,0 +1,123 @@
+"""Service faults: the MLflow tracking store unreachable, the ledger database locked or gone.
+
+What labelloop does (and the README's "Reliability" section documents):
+
+* **MLflow unreachable** at the start of a round: the round fails before it changes the ledger (the
+  tracker is opened first, before the pull), with one line naming the tracking URI (password
+  redacted), no traceback; the next run, with MLflow back, runs the round in full. MLflow failing
+  *later* in a round (during logging) leaves the round "queried" in the ledger; re-running resumes it
+  without re-querying or re-pushing (the kill -9 "during-log" case in test_faults.py).
+* **SQLite ledger locked** by another connection holding a write transaction: the round waits
+  `LABELLOOP_LEDGER_BUSY_TIMEOUT_MS` (default 30 s), then fails with one line, nothing written.
+* **PostgreSQL ledger gone** (server down): one line naming the ledger (password redacted), no
+  traceback, nothing written; once the server is back the round runs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, run_cli, write_small_campaign
+from tests.integration.postgres_cluster import count_rows, postgres_fixture, start_cluster, stop_cluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+postgres = postgres_fixture()
+
+DATA_TABLES = ("items", "rounds", "queries", "tasks", "annotations", "trust_items", "batch_decisions",
+               "annotator_status", "adjudications", "trust_rounds")
+
+
+def _snapshot(db: Path) -> dict[str, list]:
+    """Every row of the ledger's data tables (the lock row in `meta` is bookkeeping, not data)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        out = {t: sorted(map(repr, con.execute(f"SELECT * FROM {t}").fetchall())) for t in DATA_TABLES}
+        out["meta"] = sorted(map(repr, con.execute("SELECT * FROM meta WHERE key NOT LIKE '%lock%'").fetchall()))
+        return out
+    finally:
+        con.close()
+
+
+def _assert_clean_error(res, *needles: str) -> None:
+    out = res.stdout + res.stderr
+    assert res.returncode == 2, (res.returncode, out[-3000:])
+    assert "Traceback" not in out, out[-3000:]
+    for n in needles:
+        assert n in res.stderr, (n, res.stderr[-2000:])
+
+
+def test_mlflow_unreachable_fails_the_round_before_the_ledger_changes(prefect_api, tmp_path: Path):
+    port = free_port()  # nothing listens here
+    cfg = write_small_campaign(tmp_path, name="mlflow-down", n=500, budget=50)
+    env = {"PREFECT_API_URL": prefect_api}
+    assert run_cli("setup", str(cfg), env=env).returncode == 0
+    before = _snapshot(tmp_path / "ledger.db")
+
+    good = cfg.read_text()
+    cfg.write_text(good + f'\n[mlflow]\ntracking_uri = "http://mlflow-user:s3cret-Pa55@127.0.0.1:{port}"\n')
+    # MLflow retries an unreachable server with back-off (7 times by default, minutes); one retry here.
+    res = run_cli("round", str(cfg), env={**env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+                                          "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+                                          "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+    _assert_clean_error(res, f"MLflow tracking store http://127.0.0.1:{port} is not usable")
+    assert "s3cret-Pa55" not in res.stdout + res.stderr
+    assert _snapshot(tmp_path / "ledger.db") == before, "the failed round changed the ledger"
+
+    cfg.write_text(good)  # MLflow back
+    res = run_cli("round", str(cfg), env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    from flows.runtime import open_campaign
+
+    c = open_campaign(cfg)
+    assert {(r.arm, r.round_no, r.status) for r in c.ledger.list_rounds()} == {("active", 1, "done"),
+                                                                              ("random", 1, "done")}
+    assert all(r.mlflow_run_id for r in c.ledger.list_rounds())
+    c.ledger.dispose()
+
+
+def test_sqlite_ledger_locked_by_another_writer_is_a_clear_error(prefect_api, tmp_path: Path):
+    cfg = write_small_campaign(tmp_path, name="locked", n=500, budget=50)
+    env = {"PREFECT_API_URL": prefect_api}
+    assert run_cli("setup", str(cfg), env=env).returncode == 0
+    db = tmp_path / "ledger.db"
+    before = _snapshot(db)
+
+    holder = sqlite3.connect(db, timeout=1, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's open write transaction
+    try:
+        res = run_cli("round", str(cfg), env={**env, "LABELLOOP_LEDGER_BUSY_TIMEOUT_MS": "1500"}, timeout=300)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    _assert_clean_error(res, "database is locked", str(db))
+    assert _snapshot(db) == before, "the failed round changed the ledger"
+
+    res = run_cli("round", str(cfg), env=env)  # the lock is gone: the round runs
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+URL_ENV = "LABELLOOP_FAULT_TEST_LEDGER_URL"
+
+
+def test_postgres_ledger_gone_then_back(postgres, prefect_api, tmp_path: Path):
+    cfg = write_small_campaign(tmp_path, name="pg-gone", n=500, budget=50, extra=f'[ledger]\nurl_env = "{URL_ENV}"\n')
+    env = {"PREFECT_API_URL": prefect_api, URL_ENV: postgres.url}
+    assert run_cli("setup", str(cfg), env=env).returncode == 0
+    before = count_rows(postgres.url, "pg-gone")
+
+    stop_cluster(postgres)
+    try:
+        res = run_cli("round", str(cfg), env=env, timeout=300)
+    finally:
+        start_cluster(postgres.dir)  # same folder: same data, port and password
+    _assert_clean_error(res, "error: cannot open the ledger at postgresql+psycopg://labelloop:***@127.0.0.1")
+    assert postgres.password not in res.stdout + res.stderr
+    assert count_rows(postgres.url, "pg-gone") == before
+
+    res = run_cli("round", str(cfg), env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert count_rows(postgres.url, "pg-gone")["rounds"] == 2
