@@ -18,8 +18,9 @@ Per round, in order:
    down-weighting, consensus, per-batch alpha gate / quarantine, adjudication
    queue, AL-vs-random agreement.
 4. adjudication: the simulated backends answer the queue at once with a
-   better-than-annotator adjudicator; Label Studio gets review tasks (stub:
-   see :func:`request_review_tasks`); an adjudicated label wins.
+   better-than-annotator adjudicator; Label Studio gets review tasks in a
+   separate "(adjudication)" project, read back from the next round on (see
+   :func:`request_review_tasks`); an adjudicated label wins.
 5. the training-set contract (validate_training_set) per arm.
 6. the decision is stored (``trust_items``, ``batch_decisions``,
    ``annotator_status``, ``trust_rounds``) and gold items are queued for the
@@ -205,16 +206,49 @@ def simulated_adjudicate(c: Campaign, item_ids: list[str]) -> dict[str, str]:
             for i in item_ids if i in known.index and known[i] in c.labels}  # an old-set label: stays queued
 
 
-def request_review_tasks(c: Campaign, queue: pd.DataFrame) -> dict[str, str]:
-    """Label Studio: open a review task per queued item showing each annotator's label.
+def request_review_tasks(c: Campaign, queue: pd.DataFrame, votes: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Label Studio adjudication: a review task per queued item, answers read back.
 
-    Not implemented yet: the Label Studio adapter (integrations/label_studio.py)
-    has no review-task API. Until it has, queued items stay in the ledger's
-    ``adjudications`` table (status ``pending``) and are not trained on; a
-    reviewer can decide them with :func:`record_adjudication`. Returns the
-    answers available now (none).
+    The review tasks live in a second project, the campaign's title + " (adjudication)"
+    (:meth:`LabelStudioBackend.review_backend`), so reviewers' answers never mix with the
+    annotators'. Each task shows the item's text and every annotator's label (``votes``:
+    ``"ann-1: billing | ann-2: tech"``); the choices are the current label set. First the
+    review project is pulled: a submitted review of an item still awaiting adjudication
+    (queued now or earlier) is returned as ``item_id -> (label, "label_studio:<reviewer>")``,
+    the latest review winning. Then review tasks are opened for the queued items without an
+    answer (idempotent: an item never gets a second review task). Answers given between
+    rounds are thus picked up by the next round's decision.
+
+    A backend without review support (no ``review_backend``) leaves the items queued in the
+    ledger (``adjudications``, status ``pending``) for :func:`record_adjudication` and logs so.
     """
-    return {}
+    import logging
+
+    log = logging.getLogger("labelloop.trust")
+    make = getattr(c.backend, "review_backend", None)
+    if make is None:
+        log.warning("%d item(s) await adjudication; backend %s has no review tasks: decide them with "
+                    "flows.trust.record_adjudication", len(queue), getattr(c.backend, "name", "?"))
+        return {}
+    review = make()
+    waiting = set(queue.index) | set(c.ledger.adjudications_frame(status="pending")["item_id"])
+    answers: dict[str, tuple[str, str]] = {}
+    latest: dict[str, Any] = {}
+    for a in review.pull():
+        if a.status != "submitted" or a.item_id not in waiting or a.label not in c.labels:
+            continue
+        if a.item_id not in latest or a.updated_at >= latest[a.item_id]:
+            latest[a.item_id] = a.updated_at
+            answers[a.item_id] = (a.label, f"label_studio:{a.annotator}")
+    todo = [i for i in queue.index if i not in answers]
+    if todo:
+        texts = c.ledger.items_frame().set_index("item_id")["text"]
+        v = votes[votes["item_id"].isin(todo)].sort_values(["item_id", "annotator"])
+        by_item = {i: " | ".join(f"{a}: {lbl}" for a, lbl in zip(g["annotator"], g["label"]))
+                   for i, g in v.groupby("item_id")}
+        review.push_reviews([(i, str(texts[i]), by_item.get(i, "(no usable answers)")) for i in todo])
+        log.info("%d item(s) queued for adjudication in Label Studio project %r", len(todo), review.project_title)
+    return answers
 
 
 def record_adjudication(c: Campaign, item_id: str, label: str, adjudicator: str = "reviewer",
@@ -358,12 +392,19 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
     queue = result.adjudication_queue
     if len(queue) and cfg.trust.adjudication:
         c.ledger.request_adjudications(round_no, queue)
+        who: dict[str, str] = {}
         if cfg.annotation.backend == "label_studio":
-            answers = request_review_tasks(c, queue)
+            reviewed = request_review_tasks(c, queue, frame)
+            answers = {i: lbl for i, (lbl, _) in reviewed.items()}
+            who = {i: by for i, (_, by) in reviewed.items()}
+            n_open = len(set(queue.index) - set(answers))
+            if n_open and hasattr(c.backend, "review_backend"):
+                title = getattr(c.backend, "project_title", "?")
+                notes.append(f"{n_open} item(s) sent for review to Label Studio project '{title} (adjudication)'")
         else:
             answers = simulated_adjudicate(c, list(queue.index))
         for item, label in answers.items():
-            c.ledger.record_adjudication(item, label, adjudicator=ADJUDICATOR, round_no=round_no,
+            c.ledger.record_adjudication(item, label, adjudicator=who.get(item, ADJUDICATOR), round_no=round_no,
                                          label_version=history.current.version)
         if answers:
             result = policy_mod.apply_adjudications(result, answers, c.labels, frame, pol)

@@ -78,6 +78,24 @@ def label_config(labels: Sequence[str], instructions: str = "") -> str:
     return "".join(parts)
 
 
+REVIEW_SUFFIX = " (adjudication)"
+VOTES_NAME = "votes"
+
+
+def review_label_config(labels: Sequence[str], instructions: str = "") -> str:
+    """The adjudication interface: the item's text, each annotator's label (``$votes``, a
+    Text shown read-only) and the same single-choice ``label`` control as the labelling
+    project, so :meth:`LabelStudioBackend.pull` reads a reviewer's decision unchanged."""
+    labels = _check_labels(labels)
+    header = instructions or "Annotators disagreed on this item. Pick the correct label; your answer wins."
+    parts = ["<View>", f"<Header value={quoteattr(header)}/>", f'<Text name="{TO_NAME}" value="${TO_NAME}"/>',
+             '<Header value="Annotators answered:" size="5"/>', f'<Text name="{VOTES_NAME}" value="${VOTES_NAME}"/>',
+             f'<Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true">']
+    parts.extend(f"<Choice value={quoteattr(label)}/>" for label in labels)
+    parts.append("</Choices></View>")
+    return "".join(parts)
+
+
 def choices_result(label: str) -> list[dict[str, Any]]:
     """A Label Studio ``result`` list choosing ``label`` (for predictions and annotations)."""
     return [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices", "value": {"choices": [label]}}]
@@ -377,9 +395,12 @@ class LabelStudioBackend:
         ]
         return min(ids) if ids else None
 
+    def _label_config(self) -> str:
+        return label_config(self.labels, self.instructions)
+
     def _ensure_project(self, att: _Attempt) -> int:
         c = self.client
-        config = label_config(self.labels, self.instructions)
+        config = self._label_config()
         found = self._find_project(att)
         if found is not None:
             full = c.projects.get(found, request_options=att.request_options())
@@ -620,6 +641,18 @@ class LabelStudioBackend:
         n = self._call(f"closing {len(ids)} tasks in project {self.project_title!r}", go)
         log.info("closed %d of %d Label Studio tasks in project %r", n, len(ids), self.project_title)
 
+    # ------------------------------------------------------------------ adjudication
+
+    def review_backend(self, suffix: str = REVIEW_SUFFIX) -> "LabelStudioReviewBackend":
+        """The campaign's adjudication project (title + ``suffix``), same server and key, one
+        answer per task. Review tasks never appear in this project, so :meth:`pull` here never
+        mixes adjudications into the annotators' answers."""
+        return LabelStudioReviewBackend(
+            self.url, self.__api_key, self.project_title + suffix, self.labels, 1,
+            timeout=self.timeout, retries=self.retries, retry_budget=self.retry_budget, backoff=self.backoff,
+            max_backoff=self.max_backoff, page_size=self.page_size, import_chunk=self.import_chunk,
+        )
+
     # ------------------------------------------------------------------ misc
 
     def delete_project(self) -> None:
@@ -632,6 +665,27 @@ class LabelStudioBackend:
 
         self._call(f"deleting project {self.project_title!r}", go)
         self._project_id = None
+
+
+class LabelStudioReviewBackend(LabelStudioBackend):
+    """Review (adjudication) tasks: ``data = {"text", "item_id", "votes"}`` where ``votes``
+    lists each annotator's label; the labelling config is :func:`review_label_config`.
+    Push is idempotent per item (as for labelling tasks); :meth:`pull` returns the
+    reviewers' answers as :class:`PulledAnnotation` rows. Build it with
+    :meth:`LabelStudioBackend.review_backend`."""
+
+    def _label_config(self) -> str:
+        return review_label_config(self.labels, self.instructions)
+
+    def push_reviews(self, items: Sequence[tuple[str, str, str]]) -> dict[str, str]:
+        """Open a review task per ``(item_id, text, votes)`` unless one exists; item_id -> task id."""
+        self._votes = {i: v for i, _, v in items}
+        return self.push([TaskRequest(i, t) for i, t, _ in items])
+
+    def _task_payload(self, t: TaskRequest) -> dict[str, Any]:
+        payload = super()._task_payload(t)
+        payload["data"][VOTES_NAME] = getattr(self, "_votes", {}).get(t.item_id, "")
+        return payload
 
 
 def _int_or(value: str) -> int:
@@ -649,9 +703,11 @@ def _html_escape(text: str) -> str:
 
 __all__ = [
     "LabelStudioBackend",
+    "LabelStudioReviewBackend",
     "batch_complete",
     "choices_result",
     "extract_choices",
     "label_config",
+    "review_label_config",
     "resolve_api_key",
 ]

@@ -291,3 +291,82 @@ def test_annotations_contract_holds_back_offenders_and_documents_them(tmp_path: 
     d2 = decide_trust(c, 2)
     assert d2.consensus.loc[item, "label"] == other and d2.consensus.loc[item, "source"] == "adjudicated"
     assert any(line.startswith("trust (round 2)") for line in trust_summary(c))
+
+
+# --------------------------------------------------------------------------- adjudication in Label Studio
+
+
+@pytest.mark.label_studio
+def test_label_studio_adjudication_review_tasks(label_studio, tmp_path: Path, monkeypatch):
+    """Low-confidence items get a review task (text + each annotator's label) in a separate
+    "(adjudication)" project; a reviewer's answer is read back by the next decision and wins."""
+    import uuid
+
+    from flows.trust import decide_trust
+    from integrations.backend import TaskRequest
+    from integrations.label_studio import choices_result
+    from integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
+
+    url, token = label_studio
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
+    title = f"labelloop test adj {uuid.uuid4().hex[:8]}"
+    extra = f'''
+[annotation.label_studio]
+url = "{url}"
+project_title = "{title}"
+[trust]
+min_confidence = 0.99
+min_consensus_answers = 1000
+'''
+    cfg = write_small_campaign(tmp_path, n=400, budget=100, batch=25, seed_size=25, backend="label_studio",
+                               extra=extra)
+    cfg.write_text(cfg.read_text().replace("[budget]", "[gates]\nagreement_alpha = 0.0\n[budget]"))
+    c = open_campaign(cfg)
+    review = c.backend.review_backend()
+    try:
+        pool = pd.read_csv(tmp_path / "data" / "pool.csv", dtype=str)
+        pool["split"] = ["test"] * 100 + ["calibration"] * 50 + ["pool"] * (len(pool) - 150)
+        c.ledger.add_items(pool)
+        ids = pool["id"].iloc[150:165].tolist()
+        items = c.ledger.items_frame().set_index("item_id")
+        c.ledger.add_queries("active", 0, [{"item_id": i, "strategy": "seed", "reason": "seed", "score": None,
+                                            "model_version": None} for i in ids])
+        c.ledger.record_tasks(c.backend.name, 0, c.backend.push([TaskRequest(i, items.at[i, "text"]) for i in ids]))
+        truth = {i: items.at[i, "known_label"] for i in ids}
+        crowd = [SimAnnotator(f"adj{k}", 0.75) for k in range(3)]
+        answer_open_tasks(c.backend, truth, crowd, 3, seed=1)
+        c.ledger.upsert_annotations(c.backend.pull(), backend=c.backend.name, round_no=1)
+        n_main = len(c.backend.pull())
+
+        d1 = decide_trust(c, 1)
+        queued = set(c.ledger.adjudications_frame(status="pending")["item_id"])
+        assert queued and d1.metrics["n_adjudication_queue"] == len(queued)
+        assert any("sent for review to Label Studio" in n for n in d1.notes), d1.notes
+        tasks = review.existing_tasks()
+        assert set(tasks) == queued, "one review task per queued item, nothing else"
+        assert review.project_labels() == c.labels
+        ann = c.ledger.annotations_frame(submitted_only=True)
+        for t in review.client.tasks.list(project=review.project_id, fields="all"):
+            i = t.data["item_id"]
+            assert t.data["text"] == items.at[i, "text"]
+            for a in ann[ann["item_id"] == i].itertuples():
+                assert f"{a.annotator}: {a.label}" in t.data["votes"], t.data
+
+        # A reviewer decides two items in Label Studio; the next decision reads them back.
+        decided = sorted(queued)[:2]
+        for i in decided:
+            review.client.annotations.create(id=int(tasks[i]), result=choices_result(truth[i]))
+        d2 = decide_trust(c, 2)
+        for i in decided:
+            assert d2.consensus.loc[i, "label"] == truth[i] and d2.consensus.loc[i, "source"] == "adjudicated"
+        done = c.ledger.adjudications_frame(status="done").set_index("item_id")
+        assert set(done.index) == set(decided) and done["adjudicator"].str.startswith("label_studio:").all()
+        assert set(c.ledger.adjudications_frame(status="pending")["item_id"]) == queued - set(decided)
+        assert review.existing_tasks() == tasks, "a re-run opens no second review task"
+        assert len(c.backend.pull()) == n_main, "reviews never mix into the annotators' answers"
+    finally:
+        for b in (review, c.backend):
+            try:
+                b.delete_project()
+            except Exception:  # noqa: BLE001 - clean-up only
+                pass
