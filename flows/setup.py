@@ -25,10 +25,55 @@ def load_and_validate(c: Campaign) -> pd.DataFrame:
     return frame
 
 
+SETUP_MARKER = ".labelloop-setup.json"
+
+
+def _check_not_lost(c: Campaign) -> None:
+    """Refuse to set up again a campaign whose folder says it was set up but whose ledger doesn't know it.
+
+    Why: a ledger that was deleted (SQLite file removed, database dropped or swapped) would otherwise be
+    re-created empty and the campaign would silently start over (round 1 again, new MLflow runs, tasks
+    pushed again), losing the record of what was asked and answered.
+    """
+    import json
+
+    from integrations.ledger import LedgerError
+
+    marker = c.workdir / SETUP_MARKER
+    if not marker.is_file():
+        return
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    if info.get("campaign", c.name) != c.name:
+        return  # another campaign shares this folder
+    raise LedgerError(
+        f"campaign {c.name!r} was set up (at {info.get('set_up_at', '?')}, ledger {info.get('ledger', '?')}) "
+        f"but the ledger at {c.ledger.safe_url} has no record of it: the ledger was lost or the config points "
+        f"at another database. Restore the ledger (nothing was written), or to start this campaign over in "
+        f"this ledger delete {marker}")
+
+
+def _write_marker(c: Campaign) -> None:
+    import json
+    from datetime import datetime, timezone
+
+    marker = c.workdir / SETUP_MARKER
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"campaign": c.name, "ledger": c.ledger.safe_url,
+                               "set_up_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}),
+                   encoding="utf-8")
+    tmp.replace(marker)
+
+
 def ensure_setup(c: Campaign) -> bool:
     """Set the campaign up unless it already is. Returns True when work was done."""
     if c.ledger.get_meta("setup_done") == "1":
+        if not (c.workdir / SETUP_MARKER).exists():
+            _write_marker(c)  # campaigns set up before the marker existed
         return False
+    _check_not_lost(c)
     from flows.round import push_pending
 
     s = c.cfg.splits
@@ -50,6 +95,7 @@ def ensure_setup(c: Campaign) -> bool:
                                        "score": None, "model_version": None} for i in seed_ids])
     push_pending(c, 0, {})
     c.ledger.set_meta("setup_done", "1")
+    _write_marker(c)  # after the ledger says so: a set-up killed before this point simply runs again
     print(f"campaign {c.name!r}: {len(frame)} items ingested "
           f"({(frame['split'] == 'pool').sum()} pool, {len(seed_ids)} seed, {(frame['split'] == 'test').sum()} test, "
           f"{(frame['split'] == 'calibration').sum()} calibration); seed pushed to the {c.backend.name} backend")

@@ -159,7 +159,10 @@ class Tracker:
         except MlflowException as err:
             if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
                 raise
-        mv = self.client.create_model_version(self.registered_model_name, source=info.model_uri, run_id=run_id)
+        # model_id: an MLflow *server* checks that a `models:/m-...` source names the logged model
+        # (without it every registration fails there; the local SQLite store does not check).
+        mv = self.client.create_model_version(self.registered_model_name, source=info.model_uri, run_id=run_id,
+                                              model_id=getattr(info, "model_id", None))
         return str(mv.version)
 
     def maybe_promote(self, version: str, metric: float, metric_name: str = "test_macro_f1") -> bool:

@@ -2,7 +2,8 @@
 everything the run left behind.
 
 Secrets used: the ledger's PostgreSQL password (the URL comes from the variable named by
-`[ledger] url_env`), and with the Label Studio backend the Label Studio API token (from
+`[ledger] url_env`), the MLflow tracking server's basic-auth password (MLFLOW_TRACKING_PASSWORD; the
+server is `infra/mlflow_server.sh` with its store in the same PostgreSQL), and with the Label Studio backend the Label Studio API token (from
 `LABEL_STUDIO_API_KEY`). Places searched: the CLI's
 stdout/stderr (including a failing round's exception text), every flow run's parameters and log lines
 in the Prefect API, every MLflow param/tag/metric name, registered-model tag/description and artifact,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import urllib.parse
 import urllib.request
@@ -28,6 +30,33 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 postgres = postgres_fixture()
 
 URL_ENV = "LABELLOOP_SECRET_TEST_LEDGER_URL"
+MLFLOW_PASSWORD = "mlflow-basic-auth-" + "5ecret-7f3a9c"  # sent by MLflow's client as basic auth
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, tmp_path_factory):
+    """`infra/mlflow_server.sh` as a process, its runs and registry in the PostgreSQL cluster (database
+    `mlflow`, as in infra/compose.yaml), artifacts served by the server. Yields the tracking URI."""
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import free_port
+
+    eng = create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = 'mlflow'")).scalar():
+            conn.execute(text("CREATE DATABASE mlflow"))
+    eng.dispose()
+    data = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = {**os.environ, "LABELLOOP_MLFLOW_DATA": str(data), "LABELLOOP_MLFLOW_PORT": str(port),
+           "LABELLOOP_MLFLOW_BACKEND": postgres.url.rsplit("/", 1)[0] + "/mlflow", "LABELLOOP_MLFLOW_TIMEOUT": "180"}
+    script = Path(__file__).resolve().parents[2] / "infra" / "mlflow_server.sh"
+    res = subprocess.run([str(script), "start"], env=env, capture_output=True, text=True, timeout=240)
+    try:
+        assert res.returncode == 0, f"infra/mlflow_server.sh start failed:\n{res.stderr[-3000:]}"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(script), "stop"], env=env, capture_output=True, timeout=120)
 
 
 def _forms(secret: str) -> list[bytes]:
@@ -124,15 +153,21 @@ def _failing_round(cfg: Path, env: dict) -> subprocess.CompletedProcess:
     return res
 
 
-def test_simulated_campaign_leaks_no_ledger_password(postgres, prefect_api, tmp_path: Path):
+def test_simulated_campaign_leaks_no_secret(postgres, mlflow_server, prefect_api, tmp_path: Path):
+    """The team set-up without Docker: ledger in PostgreSQL, MLflow and Prefect servers as processes."""
     cfg = write_small_campaign(tmp_path / "campaign", name="secret-sim", n=600, budget=75,
-                               extra=f'[ledger]\nurl_env = "{URL_ENV}"\n')
-    env = {"PREFECT_API_URL": prefect_api, URL_ENV: postgres.url}
+                               extra=f'[ledger]\nurl_env = "{URL_ENV}"\n[mlflow]\ntracking_uri = "{mlflow_server}"\n')
+    env = {"PREFECT_API_URL": prefect_api, URL_ENV: postgres.url,
+           "MLFLOW_TRACKING_USERNAME": "labelloop", "MLFLOW_TRACKING_PASSWORD": MLFLOW_PASSWORD}
     outputs = [run_cli("run", str(cfg), "--rounds", "2", env=env)]
     assert outputs[0].returncode == 0, outputs[0].stderr[-3000:]
     outputs += [run_cli("status", str(cfg), env=env), run_cli("doctor", str(cfg), env=env),
                 _failing_round(cfg, env)]
-    _check_everywhere(cfg, outputs, [postgres.password], prefect_api, tmp_path)
+    _check_everywhere(cfg, outputs, [postgres.password, MLFLOW_PASSWORD], prefect_api, tmp_path)
+    from mlflow.tracking import MlflowClient
+
+    versions = MlflowClient(tracking_uri=mlflow_server).search_model_versions("name = 'labelloop-secret-sim'")
+    assert versions, "the active arm's models were registered in the MLflow server's registry"
 
 
 @pytest.mark.label_studio

@@ -121,3 +121,26 @@ def test_postgres_ledger_gone_then_back(postgres, prefect_api, tmp_path: Path):
     res = run_cli("round", str(cfg), env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert count_rows(postgres.url, "pg-gone")["rounds"] == 2
+
+
+def test_sqlite_ledger_deleted_is_refused_not_silently_restarted(prefect_api, tmp_path: Path):
+    """A lost ledger must not turn into a fresh campaign (round 1 again, tasks pushed again)."""
+    cfg = write_small_campaign(tmp_path, name="ledger-gone", n=400, budget=50)
+    env = {"PREFECT_API_URL": prefect_api}
+    assert run_cli("setup", str(cfg), env=env).returncode == 0
+    backend_state = (tmp_path / "simulated_backend.json").read_bytes()
+    for f in tmp_path.glob("ledger.db*"):
+        f.unlink()
+
+    res = run_cli("round", str(cfg), env=env)
+    _assert_clean_error(res, "was set up", "has no record of it", ".labelloop-setup.json")
+    assert (tmp_path / "simulated_backend.json").read_bytes() == backend_state, "nothing was pushed again"
+    con = sqlite3.connect(tmp_path / "ledger.db")
+    try:
+        assert con.execute("SELECT count(*) FROM items").fetchone()[0] == 0, "nothing was ingested again"
+    finally:
+        con.close()
+
+    (tmp_path / ".labelloop-setup.json").unlink()  # the documented way to start over on purpose
+    res = run_cli("round", str(cfg), env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
