@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.labelloop-installed
 
-.PHONY: install demo demo-simulated test test-unit bench bench-smoke ls-install ls-start ls-stop lock clean
+.PHONY: install demo demo-simulated test test-unit bench bench-smoke bench-scale ls-install ls-start ls-stop lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(STAMP)
 bench-smoke: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/al_benchmark.py --smoke
+
+## Scale-out benchmark (issue 7): 100k / 300k / 1M generated texts, threads and Dask; writes benchmarks/RESULTS.md
+bench-scale: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[dask]"
+	$(PY) benchmarks/scale_benchmark.py --runners threads,dask --repeats 3 --write-results
 
 ls-install:
 	infra/label_studio.sh install

@@ -1,42 +1,46 @@
 """Pool scoring and candidate selection, partitioned over a Prefect task runner.
 
-Why partitions: a pool of a million texts scored in one piece needs its whole
-feature matrix and probability table in one process. Cut into partitions of
-``[scale] partition_size`` texts, every partition is one Prefect task that
-vectorises its texts with the frozen, pre-fitted featuriser (no refit, so a
-partition needs nothing but its own texts), computes class probabilities and
-returns either its rows (``score_pool``) or only its best candidates
-(``select_from_pool``). The tasks run on a task runner:
+A pool of a million texts scored in one piece needs its whole feature matrix
+and probability table in one process. Cut into partitions of ``[scale]
+partition_size`` texts, every partition is one Prefect task that vectorises
+its texts with the frozen, pre-fitted featuriser (no refit: a partition needs
+nothing but its own texts), computes class probabilities and returns either
+its rows (:func:`score_pool`) or only its best candidates
+(:func:`select_from_pool`). The tasks run on a task runner:
 
-* ``task_runner = "threads"`` (default): Prefect's ``ThreadPoolTaskRunner``;
-  scikit-learn's sparse mat-vecs release the GIL, so threads use the cores of
-  one machine without copying the model into other processes.
+* ``task_runner = "threads"`` (default): Prefect's ``ThreadPoolTaskRunner``
+  in this process. Cheap (no copies of model or texts), but tokenising holds
+  the GIL, so it overlaps little more than the sparse products.
 * ``task_runner = "dask"``: ``prefect_dask.DaskTaskRunner`` on the cluster at
   ``dask_address`` (an existing scheduler, ``tcp://host:8786``) or, when no
   address is set, on a local cluster of ``dask_workers`` processes.
 
-Results never depend on the runner or on the order in which partitions
-finish: every partition reports global row numbers, merges sort by them, and
-the random share uses per-row uniform draws derived from (seed, row number)
-by a hash (splitmix64), so a row's draw is the same whatever partition it
-lands in. Same seed, same selection, threads or Dask.
+Results never depend on the runner, the partition size or the order in which
+partitions finish: partitions are merged in order of their global row
+numbers, ties are broken by the lower row, and the random share uses a
+uniform draw per row derived from (seed, global row number) by a hash
+(splitmix64), so a row's draw is the same whatever partition it lands in.
 
-``select_from_pool`` keeps memory bounded in the pool size: each partition
-keeps its top ``k`` candidates by the strategy's score (plus its ``k`` lowest
-random draws and, with class quotas, its top candidates per predicted class)
-and drops the rest; the merge keeps the global top ``k`` of those. The final
-batch is chosen by ``tasks.query.select_batch`` on that short list, so the
-batch policy (diversity, quotas, near-duplicate guard) is the same code as
-for small pools. See docs/reliability.md ("Scale-out") for what is exact and
-what is a pre-filter (pool-wide strategies such as coreset or density see a
-short list of uncertain plus uniformly drawn candidates).
+:func:`select_from_pool` keeps memory bounded in the pool size: each
+partition keeps its top ``k`` rows by the strategy's score, its ``k`` lowest
+draws and, with class quotas, its top rows per predicted class, and drops the
+rest; the merge keeps the global top ``k`` of those. The batch is then chosen
+by :func:`tasks.query.select_batch` on that short list, so the batch policy
+(diversity, quotas, near-duplicate guard) is the same code as for small
+pools. For per-item strategies (least-confidence, margin, entropy,
+cluster-margin) the strategy share is exactly what ``select_batch`` would
+pick on the whole pool; pool-wide strategies (qbc, density, coreset,
+diversity-random) see a short list of the most uncertain plus uniformly
+drawn rows, a pre-filter.
 """
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
-from contextlib import contextmanager
+from collections import deque
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -78,6 +82,30 @@ def _partitions(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(n, s + size)) for s in range(0, n, size)]
 
 
+def _threads(settings: ScaleSettings) -> int:
+    return settings.max_workers or os.cpu_count() or 1
+
+
+_LOCAL_CLUSTERS: dict[int, Any] = {}
+
+
+def _local_cluster(workers: int) -> Any:
+    """This process's local Dask cluster of ``workers`` worker processes, started on first use and
+    closed at exit: a round scores a pool once per arm, and ``labelloop run`` goes through many rounds,
+    so starting a cluster (seconds: every worker imports Prefect and scikit-learn) each time would cost
+    more than scoring a small pool."""
+    if workers not in _LOCAL_CLUSTERS:
+        import logging
+
+        from distributed import LocalCluster
+
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        atexit.register(cluster.close)
+        _LOCAL_CLUSTERS[workers] = cluster
+    return _LOCAL_CLUSTERS[workers]
+
+
 @contextmanager
 def task_runner(settings: ScaleSettings) -> Iterator[Any]:
     """An entered Prefect task runner for ``settings`` (threads or Dask)."""
@@ -85,30 +113,67 @@ def task_runner(settings: ScaleSettings) -> Iterator[Any]:
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError as err:  # pragma: no cover - prefect-dask is a declared extra
-            raise RuntimeError("[scale] task_runner = \"dask\" needs prefect-dask: pip install 'labelloop[dask]'") from err
+            raise RuntimeError(
+                "[scale] task_runner = \"dask\" needs prefect-dask: pip install 'labelloop[dask]'") from err
         if settings.dask_address:
             runner = DaskTaskRunner(address=settings.dask_address)
         else:
-            import logging
-
-            logging.getLogger("distributed").setLevel(logging.WARNING)
-            runner = DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1,
-                                                    "processes": True, "dashboard_address": None})
+            runner = DaskTaskRunner(cluster=_local_cluster(settings.dask_workers))  # not closed by the runner
     elif settings.task_runner == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        runner = ThreadPoolTaskRunner(max_workers=settings.max_workers or os.cpu_count() or 1)
+        runner = ThreadPoolTaskRunner(max_workers=_threads(settings))
     else:
         raise ValueError(f"unknown task runner {settings.task_runner!r}; use 'threads' or 'dask'")
     with runner:
         yield runner
 
 
+@contextmanager
+def _outside_task_run() -> Iterator[None]:
+    """Hide the enclosing task run's context while partitions are submitted.
+
+    prefect-dask ships the caller's task-run context, *including that task's
+    parameters*, to the workers; the round's ``query_batch`` task takes the
+    open campaign (ledger connection, backend client), which cannot be
+    pickled. Submitted from the flow-run context alone, the partitions are
+    task runs of the round's flow run instead of children of ``query_batch``.
+    """
+    from prefect.context import TaskRunContext
+
+    token = TaskRunContext.__var__.set(None)
+    try:
+        yield
+    finally:
+        TaskRunContext.__var__.reset(token)
+
+
 def _run_partitions(fn: Any, parameters: list[dict[str, Any]], settings: ScaleSettings) -> list[Any]:
-    """Submit one task per partition and return their results in partition order."""
+    """Run one task per partition and return their results in partition order.
+
+    At most two partitions per worker are in flight, and a partition's
+    future is dropped as soon as its result is in: a Dask cluster then holds
+    the inputs and outputs of a few partitions, not of the whole pool
+    (submitting a million texts at once put all of them, the model once per
+    partition and every partition's result into the scheduler and workers).
+    """
     with task_runner(settings) as runner:
-        futures = [runner.submit(fn, p) for p in parameters]
-        return [f.result() for f in futures]
+        if settings.task_runner == "dask":
+            workers = sum(runner.client.nthreads().values()) if settings.dask_address else settings.dask_workers
+            submit_context: Any = _outside_task_run
+        else:
+            workers = _threads(settings)
+            submit_context = nullcontext
+        in_flight: deque[Any] = deque()
+        results = []
+        for p in parameters:
+            with submit_context():
+                in_flight.append(runner.submit(fn, p))
+            if len(in_flight) >= 2 * max(1, workers):
+                results.append(in_flight.popleft().result())
+        while in_flight:
+            results.append(in_flight.popleft().result())
+        return results
 
 
 # --------------------------------------------------------------------------- plain scoring
@@ -141,9 +206,6 @@ def score_pool(model: Any, vec: Any, texts: Sequence[str], classes: Sequence[str
 
 
 # --------------------------------------------------------------------------- draws
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
 def uniform_draws(seed: int, rows: np.ndarray) -> np.ndarray:
     """A uniform [0, 1) draw per global row number, independent of partitioning (splitmix64)."""
     with np.errstate(over="ignore"):
@@ -274,8 +336,9 @@ def select_from_pool(model: Any, vec: Any, texts: Sequence[str], classes: Sequen
         n_random = min(batch, int(round(batch * random_share)))
     need = batch - n_random
     k_score = max(candidate_factor * max(need, 1), need + 50) if strategy != "random" else 0
-    k_random = max(4 * n_random, n_random + 50) if strategy not in (query.FALLBACK_STRATEGY, "coreset") else \
-        max(candidate_factor * batch, batch + 50)  # pool-wide spread strategies also get a uniform sample
+    k_random = max(4 * n_random, n_random + 50)
+    if strategy in ("coreset", query.FALLBACK_STRATEGY):  # spread strategies need a uniform sample to spread over
+        k_random = max(k_random, candidate_factor * batch, batch + 50)
     k_class = max(10, int(math.ceil(class_quota * batch))) if class_quota > 0 else 0
     c = shortlist(model, vec, texts, classes, strategy=strategy, seed=seed, k_score=k_score, k_random=k_random,
                   k_class=k_class, need_proba=strategy != "random", scale=scale)

@@ -1,0 +1,181 @@
+"""Unit tests for flows.scoring: partitioned scoring and top-k merge selection.
+
+The partitions run in-process here (``_run_partitions`` is replaced by a plain
+loop over the task functions), so these tests check the partition / merge
+logic without a Prefect API; tests/integration/test_scale_out.py runs the real
+thread and Dask task runners inside a round.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flows import scoring
+from flows.scoring import ScaleSettings, score_pool, select_from_pool, uniform_draws
+from tasks import query
+from tasks.demo_data import CLASSES, generate_demo_corpus
+from tasks.train import fit_featurizer, predict_proba_aligned, train_model
+
+
+REAL_RUN_PARTITIONS = scoring._run_partitions
+
+
+@pytest.fixture(autouse=True)
+def inline_partitions(monkeypatch):
+    """Run every partition task's function in this process, in partition order; count the calls."""
+    calls = []
+
+    def run(fn, parameters, settings):
+        calls.append(len(parameters))
+        return [fn.fn(**p) for p in parameters]
+
+    monkeypatch.setattr(scoring, "_run_partitions", run)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def setup():
+    df = generate_demo_corpus(n=1500, seed=3)
+    texts = df["text"].tolist()
+    vec = fit_featurizer(texts)
+    lab = df.iloc[:120]
+    model = train_model(vec, lab["text"].tolist(), lab["label"].tolist())
+    pool = texts[120:]
+    return model, vec, pool, list(CLASSES), lab
+
+
+def _scale(size: int) -> ScaleSettings:
+    return ScaleSettings(partition_size=size)
+
+
+def test_partitions_cover_the_pool_in_order():
+    assert scoring._partitions(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert scoring._partitions(3, 10) == [(0, 3)]
+    assert scoring._partitions(0, 10) == []
+
+
+def test_partitioned_scoring_equals_unpartitioned_predict_proba(setup, inline_partitions):
+    model, vec, pool, classes, _ = setup
+    X_ref = vec.transform(pool)
+    p_ref = predict_proba_aligned(model, pool, classes)
+    for size in (137, 500, len(pool)):
+        X, p = score_pool(model, vec, pool, classes, scale=_scale(size))
+        assert X.shape == X_ref.shape
+        assert (X != X_ref).nnz == 0
+        np.testing.assert_array_equal(p, p_ref)
+    assert inline_partitions == [len(scoring._partitions(len(pool), 137)), 3]  # one piece: no task runner
+
+
+def test_uniform_draws_depend_on_seed_and_row_only():
+    rows = np.arange(10_000)
+    d = uniform_draws(7, rows)
+    assert d.min() >= 0.0 and d.max() < 1.0
+    assert abs(d.mean() - 0.5) < 0.02
+    np.testing.assert_array_equal(uniform_draws(7, rows[5000:]), d[5000:])
+    assert not np.array_equal(uniform_draws(8, rows), d)
+
+
+@pytest.mark.parametrize("strategy", ["least-confidence", "margin", "entropy", "cluster-margin"])
+def test_topk_merge_equals_select_on_the_full_pool(setup, strategy):
+    """No random share: the strategy share over the merged short list is select_batch on the whole pool."""
+    model, vec, pool, classes, _ = setup
+    seed, batch = 11, 6  # short list: top 60 by score (+ 50 lowest draws) of every 150-text partition
+    X, p = score_pool(model, vec, pool, classes)
+    full = query.select_batch(p, batch, strategy, np.random.default_rng([seed, 7]), random_share=0.0, X_pool=X)
+    merged = select_from_pool(model, vec, pool, classes, batch, strategy, seed, random_share=0.0, scale=_scale(150))
+    assert [(m.index, m.reason) for m in merged] == [(f.index, f.reason) for f in full]
+    np.testing.assert_allclose([m.score for m in merged], [f.score for f in full])
+
+
+@pytest.mark.parametrize("strategy,kwargs", [
+    ("margin", {}),
+    ("entropy", {"class_quota": 0.5}),
+    ("cluster-margin", {"random_share": 0.3}),
+    ("random", {}),
+    ("coreset", {}),
+    ("diversity-random", {}),
+    ("density", {}),
+    ("qbc", {}),
+])
+def test_same_selection_regardless_of_partition_size(setup, strategy, kwargs):
+    model, vec, pool, classes, lab = setup
+    if strategy == "qbc":
+        kwargs = {**kwargs, "X_labelled": vec.transform(lab["text"].tolist()), "y_labelled": lab["label"].tolist()}
+    picks = [select_from_pool(model, vec, pool, classes, 10, strategy, 5, scale=_scale(size), **kwargs)
+             for size in (230, 600, len(pool))]
+    as_tuples = [[(p.index, p.reason) for p in ps] for ps in picks]
+    assert as_tuples[0] == as_tuples[1] == as_tuples[2]
+    idx = [p.index for p in picks[0]]
+    assert len(idx) == 10 and len(set(idx)) == 10 and all(0 <= i < len(pool) for i in idx)
+
+
+def test_short_list_is_bounded_by_k_not_by_the_pool(setup):
+    model, vec, pool, classes, _ = setup
+    c = scoring.shortlist(model, vec, pool, classes, strategy="margin", seed=0, k_score=40, k_random=10,
+                          scale=_scale(200))
+    assert 40 <= len(c.rows) <= 50 and c.X.shape[0] == len(c.rows) and c.proba.shape == (len(c.rows), len(classes))
+    assert np.all(np.diff(c.rows) > 0)
+    scores = query.margin(predict_proba_aligned(model, pool, classes))
+    top = np.argsort(-scores, kind="stable")[:40]
+    assert set(top.tolist()) <= set(c.rows.tolist())
+
+
+def test_random_share_is_the_lowest_draws_and_batch_policy_holds(setup):
+    model, vec, pool, classes, _ = setup
+    picks = select_from_pool(model, vec, pool, classes, 30, "margin", 9, random_share=0.2,
+                             near_duplicate_threshold=None, scale=_scale(200))
+    rnd = [p.index for p in picks if p.reason == "random"]
+    assert len(rnd) == 6
+    lowest = np.argsort(uniform_draws(9, np.arange(len(pool))), kind="stable")[:6]
+    assert sorted(rnd) == sorted(lowest.tolist())
+    assert sum(p.reason == "strategy" for p in picks) == 24
+
+
+def test_near_duplicates_never_both_selected(setup):
+    model, vec, pool, classes, _ = setup
+    dup_pool = pool[:300] + pool[:300]  # every text twice
+    picks = select_from_pool(model, vec, dup_pool, classes, 40, "margin", 1, random_share=0.25, scale=_scale(128))
+    texts = [dup_pool[p.index] for p in picks]
+    assert len(texts) == len(set(texts)) == 40
+
+
+def test_scale_settings_from_config_and_unknown_runner():
+    from flows.config import ScaleConfig
+
+    s = ScaleSettings.from_config(ScaleConfig(partition_size=1000, task_runner="dask", dask_workers=3))
+    assert (s.partition_size, s.task_runner, s.dask_address, s.dask_workers) == (1000, "dask", None, 3)
+    assert ScaleSettings.from_config(None) == ScaleSettings()
+    with pytest.raises(ValueError, match="unknown task runner"):
+        with scoring.task_runner(ScaleSettings(task_runner="ray")):
+            pass
+
+
+def test_run_partitions_keeps_two_per_worker_in_flight_and_returns_them_in_order(monkeypatch):
+    """What bounds a Dask cluster's memory: few partitions submitted at once, each released when its result is in."""
+    from contextlib import contextmanager
+
+    log = {"live": 0, "max_live": 0}
+
+    class Future:
+        def __init__(self, value):
+            self.value = value
+            log["live"] += 1
+            log["max_live"] = max(log["max_live"], log["live"])
+
+        def result(self):
+            log["live"] -= 1
+            return self.value
+
+    class Runner:
+        def submit(self, fn, parameters):
+            return Future(fn(**parameters))
+
+    @contextmanager
+    def fake_runner(settings):
+        yield Runner()
+
+    monkeypatch.setattr(scoring, "task_runner", fake_runner)
+    out = REAL_RUN_PARTITIONS(lambda x: x * x, [{"x": i} for i in range(25)], ScaleSettings(max_workers=3))
+    assert out == [i * i for i in range(25)]
+    assert log["max_live"] == 6 and log["live"] == 0
