@@ -46,6 +46,7 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
 import shlex  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -58,6 +59,8 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from prefect import flow  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 START, END = "<!-- scale-benchmark:start -->", "<!-- scale-benchmark:end -->"
 GIB = 1024 ** 3
@@ -122,16 +125,49 @@ class PeakRSS:
 
 
 # --------------------------------------------------------------------------- one size (subprocess)
+# The round's inputs live in this module, not in the flow's closure or parameters: prefect-dask ships the
+# flow-run context (flow object and parameters) with every partition task, and a flow that captured the
+# pool would send the whole pool along with each partition. The child runs as the importable module
+# ``scale_benchmark`` (see main), so the flow pickles by reference, as ``flows.round.round_flow`` does.
+_STATE: dict = {}
+
+
+@flow(name="scale-benchmark-round", persist_result=False)
+def round_query(bounded: bool) -> dict:
+    """What one arm of a round does after pulling labels: train, then score + select over the pool."""
+    import numpy as np
+
+    from flows.scoring import score_pool, select_from_pool
+    from tasks import query
+    from tasks.train import train_model
+
+    s = _STATE
+    t0 = time.perf_counter()
+    model = train_model(s["vec"], s["lab_texts"], s["lab_y"])
+    t1 = time.perf_counter()
+    if bounded:
+        picks = select_from_pool(model, s["vec"], s["pool"], s["classes"], s["batch"], "margin", 0, random_share=0.1,
+                                 near_duplicate_threshold=0.95, scale=s["scale"])
+        t2 = t3 = time.perf_counter()
+    else:
+        X_pool, proba = score_pool(model, s["vec"], s["pool"], s["classes"], scale=s["scale"])
+        t2 = time.perf_counter()
+        X_lab = s["vec"].transform(s["lab_texts"])
+        picks = query.select_batch(proba, s["batch"], "margin", np.random.default_rng([0, 1, 0]), random_share=0.1,
+                                   X_pool=X_pool, X_labelled=X_lab, near_duplicate_threshold=0.95)
+        t3 = time.perf_counter()
+        del X_pool, proba
+    assert len(picks) == s["batch"]
+    return {"fit": t1 - t0, "score": t2 - t1, "select": t3 - t2, "total": t3 - t0}
+
+
 def measure(n: int, path: Path, runner: str, partition_size: int, repeats: int, n_labelled: int,
             batch: int, dask_workers: int) -> dict:
-    import numpy as np
     import pandas as pd
-    from prefect import flow
 
-    from flows.scoring import ScaleSettings, score_pool, select_from_pool
-    from tasks import query
+    from flows.scoring import ScaleSettings
     from tasks.demo_data import CLASSES
-    from tasks.train import build_model, fit_featurizer, train_model
+    from tasks.train import build_model, fit_featurizer
 
     df = pd.read_parquet(path).iloc[: n + n_labelled]
     lab = df.iloc[:n_labelled]
@@ -154,26 +190,7 @@ def measure(n: int, path: Path, runner: str, partition_size: int, repeats: int, 
         assert p.shape == (len(pool), len(classes))
         return {"fit": t1 - t0, "score": t2 - t1, "total": t2 - t0}
 
-    @flow(name="scale-benchmark-round", persist_result=False)
-    def round_query(bounded: bool) -> dict:
-        t0 = time.perf_counter()
-        model = train_model(vec, lab_texts, lab_y)
-        t1 = time.perf_counter()
-        if bounded:
-            picks = select_from_pool(model, vec, pool, classes, batch, "margin", 0, random_share=0.1,
-                                     near_duplicate_threshold=0.95, scale=scale)
-            t2 = t3 = time.perf_counter()
-        else:
-            X_pool, proba = score_pool(model, vec, pool, classes, scale=scale)
-            t2 = time.perf_counter()
-            X_lab = vec.transform(lab_texts)
-            picks = query.select_batch(proba, batch, "margin", np.random.default_rng([0, 1, 0]), random_share=0.1,
-                                       X_pool=X_pool, X_labelled=X_lab, near_duplicate_threshold=0.95)
-            t3 = time.perf_counter()
-            del X_pool, proba
-        assert len(picks) == batch
-        return {"fit": t1 - t0, "score": t2 - t1, "select": t3 - t2, "total": t3 - t0}
-
+    _STATE.update(vec=vec, lab_texts=lab_texts, lab_y=lab_y, pool=pool, classes=classes, batch=batch, scale=scale)
     phases = {"bare": bare, "round": lambda: round_query(False), "bounded": lambda: round_query(True)}
     for name, fn in phases.items():
         runs, peak = [], 0
@@ -294,12 +311,15 @@ def main() -> None:
         home = Path(tempfile.mkdtemp(prefix="labelloop-bench-prefect-"))
         server, env["PREFECT_API_URL"] = start_prefect_server(home)
     env.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "benchmarks"), str(ROOT), env.get("PYTHONPATH", "")])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the Prefect server on kill
     rows = []
     try:
         for n in sizes:
             for runner in runners:
                 repeats = args.repeats_large if (args.repeats_large and n >= 1_000_000) else args.repeats
-                cmd = [sys.executable, __file__, "--child", f"{n}|{runner}|{path}|{repeats}",
+                cmd = [sys.executable, "-c", "import scale_benchmark; scale_benchmark.main()",
+                       "--child", f"{n}|{runner}|{path}|{repeats}",
                        "--partition-size", str(args.partition_size), "--labelled", str(args.labelled),
                        "--batch", str(args.batch), "--dask-workers", str(args.dask_workers)]
                 proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT)
