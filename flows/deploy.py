@@ -55,7 +55,7 @@ def reopen_trigger_parameters(config_path: str) -> dict[str, Any]:
         "arrivals": "{{ event.payload.arrivals }}",
         "episode": "{{ event.payload.episode }}",
         "reason": "{{ event.payload.reason }}",
-        "event_id": "{{ event.id }}",
+        "event_id": "{{ event.id | string }}",  # a bare UUID breaks the server's JSON rendering
     }
 
 

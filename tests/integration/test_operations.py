@@ -415,8 +415,8 @@ tracking_uri = "{mlflow_server}"
             root = {a["path"] for a in _rest(mlflow_server, "artifacts/list", {"run_id": rid}).get("files", [])}
             # the queried batch as a table, in every round that queried (the last one spends no more labels)
             assert ("queried_batch.json" in root) == (m["n_queried"] > 0), (arm, m["n_queried"], root)
-        assert _metrics(runs[0])["n_queried"] > 0, arm
             assert "labelloop.calibration_gate" in _tags(r)
+        assert _metrics(runs[0])["n_queried"] > 0, arm
         assert [int(_metrics(r)["n_labels"]) for r in runs] == [25, 50, 75]
     # the parent run carries both learning curves, stepped by labels, and the learning-curve PNG
     for arm in ("active", "random"):
