@@ -146,9 +146,12 @@ def cmd_simulate(a: argparse.Namespace) -> int:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from flows.status import print_status
+    from flows.status import print_status, status_json
 
-    print_status(str(a.config))
+    if a.json:
+        print(status_json(str(a.config)))
+    else:
+        print_status(str(a.config))
     return 0
 
 
@@ -231,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="rounds, metrics, warnings and pending tasks")
     s.add_argument("config")
+    s.add_argument("--json", action="store_true", help="the same as JSON (rounds, tasks, trust, schedule)")
     s.set_defaults(fn=cmd_status)
 
     s = sub.add_parser("ui", help="start the MLflow UI on the campaign's store")

@@ -253,6 +253,11 @@ reopen_rounds = 2
     assert "macro-F1" in out and "active" in out and "random" in out
     assert "pending" in out and "drift episodes: 1; last ep-test-1" in out
     assert "no schedule found" in out
+    res = run_cli("status", str(drift_cfg), "--json", env={"PREFECT_API_URL": ""}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    st = json.loads(res.stdout)
+    assert st["campaign"] == B and {r["arm"] for r in st["rounds"]} == {"active", "random"}
+    assert "trust" in st and st["schedule"]["runs"] == {}
 
 
 # --------------------------------------------------------------------------- deploy (team path)
