@@ -125,15 +125,21 @@ class PeakRSS:
 
 
 # --------------------------------------------------------------------------- one size (subprocess)
-# The round's inputs live in this module, not in the flow's closure or parameters: prefect-dask ships the
-# flow-run context (flow object and parameters) with every partition task, and a flow that captured the
-# pool would send the whole pool along with each partition. The child runs as the importable module
-# ``scale_benchmark`` (see main), so the flow pickles by reference, as ``flows.round.round_flow`` does.
+# prefect-dask ships the flow-run context, flow object included, with every partition task, and
+# cloudpickle pickles a @flow's function *by value* together with the globals it uses. So the round's
+# inputs live in ``_STATE``, which only the plain function ``_round_query`` (pickled by reference: the
+# child runs as the importable module ``scale_benchmark``, see main) touches; a flow that referred to
+# the pool itself would send the whole pool along with each partition. ``flows.round.round_flow``
+# refers to module functions only.
 _STATE: dict = {}
 
 
 @flow(name="scale-benchmark-round", persist_result=False)
 def round_query(bounded: bool) -> dict:
+    return _round_query(bounded)
+
+
+def _round_query(bounded: bool) -> dict:
     """What one arm of a round does after pulling labels: train, then score + select over the pool."""
     import numpy as np
 
