@@ -50,7 +50,8 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         try:
             exp = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
+                experiment, artifact_location=_local_artifact_location(tracking_uri))
         except Exception as err:  # MlflowException, requests errors, sqlalchemy errors
             detail = _scrub_uri_secret(str(err).splitlines()[0] if str(err) else "", tracking_uri)
             raise TrackingError(f"MLflow tracking store {_safe_uri(tracking_uri)} is not usable: "
@@ -181,6 +182,16 @@ class Tracker:
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+
+def _local_artifact_location(uri: str) -> str | None:
+    """For a local SQLite store, artifacts go next to it (``<campaign>/mlartifacts``), not into MLflow's
+    default ``./mlruns`` of whatever directory the command ran in. Servers choose their own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    from pathlib import Path
+
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
 
 
 def _move_credentials_to_env(uri: str) -> str:
