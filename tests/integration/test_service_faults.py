@@ -11,6 +11,10 @@ What labelloop does (and the README's "Reliability" section documents):
   `LABELLOOP_LEDGER_BUSY_TIMEOUT_MS` (default 30 s), then fails with one line, nothing written.
 * **PostgreSQL ledger gone** (server down): one line naming the ledger (password redacted), no
   traceback, nothing written; once the server is back the round runs.
+* **SQLite ledger deleted**: refused (the campaign folder's `.labelloop-setup.json` says it was set up),
+  not silently started over.
+* **Label Studio unreachable when the round pulls** (down or restarting): retried ~15 s, then one line,
+  nothing written (the pull is all-or-nothing); the next run resumes with no duplicate task.
 """
 
 from __future__ import annotations
@@ -144,3 +148,42 @@ def test_sqlite_ledger_deleted_is_refused_not_silently_restarted(prefect_api, tm
     (tmp_path / ".labelloop-setup.json").unlink()  # the documented way to start over on purpose
     res = run_cli("round", str(cfg), env=env)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+@pytest.mark.label_studio
+def test_label_studio_unreachable_at_pull_fails_cleanly_then_resumes(prefect_api, label_studio, tmp_path: Path,
+                                                                     monkeypatch):
+    """Label Studio down (or restarting) when a round pulls: the backend retries ~15 s, then one line and
+    nothing written (a pull collects every page before it stores any); once it is back the round runs and
+    no task is pushed twice. The cheap stand-in for "restarted mid-pull": the pull is all-or-nothing."""
+    url, token = label_studio
+    extra = f'''
+[annotation.label_studio]
+url = "{url}"
+project_title = "labelloop fault test ls-down"
+simulate_annotators = true
+'''
+    cfg = write_small_campaign(tmp_path, name="ls-down", n=400, budget=20, batch=10, seed_size=10,
+                               backend="label_studio", extra=extra)
+    env = {"PREFECT_API_URL": prefect_api, "LABEL_STUDIO_API_KEY": token}
+    res = run_cli("setup", str(cfg), env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    before = _snapshot(tmp_path / "ledger.db")
+
+    res = run_cli("round", str(cfg), env={**env, "LABELLOOP_LS_URL_OVERRIDE": f"http://127.0.0.1:{free_port()}"})
+    _assert_clean_error(res, "error: Label Studio at http://127.0.0.1:")
+    assert token not in res.stdout + res.stderr
+    after = _snapshot(tmp_path / "ledger.db")
+    assert {k: v for k, v in after.items() if k != "meta"} == {k: v for k, v in before.items() if k != "meta"}, \
+        "the failed round wrote annotations, queries or tasks"
+
+    res = run_cli("round", str(cfg), env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    from flows.runtime import open_campaign
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
+    c = open_campaign(cfg)
+    ls_tasks = c.backend.existing_tasks()
+    assert set(ls_tasks) == set(c.ledger.task_ids()), "ledger == Label Studio"
+    assert c.ledger.tasks_frame()["item_id"].is_unique
+    assert len(c.ledger.annotations_frame()) == 10 * 3, "the seed's answers, pulled once"
