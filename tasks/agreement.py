@@ -33,7 +33,7 @@ I/O, no Prefect.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -177,8 +177,9 @@ def _consensus_frame(
 # --------------------------------------------------------------------------
 
 
-def majority_vote(ann: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
-    """Plurality label per item.
+def majority_vote(ann: pd.DataFrame, labels: Sequence[str],
+                  weights: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """Plurality label per item (annotator ``a`` casts ``weights.get(a, 1)`` votes).
 
     Returns a frame indexed by ``item_id`` (sorted) with columns
 
@@ -190,12 +191,26 @@ def majority_vote(ann: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
     * ``n_annotations`` – number of (deduplicated) annotations of the item.
     * ``tie`` – True when two or more labels share the top vote count.
 
-    Items with no annotations do not appear.
+    Items with no annotations do not appear. With ``weights`` the
+    confidence is the winner's share of the item's total weight, while
+    ``n_annotations`` still counts answers.
     """
     df = _prepare(ann, labels)
     enc = _encode(df, labels)
-    counts = enc.counts
-    return _consensus_frame(enc.items, labels, counts, counts.sum(axis=1), normalise=True)
+    if weights is None:
+        counts = enc.counts
+        return _consensus_frame(enc.items, labels, counts, counts.sum(axis=1), normalise=True)
+    n_i, n_k = len(enc.items), len(labels)
+    scores = np.bincount(enc.ii * n_k + enc.kk, weights=_annotation_weights(enc, weights),
+                         minlength=n_i * n_k).reshape(n_i, n_k)
+    return _consensus_frame(enc.items, labels, scores, np.bincount(enc.ii, minlength=n_i), normalise=True)
+
+
+def _annotation_weights(enc: _Encoded, weights: Mapping[str, float] | None) -> np.ndarray:
+    """Per-annotation weight from per-annotator ``weights`` (missing annotators weigh 1)."""
+    if weights is None:
+        return np.ones(len(enc.jj))
+    return np.array([float(weights.get(a, 1.0)) for a in enc.annotators])[enc.jj]
 
 
 @dataclass
@@ -224,6 +239,7 @@ def dawid_skene(
     tol: float = 1e-6,
     init: Literal["majority"] = "majority",
     smoothing: float = 0.01,
+    weights: Mapping[str, float] | None = None,
 ) -> DawidSkeneResult:
     """Dawid & Skene (1979) EM estimate of true labels and annotator confusions.
 
@@ -252,6 +268,11 @@ def dawid_skene(
 
     Ties in the final posterior go to the label listed first in ``labels``,
     as in :func:`majority_vote`; ``confidence`` is the winner's posterior.
+
+    ``weights`` (per annotator, default 1) temper an annotator: each of their
+    annotations counts ``w`` times in the start, the M-step and the E-step's
+    log-likelihood, so a down-weighted annotator moves the posterior ``w``
+    times as far (the trust policy's "down-weight" for a flagged annotator).
     """
     if init != "majority":
         raise ValueError(f"unknown init {init!r}; only 'majority' is supported")
@@ -278,7 +299,11 @@ def dawid_skene(
             labels=list(labels),
         )
 
-    post = counts / n_per_item[:, None]
+    wa = _annotation_weights(enc, weights)
+    start = counts if weights is None else np.bincount(
+        ii * n_k + kk, weights=wa, minlength=n_items * n_k).reshape(n_items, n_k)
+    tot = start.sum(axis=1, keepdims=True)
+    post = np.divide(start, tot, out=np.full(start.shape, 1.0 / n_k), where=tot > 0)
     jk = jj * n_k + kk  # flat (annotator, given label) index per annotation
     converged = False
     n_iter = 0
@@ -288,7 +313,7 @@ def dawid_skene(
     for n_iter in range(1, max_iter + 1):
         # M-step
         priors = (post.sum(axis=0) + smoothing) / (n_items + n_k * smoothing)
-        w = post[ii]  # (n_annotations, K): posterior of the annotated item
+        w = post[ii] * wa[:, None]  # (n_annotations, K): posterior of the annotated item, weighted
         for t in range(n_k):
             conf[:, t, :] = np.bincount(jk, weights=w[:, t], minlength=n_ann * n_k).reshape(n_ann, n_k)
         conf += smoothing
@@ -299,7 +324,7 @@ def dawid_skene(
         with np.errstate(divide="ignore"):
             log_conf = np.log(conf)
             log_prior = np.log(priors)
-        contrib = log_conf[jj, :, kk]  # (n_annotations, K): log P(given | true=t)
+        contrib = log_conf[jj, :, kk] * wa[:, None]  # (n_annotations, K): w * log P(given | true=t)
         log_post = np.empty((n_items, n_k))
         for t in range(n_k):
             log_post[:, t] = np.bincount(ii, weights=contrib[:, t], minlength=n_items)

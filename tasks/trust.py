@@ -166,70 +166,17 @@ def _f(x: float | int | None) -> float:
 
 
 def weighted_majority(ann: pd.DataFrame, labels: Sequence[str], weights: Mapping[str, float]) -> pd.DataFrame:
-    """Majority vote where annotator ``a`` casts ``weights.get(a, 1)`` votes.
-
-    Same columns and tie rule as :func:`tasks.agreement.majority_vote`;
-    ``confidence`` is the winner's share of the item's total weight and
-    ``n_annotations`` counts answers (not weight).
-    """
-    df = _prepare(ann)
-    enc = agreement._encode(df, labels)  # noqa: SLF001 - shared encoding keeps results aligned
-    w = df["annotator"].map(lambda a: float(weights.get(a, 1.0))).to_numpy()
-    n_i, n_k = len(enc.items), len(labels)
-    scores = np.bincount(enc.ii * n_k + enc.kk, weights=w, minlength=n_i * n_k).reshape(n_i, n_k)
-    n = np.bincount(enc.ii, minlength=n_i)
-    return agreement._consensus_frame(enc.items, labels, scores, n, normalise=True)  # noqa: SLF001
+    """Majority vote where annotator ``a`` casts ``weights.get(a, 1)`` votes
+    (:func:`tasks.agreement.majority_vote` with weights)."""
+    return agreement.majority_vote(_prepare(ann), labels, weights=weights)
 
 
 def weighted_dawid_skene(ann: pd.DataFrame, labels: Sequence[str], weights: Mapping[str, float],
                          max_iter: int = 100, tol: float = 1e-6, smoothing: float = 0.01) -> pd.DataFrame:
-    """Dawid–Skene EM where annotator ``a``'s likelihood is tempered by ``weights[a]``.
-
-    Each annotation's log-likelihood term (E-step) and its count towards the
-    confusion estimates (M-step) are multiplied by its annotator's weight, so a
-    down-weighted annotator moves the posterior ``w`` times as far as a
-    normal one. With every weight 1 this is exactly
-    :func:`tasks.agreement.dawid_skene` (same initialisation, smoothing and
-    stopping rule). Returns the consensus frame (``confidence`` = posterior).
-    """
-    df = _prepare(ann)
-    enc = agreement._encode(df, labels)  # noqa: SLF001
-    n_items, n_ann, n_k = len(enc.items), len(enc.annotators), len(labels)
-    if n_items == 0:
-        return agreement._consensus_frame(enc.items, labels, np.zeros((0, n_k)), np.zeros(0), normalise=False)  # noqa: SLF001
-    ii, jj, kk = enc.ii, enc.jj, enc.kk
-    w_ann = np.array([float(weights.get(a, 1.0)) for a in enc.annotators])
-    w = w_ann[jj]
-    counts = np.bincount(ii * n_k + kk, weights=w, minlength=n_items * n_k).reshape(n_items, n_k)
-    n_per_item = np.bincount(ii, minlength=n_items)
-    tot = counts.sum(axis=1, keepdims=True)
-    post = np.divide(counts, tot, out=np.full_like(counts, 1.0 / n_k), where=tot > 0)
-    jk = jj * n_k + kk
-    conf = np.empty((n_ann, n_k, n_k))
-    for _ in range(max_iter):
-        priors = (post.sum(axis=0) + smoothing) / (n_items + n_k * smoothing)
-        wp = post[ii] * w[:, None]
-        for t in range(n_k):
-            conf[:, t, :] = np.bincount(jk, weights=wp[:, t], minlength=n_ann * n_k).reshape(n_ann, n_k)
-        conf += smoothing
-        rs = conf.sum(axis=2, keepdims=True)
-        conf = np.divide(conf, rs, out=np.full_like(conf, 1.0 / n_k), where=rs > 0)
-        with np.errstate(divide="ignore"):
-            contrib = np.log(conf)[jj, :, kk] * w[:, None]
-            log_prior = np.log(priors)
-        log_post = np.empty((n_items, n_k))
-        for t in range(n_k):
-            log_post[:, t] = np.bincount(ii, weights=contrib[:, t], minlength=n_items)
-        log_post += log_prior
-        top = log_post.max(axis=1, keepdims=True)
-        top = np.where(np.isfinite(top), top, 0.0)
-        expd = np.exp(log_post - top)
-        new_post = expd / expd.sum(axis=1, keepdims=True)
-        delta = float(np.abs(new_post - post).max())
-        post = new_post
-        if delta < tol:
-            break
-    return agreement._consensus_frame(enc.items, labels, post, n_per_item, normalise=False)  # noqa: SLF001
+    """Dawid–Skene consensus with annotator ``a`` tempered by ``weights[a]``
+    (:func:`tasks.agreement.dawid_skene` with weights; confidence = posterior)."""
+    return agreement.dawid_skene(_prepare(ann), labels, max_iter=max_iter, tol=tol, smoothing=smoothing,
+                                 weights=weights).consensus
 
 
 def _consensus(ann: pd.DataFrame, labels: Sequence[str], method: str,
