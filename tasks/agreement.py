@@ -422,8 +422,11 @@ def percent_agreement(ann: pd.DataFrame) -> float:
     df = _prepare(ann)
     if df.empty:
         return float("nan")
-    enc = _encode(df, _labels_from_data(df))
-    counts = enc.counts
+    return percent_agreement_from_counts(_encode(df, _labels_from_data(df)).counts)
+
+
+def percent_agreement_from_counts(counts: np.ndarray) -> float:
+    """:func:`percent_agreement` from an items × labels vote-count matrix (items with < 2 votes ignored)."""
     n = counts.sum(axis=1)
     keep = n >= 2
     if not keep.any():

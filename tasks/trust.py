@@ -280,7 +280,7 @@ def batch_gate(ann: pd.DataFrame, batch_of: pd.Series, labels: Sequence[str], ga
         n_ann = df.groupby("batch").size()
         for b in sorted(set(item_batch)):
             c = counts[item_batch == b]
-            alpha, pa = _alpha_from_counts(c), _percent_agreement_from_counts(c)
+            alpha, pa = _alpha_from_counts(c), agreement.percent_agreement_from_counts(c)
             if math.isnan(alpha):
                 status = "quarantined" if quarantine_undefined else "undefined"
                 reason = "alpha undefined (no item with two answers, or a single label used)"
@@ -303,15 +303,6 @@ def _alpha_from_counts(counts: np.ndarray) -> float:
     if len(pairable) == 0 or (pairable.sum(axis=0) > 0).sum() < 2:
         return float("nan")
     return float(krippendorff.alpha(value_counts=pairable, level_of_measurement="nominal"))
-
-
-def _percent_agreement_from_counts(counts: np.ndarray) -> float:
-    n = counts.sum(axis=1)
-    keep = n >= 2
-    if not keep.any():
-        return float("nan")
-    c, n = counts[keep], n[keep]
-    return float(np.mean((c * (c - 1)).sum(axis=1) / (n * (n - 1))))
 
 
 def agreement_by_selection(ann: pd.DataFrame, reasons: pd.DataFrame | None, min_items: int = 10) -> dict[str, float]:
