@@ -46,6 +46,7 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
 import shlex  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
@@ -342,6 +343,8 @@ def main() -> None:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
+        if home is not None:
+            shutil.rmtree(home, ignore_errors=True)
     md = (f"{table(rows)}\n\nCommand: `{command}`  \nMachine: {machine()}  \n"
           f"Partitions of {args.partition_size:,} texts; {args.labelled} labelled texts; batch {args.batch} (margin, "
           f"10 % random); seconds are medians over {args.repeats} repeat(s)"
