@@ -10,8 +10,10 @@ Two mechanisms, chosen by ``[lock] backend``:
   transaction. It needs no Prefect server, so it also holds on the ephemeral
   API and between a served round and a ``labelloop round`` typed by hand, and
   it works the same on SQLite and PostgreSQL. The holder renews the lease
-  from a background thread; a round killed with ``kill -9`` leaves a lock
-  that expires after ``lease_seconds``.
+  from a background thread. A round killed with ``kill -9`` leaves a lock
+  behind: on the same host the next round sees that the holder's process is
+  gone and takes the lock at once; from another host it waits for the lease
+  (``lease_seconds``) to expire.
 * ``prefect``: a Prefect global concurrency limit
   ``labelloop-campaign-<name>`` (limit 1, created if missing), visible in the
   Prefect UI under Concurrency. Needs a reachable API.
@@ -68,6 +70,28 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _holder_is_dead(holder: dict[str, Any]) -> bool:
+    """True when the holder ran on this host and its process no longer exists (killed, crashed).
+
+    Only a same-host check is possible without a server; a zombie (killed but not yet
+    reaped) counts as dead. Another host's holder is trusted until its lease runs out.
+    """
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 def _owner_label() -> str:
     label = f"{socket.gethostname()}:pid{os.getpid()}"
     try:
@@ -96,14 +120,15 @@ class LedgerLock:
         with self.ledger.begin() as conn:
             row = conn.execute(select(meta.c.value).where(meta.c.key == self.key)).first()
         info = _parse(row[0] if row else "")
-        if info is None or info.get("expires", 0) < _now():
+        if info is None or info.get("expires", 0) < _now() or _holder_is_dead(info):
             return None
         return info
 
     def try_acquire(self) -> dict[str, Any] | None:
         """Take the lock if it is free or expired. Returns None on success, else the holder's record."""
         now = _now()
-        mine = {"owner": self.token, "label": self.label, "since": now, "expires": now + self.lease}
+        mine = {"owner": self.token, "label": self.label, "since": now, "expires": now + self.lease,
+                "host": socket.gethostname(), "pid": os.getpid()}
         with self.ledger.begin() as conn:
             # The insert comes first: on SQLite it takes the database's write lock, so the read
             # and the update below are serialised with every other writer; on PostgreSQL the row
@@ -112,7 +137,9 @@ class LedgerLock:
             row = conn.execute(select(meta.c.value).where(meta.c.key == self.key).with_for_update()).first()
             cur = _parse(row[0] if row else "")
             if cur is not None and cur.get("owner") != self.token and cur.get("expires", 0) >= now:
-                return cur
+                if not _holder_is_dead(cur):
+                    return cur
+                log.warning("taking over the round lock of %s: that process is gone (killed?)", cur.get("label"))
             conn.execute(update(meta).where(meta.c.key == self.key).values(value=json.dumps(mine)))
         return None
 

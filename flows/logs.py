@@ -12,6 +12,23 @@ from __future__ import annotations
 import logging
 
 
+class _EphemeralEventNoise(logging.Filter):
+    """Drop Prefect's event-worker failures on the temporary API (no ``PREFECT_API_URL``).
+
+    Why: on Prefect 3.8's temporary in-process server the events worker stops at
+    start-up ("Service 'EventsWorker' failed"), and the flow-run heartbeat then logs
+    "Error emitting event" with a traceback, sometimes in the middle of our own
+    one-line error. Events only matter to a real server (automations, the UI), and
+    the temporary one is gone when the command ends, so nothing is lost by not
+    showing it. With a real server these records are kept: there they mean something.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not (msg.startswith("Service %r failed with") and "EventsWorker" in str(record.args)
+                    or msg.startswith("Error emitting event: prefect.flow-run.heartbeat"))
+
+
 class _KnownErrorFilter(logging.Filter):
     def __init__(self, known: tuple[type[BaseException], ...]):
         super().__init__()
@@ -31,10 +48,15 @@ def quiet_known_errors(known: tuple[type[BaseException], ...]) -> None:
     """Attach the filter to every handler of Prefect's loggers (idempotent)."""
     import prefect.logging.configuration  # noqa: F401 - make sure Prefect configured its handlers
 
-    flt = _KnownErrorFilter(known)
+    from prefect.settings import PREFECT_API_URL
+
+    filters: list[logging.Filter] = [_KnownErrorFilter(known)]
+    if not PREFECT_API_URL.value():
+        filters.append(_EphemeralEventNoise())
     names = [n for n in logging.root.manager.loggerDict if n.startswith("prefect")] + [""]
     for name in names:
         logger = logging.getLogger(name)
         for h in getattr(logger, "handlers", []):
-            if not any(isinstance(f, _KnownErrorFilter) for f in h.filters):
-                h.addFilter(flt)
+            for flt in filters:
+                if not any(type(f) is type(flt) for f in h.filters):
+                    h.addFilter(flt)

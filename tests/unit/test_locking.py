@@ -90,6 +90,55 @@ def test_an_abandoned_lock_expires(tmp_path):
     late.release()
 
 
+_HOLD = """
+import os, signal, sys, time, tomllib
+from pathlib import Path
+from flows.config import example_config, parse_config
+from flows.locking import LedgerLock
+from flows.runtime import open_campaign
+data = tomllib.loads(example_config("lk"))
+c = open_campaign(parse_config(data, base_dir=Path(sys.argv[1])))
+assert LedgerLock(c.ledger, lease_seconds=600).try_acquire() is None
+print("held", flush=True)
+if sys.argv[2] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(60)
+"""
+
+
+def test_a_killed_holder_on_this_host_is_taken_over_at_once(tmp_path):
+    """kill -9 leaves a 600 s lease; the next round must not sit it out when the holder is gone."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    c = _campaign(tmp_path)
+    live = subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path), "sleep"], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout.readline().strip() == "held"
+        holder = LedgerLock(c.ledger).try_acquire()  # a live holder keeps its lock
+        assert holder is not None and holder["pid"] == live.pid
+        assert lock_holder(c) is not None
+    finally:
+        live.kill()
+        live.wait()
+    # the same holder, now dead (reaped): its unexpired lease no longer blocks
+    assert lock_holder(c) is None
+    mine = LedgerLock(c.ledger)
+    assert mine.try_acquire() is None
+    mine.release()
+
+    killed = subprocess.run([sys.executable, "-c", _HOLD, str(tmp_path), "kill"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9 and "held" in killed.stdout, killed.stderr[-2000:]
+    t0 = time.monotonic()
+    with round_lock(c):
+        pass
+    assert time.monotonic() - t0 < 5
+
+
 def test_wait_timeout(tmp_path):
     holder = _campaign(tmp_path)
     waiting = _campaign(tmp_path, timeout_seconds=1.5)
