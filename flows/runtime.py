@@ -112,7 +112,7 @@ def make_backend(c: Campaign) -> AnnotationBackend:
         )
     key = resolve_api_key(explicit=explicit, secret_block=ls.secret_block)
     return LabelStudioBackend(
-        url=os.environ.get("LABELLOOP_LS_URL_OVERRIDE") or ls.url,
+        url=ls.url,
         api_key=key,
         project_title=ls.project_title or f"labelloop {c.name}",
         labels=c.labels,

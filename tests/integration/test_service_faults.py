@@ -15,6 +15,8 @@ What labelloop does (and the README's "Reliability" section documents):
   not silently started over.
 * **Label Studio unreachable when the round pulls** (down or restarting): retried ~15 s, then one line,
   nothing written (the pull is all-or-nothing); the next run resumes with no duplicate task.
+* **Label Studio restarted in the middle of a paged pull** (a real stop + start while the round holds
+  between two pages): the pull goes on against the new server process; ledger == Label Studio.
 """
 
 from __future__ import annotations
@@ -170,12 +172,16 @@ simulate_annotators = true
     assert res.returncode == 0, res.stderr[-3000:]
     before = _snapshot(tmp_path / "ledger.db")
 
-    res = run_cli("round", str(cfg), env={**env, "LABELLOOP_LS_URL_OVERRIDE": f"http://127.0.0.1:{free_port()}"})
-    _assert_clean_error(res, "error: Label Studio at http://127.0.0.1:")
+    good = cfg.read_text(encoding="utf-8")
+    dead = f"http://127.0.0.1:{free_port()}"  # Label Studio "down": nothing listens at the configured URL
+    cfg.write_text(good.replace(f'url = "{url}"', f'url = "{dead}"'), encoding="utf-8")
+    res = run_cli("round", str(cfg), env=env)
+    _assert_clean_error(res, f"error: Label Studio at {dead}")
     assert token not in res.stdout + res.stderr
     after = _snapshot(tmp_path / "ledger.db")
     assert {k: v for k, v in after.items() if k != "meta"} == {k: v for k, v in before.items() if k != "meta"}, \
         "the failed round wrote annotations, queries or tasks"
+    cfg.write_text(good, encoding="utf-8")  # back up
 
     res = run_cli("round", str(cfg), env=env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -187,3 +193,73 @@ simulate_annotators = true
     assert set(ls_tasks) == set(c.ledger.task_ids()), "ledger == Label Studio"
     assert c.ledger.tasks_frame()["item_id"].is_unique
     assert len(c.ledger.annotations_frame()) == 10 * 3, "the seed's answers, pulled once"
+
+
+_SMALL_PAGES = ("import sys, integrations.label_studio as ls\n"
+                "ls.LabelStudioBackend.__init__.__kwdefaults__['page_size'] = 4\n"
+                "from flows.cli import main\n"
+                "sys.exit(main(sys.argv[1:]))\n")
+
+
+@pytest.mark.label_studio
+def test_label_studio_restarted_mid_pull_loses_and_duplicates_nothing(prefect_api, label_studio, tmp_path: Path,
+                                                                      monkeypatch):
+    """A real restart of the Label Studio server between two pages of a pull: the round holds at the
+    ``during-pull-page`` fault point, the test stops and starts the server (same data, same port), the
+    pull goes on against the new process and the round completes; ledger == Label Studio, one task
+    per item, every annotation pulled once."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    if label_studio.data_dir is None:
+        pytest.skip("Label Studio reused from LABELLOOP_LS_URL: this test restarts the server it started itself")
+    url, token = label_studio
+    extra = f'''
+[annotation.label_studio]
+url = "{url}"
+project_title = "labelloop fault test ls-restart"
+simulate_annotators = true
+'''
+    cfg = write_small_campaign(tmp_path, name="ls-restart", n=400, budget=20, batch=10, seed_size=10,
+                               backend="label_studio", extra=extra)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "LABEL_STUDIO_API_KEY": token}
+    res = run_cli("setup", str(cfg), env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    pause = tmp_path / "pause"
+    env_round = {**env, "LABELLOOP_PAUSE_AT": "during-pull-page", "LABELLOOP_PAUSE_DIR": str(pause)}
+    rnd = subprocess.Popen([sys.executable, "-c", _SMALL_PAGES, "round", str(cfg)], cwd=ROOT, env=env_round,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (pause / "paused-during-pull-page").exists():
+            assert rnd.poll() is None, f"the round ended before its pull paused:\n{rnd.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "the round never reached the pull's second page"
+            time.sleep(0.5)
+        script = str(ROOT / "infra" / "label_studio.sh")
+        port = url.rsplit(":", 1)[1]
+        for args in (["stop"], ["start", "--port", port]):
+            r = subprocess.run([script, *args], env=label_studio.env, capture_output=True, text=True, timeout=400)
+            assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-2000:])
+        (pause / "resume").touch()
+        out, err = rnd.communicate(timeout=400)
+    finally:
+        if rnd.poll() is None:
+            rnd.kill()
+    assert rnd.returncode == 0, err[-3000:]
+    assert "Traceback" not in out + err and token not in out + err
+
+    from flows.runtime import open_campaign
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
+    c = open_campaign(cfg)
+    assert set(c.backend.existing_tasks()) == set(c.ledger.task_ids()), "ledger == Label Studio"
+    assert c.ledger.tasks_frame()["item_id"].is_unique, "one task per item"
+    ann = c.ledger.annotations_frame()
+    assert len(ann) == 10 * 3 and ann["backend_annotation_id"].is_unique, "the seed's answers, each pulled once"
+    r1 = c.ledger.get_round("active", 1)
+    assert r1 is not None and r1.status == "done" and r1.n_labels > 0
