@@ -133,6 +133,20 @@ overlap = 3
     return cfg
 
 
+def write_label_studio_campaign(folder: Path, url: str, *, name: str, extra: str = "", **sizes: int) -> Path:
+    """``write_small_campaign`` on the Label Studio backend at ``url``, with three simulated annotators
+    who are real Label Studio users (``simulate_annotators``); ``sizes``: n, budget, batch, seed_size."""
+    ls = f'''
+[annotation.simulated]
+annotators = [{{ name = "ann-1", accuracy = 0.95 }}, {{ name = "ann-2", accuracy = 0.9 }}, {{ name = "ann-3", accuracy = 0.85 }}]
+[annotation.label_studio]
+url = "{url}"
+project_title = "labelloop test {name}"
+simulate_annotators = true
+'''
+    return write_small_campaign(folder, name=name, backend="label_studio", extra=ls + extra, **sizes)
+
+
 @pytest.fixture
 def small_campaign(tmp_path: Path) -> Path:
     return write_small_campaign(tmp_path)

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import delete
 
+from flows.locking import lock_holder
 from flows.runtime import open_campaign
-from tests.conftest import ROOT, write_small_campaign
+from tests.conftest import ROOT, write_label_studio_campaign
 
 pytestmark = [pytest.mark.integration, pytest.mark.label_studio]
 
@@ -43,33 +44,12 @@ ROUND_2_KILLS = ["after-import-before-ledger", "after-push", "during-log", "afte
 
 
 def ls_campaign(tmp: Path, url: str, name: str) -> Path:
-    extra = f'''
-[annotation.simulated]
-annotators = [{{ name = "ann-1", accuracy = 0.95 }}, {{ name = "ann-2", accuracy = 0.9 }}, {{ name = "ann-3", accuracy = 0.85 }}]
-[annotation.label_studio]
-url = "{url}"
-project_title = "labelloop test {name}"
-simulate_annotators = true
-[lock]
-lease_seconds = 10
-'''
-    return write_small_campaign(tmp, name=name, n=500, budget=100, batch=10, seed_size=10,
-                                backend="label_studio", extra=extra)
-
+    return write_label_studio_campaign(tmp, url, name=name, n=500, budget=100, batch=10, seed_size=10)
 
 def cli(*args: str, env: dict, timeout: float = 400) -> subprocess.CompletedProcess:
     """The real `labelloop` entry point in its own process, with small LS pages / import chunks."""
     return subprocess.run([sys.executable, "-c", _CLI, *args], capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=timeout, cwd=ROOT)
-
-
-def clear_dead_lock(c) -> None:
-    """A SIGKILLed round leaves its lease in the ledger until it expires (lock tests cover that);
-    here the dead holder's lease is dropped at once instead of waiting ``lease_seconds``."""
-    from integrations.ledger import meta
-
-    with c.ledger.begin() as conn:
-        conn.execute(update(meta).where(meta.c.key == f"{c.name}:round_lock").values(value=""))
 
 
 def ls_tasks(c) -> list:
@@ -137,7 +117,8 @@ def test_kill_nine_at_every_stage_then_rerun(campaign):
         for point in kills:
             res = cli("round", str(cfg), env={**env, "LABELLOOP_KILL_AT": point})
             assert res.returncode == -9, f"kill at {point!r} did not happen ({res.returncode}): {res.stderr[-2000:]}"
-            clear_dead_lock(c)
+            # the dead round's lease is still unexpired, but its process is gone: the next round goes ahead
+            assert lock_holder(c) is None, f"killed at {point!r}: the dead holder still blocks the round lock"
             assert_nothing_lost_or_duplicated(c, f"round {round_no} killed at {point}")
         res = cli("round", str(cfg), env=env)
         assert res.returncode == 0, res.stderr[-3000:]
@@ -182,7 +163,6 @@ def test_doctor_finds_and_repairs_a_desynchronised_ledger(campaign):
     if not [r for r in c.ledger.list_rounds() if r.status == "done"]:  # run alone: one round first
         assert cli("round", str(cfg), env=env).returncode == 0
     pull_annotations.fn(c, None)
-    clear_dead_lock(c)
     assert_doctor_consistent(c, "before desynchronising")
 
     tasks = c.ledger.tasks_frame().sort_values("item_id").reset_index(drop=True)

@@ -8,23 +8,13 @@ import pandas as pd
 import pytest
 
 from flows.runtime import open_campaign
-from tests.conftest import run_cli, write_small_campaign
+from tests.conftest import run_cli, write_label_studio_campaign
 
 pytestmark = [pytest.mark.integration, pytest.mark.label_studio]
 
 
 def _ls_campaign(tmp_path: Path, url: str, name: str) -> Path:
-    extra = f'''
-[annotation.simulated]
-annotators = [{{ name = "ann-1", accuracy = 0.95 }}, {{ name = "ann-2", accuracy = 0.9 }}, {{ name = "ann-3", accuracy = 0.85 }}]
-[annotation.label_studio]
-url = "{url}"
-project_title = "labelloop test {name}"
-simulate_annotators = true
-'''
-    return write_small_campaign(tmp_path, name=name, n=700, budget=60, batch=15, seed_size=15,
-                                backend="label_studio", extra=extra)
-
+    return write_label_studio_campaign(tmp_path, url, name=name, n=700, budget=60, batch=15, seed_size=15)
 
 def _ledger_vs_label_studio(c) -> tuple[pd.DataFrame, pd.DataFrame]:
     cols = ["backend_annotation_id", "item_id", "annotator", "label", "status"]
