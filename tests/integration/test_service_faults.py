@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, run_cli, write_small_campaign
+from tests.conftest import free_port, run_cli, write_label_studio_campaign, write_small_campaign
 from tests.integration.postgres_cluster import count_rows, postgres_fixture, start_cluster, stop_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -157,16 +157,9 @@ def test_label_studio_unreachable_at_pull_fails_cleanly_then_resumes(prefect_api
                                                                      monkeypatch):
     """Label Studio down (or restarting) when a round pulls: the backend retries ~15 s, then one line and
     nothing written (a pull collects every page before it stores any); once it is back the round runs and
-    no task is pushed twice. The cheap stand-in for "restarted mid-pull": the pull is all-or-nothing."""
+    no task is pushed twice. A restart that outlasts the retries looks exactly like this."""
     url, token = label_studio
-    extra = f'''
-[annotation.label_studio]
-url = "{url}"
-project_title = "labelloop fault test ls-down"
-simulate_annotators = true
-'''
-    cfg = write_small_campaign(tmp_path, name="ls-down", n=400, budget=20, batch=10, seed_size=10,
-                               backend="label_studio", extra=extra)
+    cfg = write_label_studio_campaign(tmp_path, url, name="ls-down", n=400, budget=20, batch=10, seed_size=10)
     env = {"PREFECT_API_URL": prefect_api, "LABEL_STUDIO_API_KEY": token}
     res = run_cli("setup", str(cfg), env=env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -218,14 +211,7 @@ def test_label_studio_restarted_mid_pull_loses_and_duplicates_nothing(prefect_ap
     if label_studio.data_dir is None:
         pytest.skip("Label Studio reused from LABELLOOP_LS_URL: this test restarts the server it started itself")
     url, token = label_studio
-    extra = f'''
-[annotation.label_studio]
-url = "{url}"
-project_title = "labelloop fault test ls-restart"
-simulate_annotators = true
-'''
-    cfg = write_small_campaign(tmp_path, name="ls-restart", n=400, budget=20, batch=10, seed_size=10,
-                               backend="label_studio", extra=extra)
+    cfg = write_label_studio_campaign(tmp_path, url, name="ls-restart", n=400, budget=20, batch=10, seed_size=10)
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "LABEL_STUDIO_API_KEY": token}
     res = run_cli("setup", str(cfg), env=env)
     assert res.returncode == 0, res.stderr[-3000:]
