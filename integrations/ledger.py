@@ -220,10 +220,10 @@ class Ledger:
             with self.engine.begin() as conn:
                 yield conn
         except OperationalError as err:
-            detail = _scrub(str(err.orig), "").strip()
+            detail = _scrub(str(err.orig), self.engine.url.render_as_string(hide_password=False)).strip()
             if "database is locked" in detail:
                 detail += (" (another process holds a write transaction on it; waited "
-                           f"{int(os.environ.get('LABELLOOP_LEDGER_BUSY_TIMEOUT_MS', '30000'))} ms, see "
+                           f"{_busy_timeout_ms()} ms, see "
                            "LABELLOOP_LEDGER_BUSY_TIMEOUT_MS); nothing was written, re-run when it is free")
             raise LedgerError(f"ledger {self.safe_url} failed: {detail}") from None
 
@@ -458,12 +458,17 @@ class Ledger:
         self.engine.dispose()
 
 
+def _busy_timeout_ms() -> int:
+    """How long SQLite waits for another writer's lock (``LABELLOOP_LEDGER_BUSY_TIMEOUT_MS``, default 30 s)."""
+    return int(os.environ.get("LABELLOOP_LEDGER_BUSY_TIMEOUT_MS", "30000"))
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL lets the MLflow UI / `labelloop status` read while a round writes; busy_timeout waits for a lock
     # instead of failing at once when two processes touch the ledger.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute(f"PRAGMA busy_timeout={int(os.environ.get('LABELLOOP_LEDGER_BUSY_TIMEOUT_MS', '30000'))}")
+    cur.execute(f"PRAGMA busy_timeout={_busy_timeout_ms()}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
