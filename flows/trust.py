@@ -515,12 +515,7 @@ def trust_summary(c: Campaign) -> list[str]:
             flag = f" ALERT {r.action}" if r.flagged else ""
             parts.append(f"{r.annotator}: {gold}, {cons}, others {_fmt(r.loo_accuracy)} ({r.n_loo}){flag}")
         out.append("  annotators: " + " | ".join(parts))
-    every = c.ledger.batch_decisions_frame()
-    if len(every):  # each batch's latest decision (a later round may release or quarantine it)
-        every = every.sort_values("round_no").drop_duplicates("batch", keep="last")
-        q = every[every["status"] == "quarantined"]
-    else:
-        q = every
+    q = quarantined_batches(c.ledger.batch_decisions_frame())
     if len(q):
         out.append("  quarantined batches: " + " | ".join(
             f"batch {int(r.batch)} (round {int(r.round_no)}, a={_fmt(r.krippendorff_alpha)}): {r.reason}"
@@ -537,6 +532,14 @@ def trust_summary(c: Campaign) -> list[str]:
         out.append(f"  health: agreement AL {_fmt(m.get('agreement_al'))} vs random {_fmt(m.get('agreement_random'))} "
                    f"(AL - random {d:+.2f})")
     return out
+
+
+def quarantined_batches(decisions: pd.DataFrame) -> pd.DataFrame:
+    """Batches whose *latest* decision is quarantine (a later round may release or quarantine a batch)."""
+    if decisions.empty:
+        return decisions
+    latest = decisions.sort_values("round_no").drop_duplicates("batch", keep="last")
+    return latest[latest["status"] == "quarantined"]
 
 
 def trust_status(c: Campaign) -> dict[str, Any]:
@@ -556,7 +559,7 @@ def trust_status(c: Campaign) -> dict[str, Any]:
         "latest_round": last,
         "rounds": {n: {"metrics": r["metrics"], "tags": r["tags"], "notes": r["notes"]} for n, r in rounds.items()},
         "batches": clean(batches.to_dict("records")),
-        "quarantined_batches": clean(batches[batches["status"] == "quarantined"].to_dict("records")) if len(batches) else [],
+        "quarantined_batches": clean(quarantined_batches(batches).to_dict("records")),
         "annotators": clean(ann.to_dict("records")),
         "flagged_annotators": sorted(ann.loc[ann["flagged"].astype(bool), "annotator"]) if len(ann) else [],
         "adjudication": {"pending": int((adj["status"] == "pending").sum()) if len(adj) else 0,
