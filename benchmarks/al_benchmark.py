@@ -140,6 +140,7 @@ class Data:
     pool_texts: list[str]
     n_dropped_duplicates: int
     n_dropped_leaks: int
+    n_spare_test: int = 0  # official test rows beyond max_test that joined the pool
 
 
 def _norm(s: str) -> str:
@@ -147,7 +148,8 @@ def _norm(s: str) -> str:
 
 
 def load_dataset(spec: DatasetSpec, data_dir: Path, *, max_test: int = 5000, max_pool: int | None = None,
-                 test_share: float = 0.25, random_state: int = 0, featurizer: str = "tfidf") -> Data:
+                 test_share: float = 0.25, random_state: int = 0, featurizer: str = "tfidf",
+                 spare_test_to_pool: bool = True) -> Data:
     """Pool and frozen test set for one file, the same for every arm and trial.
 
     Exact duplicate texts are dropped first (SMS spam has 414: splitting before
@@ -155,6 +157,13 @@ def load_dataset(spec: DatasetSpec, data_dir: Path, *, max_test: int = 5000, max
     also occurs in the test split.  Files with a ``split`` column use their
     official test split (subsampled, stratified, to ``max_test``); the others
     get a stratified ``test_share`` carve-out.  TF-IDF is fitted on the pool.
+
+    The published protocol (Ghose & Nguyen 2024) draws a 20K pool and a 5K
+    test set from one labelled collection.  Where an official test split is
+    larger than ``max_test`` (AG News: 7,600), the rows left over after the
+    stratified 5K draw join the pool (``spare_test_to_pool``) instead of being
+    thrown away: the pool grows towards the protocol's size, and the frozen
+    test set stays disjoint from it.
     """
     df = pd.read_csv(data_dir / spec.file)
     df = df[df["label"].notna() & df["text"].notna()].copy()
@@ -162,6 +171,7 @@ def load_dataset(spec: DatasetSpec, data_dir: Path, *, max_test: int = 5000, max
     df["label"] = df["label"].astype(str)
     rng = np.random.default_rng(random_state)
     n0 = len(df)
+    n_spare = 0
     if "split" in df.columns:
         test = df[df["split"] == "test"].drop_duplicates("text")
         train = df[df["split"] != "test"].drop_duplicates("text")
@@ -170,7 +180,13 @@ def load_dataset(spec: DatasetSpec, data_dir: Path, *, max_test: int = 5000, max
         train = train[~leak]
         n_leak = int(leak.sum())
         if len(test) > max_test:
-            test = test.loc[stratified_sample(test["label"], max_test, rng)]
+            keep = stratified_sample(test["label"], max_test, rng)
+            spare = test.drop(index=keep)
+            test = test.loc[keep]
+            if spare_test_to_pool:  # labelled rows beyond the 5K test set enlarge the pool
+                spare = spare[~spare["text"].isin(set(train["text"]))]
+                train = pd.concat([train, spare])
+                n_spare = len(spare)
     else:
         df = df.drop_duplicates("text")
         n_dup, n_leak = n0 - len(df), 0
@@ -202,6 +218,7 @@ def load_dataset(spec: DatasetSpec, data_dir: Path, *, max_test: int = 5000, max
         pool_texts=train["text"].tolist(),
         n_dropped_duplicates=int(n_dup),
         n_dropped_leaks=n_leak,
+        n_spare_test=n_spare,
     )
 
 
@@ -846,7 +863,10 @@ def main(argv: list[str] | None = None) -> int:
             block.update(n_pool=int(data.X_pool.shape[0]), n_test=int(data.X_test.shape[0]),
                          n_classes=len(data.classes), full_data_macro_f1=full,
                          note=f"{spec.note}; {data.n_dropped_duplicates} duplicate and {data.n_dropped_leaks} "
-                              f"test-overlapping texts dropped; featuriser {a.featurizer}")
+                              f"test-overlapping texts dropped"
+                              + (f"; {data.n_spare_test:,} official test rows beyond the 5,000-row test set "
+                                 f"added to the pool" if data.n_spare_test else "")
+                              + f"; featuriser {a.featurizer}")
             n_seeds = a.seeds_b if (pname == "b" and a.seeds_b) else a.seeds
             for seed in range(n_seeds):
                 trial = block["trials"].get(str(seed))

@@ -1,0 +1,94 @@
+"""The benchmark's data split and label-efficiency arithmetic (benchmarks/al_benchmark.py).
+
+Why test a benchmark script: its verdicts are only worth anything if every arm
+sees a pool that is disjoint from the frozen test set, and if the efficiency
+ratio is the one RESULTS.md defines.  Both are checked here on a small
+hand-made file, without the peer libraries (they are imported lazily).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "al_benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    with pytest.MonkeyPatch.context() as mp:  # the script pins BLAS threads for itself; keep ours untouched
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            mp.setenv(var, "1")
+        spec = importlib.util.spec_from_file_location("al_benchmark_under_test", BENCH)
+        assert spec and spec.loader
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+    return mod
+
+
+def _write_split_file(folder: Path) -> Path:
+    """40 train rows (one exact duplicate, two that also occur in test), 30 test rows, 2 balanced classes."""
+    rows = []
+    for i in range(40):
+        lab = "a" if i % 2 == 0 else "b"
+        rows.append({"id": f"tr{i}", "text": f"train text {i} about {lab}", "label": lab, "split": "train"})
+    rows.append({"id": "tr-dup", "text": "train text 0 about a", "label": "a", "split": "train"})
+    for i in range(30):
+        lab = "a" if i % 2 == 0 else "b"
+        rows.append({"id": f"te{i}", "text": f"test text {i} about {lab}", "label": lab, "split": "test"})
+    rows.append({"id": "tr-leak1", "text": "test text 3 about b", "label": "b", "split": "train"})
+    rows.append({"id": "tr-leak2", "text": "test text 4 about a", "label": "a", "split": "train"})
+    path = folder / "tiny.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_spare_official_test_rows_join_the_pool_and_never_overlap_the_test_set(bench, tmp_path):
+    path = _write_split_file(tmp_path)
+    spec = bench.DatasetSpec("tiny", path.name, "hand-made")
+    data = bench.load_dataset(spec, tmp_path, max_test=20)
+    # 30 test rows, 20 kept for the frozen test set (10 per class), 10 spare ones join the pool
+    assert data.X_test.shape[0] == 20
+    assert np.bincount(data.y_test).tolist() == [10, 10]
+    assert data.n_spare_test == 10
+    assert data.n_dropped_duplicates == 1 and data.n_dropped_leaks == 2
+    assert data.X_pool.shape[0] == 40 + 10
+    df = pd.read_csv(path)
+    test_texts = set(df[df["split"] == "test"]["text"]) - set(data.pool_texts)
+    assert len(test_texts) == 20  # exactly the frozen test rows are missing from the pool
+    assert len(set(data.pool_texts)) == len(data.pool_texts)
+
+
+def test_without_spare_rows_the_pool_is_the_training_split_only(bench, tmp_path):
+    path = _write_split_file(tmp_path)
+    data = bench.load_dataset(bench.DatasetSpec("tiny", path.name, "hand-made"), tmp_path, max_test=20,
+                              spare_test_to_pool=False)
+    assert data.n_spare_test == 0
+    assert data.X_pool.shape[0] == 40
+    assert all(t.startswith("train text") for t in data.pool_texts)
+
+
+def test_no_spare_rows_when_the_test_split_fits(bench, tmp_path):
+    path = _write_split_file(tmp_path)
+    data = bench.load_dataset(bench.DatasetSpec("tiny", path.name, "hand-made"), tmp_path, max_test=5000)
+    assert data.n_spare_test == 0 and data.X_test.shape[0] == 30 and data.X_pool.shape[0] == 40
+
+
+def test_label_efficiency_is_random_labels_over_arm_labels(bench):
+    labels = [100, 200, 300, 400]
+    rnd = [0.50, 0.60, 0.70, 0.80]  # reaches 0.75 at 350 labels (linear interpolation)
+    arm = [0.50, 0.70, 0.80, 0.85]  # reaches 0.75 at 250 labels
+    ratio, lower_bound = bench.efficiency(labels, rnd, labels, arm, 0.75)
+    assert ratio == pytest.approx(350 / 250) and not lower_bound
+    # random never gets there: its budget (400) is used and the ratio is a lower bound
+    ratio, lower_bound = bench.efficiency(labels, [0.5, 0.55, 0.6, 0.65], labels, arm, 0.75)
+    assert ratio == pytest.approx(400 / 250) and lower_bound
+    # the arm never gets there: no ratio
+    assert bench.efficiency(labels, rnd, labels, [0.5, 0.5, 0.5, 0.5], 0.75) == (None, False)
