@@ -9,10 +9,11 @@ learning curves.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from integrations.ledger import Ledger
 
@@ -29,6 +30,42 @@ class _NotPickleCaution(logging.Filter):
 
 class TrackingError(RuntimeError):
     """The MLflow tracking store could not be reached or written."""
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
+
+
+def _store_call(action: str) -> Callable[[_F], _F]:
+    """Turn a failure of the tracking store during ``action`` into one clear :class:`TrackingError`.
+
+    Why: MLflow can fail half-way through a round's logging (server restarted,
+    disk full, proxy timeout).  The ledger already holds the round, and the
+    round stages are idempotent, so the user needs to know *what* failed and
+    that re-running resumes, not a page of MLflow/requests traceback, which
+    may also echo the tracking URI with its credentials.
+    """
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def inner(self: "Tracker", *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(self, *args, **kwargs)
+            except TrackingError:
+                raise
+            except Exception as err:  # MlflowException, requests/urllib3 errors, OSError, SQLAlchemy errors
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                detail = _scrub_uri_secret(first, self.tracking_uri)[:300]
+                log.debug("MLflow call %s failed: %s: %s", fn.__name__, type(err).__name__, detail)
+                raise TrackingError(
+                    f"MLflow tracking store {_safe_uri(self.tracking_uri)} failed while {action}: "
+                    f"{type(err).__name__}: {detail}. The ledger keeps everything the round did so far; "
+                    "once MLflow is back, re-run the same command to resume the round."
+                ) from None
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
 
 
 class Tracker:
@@ -61,6 +98,7 @@ class Tracker:
     def registered_model_name(self) -> str:
         return f"labelloop-{self.campaign}"
 
+    @_store_call("creating the campaign's parent run")
     def parent_run(self, ledger: Ledger, params: Mapping[str, Any]) -> str:
         """The campaign's parent run id, created on first use and remembered in the ledger."""
         run_id = ledger.get_meta("mlflow_parent_run")
@@ -76,6 +114,7 @@ class Tracker:
         ledger.set_meta("mlflow_parent_run", run.info.run_id)
         return run.info.run_id
 
+    @_store_call("creating the round's run")
     def round_run(self, parent_id: str, arm: str, round_no: int, existing: str | None) -> str:
         if existing:
             try:
@@ -91,6 +130,7 @@ class Tracker:
         )
         return run.info.run_id
 
+    @_store_call("logging params")
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -99,6 +139,7 @@ class Tracker:
         if todo:
             self.client.log_batch(run_id, params=todo)
 
+    @_store_call("logging metrics")
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         import time
 
@@ -110,10 +151,12 @@ class Tracker:
         for i in range(0, len(batch), 900):
             self.client.log_batch(run_id, metrics=batch[i : i + 900])
 
+    @_store_call("setting tags")
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, str(v)[:5000])
 
+    @_store_call("logging a figure")
     def log_figure(self, run_id: str | Sequence[str], fig: Any, path: str) -> None:
         """Log ``fig`` as PNG to one run or to several (drawn once, closed after)."""
         import matplotlib.pyplot as plt
@@ -124,17 +167,21 @@ class Tracker:
         finally:
             plt.close(fig)
 
+    @_store_call("logging a table")
     def log_table(self, run_id: str, frame: Any, path: str) -> None:
         self.client.log_table(run_id, data=frame, artifact_file=path)
 
+    @_store_call("logging a text artifact")
     def log_text(self, run_id: str, text: str, path: str) -> None:
         self.client.log_text(run_id, text, path)
 
+    @_store_call("logging text artifacts")
     def log_texts(self, run_id: str, texts: Mapping[str, str]) -> None:
         """Log several text artifacts (run-relative path -> content), e.g. the round's Data Docs pages."""
         for path, text in texts.items():
             self.client.log_text(run_id, text, path)
 
+    @_store_call("logging (and registering) the model")
     def log_model(self, run_id: str, model: Any, *, register: bool, input_example: Any = None) -> str | None:
         """Log the sklearn pipeline as the run's model; register it when asked. Returns the version."""
         with self.mlflow.start_run(run_id=run_id, nested=True):
@@ -166,6 +213,7 @@ class Tracker:
                                               model_id=getattr(info, "model_id", None))
         return str(mv.version)
 
+    @_store_call("moving the champion alias")
     def maybe_promote(self, version: str, metric: float, metric_name: str = "test_macro_f1") -> bool:
         """Move the ``champion`` alias to ``version`` only when it beats the current champion."""
         name = self.registered_model_name
@@ -180,6 +228,7 @@ class Tracker:
         self.client.set_registered_model_alias(name, "champion", version)
         return True
 
+    @_store_call("closing a run")
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 

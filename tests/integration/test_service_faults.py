@@ -4,9 +4,11 @@ What labelloop does (and the README's "Reliability" section documents):
 
 * **MLflow unreachable** at the start of a round: the round fails before it changes the ledger (the
   tracker is opened first, before the pull), with one line naming the tracking URI (password
-  redacted), no traceback; the next run, with MLflow back, runs the round in full. MLflow failing
-  *later* in a round (during logging) leaves the round "queried" in the ledger; re-running resumes it
-  without re-querying or re-pushing (the kill -9 "during-log" case in test_faults.py).
+  redacted), no traceback; the next run, with MLflow back, runs the round in full.
+* **MLflow going down in the middle of a round's logging** (a real server stopped while the round holds
+  at the ``during-log`` fault point): one line naming the step and the URI, no traceback; the ledger
+  keeps the round "queried"; with MLflow back the same command resumes it into the same MLflow run,
+  without re-querying (the kill -9 "during-log" case in test_faults.py covers a crash there).
 * **SQLite ledger locked** by another connection holding a write transaction: the round waits
   `LABELLOOP_LEDGER_BUSY_TIMEOUT_MS` (default 30 s), then fails with one line, nothing written.
 * **PostgreSQL ledger gone** (server down): one line naming the ledger (password redacted), no
@@ -83,6 +85,96 @@ def test_mlflow_unreachable_fails_the_round_before_the_ledger_changes(prefect_ap
                                                                               ("random", 1, "done")}
     assert all(r.mlflow_run_id for r in c.ledger.list_rounds())
     c.ledger.dispose()
+
+
+def _start_mlflow_server(folder: Path, port: int):
+    """A real `mlflow server` on 127.0.0.1:``port`` over a SQLite store in ``folder`` (restartable: same store)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import wait_http
+
+    (folder / "mlruns").mkdir(parents=True, exist_ok=True)
+    log = open(folder / "server.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{(folder / 'mlflow.db').resolve()}",
+         "--default-artifact-root", str((folder / "mlruns").resolve()), "--workers", "1"],
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    log.close()
+    wait_http(f"http://127.0.0.1:{port}/health", 180, proc)
+    return proc
+
+
+def test_mlflow_down_mid_logging_is_one_clear_line_and_the_round_resumes(prefect_api, tmp_path: Path):
+    """A real MLflow server stopped while the round is logging (held at the ``during-log`` fault point,
+    after the round's first metrics went in): one line naming the step and the URI, no traceback, the
+    ledger keeps the queried round; with the server back, the same command finishes it into the same run."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.conftest import ROOT, stop_group
+
+    port = free_port()
+    store = tmp_path / "mlflow-store"
+    server = _start_mlflow_server(store, port)
+    try:
+        cfg = write_small_campaign(tmp_path, name="mlflow-mid-log", n=500, budget=75,
+                                   extra=f'[mlflow]\ntracking_uri = "http://127.0.0.1:{port}"\n')
+        env = {**os.environ, "PREFECT_API_URL": prefect_api, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+        assert run_cli("setup", str(cfg), env=env).returncode == 0
+        pause = tmp_path / "pause"
+        rnd = subprocess.Popen([sys.executable, "-m", "flows.cli", "round", str(cfg)], cwd=ROOT,
+                               env={**env, "LABELLOOP_PAUSE_AT": "during-log", "LABELLOOP_PAUSE_DIR": str(pause)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not (pause / "paused-during-log").exists():
+                assert rnd.poll() is None, f"the round ended before it logged:\n{rnd.stderr.read()[-3000:]}"
+                assert time.monotonic() < deadline, "the round never reached its logging stage"
+                time.sleep(0.5)
+            stop_group(server)  # MLflow goes away in the middle of the round's logging
+            (pause / "resume").touch()
+            out, err = rnd.communicate(timeout=300)
+        finally:
+            if rnd.poll() is None:
+                rnd.kill()
+        assert rnd.returncode == 2, (rnd.returncode, err[-3000:])
+        assert "Traceback" not in out + err, err[-3000:]
+        assert f"MLflow tracking store http://127.0.0.1:{port} failed while" in err, err[-2000:]
+        assert "re-run the same command" in err
+
+        from flows.runtime import open_campaign
+
+        c = open_campaign(cfg)
+        r1 = c.ledger.get_round("active", 1)
+        assert r1 is not None and r1.status == "queried" and r1.mlflow_run_id, "the ledger keeps the queried round"
+        queried = c.ledger.queries_frame(arm="active", round_no=1)["item_id"].tolist()
+        run_id = r1.mlflow_run_id
+        c.ledger.dispose()
+
+        server = _start_mlflow_server(store, port)  # MLflow back, same store
+        res = run_cli("round", str(cfg), env=env)
+        assert res.returncode == 0, res.stderr[-3000:]
+        c = open_campaign(cfg)
+        r1 = c.ledger.get_round("active", 1)
+        assert r1 is not None and r1.status == "done" and r1.mlflow_run_id == run_id, "same run, finished"
+        assert c.ledger.queries_frame(arm="active", round_no=1)["item_id"].tolist() == queried, "not re-queried"
+        c.ledger.dispose()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}",
+                                    timeout=30) as r:
+            run = json.loads(r.read())["run"]
+        assert run["info"]["status"] == "FINISHED"
+        assert {"test_macro_f1", "n_labels"} <= {m["key"] for m in run["data"]["metrics"]}
+    finally:
+        stop_group(server)
 
 
 def test_sqlite_ledger_locked_by_another_writer_is_a_clear_error(prefect_api, tmp_path: Path):
