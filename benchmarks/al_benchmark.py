@@ -26,9 +26,10 @@ Protocols
 (a) small budgets: seed 50 (stratified), batch 50, up to 1,000 labels.
 (b) large batches (Ghose & Nguyen, EMNLP 2024, scaled to these files): seed
     200, batch 200, up to 3,000 labels (capped at ~80 % of the pool for the
-    small hurricane file), pool = the training rows, test = the official test
-    split subsampled to 5,000 (or a stratified 25 % carve-out where a file has
-    no split), macro-F1, 3 trials.
+    small hurricane file), test = the official test split subsampled to 5,000
+    (or a stratified 25 % carve-out where a file has no split), pool = the
+    training rows plus any official test rows left over (AG News: 10,578
+    rows), macro-F1, 3 trials.
 
 Label efficiency: labels random needs to reach 95 % of the full-data macro-F1
 (the same model trained on the whole pool) / labels the method needs, on the
