@@ -448,6 +448,8 @@ ARMS: dict[str, tuple[str, Callable[[Data, int], Arm]]] = {
     "labelloop-qbc": ("labelloop policy with QBC (5-member bootstrap committee, vote entropy)",
                       lambda d, s: LabelloopArm(d, s, "qbc")),
     "labelloop-coreset": ("labelloop policy with k-center core-set", lambda d, s: LabelloopArm(d, s, "coreset")),
+    "labelloop-density": ("labelloop policy with information density (entropy x similarity to the pool)",
+                          lambda d, s: LabelloopArm(d, s, "density")),
     "random": ("uniform random sampling", lambda d, s: LabelloopArm(d, s, "random")),
     "modal-margin": ("modAL 0.4.2.1 ActiveLearner + margin_sampling", lambda d, s: ModalArm(d, s, "margin")),
     "smalltext-breakingties": ("small-text 1.4.1 PoolBasedActiveLearner + BreakingTies (margin)",

@@ -217,7 +217,10 @@ def request_review_tasks(c: Campaign, queue: pd.DataFrame, votes: pd.DataFrame) 
     (queued now or earlier) is returned as ``item_id -> (label, "label_studio:<reviewer>")``,
     the latest review winning. Then review tasks are opened for the queued items without an
     answer (idempotent: an item never gets a second review task). Answers given between
-    rounds are thus picked up by the next round's decision.
+    rounds are thus picked up by the next round's decision. Last, the still-open review tasks
+    are synced (:meth:`LabelStudioReviewBackend.sync_reviews`): their ``votes`` text follows
+    answers that arrived after the task opened, and tasks of items no longer awaiting
+    adjudication (decided with :func:`record_adjudication`) are closed.
 
     A backend without review support (no ``review_backend``) leaves the items queued in the
     ledger (``adjudications``, status ``pending``) for :func:`record_adjudication` and logs so.
@@ -240,14 +243,17 @@ def request_review_tasks(c: Campaign, queue: pd.DataFrame, votes: pd.DataFrame) 
         if a.item_id not in latest or a.updated_at >= latest[a.item_id]:
             latest[a.item_id] = a.updated_at
             answers[a.item_id] = (a.label, f"label_studio:{a.annotator}")
+    still_open = waiting - set(answers)
+    v = votes[votes["item_id"].isin(still_open)].sort_values(["item_id", "annotator"])
+    by_item = {i: " | ".join(f"{a}: {lbl}" for a, lbl in zip(g["annotator"], g["label"]))
+               for i, g in v.groupby("item_id")}
     todo = [i for i in queue.index if i not in answers]
     if todo:
         texts = c.ledger.items_frame().set_index("item_id")["text"]
-        v = votes[votes["item_id"].isin(todo)].sort_values(["item_id", "annotator"])
-        by_item = {i: " | ".join(f"{a}: {lbl}" for a, lbl in zip(g["annotator"], g["label"]))
-                   for i, g in v.groupby("item_id")}
         review.push_reviews([(i, str(texts[i]), by_item.get(i, "(no usable answers)")) for i in todo])
         log.info("%d item(s) queued for adjudication in Label Studio project %r", len(todo), review.project_title)
+    # open tasks show today's votes; tasks of items settled elsewhere are closed
+    review.sync_reviews({i: by_item.get(i, "(no usable answers)") for i in still_open})
     return answers
 
 
@@ -390,8 +396,13 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
 
     # --- adjudication
     queue = result.adjudication_queue
-    if len(queue) and cfg.trust.adjudication:
-        c.ledger.request_adjudications(round_no, queue)
+    # With Label Studio, earlier review tasks are read back (and kept current) even in a round
+    # that queues nothing new: a reviewer's answer must not wait for the next low-confidence item.
+    pending_reviews = (cfg.annotation.backend == "label_studio" and cfg.trust.adjudication
+                       and len(c.ledger.adjudications_frame(status="pending")) > 0)
+    if (len(queue) or pending_reviews) and cfg.trust.adjudication:
+        if len(queue):
+            c.ledger.request_adjudications(round_no, queue)
         who: dict[str, str] = {}
         if cfg.annotation.backend == "label_studio":
             reviewed = request_review_tasks(c, queue, frame)

@@ -42,7 +42,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 from xml.sax.saxutils import quoteattr
 
 from integrations.backend import BackendError, PulledAnnotation, TaskRequest, missing_items
@@ -686,6 +686,44 @@ class LabelStudioReviewBackend(LabelStudioBackend):
         payload = super()._task_payload(t)
         payload["data"][VOTES_NAME] = getattr(self, "_votes", {}).get(t.item_id, "")
         return payload
+
+    def sync_reviews(self, votes: Mapping[str, str]) -> tuple[int, int]:
+        """Keep the open review tasks current: ``votes`` maps every item still awaiting
+        adjudication to its annotators' labels now.
+
+        Why: a review task is opened once, but annotators may keep answering the item
+        afterwards, and an item may stop needing review (decided with
+        ``flows.trust.record_adjudication``, or by more agreeing answers). A reviewer must
+        not decide on stale votes, nor spend time on an item already settled. So an open
+        (unanswered) task whose item is in ``votes`` gets its ``votes`` text updated when it
+        changed, and an open task whose item is not is closed (``is_labeled``, meta
+        ``labelloop_closed``). Answered tasks are never touched. Returns (updated, closed).
+        """
+
+        def go(att: _Attempt) -> tuple[int, int]:
+            updated = closed = 0
+            for task in list(self._iter_tasks(att, fields="all")):
+                data = dict(task.data or {})
+                item_id = data.get("item_id")
+                meta = dict(getattr(task, "meta", None) or {})
+                if item_id is None or task.annotations or meta.get("labelloop_closed"):
+                    continue
+                if item_id in votes:
+                    if data.get(VOTES_NAME) != votes[item_id]:
+                        data[VOTES_NAME] = votes[item_id]
+                        self.client.tasks.update(task.id, data=data, request_options=att.request_options())
+                        updated += 1
+                else:
+                    self.client.tasks.update(task.id, is_labeled=True, meta={**meta, "labelloop_closed": True},
+                                             request_options=att.request_options())
+                    closed += 1
+            return updated, closed
+
+        updated, closed = self._call(f"updating review tasks in project {self.project_title!r}", go)
+        if updated or closed:
+            log.info("review project %r: %d task(s) got newer votes, %d settled task(s) closed",
+                     self.project_title, updated, closed)
+        return updated, closed
 
 
 def _int_or(value: str) -> int:

@@ -364,6 +364,29 @@ min_consensus_answers = 1000
         assert set(c.ledger.adjudications_frame(status="pending")["item_id"]) == queued - set(decided)
         assert review.existing_tasks() == tasks, "a re-run opens no second review task"
         assert len(c.backend.pull()) == n_main, "reviews never mix into the annotators' answers"
+
+        # A lead decides one item outside Label Studio, and a fourth annotator answers the rest:
+        # the settled item's review task is closed, the open ones show the new votes.
+        from flows.trust import record_adjudication
+
+        open_items = sorted(queued - set(decided))
+        settled, still = open_items[0], open_items[1:]
+        record_adjudication(c, settled, truth[settled], adjudicator="lead")
+        late_ann = SimAnnotator("late4", 0.75)
+        answer_open_tasks(c.backend, truth, [*crowd, late_ann], 4, seed=1)
+        c.ledger.upsert_annotations(c.backend.pull(), backend=c.backend.name, round_no=3)
+        decide_trust(c, 3)
+        by_item = {t.data["item_id"]: t for t in review.client.tasks.list(project=review.project_id, fields="all")}
+        assert (by_item[settled].meta or {}).get("labelloop_closed") is True, by_item[settled].meta
+        assert by_item[settled].is_labeled, "a settled item's review task is closed"
+        late = c.ledger.annotations_frame(submitted_only=True)
+        late = late[late["annotator"] == late_ann.email].set_index("item_id")["label"]
+        assert set(still) <= set(late.index), "the late annotator answered every open item"
+        for i in still:
+            assert not (by_item[i].meta or {}).get("labelloop_closed"), "items still awaiting review stay open"
+            assert f"{late_ann.email}: {late[i]}" in by_item[i].data["votes"], by_item[i].data
+        for i in decided:
+            assert late_ann.email not in by_item[i].data["votes"], "answered review tasks are never rewritten"
     finally:
         for b in (review, c.backend):
             try:
