@@ -482,7 +482,9 @@ def _kmeans_labels(X: np.ndarray | sp.csr_matrix, n_clusters: int, seed: int) ->
         return np.zeros(m, dtype=int)
     if n_clusters >= m:
         return np.arange(m)
-    Z = _embed_for_clustering(X, seed)
+    # Rounded for the same reason as the near-duplicate guard: last-bit differences in the
+    # projection must not move a point across a k-means boundary from one process to the next.
+    Z = np.round(_embed_for_clustering(X, seed), 10)
     with warnings.catch_warnings():
         # duplicate rows can yield fewer distinct clusters than asked: harmless here
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -657,6 +659,10 @@ def strategy_scores(
 # ---------------------------------------------------------------------------
 
 
+SIMILARITY_DECIMALS = 12
+"""Cosine similarities are compared with thresholds after rounding to this many decimals (see the guard)."""
+
+
 class _NearDuplicateGuard:
     """Refuses a row whose cosine similarity to an already chosen row exceeds the threshold.
 
@@ -680,7 +686,10 @@ class _NearDuplicateGuard:
             self._stack = self.Xn[np.asarray(self.rows)]
         x = self.Xn[i]
         sims = _dense(self._stack @ x.T).ravel() if sp.issparse(x) else self._stack @ x
-        return bool(np.minimum(sims, 1.0).max() <= self.threshold)
+        # Rounded before the comparison: BLAS may sum in a different order from one process to the
+        # next (memory alignment picks the kernel), and a pair sitting on the threshold must not be
+        # a duplicate in one run and not in the next.
+        return bool(np.round(np.minimum(sims, 1.0), SIMILARITY_DECIMALS).max() <= self.threshold)
 
     def add(self, i: int) -> None:
         self.rows.append(i)

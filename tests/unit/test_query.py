@@ -432,3 +432,24 @@ def test_select_batch_sparse_pool_is_never_densified(monkeypatch):
         picks = q.select_batch(proba, 30, strategy, 0, X_pool=X, X_labelled=X[:50], class_quota=0.2)
         assert len({p.index for p in picks}) == 30
     assert 0 < biggest[0] <= q._CHUNK_ELEMENTS
+
+
+def test_near_duplicate_guard_is_stable_to_last_bit_differences():
+    """A pair sitting on the threshold gets the same verdict whatever the last bit of its
+    dot product: BLAS may sum in another order in another process, and the batch must not
+    change with it."""
+    u = np.array([[1.0, 0.0]])
+    verdicts = set()
+    for steps in (-2, -1, 0, 1, 2):  # cosine 0.95 give or take two units in the last place
+        c = 0.95
+        for _ in range(abs(steps)):
+            c = np.nextafter(c, 2.0 if steps > 0 else 0.0)
+        rows = np.vstack([u, [[c, np.sqrt(1.0 - 0.95**2)]]])
+        guard = q._NearDuplicateGuard(rows, 0.95)
+        guard.add(0)
+        verdicts.add(guard.accepts(1))
+    assert verdicts == {True}, "the verdict flipped on a last-bit difference"
+    # a clear duplicate is still refused
+    guard = q._NearDuplicateGuard(np.vstack([u, [[0.951, np.sqrt(1.0 - 0.951**2)]]]), 0.95)
+    guard.add(0)
+    assert guard.accepts(1) is False
