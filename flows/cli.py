@@ -130,6 +130,9 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     if not 0.0 < a.target <= 1.0:
         print(f"error: --target is a share of the full-data macro-F1 in (0, 1], got {a.target}", file=sys.stderr)
         return 2
+    if a.cost_per_label < 0:
+        print(f"error: --cost-per-label must be >= 0, got {a.cost_per_label}", file=sys.stderr)
+        return 2
     if a.featurizer == "minilm":
         from tasks.embeddings import EmbeddingsUnavailable, require_minilm
 
@@ -141,7 +144,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     simulate_flow(data=a.data, out=a.out, text_col=a.text_col, label_col=a.label_col, id_col=a.id_col,
                   strategies=strategies, budget=a.budget, batch_size=a.batch_size, seeds=a.seeds,
                   seed_size=a.seed_size, test_size=a.test_size, random_share=a.random_share, target=a.target,
-                  featurizer=a.featurizer)
+                  featurizer=a.featurizer, cost_per_label=a.cost_per_label)
     return 0
 
 
@@ -232,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--random-share", type=float, default=0.1,
                    help="share of each active batch drawn at random (default: 0.1)")
     s.add_argument("--target", type=float, default=0.95, help="share of the full-data macro-F1 to reach")
+    s.add_argument("--cost-per-label", type=float, default=1.0,
+                   help="price of one label, for the cost per test-accuracy point (default: 1, i.e. labels per point)")
     s.add_argument("--out", required=True, help="folder for results.json and learning_curves.png")
     s.set_defaults(fn=cmd_simulate)
 

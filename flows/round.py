@@ -24,7 +24,7 @@ from flows.runtime import Campaign, open_campaign
 from integrations.backend import TaskRequest
 from tasks import calibrate, health, query, stopping
 from tasks.annotate import screen_annotations
-from tasks.evaluate import classification_metrics, confusion_figure, learning_curve_figure
+from tasks.evaluate import classification_metrics, confusion_figure, cost_per_accuracy_point, learning_curve_figure
 from tasks.train import TrainingError, predict_proba_aligned, train_model
 
 stage = task(cache_policy=NO_CACHE)  # inputs are live objects (ledger, backend): never hash or cache them
@@ -189,6 +189,9 @@ def log_round(c: Campaign, res: ArmResult, ev: dict | None, parent_id: str, batc
     metrics = dict(res.metrics)
     metrics.update({"n_labels": res.n_labels, "labels_spent": res.labels_spent, "n_queried": res.n_queried,
                     "cost": res.labels_spent * c.cfg.budget.cost_per_label})
+    price = _price_per_point(c, res, metrics)
+    metrics.update(price)
+    res.metrics.update({"labels_spent": float(res.labels_spent), **price})  # the ledger keeps them for later rounds
     tr.log_metrics(run_id, metrics, step=res.n_labels)
     checkpoint("during-log")
     # The parent run carries each arm's curve too, so one chart compares the arms.
@@ -213,6 +216,32 @@ def log_round(c: Campaign, res: ArmResult, ev: dict | None, parent_id: str, batc
     if len(batch):
         tr.log_table(run_id, batch, "queried_batch.json")
     tr.finish(run_id)
+
+
+def _price_per_point(c: Campaign, res: ArmResult, metrics: dict) -> dict[str, float]:
+    """What this arm paid per test-accuracy point gained since its first evaluated round.
+
+    ``labels_per_accuracy_point`` counts trusted labelled items; ``cost_per_accuracy_point``
+    (only with ``budget.cost_per_label`` > 0) prices the annotations bought, overlap
+    included, since that round. Earlier rounds come from the ledger.
+    """
+    if "test_accuracy" not in metrics:
+        return {}
+    hist = sorted((int(r.n_labels or 0), float(r.metrics.get("labels_spent", r.n_labels or 0)),
+                   float(r.metrics["test_accuracy"])) for r in c.ledger.list_rounds()
+                  if r.arm == res.arm and r.round_no < res.round_no and r.status in ("done", "stopped")
+                  and "test_accuracy" in r.metrics)
+    hist.append((int(res.n_labels), float(res.labels_spent), float(metrics["test_accuracy"])))
+    acc = [h[2] for h in hist]
+    out: dict[str, float] = {}
+    per_item = cost_per_accuracy_point([h[0] for h in hist], acc, 1.0)
+    if per_item is not None:
+        out["labels_per_accuracy_point"] = per_item
+    if c.cfg.budget.cost_per_label > 0:
+        priced = cost_per_accuracy_point([h[1] for h in hist], acc, c.cfg.budget.cost_per_label)
+        if priced is not None:
+            out["cost_per_accuracy_point"] = priced
+    return out
 
 
 def learning_curves(c: Campaign) -> dict[str, list[tuple[int, float]]]:

@@ -31,6 +31,7 @@ from tasks.seed import carve_splits
 from tasks.evaluate import (
     area_under_curve,
     classification_metrics,
+    cost_per_accuracy_point,
     label_efficiency,
     labels_to_reach,
     learning_curve_figure,
@@ -186,7 +187,10 @@ def simulate_flow(
     target: float = 0.95,
     C: float = 10.0,
     featurizer: str = "tfidf",
+    cost_per_label: float = 1.0,
 ) -> dict:
+    if cost_per_label < 0:
+        raise ValueError(f"cost_per_label must be >= 0, got {cost_per_label}")
     if featurizer not in FEATURIZERS:
         raise ValueError(f"unknown featurizer {featurizer!r}; choose one of {', '.join(FEATURIZERS)}")
     if featurizer == "minilm":
@@ -206,8 +210,9 @@ def simulate_flow(
     for sd in range(seeds):
         per_seed[sd] = simulate_seed(frame, classes, strategies, sd, budget, batch_size, seed_size, test_size,
                                      random_share, C, featurizer)
-    result = summarise(per_seed, strategies, target=target)
-    result.update({"data": str(Path(data).resolve()), "n_rows": int(len(frame)), "classes": classes,
+    result = summarise(per_seed, strategies, target=target, cost_per_label=cost_per_label)
+    result.update({"cost_per_label": cost_per_label,
+                   "data": str(Path(data).resolve()), "n_rows": int(len(frame)), "classes": classes,
                    "budget": budget, "batch_size": batch_size, "seed_size": seed_size, "test_size": test_size,
                    "random_share": random_share, "target": target, "n_seeds": seeds, "featurizer": featurizer,
                    "C": C})
@@ -215,12 +220,14 @@ def simulate_flow(
     return result
 
 
-def summarise(per_seed: dict[int, dict], strategies: Sequence[str], target: float) -> dict:
-    """Per arm: curves per seed, label efficiency vs random at ``target`` × full-data macro-F1, AULC."""
+def summarise(per_seed: dict[int, dict], strategies: Sequence[str], target: float, cost_per_label: float = 1.0
+              ) -> dict:
+    """Per arm: curves per seed, label efficiency vs random at ``target`` × full-data macro-F1, AULC,
+    and cost per test-accuracy point gained over the seed model (``cost_per_label`` per label)."""
     arms: dict[str, Any] = {}
     for s in strategies:
         seeds = {str(sd): {k: v for k, v in r["arms"][s].items()} for sd, r in per_seed.items()}
-        eff, aulc, secs = [], [], []
+        eff, aulc, secs, cpp = [], [], [], []
         for sd, r in per_seed.items():
             goal = target * r["full_data_macro_f1"]
             c = r["arms"][s]
@@ -228,8 +235,10 @@ def summarise(per_seed: dict[int, dict], strategies: Sequence[str], target: floa
             eff.append(label_efficiency(rnd["labels"], rnd["macro_f1"], c["labels"], c["macro_f1"], goal))
             aulc.append(area_under_curve(c["labels"], c["macro_f1"]))
             secs.append(float(np.median(c["seconds"])))
+            cpp.append(cost_per_accuracy_point(c["labels"], c["accuracy"], cost_per_label))
             seeds[str(sd)]["labels_to_target"] = labels_to_reach(c["labels"], c["macro_f1"], goal)
         finite = [e for e in eff if e is not None and np.isfinite(e)]
+        priced = [x for x in cpp if x is not None]
         mean_f1 = _mean_curve([per_seed[sd]["arms"][s] for sd in per_seed], "macro_f1")
         recall_hist = _mean_recall_history([per_seed[sd]["arms"][s] for sd in per_seed])
         health = {"per_class_recall": per_class_recall_check(recall_hist).to_dict()}
@@ -242,6 +251,8 @@ def summarise(per_seed: dict[int, dict], strategies: Sequence[str], target: floa
             "label_efficiency_per_seed": eff,
             "aulc": float(np.mean(aulc)),
             "seconds_per_round": float(np.median(secs)),
+            "cost_per_accuracy_point": float(np.mean(priced)) if priced else None,
+            "cost_per_accuracy_point_per_seed": cpp,
             "final_macro_f1_mean": float(np.mean([per_seed[sd]["arms"][s]["macro_f1"][-1] for sd in per_seed])),
             "final_recall_mean": recall_hist[-1] if recall_hist else {},
             "health": health,
@@ -279,11 +290,13 @@ def write_outputs(result: dict, out: Path) -> None:
     fig = recall_figure(result)
     fig.savefig(out / "per_class_recall.png", dpi=100)
     plt.close(fig)
-    lines = [f"{'arm':<18}{'label-eff.':>11}{'AULC':>8}{'final F1':>10}{'s/round':>9}"]
+    lines = [f"{'arm':<18}{'label-eff.':>11}{'AULC':>8}{'final F1':>10}{'cost/acc.pt':>12}{'s/round':>9}"]
     for s, arm in result["arms"].items():
         eff = arm["label_efficiency"]
+        cpp = arm.get("cost_per_accuracy_point")
         lines.append(f"{s:<18}{'n/a' if eff is None else f'{eff:.2f}x':>11}{arm['aulc']:>8.3f}"
-                     f"{arm['final_macro_f1_mean']:>10.3f}{arm['seconds_per_round']:>9.3f}")
+                     f"{arm['final_macro_f1_mean']:>10.3f}{'n/a' if cpp is None else f'{cpp:.2f}':>12}"
+                     f"{arm['seconds_per_round']:>9.3f}")
     _progress("\n".join(lines))
     for s, arm in result["arms"].items():
         for chk in arm.get("health", {}).values():

@@ -108,3 +108,27 @@ def area_under_curve(labels: Sequence[int], scores: Sequence[float]) -> float:
     if len(x) < 2 or x[-1] == x[0]:
         return float(y.mean()) if len(y) else float("nan")
     return float(np.trapezoid(y, x) / (x[-1] - x[0]))
+
+
+def cost_per_accuracy_point(labels: Sequence[int], accuracies: Sequence[float], cost_per_label: float = 1.0
+                            ) -> float | None:
+    """What each point of test accuracy gained since the first point of the curve cost.
+
+    ``cost_per_label * (labels[-1] - labels[0]) / (100 * (accuracies[-1] - accuracies[0]))``.
+    Why this figure: a team pays annotators per label, and "how much did the last accuracy
+    point cost" compares arms (the active arm should buy its points cheaper than random)
+    and says when further rounds stop being worth the money. With ``cost_per_label=1`` it
+    is labels per accuracy point. The first point is the seed model, so the seed's own
+    labels are not charged. None with fewer than two points or no gain (a model that did
+    not improve has no price per point).
+    """
+    if cost_per_label < 0:
+        raise ValueError("cost_per_label must be >= 0")
+    if len(labels) != len(accuracies):
+        raise ValueError("labels and accuracies must have the same length")
+    if len(labels) < 2:
+        return None
+    gain = 100.0 * (float(accuracies[-1]) - float(accuracies[0]))
+    if not gain > 0:
+        return None
+    return float(cost_per_label) * (float(labels[-1]) - float(labels[0])) / gain

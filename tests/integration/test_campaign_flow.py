@@ -29,9 +29,11 @@ def test_three_round_campaign_through_prefect_and_mlflow(prefect_api, tmp_path: 
     from flows.campaign import campaign_flow
 
     cfg = write_small_campaign(tmp_path, budget=200)
+    cfg.write_text(cfg.read_text().replace("[budget]\n", "[budget]\ncost_per_label = 0.25\n"))
     campaign_flow(str(cfg), max_rounds=3)
 
     c = open_campaign(cfg)
+    assert c.cfg.budget.cost_per_label == 0.25
     client = MlflowClient(tracking_uri=c.cfg.tracking_uri)
     pid, kids = _children(client, c)
     by_arm: dict[str, list] = {}
@@ -52,6 +54,19 @@ def test_three_round_campaign_through_prefect_and_mlflow(prefect_api, tmp_path: 
             assert {"plots/confusion_matrix.png", "plots/reliability_diagram.png"} <= arts
         labels = [r.data.metrics["n_labels"] for r in runs]
         assert labels == [25, 50, 75], f"{arm}: seed 25 then +25 per round, got {labels}"
+        # Price of an accuracy point since the first round, recomputed from the runs' own metrics.
+        m0 = runs[0].data.metrics
+        for r in runs[1:]:
+            m = r.data.metrics
+            gain = 100 * (m["test_accuracy"] - m0["test_accuracy"])
+            if gain > 0:
+                assert m["labels_per_accuracy_point"] == pytest.approx((m["n_labels"] - m0["n_labels"]) / gain)
+                assert m["cost_per_accuracy_point"] == pytest.approx(
+                    0.25 * (m["labels_spent"] - m0["labels_spent"]) / gain)
+            else:
+                assert "cost_per_accuracy_point" not in m, "no gain, no price"
+        assert "cost_per_accuracy_point" not in m0, "the first round has nothing to price yet"
+        assert any("cost_per_accuracy_point" in r.data.metrics for r in runs), f"{arm}: never priced"
         # Metrics are stepped by label count, so MLflow draws learning curves.
         hist = client.get_metric_history(runs[-1].info.run_id, "test_macro_f1")
         assert [m.step for m in hist] == [75]

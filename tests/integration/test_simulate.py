@@ -35,7 +35,8 @@ def test_simulate_two_arms_two_seeds_on_generated_data(prefect_api, tmp_path: Pa
     files = write_demo_files(tmp_path, n=800, seed=1)
     out = tmp_path / "sim"
     r = run_cli("simulate", "--data", str(files["pool"]), "--strategy", "margin,random", "--budget", "100",
-                "--batch-size", "25", "--seeds", "2", "--out", str(out), env={"PREFECT_API_URL": prefect_api},
+                "--batch-size", "25", "--seeds", "2", "--cost-per-label", "0.5", "--out", str(out),
+                env={"PREFECT_API_URL": prefect_api},
                 timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     # progress per seed and arm, and the summary table reach stdout (not swallowed by Prefect's logger)
@@ -60,6 +61,17 @@ def test_simulate_two_arms_two_seeds_on_generated_data(prefect_api, tmp_path: Pa
     # random against itself is 1.0 whenever it reaches the target
     assert all(e in (None, 1.0) for e in res["arms"]["random"]["label_efficiency_per_seed"])
     assert "random_ahead" in res["arms"]["margin"]["health"]
+    # cost per test-accuracy point over the seed model, per seed, recomputed from the curves
+    assert res["cost_per_label"] == 0.5 and "cost/acc.pt" in r.stdout
+    for arm in res["arms"].values():
+        per_seed = []
+        for sd in ("0", "1"):
+            c = arm["seeds"][sd]
+            gain = 100 * (c["accuracy"][-1] - c["accuracy"][0])
+            per_seed.append(0.5 * (c["labels"][-1] - c["labels"][0]) / gain if gain > 0 else None)
+        assert arm["cost_per_accuracy_point_per_seed"] == pytest.approx(per_seed)
+        priced = [x for x in per_seed if x is not None]
+        assert arm["cost_per_accuracy_point"] == (pytest.approx(sum(priced) / len(priced)) if priced else None)
 
 
 def test_simulate_rejects_bad_arguments_cleanly(tmp_path: Path):

@@ -42,3 +42,18 @@ def test_area_under_curve_is_mean_height():
     assert area_under_curve([0, 50, 100], [0.0, 1.0, 1.0]) == pytest.approx(0.75)
     assert area_under_curve([10], [0.4]) == pytest.approx(0.4)
     assert math.isnan(area_under_curve([], []))
+
+
+def test_cost_per_accuracy_point_hand_computed():
+    from tasks.evaluate import cost_per_accuracy_point
+
+    # 150 labels bought after the seed, 15 accuracy points gained, 0.5 per label: 75 / 15 = 5.0
+    assert cost_per_accuracy_point([50, 100, 200], [0.60, 0.70, 0.75], 0.5) == pytest.approx(5.0)
+    # cost 1 = labels per point: 150 / 15
+    assert cost_per_accuracy_point([50, 100, 200], [0.60, 0.70, 0.75]) == pytest.approx(10.0)
+    # no gain, or a single point: no price
+    assert cost_per_accuracy_point([50, 100], [0.70, 0.70], 0.5) is None
+    assert cost_per_accuracy_point([50, 100], [0.70, 0.65], 0.5) is None
+    assert cost_per_accuracy_point([50], [0.70], 0.5) is None
+    with pytest.raises(ValueError):
+        cost_per_accuracy_point([50, 100], [0.6, 0.7], -1.0)
