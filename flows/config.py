@@ -74,7 +74,11 @@ class SplitsConfig(_Strict):
     test_size: Annotated[int, Field(gt=0)] = 500
     calibration_size: Annotated[int, Field(gt=0)] = 300
     seed_size: Annotated[int, Field(gt=0)] = 50
-    seed_method: Literal["stratified", "kmeans"] = "stratified"
+    seed_method: Literal["stratified", "kmeans", "keywords"] = "stratified"
+    keywords: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="seed_method = 'keywords': label -> tell-tale words or phrases (whole-word, case-insensitive)",
+    )
     random_state: int = 0
 
 
@@ -343,6 +347,16 @@ class CampaignConfig(_Strict):
                 f"splits.seed_size ({self.splits.seed_size}) must be below budget.max_labels "
                 f"({self.budget.max_labels}): the seed is part of the label budget"
             )
+        if self.splits.seed_method == "keywords":
+            if not self.splits.keywords:
+                raise ValueError("splits.seed_method = 'keywords' needs [splits.keywords]: label -> list of keywords")
+            unknown = sorted(set(self.splits.keywords) - set(self.labels.names))
+            if unknown:
+                raise ValueError(f"splits.keywords names labels that are not in labels.names: {unknown} "
+                                 f"(labels: {self.labels.names})")
+            empty = sorted(k for k, v in self.splits.keywords.items() if not [w for w in v if w.strip()])
+            if empty:
+                raise ValueError(f"splits.keywords has no keywords for: {empty}")
         if self.splits.seed_method == "stratified" and self.splits.seed_size < len(self.labels.names):
             raise ValueError(
                 f"splits.seed_size ({self.splits.seed_size}) is smaller than the number of labels "
@@ -468,8 +482,12 @@ version = 1
 test_size = 500            # frozen test set, never offered to a query strategy
 calibration_size = 300     # random calibration slice, never queried
 seed_size = 50             # first batch; counts against the budget
-seed_method = "stratified" # stratified (labels known) | kmeans (cluster representatives)
+seed_method = "stratified" # stratified (labels known) | kmeans (cluster representatives) | keywords
 random_state = 0
+# seed_method = "keywords": tell-tale words per label pick the seed (whole words, any case;
+# labels take turns; topped up at random when the rules match too few items)
+# [splits.keywords]
+# billing = ["invoice", "refund", "charged twice"]
 
 [model]
 featurizer = "tfidf"

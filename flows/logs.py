@@ -10,6 +10,7 @@ exceptions keep their traceback: those are bugs and need it.
 from __future__ import annotations
 
 import logging
+import sys
 
 
 class _EphemeralEventNoise(logging.Filter):
@@ -60,3 +61,13 @@ def quiet_known_errors(known: tuple[type[BaseException], ...]) -> None:
             for flt in filters:
                 if not any(type(f) is type(flt) for f in h.filters):
                     h.addFilter(flt)
+
+
+def say(msg: str, end: str = "\n") -> None:
+    """A line for the person at the terminal (progress, summaries), on stdout.
+
+    Written directly, not via ``print``: inside a flow with Prefect's ``log_prints`` a print
+    becomes an INFO log record, which the CLI's ``PREFECT_LOGGING_LEVEL=WARNING`` swallows.
+    """
+    sys.stdout.write(msg + end)
+    sys.stdout.flush()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import pandas as pd
 from prefect import flow, get_run_logger
 
+from flows.logs import say
 from flows.runtime import Campaign, open_campaign
 from integrations.expectations import validate_pool
 from integrations.sources import load_table
-from tasks.seed import carve_splits
+from tasks.seed import carve_splits, keyword_patterns
 from tasks.train import fit_featurizer
 
 
@@ -84,19 +85,26 @@ def ensure_setup(c: Campaign) -> bool:
                                   ngram_max=c.cfg.model.ngram_max).transform(frame["text"])
     frame["split"] = carve_splits(frame, test_size=s.test_size, calibration_size=s.calibration_size,
                                   seed_size=s.seed_size, seed_method=s.seed_method, random_state=s.random_state,
-                                  features=features)
+                                  features=features, keywords=s.keywords or None)
     train_side = frame[frame["split"].isin(["pool", "seed"])]
     c.save_featurizer(fit_featurizer(train_side["text"], max_features=c.cfg.model.max_features,
                                      ngram_max=c.cfg.model.ngram_max))
     c.ledger.add_items(frame)
     seed_ids = frame.loc[frame["split"] == "seed", "id"].astype(str).tolist()
+    if s.seed_method == "keywords":
+        seed_texts = frame.loc[frame["split"] == "seed", "text"]
+        pats = keyword_patterns(s.keywords)
+        per = {lab: int(seed_texts.map(lambda t, p=pat: bool(p.search(str(t)))).sum()) for lab, pat in pats.items()}
+        say("seed by keywords: " + ", ".join(f"{lab} {k}" for lab, k in per.items())
+              + f" of {len(seed_ids)} seed items match a rule"
+              + ("; a label whose rules match nothing gets no seed example: add keywords" if 0 in per.values() else ""))
     for arm in c.cfg.arms:
         c.ledger.add_queries(arm, 0, [{"item_id": i, "strategy": f"seed-{s.seed_method}", "reason": "seed",
                                        "score": None, "model_version": None} for i in seed_ids])
     push_pending(c, 0, {})
     c.ledger.set_meta("setup_done", "1")
     _write_marker(c)  # after the ledger says so: a set-up killed before this point simply runs again
-    print(f"campaign {c.name!r}: {len(frame)} items ingested "
+    say(f"campaign {c.name!r}: {len(frame)} items ingested "
           f"({(frame['split'] == 'pool').sum()} pool, {len(seed_ids)} seed, {(frame['split'] == 'test').sum()} test, "
           f"{(frame['split'] == 'calibration').sum()} calibration); seed pushed to the {c.backend.name} backend")
     return True

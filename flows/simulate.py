@@ -14,7 +14,6 @@ module's job and is simulated in the campaign flow.
 from __future__ import annotations
 
 import json
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.logs import say
 from integrations.sources import load_table
 from tasks import query
 from tasks.seed import carve_splits
@@ -43,10 +43,8 @@ FEATURIZERS = ("tfidf", "minilm")
 
 
 def _progress(msg: str, end: str = "\n") -> None:
-    """Progress on stdout.  Written directly, not via ``print``: with Prefect's ``log_prints`` a print
-    becomes an INFO log record, which the CLI's ``PREFECT_LOGGING_LEVEL=WARNING`` would swallow."""
-    sys.stdout.write(msg + end)
-    sys.stdout.flush()
+    """Progress on stdout (see :func:`flows.logs.say`)."""
+    say(msg, end)
 
 
 def run_arm(

@@ -7,10 +7,16 @@ are drawn before any strategy runs and are never offered to one.
 
 Seed selection: stratified random when labels are known (every class gets at
 least one example so the first model can predict every class); k-means
-cluster representatives when they are not (cover the pool's main modes).
+cluster representatives when they are not (cover the pool's main modes);
+keyword rules from the config when a team knows a few tell-tale words per
+class (the cheapest way to make sure rare classes are in the first batch;
+the keyword only picks the item, annotators still give the label).
 """
 
 from __future__ import annotations
+
+import re
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -61,6 +67,7 @@ def carve_splits(
     seed_method: str = "stratified",
     random_state: int = 0,
     features: sparse.spmatrix | np.ndarray | None = None,
+    keywords: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.Series:
     """Assign each row of ``frame`` (columns id, text, label) a split.
 
@@ -95,6 +102,10 @@ def carve_splits(
         if rem_lab.isna().any():
             raise SplitError("seed_method 'stratified' needs known labels on every pool row; use 'kmeans'")
         seed_idx = stratified_sample(rem_lab.astype(str), seed_size, rng)
+    elif seed_method == "keywords":
+        if not keywords:
+            raise SplitError("seed_method 'keywords' needs keyword rules ([splits.keywords])")
+        seed_idx, _ = keyword_seed(frame.loc[remaining, "text"], keywords, seed_size, rng)
     elif seed_method == "kmeans":
         if features is None:
             raise SplitError("seed_method 'kmeans' needs features")
@@ -123,3 +134,58 @@ def kmeans_representatives(X: sparse.spmatrix | np.ndarray, k: int, random_state
                 chosen.append(int(r))
                 break
     return chosen
+
+
+def keyword_patterns(rules: Mapping[str, Sequence[str]]) -> dict[str, re.Pattern[str]]:
+    """One case-insensitive whole-word pattern per label (keywords may be phrases).
+
+    Whole words so that ``"cat"`` does not pick "category"; keywords are taken
+    literally (no regex syntax to get wrong in a TOML file).
+    """
+    out: dict[str, re.Pattern[str]] = {}
+    for label, words in rules.items():
+        words = [w.strip() for w in words if w and w.strip()]
+        if not words:
+            raise SplitError(f"keyword rule for label {label!r} has no keywords")
+        alternatives = "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
+        out[label] = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+    return out
+
+
+def keyword_seed(texts: pd.Series, rules: Mapping[str, Sequence[str]], n: int, rng: np.random.Generator,
+                 ) -> tuple[list, dict[str, int]]:
+    """Up to ``n`` seed rows chosen by keyword rules, spread evenly over the rules' labels.
+
+    Labels take turns (round-robin) so a rare class with one good keyword gets as
+    many seed rows as a common one. Within a label, rows that match only that
+    label's keywords come first (a clearer example), in a random order from
+    ``rng``; then rows that also match another label. When the rules match fewer
+    than ``n`` rows the seed is topped up with random unmatched rows, so the seed
+    size (and the label budget it stands for) does not depend on the keywords.
+    Returns the chosen index labels and counts per label plus ``"(random top-up)"``.
+    """
+    pats = keyword_patterns(rules)
+    hits = {lab: texts.astype(str).map(lambda t, p=pat: bool(p.search(t))) for lab, pat in pats.items()}
+    n_labels_hit = sum(h.astype(int) for h in hits.values())
+    queues: dict[str, list] = {}
+    for lab, h in hits.items():
+        clear = list(texts.index[h & (n_labels_hit == 1)])
+        mixed = list(texts.index[h & (n_labels_hit > 1)])
+        queues[lab] = [clear[i] for i in rng.permutation(len(clear))] + [mixed[i] for i in rng.permutation(len(mixed))]
+    chosen: list = []
+    taken: set = set()
+    counts = {lab: 0 for lab in pats}
+    while len(chosen) < n and any(queues.values()):
+        for lab in pats:
+            q = queues[lab]
+            while q and q[0] in taken:
+                q.pop(0)
+            if q and len(chosen) < n:
+                row = q.pop(0)
+                taken.add(row)
+                chosen.append(row)
+                counts[lab] += 1
+    rest = [i for i in texts.index if i not in taken]
+    top_up = [rest[i] for i in rng.permutation(len(rest))[: max(0, n - len(chosen))]]
+    counts["(random top-up)"] = len(top_up)
+    return chosen + top_up, counts

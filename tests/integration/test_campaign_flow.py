@@ -149,3 +149,32 @@ def test_campaign_stops_when_the_target_is_reached(prefect_api, tmp_path: Path):
     assert {(r.arm, r.round_no, r.status) for r in rounds} == {("active", 1, "stopped"), ("random", 1, "stopped")}
     assert any("target" in n for n in rounds[0].notes), rounds[0].notes
     assert c.ledger.queries_frame(round_no=1).empty, "a stopped arm queries nothing"
+
+
+def test_keyword_seed_through_setup(prefect_api, tmp_path: Path):
+    """`seed_method = "keywords"`: the seed batch is chosen by the config's rules (labels take
+    turns), pushed like any seed, and setup says how many seed items each rule matched."""
+    import re
+
+    cfg = write_small_campaign(tmp_path, n=500, budget=100, seed_size=10)
+    cfg.write_text(cfg.read_text().replace("seed_size = 10\n", """seed_size = 10
+seed_method = "keywords"
+[splits.keywords]
+shipping = ["tracking number", "parcel", "delivery"]
+technical = ["error", "crashes"]
+"""))
+    r = run_cli("setup", str(cfg), env={"PREFECT_API_URL": prefect_api})
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = re.search(r"seed by keywords: shipping (\d+), technical (\d+) of 10 seed items", r.stdout)
+    assert m, (r.stdout[-2000:], r.stderr[-2000:])
+    c = open_campaign(cfg)
+    q = c.ledger.queries_frame(arm="active", round_no=0)
+    assert len(q) == 10 and set(q["strategy"]) == {"seed-keywords"}
+    items = c.ledger.items_frame().set_index("item_id")
+    seed_text = items.loc[q["item_id"], "text"].str.lower()
+    shipping = seed_text.str.contains(r"\b(?:tracking number|parcel|delivery)\b")
+    technical = seed_text.str.contains(r"\b(?:error|crashes)\b")
+    assert (shipping | technical).sum() == 10, "the demo pool has enough matches: no random top-up"
+    assert int(m.group(1)) == shipping.sum() >= 5 and int(m.group(2)) == technical.sum() >= 5, "labels take turns"
+    assert set(items.loc[q["item_id"], "split"]) == {"seed"}
+    c.ledger.dispose()

@@ -40,6 +40,10 @@ def test_unknown_key_is_named(tmp_path):
     ({"labels__names": ["a", "a"]}, "duplicate label names"),
     ({"labels__names": ["a", " "]}, "non-empty"),
     ({"annotation__overlap": 0}, "annotation.overlap"),
+    ({"splits__seed_method": "keywords"}, "needs [splits.keywords]"),
+    ({"splits__seed_method": "keywords", "splits__keywords": {"a": ["x"], "zebra": ["y"]}},
+     "labels that are not in labels.names: ['zebra']"),
+    ({"splits__seed_method": "keywords", "splits__keywords": {"a": [" "]}}, "no keywords for: ['a']"),
 ])
 def test_impossible_values_are_refused(tmp_path, over, needle):
     with pytest.raises(ConfigError) as e:
@@ -63,3 +67,9 @@ def test_ledger_url_from_environment(tmp_path, monkeypatch):
         _ = cfg.ledger_url
     monkeypatch.setenv("LL_URL", "sqlite:////tmp/x.db")
     assert cfg.ledger_url == "sqlite:////tmp/x.db"
+
+
+def test_keyword_seed_rules_parse(tmp_path):
+    cfg = parse_config(_base(splits__seed_method="keywords", splits__keywords={"a": ["refund"], "c": ["crash"]}),
+                       base_dir=tmp_path, source="c.toml")
+    assert cfg.splits.seed_method == "keywords" and cfg.splits.keywords == {"a": ["refund"], "c": ["crash"]}

@@ -46,3 +46,66 @@ def test_kmeans_seed_takes_one_representative_per_cluster():
     reps = kmeans_representatives(X, 3, random_state=0)
     assert len(set(reps)) == 3
     assert {r // 5 for r in reps} == {0, 1, 2}, "one representative from each topic"
+
+
+# --------------------------------------------------------------------------- keyword rules
+
+
+def _keyword_texts() -> pd.Series:
+    return pd.Series({
+        "a1": "I was charged twice for my invoice",
+        "a2": "Where is my refund?",
+        "a3": "Refund and also the app crashes",   # matches billing and tech
+        "t1": "The app crashes on start",
+        "t2": "Login error after the update",
+        "n1": "Nice category of products",         # 'cat' must not match 'category'
+        "n2": "What a lovely day",
+        "c1": "My cat ate the charger",            # the one pet item
+    })
+
+
+RULES = {"billing": ["refund", "charged twice", "invoice"], "tech": ["crash", "crashes", "error"], "pets": ["cat"]}
+
+
+def test_keyword_patterns_are_whole_word_case_insensitive_and_literal():
+    from tasks.seed import keyword_patterns
+
+    pats = keyword_patterns({"x": ["cat", "c++", "charged twice"]})
+    assert pats["x"].search("My CAT") and pats["x"].search("I was Charged Twice")
+    assert not pats["x"].search("category") and not pats["x"].search("concatenate")
+    assert pats["x"].search("I write c++ daily")  # taken literally, not as a regex
+    with pytest.raises(SplitError, match="no keywords"):
+        keyword_patterns({"x": ["  "]})
+
+
+def test_keyword_seed_takes_turns_prefers_clear_matches_and_tops_up():
+    from tasks.seed import keyword_seed
+
+    texts = _keyword_texts()
+    chosen, counts = keyword_seed(texts, RULES, 3, np.random.default_rng(0))
+    # one per label: the rare 'pets' class is in the seed; billing's pick is a clear match, never a3
+    assert counts == {"billing": 1, "tech": 1, "pets": 1, "(random top-up)": 0}
+    assert "c1" in chosen and "a3" not in chosen
+    assert set(chosen) & {"a1", "a2"} and set(chosen) & {"t1", "t2"}
+
+    chosen, counts = keyword_seed(texts, RULES, 7, np.random.default_rng(1))
+    # billing: a1, a2 (clear) then a3 (mixed); tech: t1, t2 (a3 already taken); pets: c1; one random top-up
+    assert counts == {"billing": 3, "tech": 2, "pets": 1, "(random top-up)": 1}
+    assert set(chosen[:6]) == {"a1", "a2", "a3", "t1", "t2", "c1"}
+    assert chosen[6] in {"n1", "n2"} and len(set(chosen)) == 7
+    # deterministic for a given rng seed
+    assert keyword_seed(texts, RULES, 7, np.random.default_rng(1))[0] == chosen
+
+
+def test_carve_splits_with_keyword_seed_only_takes_pool_rows():
+    texts = [f"invoice question {i}" for i in range(30)] + [f"app crash report {i}" for i in range(30)] + \
+            [f"other text {i}" for i in range(40)]
+    labels = ["billing"] * 30 + ["tech"] * 30 + ["other"] * 40
+    frame = pd.DataFrame({"id": [str(i) for i in range(100)], "text": texts, "label": labels})
+    split = carve_splits(frame, test_size=20, calibration_size=10, seed_size=10, seed_method="keywords",
+                         keywords={"billing": ["invoice"], "tech": ["crash"]})
+    seed = frame[split == "seed"]
+    assert len(seed) == 10
+    assert (seed["label"] == "billing").sum() == 5 and (seed["label"] == "tech").sum() == 5
+    with pytest.raises(SplitError, match="needs keyword rules"):
+        carve_splits(frame, test_size=20, calibration_size=10, seed_size=10, seed_method="keywords")
