@@ -26,11 +26,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from integrations.ledger import LedgerError
     from integrations.sources import InputError
     from integrations.tracking import TrackingError
+    from tasks.embeddings import EmbeddingsUnavailable
     from tasks.seed import SplitError
     from tasks.train import TrainingError
 
     return (ConfigError, InputError, DataContractError, LedgerError, BackendError, TrackingError, SplitError,
-            TrainingError, FileNotFoundError, FileExistsError)
+            TrainingError, EmbeddingsUnavailable, FileNotFoundError, FileExistsError)
 
 
 def cmd_init(a: argparse.Namespace) -> int:

@@ -83,7 +83,7 @@ class SplitsConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    featurizer: Literal["tfidf"] = "tfidf"
+    featurizer: Literal["tfidf", "minilm"] = "tfidf"
     classifier: Literal["logistic_regression"] = "logistic_regression"
     C: Annotated[float, Field(gt=0)] = 10.0
     max_features: Annotated[int, Field(gt=0)] = 50_000
@@ -490,7 +490,7 @@ random_state = 0
 # billing = ["invoice", "refund", "charged twice"]
 
 [model]
-featurizer = "tfidf"
+featurizer = "tfidf"       # tfidf | minilm (all-MiniLM-L6-v2 sentence embeddings: the `embeddings` extra + CPU torch)
 classifier = "logistic_regression"
 C = 10.0
 max_features = 50000

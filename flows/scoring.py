@@ -179,7 +179,7 @@ def _run_partitions(fn: Any, parameters: list[dict[str, Any]], settings: ScaleSe
 # --------------------------------------------------------------------------- plain scoring
 @task(name="score-partition", cache_policy=NO_CACHE, persist_result=False)
 def score_partition(model: Any, vec: Any, texts: Sequence[str], classes: Sequence[str]) -> tuple[Any, np.ndarray]:
-    """Features (sparse) and aligned class probabilities of one partition."""
+    """Features (sparse TF-IDF or dense embeddings) and aligned class probabilities of one partition."""
     X = vec.transform(list(texts))
     return X, predict_proba_aligned(model, X, classes, features=True)
 
@@ -201,8 +201,12 @@ def score_pool(model: Any, vec: Any, texts: Sequence[str], classes: Sequence[str
     parts = _partitions(len(texts), settings.partition_size)
     results = _run_partitions(score_partition, [{"model": model, "vec": vec, "texts": texts[a:b],
                                                   "classes": list(classes)} for a, b in parts], settings)
-    X = sp.vstack([r[0] for r in results], format="csr")
-    return X, np.vstack([r[1] for r in results])
+    return _stack([r[0] for r in results]), np.vstack([r[1] for r in results])
+
+
+def _stack(blocks: list[Any]) -> Any:
+    """Row-stack feature blocks: sparse TF-IDF stays sparse, dense embeddings stay dense."""
+    return sp.vstack(blocks, format="csr") if sp.issparse(blocks[0]) else np.vstack(blocks)
 
 
 # --------------------------------------------------------------------------- draws
@@ -239,7 +243,7 @@ class Candidates:
         if not parts:
             return Candidates(np.zeros(0, np.int64), sp.csr_matrix((0, 0)), None, None, np.zeros(0))
         return Candidates(
-            np.concatenate([p.rows for p in parts]), sp.vstack([p.X for p in parts], format="csr"),
+            np.concatenate([p.rows for p in parts]), _stack([p.X for p in parts]),
             None if parts[0].proba is None else np.vstack([p.proba for p in parts]),
             None if parts[0].score is None else np.concatenate([p.score for p in parts]),
             np.concatenate([p.draw for p in parts]))

@@ -15,7 +15,7 @@ from flows.runtime import Campaign, open_campaign
 from integrations.expectations import validate_pool
 from integrations.sources import load_table
 from tasks.seed import carve_splits, keyword_patterns
-from tasks.train import fit_featurizer
+from tasks.train import fit_featurizer, make_featurizer
 
 
 def load_and_validate(c: Campaign) -> pd.DataFrame:
@@ -78,6 +78,10 @@ def ensure_setup(c: Campaign) -> bool:
     from flows.round import push_pending
 
     s = c.cfg.splits
+    if c.cfg.model.featurizer == "minilm":
+        from tasks.embeddings import require_minilm
+
+        require_minilm()  # before any write: the install command, not a half-set-up campaign
     frame = load_and_validate(c)
     features = None
     if s.seed_method == "kmeans":
@@ -87,8 +91,10 @@ def ensure_setup(c: Campaign) -> bool:
                                   seed_size=s.seed_size, seed_method=s.seed_method, random_state=s.random_state,
                                   features=features, keywords=s.keywords or None)
     train_side = frame[frame["split"].isin(["pool", "seed"])]
-    c.save_featurizer(fit_featurizer(train_side["text"], max_features=c.cfg.model.max_features,
-                                     ngram_max=c.cfg.model.ngram_max))
+    if c.cfg.model.featurizer == "minilm":
+        say(f"embedding {len(train_side)} pool texts with all-MiniLM-L6-v2 (once; cached by text hash) ...")
+    c.save_featurizer(make_featurizer(c.cfg.model.featurizer, train_side["text"].tolist(),
+                                      max_features=c.cfg.model.max_features, ngram_max=c.cfg.model.ngram_max))
     c.ledger.add_items(frame)
     seed_ids = frame.loc[frame["split"] == "seed", "id"].astype(str).tolist()
     if s.seed_method == "keywords":

