@@ -89,12 +89,13 @@ def ingest_arrivals(c: Campaign, path: Path, episode: str) -> dict[str, Any]:
 
 
 def refit_featurizer(c: Campaign) -> int:
-    """Refit TF-IDF on every pool + seed text (never test / calibration), like set-up does."""
-    from tasks.train import fit_featurizer
+    """Refit the campaign's featuriser on every pool + seed text (never test / calibration), like
+    set-up does: TF-IDF learns the new vocabulary; MiniLM (frozen) embeds the new texts into its cache."""
+    from tasks.train import make_featurizer
 
     items = c.ledger.items_frame(splits=["pool", "seed"])
-    c.save_featurizer(fit_featurizer(items["text"], max_features=c.cfg.model.max_features,
-                                     ngram_max=c.cfg.model.ngram_max))
+    c.save_featurizer(make_featurizer(c.cfg.model.featurizer, items["text"].tolist(),
+                                      max_features=c.cfg.model.max_features, ngram_max=c.cfg.model.ngram_max))
     return int(len(items))
 
 

