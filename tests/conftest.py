@@ -63,6 +63,25 @@ def stop_group(proc: subprocess.Popen) -> None:
             pass
 
 
+def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on 127.0.0.1:``port`` (SQLite store and artifacts in ``folder``), in its own
+    process group (stop it with :func:`stop_group`); restartable on the same store. Returns once healthy."""
+    (folder / "mlruns").mkdir(parents=True, exist_ok=True)
+    with open(folder / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{(folder / 'mlflow.db').resolve()}",
+             "--default-artifact-root", str((folder / "mlruns").resolve()), "--workers", "1"],
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", 180, proc)
+    except Exception:
+        stop_group(proc)
+        raise
+    return proc
+
+
 @pytest.fixture(scope="session")
 def prefect_api():
     """URL of a real Prefect API server; set for this process and its children."""

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from flows.runtime import open_campaign
-from tests.conftest import ROOT, free_port, run_cli, stop_group, wait_http, write_small_campaign
+from tests.conftest import ROOT, free_port, run_cli, start_mlflow_server, stop_group, write_small_campaign
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -330,23 +330,12 @@ timezone = "Europe/Berlin"
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 (SQLite backend, local artifact root), stopped by process group."""
-    data = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    (data / "mlruns").mkdir()
-    log = open(data / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{(data / 'mlflow.db').resolve()}",
-         "--default-artifact-root", str((data / "mlruns").resolve()), "--workers", "1"],
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    proc = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), port)
     try:
-        wait_http(f"{url}/health", 180, proc)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop_group(proc)
-        log.close()
 
 
 def _rest(base: str, path: str, params: dict | None = None, body: dict | None = None) -> dict:

@@ -87,25 +87,27 @@ def test_mlflow_unreachable_fails_the_round_before_the_ledger_changes(prefect_ap
     c.ledger.dispose()
 
 
-def _start_mlflow_server(folder: Path, port: int):
-    """A real `mlflow server` on 127.0.0.1:``port`` over a SQLite store in ``folder`` (restartable: same store)."""
-    import os
+def _start_paused(args: list[str], env: dict, point: str, pause: Path):
+    """A CLI round (``python <args>``) held at fault point ``point``; returns once it waits there.
+    The caller touches ``pause / "resume"`` to let it go on, and kills it if the test fails first."""
     import subprocess
     import sys
+    import time
 
-    from tests.conftest import wait_http
+    from tests.conftest import ROOT
 
-    (folder / "mlruns").mkdir(parents=True, exist_ok=True)
-    log = open(folder / "server.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{(folder / 'mlflow.db').resolve()}",
-         "--default-artifact-root", str((folder / "mlruns").resolve()), "--workers", "1"],
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    log.close()
-    wait_http(f"http://127.0.0.1:{port}/health", 180, proc)
-    return proc
+    rnd = subprocess.Popen([sys.executable, *args], cwd=ROOT,
+                           env={**env, "LABELLOOP_PAUSE_AT": point, "LABELLOOP_PAUSE_DIR": str(pause)},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (pause / f"paused-{point}").exists():
+        if rnd.poll() is not None:
+            raise AssertionError(f"the round ended before it reached {point!r}:\n{rnd.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            rnd.kill()
+            raise AssertionError(f"the round never reached {point!r}")
+        time.sleep(0.5)
+    return rnd
 
 
 def test_mlflow_down_mid_logging_is_one_clear_line_and_the_round_resumes(prefect_api, tmp_path: Path):
@@ -114,16 +116,13 @@ def test_mlflow_down_mid_logging_is_one_clear_line_and_the_round_resumes(prefect
     ledger keeps the queried round; with the server back, the same command finishes it into the same run."""
     import json
     import os
-    import subprocess
-    import sys
-    import time
     import urllib.request
 
-    from tests.conftest import ROOT, stop_group
+    from tests.conftest import start_mlflow_server, stop_group
 
     port = free_port()
     store = tmp_path / "mlflow-store"
-    server = _start_mlflow_server(store, port)
+    server = start_mlflow_server(store, port)
     try:
         cfg = write_small_campaign(tmp_path, name="mlflow-mid-log", n=500, budget=75,
                                    extra=f'[mlflow]\ntracking_uri = "http://127.0.0.1:{port}"\n')
@@ -131,15 +130,8 @@ def test_mlflow_down_mid_logging_is_one_clear_line_and_the_round_resumes(prefect
                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
         assert run_cli("setup", str(cfg), env=env).returncode == 0
         pause = tmp_path / "pause"
-        rnd = subprocess.Popen([sys.executable, "-m", "flows.cli", "round", str(cfg)], cwd=ROOT,
-                               env={**env, "LABELLOOP_PAUSE_AT": "during-log", "LABELLOOP_PAUSE_DIR": str(pause)},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        rnd = _start_paused(["-m", "flows.cli", "round", str(cfg)], env, "during-log", pause)
         try:
-            deadline = time.monotonic() + 300
-            while not (pause / "paused-during-log").exists():
-                assert rnd.poll() is None, f"the round ended before it logged:\n{rnd.stderr.read()[-3000:]}"
-                assert time.monotonic() < deadline, "the round never reached its logging stage"
-                time.sleep(0.5)
             stop_group(server)  # MLflow goes away in the middle of the round's logging
             (pause / "resume").touch()
             out, err = rnd.communicate(timeout=300)
@@ -160,7 +152,7 @@ def test_mlflow_down_mid_logging_is_one_clear_line_and_the_round_resumes(prefect
         run_id = r1.mlflow_run_id
         c.ledger.dispose()
 
-        server = _start_mlflow_server(store, port)  # MLflow back, same store
+        server = start_mlflow_server(store, port)  # MLflow back, same store
         res = run_cli("round", str(cfg), env=env)
         assert res.returncode == 0, res.stderr[-3000:]
         c = open_campaign(cfg)
@@ -295,8 +287,6 @@ def test_label_studio_restarted_mid_pull_loses_and_duplicates_nothing(prefect_ap
     per item, every annotation pulled once."""
     import os
     import subprocess
-    import sys
-    import time
 
     from tests.conftest import ROOT
 
@@ -309,15 +299,8 @@ def test_label_studio_restarted_mid_pull_loses_and_duplicates_nothing(prefect_ap
     assert res.returncode == 0, res.stderr[-3000:]
 
     pause = tmp_path / "pause"
-    env_round = {**env, "LABELLOOP_PAUSE_AT": "during-pull-page", "LABELLOOP_PAUSE_DIR": str(pause)}
-    rnd = subprocess.Popen([sys.executable, "-c", _SMALL_PAGES, "round", str(cfg)], cwd=ROOT, env=env_round,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rnd = _start_paused(["-c", _SMALL_PAGES, "round", str(cfg)], env, "during-pull-page", pause)
     try:
-        deadline = time.monotonic() + 300
-        while not (pause / "paused-during-pull-page").exists():
-            assert rnd.poll() is None, f"the round ended before its pull paused:\n{rnd.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, "the round never reached the pull's second page"
-            time.sleep(0.5)
         script = str(ROOT / "infra" / "label_studio.sh")
         port = url.rsplit(":", 1)[1]
         for args in (["stop"], ["start", "--port", port]):
