@@ -780,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--featurizer", choices=["tfidf", "minilm"], default="tfidf",
                     help="minilm: frozen all-MiniLM-L6-v2 embeddings (needs the minilm extra); results are keyed "
                          "<dataset>+minilm")
+    ap.add_argument("--max-pool", type=int, default=None,
+                    help="subsample each pool (stratified) to at most this many rows, e.g. a small-pool check")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--report", default=str(DEFAULT_REPORT))
     ap.add_argument("--plots", default=str(DEFAULT_PLOTS))
@@ -826,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
     protocols = [x.strip() for x in a.protocols.split(",") if x.strip()]
     data_dir = Path(a.data_dir)
     max_rounds = None
-    max_pool = None
+    max_pool = a.max_pool
     if a.smoke:
         import tempfile
 

@@ -49,6 +49,10 @@ def main(argv: list[str]) -> int:
     L = B.LabelloopArm
     B.ARMS["ll-cf3"] = ("labelloop default with diversity over the top 3x candidates (not 10x)",
                         lambda d, s: L(d, s, "margin", candidate_factor=3))
+    B.ARMS["ll-share25"] = ("labelloop default with the diversity candidates capped at 25 % of the unlabelled pool",
+                            lambda d, s: L(d, s, "margin", candidate_share=0.25))
+    B.ARMS["ll-share50"] = ("labelloop default with the diversity candidates capped at 50 % of the unlabelled pool",
+                            lambda d, s: L(d, s, "margin", candidate_share=0.5))
     B.ARMS["ll-nodiv"] = ("labelloop default without the diversity step", lambda d, s: L(d, s, "margin", diversity=False))
     shared = B.DEFAULT_DATA_DIR
     if not (shared / "md_agreement_annotations.csv").exists():

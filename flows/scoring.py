@@ -380,9 +380,13 @@ def select_from_pool(model: Any, vec: Any, texts: Sequence[str], classes: Sequen
 
         committee = query.bootstrap_committee_proba(lambda: clone(model.named_steps["clf"]), X_labelled,
                                                     np.asarray(y_labelled), rest.X, 5, rng, classes=list(classes))
+    # The diversity candidates are capped at a share of the *pool's* unlabelled rows (as on the dense
+    # path); this call sees only the short list, so the cap is handed over as a row count.
+    cap = int(math.ceil(query.CANDIDATE_SHARE * (n - len(picks))))
     sub = query.select_batch(rest.proba, need, sub_strategy, rng, random_share=0.0, X_pool=rest.X,
                              X_labelled=X_labelled, committee_proba=committee, class_quota=class_quota,
-                             near_duplicate_threshold=near_duplicate_threshold, candidate_factor=candidate_factor)
+                             near_duplicate_threshold=near_duplicate_threshold, candidate_factor=candidate_factor,
+                             candidate_share=1.0, max_candidates=cap)
     for p in sub:
         reason = "diversity" if strategy == query.FALLBACK_STRATEGY and p.reason == "strategy" else p.reason
         picks.append(query.Pick(index=int(rest.rows[p.index]), score=float(p.score), reason=reason))

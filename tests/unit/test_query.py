@@ -183,13 +183,18 @@ def test_cluster_margin_covers_every_cluster():
     top1 = np.where(blob == 0, 0.5, 0.9) + np.linspace(0, 0.05, blob.size)
     proba = np.column_stack([top1, 1 - top1])
     assert set(blob[np.argsort(-q.margin(proba))[:3]]) == {0}
-    # candidate_factor 20: all 60 rows are candidates, so the 3 clusters are the 3 blobs
-    picks = q.cluster_margin(proba, X, 3, np.random.default_rng(0), n_clusters=3, candidate_factor=20)
+    # candidate_factor 20, no share cap: all 60 rows are candidates, so the 3 clusters are the 3 blobs
+    picks = q.cluster_margin(proba, X, 3, np.random.default_rng(0), n_clusters=3, candidate_factor=20,
+                             candidate_share=1.0)
     assert len(picks) == 3 and set(blob[picks]) == {0, 1, 2}
-    # with the default 10x candidates (top 30 = blob 0 + 10 of blob 1) every k-means cluster of the
+    # 10x candidates uncapped (top 30 = blob 0 + 10 of blob 1): every k-means cluster of the
     # candidates still contributes before any contributes twice: picks hit 3 distinct clusters
+    wide = q.cluster_margin(proba, X, 3, np.random.default_rng(0), n_clusters=3, candidate_share=1.0)
+    assert len(set(wide)) == 3 and set(blob[wide]) <= {0, 1}
+    # the default cap (a quarter of this 60-row pool = the 15 most uncertain rows, all in blob 0)
+    # keeps the batch in the uncertain region
     default = q.cluster_margin(proba, X, 3, np.random.default_rng(0), n_clusters=3)
-    assert len(set(default)) == 3 and set(blob[default]) <= {0, 1}
+    assert len(set(default)) == 3 and set(blob[default]) == {0}
     # each pick is the most uncertain member of its cluster
     m = q.margin(proba)
     for i in picks:
@@ -388,11 +393,14 @@ def test_select_batch_diversity_spreads_over_clusters():
     top1 = np.where(blob == 0, 0.5, 0.9) + np.linspace(0, 0.05, blob.size)
     proba = np.column_stack([top1, 1 - top1])
     # rows inside a blob are near-duplicates (cos > 0.95): switch that rule off to isolate diversity
-    kw = dict(random_share=0.0, X_pool=X, near_duplicate_threshold=None, candidate_factor=15)
+    kw = dict(random_share=0.0, X_pool=X, near_duplicate_threshold=None, candidate_factor=15, candidate_share=1.0)
     plain = q.select_batch(proba, 6, "margin", 0, diversity=False, **kw)
     assert set(blob[[p.index for p in plain]]) == {0}
     spread = q.select_batch(proba, 6, "margin", 0, diversity=True, **kw)
     assert set(blob[[p.index for p in spread]]) == {0, 1, 2}
+    # with the default share cap the candidates are this 90-row pool's 23 most uncertain rows (blob 0)
+    capped = q.select_batch(proba, 6, "margin", 0, diversity=True, **{**kw, "candidate_share": q.CANDIDATE_SHARE})
+    assert set(blob[[p.index for p in capped]]) == {0}
     # the most uncertain item overall is always kept
     assert int(np.argmax(q.margin(proba))) in {p.index for p in spread}
 
@@ -453,3 +461,28 @@ def test_near_duplicate_guard_is_stable_to_last_bit_differences():
     guard = q._NearDuplicateGuard(np.vstack([u, [[0.951, np.sqrt(1.0 - 0.951**2)]]]), 0.95)
     guard.add(0)
     assert guard.accepts(1) is False
+
+
+def test_diversity_candidates_are_capped_at_a_share_of_the_unlabelled_rows():
+    """With a small pool and a large batch, "the top 10x candidates" would be most of the pool and
+    diversity would pick from everything; ``candidate_share`` keeps the candidates the uncertain few."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100, 8))
+    scores = np.linspace(1.0, 0.0, 100)  # row 0 most uncertain
+    Xn = q._l2_rows(X)
+    allowed = np.arange(100)
+    full = q._cluster_round_robin(scores, Xn, allowed, 10, np.random.default_rng(1), candidate_factor=10,
+                                  candidate_share=1.0)
+    assert len(full) == 100  # uncapped, 10 x 10 = the whole pool
+    default = q._cluster_round_robin(scores, Xn, allowed, 10, np.random.default_rng(1))
+    assert len(default) == int(q.CANDIDATE_SHARE * 100), "capped by default"
+    capped = q._cluster_round_robin(scores, Xn, allowed, 10, np.random.default_rng(1), candidate_factor=10,
+                                    candidate_share=0.25)
+    assert len(capped) == 25 and set(capped) == set(range(25)), "only the 25 most uncertain rows"
+    # never fewer candidates than picks
+    tiny = q._cluster_round_robin(scores, Xn, allowed, 10, np.random.default_rng(1), candidate_share=0.01)
+    assert len(tiny) == 10 and set(tiny) == set(range(10))
+    # select_batch passes it through: every strategy pick comes from the top quarter
+    proba = np.column_stack([0.5 + 0.5 * (1 - scores), 0.5 - 0.5 * (1 - scores)])  # margin follows `scores`
+    picks = q.select_batch(proba, 10, "margin", 0, random_share=0.0, X_pool=X, candidate_share=0.25)
+    assert len(picks) == 10 and all(p.index < 25 for p in picks)
