@@ -11,6 +11,13 @@ annotators, one row per item).  Variants: ``ll-cf3`` (diversity over the top
 
     python benchmarks/dev_check.py --featurizer minilm --out benchmarks/results_dev_minilm.json
     python benchmarks/dev_check.py --featurizer tfidf --datasets md_agreement --out benchmarks/results_dev_tfidf.json
+    # small pools (2,000 rows): the cap on the diversity candidates (tasks.query.CANDIDATE_SHARE)
+    python benchmarks/dev_check.py --featurizer minilm --max-pool 2000 \
+        --arms labelloop-margin,ll-share25,ll-share50,labelloop-margin-pure,random \
+        --out benchmarks/results_dev_smallpool_minilm.json
+
+``ll-share25`` / ``ll-share50`` cap the diversity candidates at 25 % / 50 % of the
+unlabelled rows; ``ll-nodiv`` and ``ll-cf3`` are described below.
 
 Any other flag is passed to ``al_benchmark.main`` (protocols, seeds, report paths).
 """
