@@ -700,30 +700,26 @@ class LabelStudioReviewBackend(LabelStudioBackend):
         ``labelloop_closed``). Answered tasks are never touched. Returns (updated, closed).
         """
 
-        def go(att: _Attempt) -> tuple[int, int]:
-            updated = closed = 0
+        def go(att: _Attempt) -> tuple[int, list[str]]:
+            updated, settled = 0, []
             for task in list(self._iter_tasks(att, fields="all")):
                 data = dict(task.data or {})
                 item_id = data.get("item_id")
-                meta = dict(getattr(task, "meta", None) or {})
-                if item_id is None or task.annotations or meta.get("labelloop_closed"):
+                if item_id is None or task.annotations or (getattr(task, "meta", None) or {}).get("labelloop_closed"):
                     continue
-                if item_id in votes:
-                    if data.get(VOTES_NAME) != votes[item_id]:
-                        data[VOTES_NAME] = votes[item_id]
-                        self.client.tasks.update(task.id, data=data, request_options=att.request_options())
-                        updated += 1
-                else:
-                    self.client.tasks.update(task.id, is_labeled=True, meta={**meta, "labelloop_closed": True},
-                                             request_options=att.request_options())
-                    closed += 1
-            return updated, closed
+                if item_id not in votes:
+                    settled.append(str(task.id))
+                elif data.get(VOTES_NAME) != votes[item_id]:
+                    data[VOTES_NAME] = votes[item_id]
+                    self.client.tasks.update(task.id, data=data, request_options=att.request_options())
+                    updated += 1
+            return updated, settled
 
-        updated, closed = self._call(f"updating review tasks in project {self.project_title!r}", go)
-        if updated or closed:
-            log.info("review project %r: %d task(s) got newer votes, %d settled task(s) closed",
-                     self.project_title, updated, closed)
-        return updated, closed
+        updated, settled = self._call(f"updating review tasks in project {self.project_title!r}", go)
+        self.close_tasks(settled)
+        if updated:
+            log.info("review project %r: %d open task(s) got newer votes", self.project_title, updated)
+        return updated, len(settled)
 
 
 def _int_or(value: str) -> int:
