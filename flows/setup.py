@@ -14,7 +14,7 @@ from flows.logs import say
 from flows.runtime import Campaign, open_campaign
 from integrations.expectations import validate_pool
 from integrations.sources import load_table
-from tasks.seed import carve_splits, keyword_patterns
+from tasks.seed import carve_splits
 from tasks.train import fit_featurizer, make_featurizer
 
 
@@ -87,9 +87,10 @@ def ensure_setup(c: Campaign) -> bool:
     if s.seed_method == "kmeans":
         features = fit_featurizer(frame["text"], max_features=c.cfg.model.max_features,
                                   ngram_max=c.cfg.model.ngram_max).transform(frame["text"])
-    frame["split"] = carve_splits(frame, test_size=s.test_size, calibration_size=s.calibration_size,
-                                  seed_size=s.seed_size, seed_method=s.seed_method, random_state=s.random_state,
-                                  features=features, keywords=s.keywords or None)
+    split = carve_splits(frame, test_size=s.test_size, calibration_size=s.calibration_size,
+                         seed_size=s.seed_size, seed_method=s.seed_method, random_state=s.random_state,
+                         features=features, keywords=s.keywords or None)
+    frame["split"] = split
     train_side = frame[frame["split"].isin(["pool", "seed"])]
     if c.cfg.model.featurizer == "minilm":
         say(f"embedding {len(train_side)} pool texts with all-MiniLM-L6-v2 (once; cached by text hash) ...")
@@ -98,12 +99,10 @@ def ensure_setup(c: Campaign) -> bool:
     c.ledger.add_items(frame)
     seed_ids = frame.loc[frame["split"] == "seed", "id"].astype(str).tolist()
     if s.seed_method == "keywords":
-        seed_texts = frame.loc[frame["split"] == "seed", "text"]
-        pats = keyword_patterns(s.keywords)
-        per = {lab: int(seed_texts.map(lambda t, p=pat: bool(p.search(str(t)))).sum()) for lab, pat in pats.items()}
-        say("seed by keywords: " + ", ".join(f"{lab} {k}" for lab, k in per.items())
-              + f" of {len(seed_ids)} seed items match a rule"
-              + ("; a label whose rules match nothing gets no seed example: add keywords" if 0 in per.values() else ""))
+        counts = split.attrs["seed_counts"]
+        say("seed by keywords: " + ", ".join(f"{lab} {k}" for lab, k in counts.items()) + f" of {len(seed_ids)}"
+            + ("; a label whose rules matched nothing has no seed example: add keywords"
+               if 0 in [k for lab, k in counts.items() if lab in s.keywords] else ""))
     for arm in c.cfg.arms:
         c.ledger.add_queries(arm, 0, [{"item_id": i, "strategy": f"seed-{s.seed_method}", "reason": "seed",
                                        "score": None, "model_version": None} for i in seed_ids])

@@ -105,7 +105,8 @@ def carve_splits(
     elif seed_method == "keywords":
         if not keywords:
             raise SplitError("seed_method 'keywords' needs keyword rules ([splits.keywords])")
-        seed_idx, _ = keyword_seed(frame.loc[remaining, "text"], keywords, seed_size, rng)
+        seed_idx, counts = keyword_seed(frame.loc[remaining, "text"], keywords, seed_size, rng)
+        split.attrs["seed_counts"] = counts  # for set-up's summary line
     elif seed_method == "kmeans":
         if features is None:
             raise SplitError("seed_method 'kmeans' needs features")
