@@ -387,6 +387,25 @@ min_consensus_answers = 1000
             assert f"{late_ann.email}: {late[i]}" in by_item[i].data["votes"], by_item[i].data
         for i in decided:
             assert late_ann.email not in by_item[i].data["votes"], "answered review tasks are never rewritten"
+
+        # A round that queues nothing new still reads back an earlier review task's answer: settle the
+        # tied items (a tie always queues), let every other item pass the confidence bar, answer one
+        # clear-majority item's review task in Label Studio, decide again.
+        c.cfg.trust.min_confidence = 0.0
+        votes = c.ledger.annotations_frame(submitted_only=True)
+        votes = votes[votes["item_id"].isin(still)]
+        top2 = {i: sorted(g["label"].value_counts().tolist(), reverse=True)[:2] for i, g in votes.groupby("item_id")}
+        clear = [i for i in still if len(top2[i]) == 1 or top2[i][0] > top2[i][1]]
+        assert clear, top2
+        answered_late = clear[0]
+        for i in still:
+            if i not in clear:
+                record_adjudication(c, i, truth[i], adjudicator="lead")
+        review.client.annotations.create(id=int(tasks[answered_late]), result=choices_result(truth[answered_late]))
+        d4 = decide_trust(c, 4)
+        assert d4.metrics["n_adjudication_queue"] == 0, d4.metrics
+        done = c.ledger.adjudications_frame(status="done").set_index("item_id")
+        assert answered_late in done.index and done.at[answered_late, "adjudicator"].startswith("label_studio:")
     finally:
         for b in (review, c.backend):
             try:
