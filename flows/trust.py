@@ -356,7 +356,6 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
                      f"{len(relabel_items)} item(s) cannot be mapped (split/removed labels) and need re-labelling")
 
     items = c.ledger.items_frame()
-    split = items.set_index("item_id")["split"]
     forbidden = set(items.loc[items["split"].isin(["test", "calibration"]), "item_id"])
     tasks = c.ledger.tasks_frame()
     batch_of = pd.Series(tasks["round_no"].to_numpy(), index=tasks["item_id"].to_numpy()) if len(tasks) else pd.Series(dtype=object)

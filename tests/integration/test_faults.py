@@ -165,7 +165,6 @@ def test_doctor_finds_and_repairs_a_desynchronised_ledger(campaign):
     pull_annotations.fn(c, None)
     assert_doctor_consistent(c, "before desynchronising")
 
-    tasks = c.ledger.tasks_frame().sort_values("item_id").reset_index(drop=True)
     ann = c.ledger.annotations_frame()
     annotated = sorted(set(ann["item_id"]))
     # 1. a task row lost from the ledger (its task and annotations are still in Label Studio)

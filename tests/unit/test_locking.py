@@ -7,8 +7,6 @@ import time
 import tomllib
 from pathlib import Path
 
-import pytest
-
 from flows.config import example_config, parse_config
 from flows.locking import LedgerLock, RoundBusyError, lock_holder, round_lock
 from flows.runtime import open_campaign
