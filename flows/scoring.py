@@ -292,7 +292,8 @@ def shortlist_partition(model: Any, vec: Any, texts: Sequence[str], start: int, 
     rows = np.arange(start, start + X.shape[0], dtype=np.int64)
     proba = predict_proba_aligned(model, X, classes, features=True) if (need_proba or proxy) else None
     score = query.strategy_scores(proxy, proba) if proxy else None
-    return _keep(Candidates(rows, X.tocsr(), proba, score, uniform_draws(seed, rows)), k_score, k_random, k_class)
+    X = X.tocsr() if sp.issparse(X) else np.asarray(X)  # TF-IDF rows stay sparse, embeddings dense
+    return _keep(Candidates(rows, X, proba, score, uniform_draws(seed, rows)), k_score, k_random, k_class)
 
 
 def shortlist(model: Any, vec: Any, texts: Sequence[str], classes: Sequence[str], *, strategy: str, seed: int,
@@ -354,8 +355,8 @@ def select_from_pool(model: Any, vec: Any, texts: Sequence[str], classes: Sequen
         if len(picks) >= n_random:
             break
         if near_duplicate_threshold is not None and chosen:
-            sims = np.asarray((Xn[chosen] @ Xn[int(i)].T).todense()).ravel()
-            if np.minimum(sims, 1.0).max() > near_duplicate_threshold:
+            sims = query._dense(Xn[chosen] @ Xn[int(i)].T).ravel()
+            if query.too_similar(sims, near_duplicate_threshold).any():
                 continue
         chosen.append(int(i))
         picks.append(query.Pick(index=int(c.rows[i]), score=float(c.draw[i]), reason="random"))
@@ -365,8 +366,8 @@ def select_from_pool(model: Any, vec: Any, texts: Sequence[str], classes: Sequen
     free = np.ones(len(c.rows), dtype=bool)
     free[chosen] = False
     if chosen and near_duplicate_threshold is not None:
-        sims = np.asarray((Xn @ Xn[chosen].T).todense())
-        free &= np.minimum(sims, 1.0).max(axis=1) <= near_duplicate_threshold
+        sims = query._dense(Xn @ Xn[chosen].T)
+        free &= ~query.too_similar(sims, near_duplicate_threshold).any(axis=1)
     rest = c.take(np.flatnonzero(free))
     if not len(rest.rows):
         return picks

@@ -42,11 +42,6 @@ from tasks.train import TrainingError, build_model, fit_featurizer, predict_prob
 FEATURIZERS = ("tfidf", "minilm")
 
 
-def _progress(msg: str, end: str = "\n") -> None:
-    """Progress on stdout (see :func:`flows.logs.say`)."""
-    say(msg, end)
-
-
 def run_arm(
     frame: pd.DataFrame,
     classes: list[str],
@@ -85,7 +80,7 @@ def run_arm(
         for c in classes:
             curve["recall"][c].append(round(m[f"recall_{c}"], 5))
         if progress:
-            _progress(f" {len(labelled)}:{m['macro_f1']:.3f}", end="")
+            say(f" {len(labelled)}:{m['macro_f1']:.3f}", end="")
         n = min(batch_size, budget - len(labelled), len(pool))
         if n <= 0:
             curve["seconds"].append(round(time.perf_counter() - t0, 4))
@@ -160,11 +155,11 @@ def simulate_seed(frame: pd.DataFrame, classes: list[str], strategies: Sequence[
     out = {"full_data_macro_f1": round(full_data_score(f, classes, vec, X_all, seed, C), 5), "arms": {}}
     for s in strategies:
         t0 = time.perf_counter()
-        _progress(f"  seed {seed} {s:<16} labels:macro-F1", end="")
+        say(f"  seed {seed} {s:<16} labels:macro-F1", end="")
         out["arms"][s] = run_arm(f, classes, vec, X_all, s, seed=seed, budget=budget, batch_size=batch_size,
                                  random_share=random_share, C=C, progress=True)
         last = out["arms"][s]
-        _progress(f"  | {len(last['labels'])} rounds, {time.perf_counter() - t0:.1f}s")
+        say(f"  | {len(last['labels'])} rounds, {time.perf_counter() - t0:.1f}s")
     return out
 
 
@@ -201,7 +196,7 @@ def simulate_flow(
     strategies = list(dict.fromkeys([*strategies, "random"]))
     seed_size = seed_size or max(batch_size, len(classes))
     test_size = test_size or int(min(2000, max(len(classes) * 5, round(0.2 * len(frame)))))
-    _progress(f"simulate: {len(frame)} labelled rows, {len(classes)} classes, test {test_size}, seed {seed_size}, "
+    say(f"simulate: {len(frame)} labelled rows, {len(classes)} classes, test {test_size}, seed {seed_size}, "
               f"budget {budget}, batch {batch_size}, strategies {strategies}, featurizer {featurizer}, "
               f"{seeds} seed(s)")
     per_seed = {}
@@ -295,12 +290,12 @@ def write_outputs(result: dict, out: Path) -> None:
         lines.append(f"{s:<18}{'n/a' if eff is None else f'{eff:.2f}x':>11}{arm['aulc']:>8.3f}"
                      f"{arm['final_macro_f1_mean']:>10.3f}{'n/a' if cpp is None else f'{cpp:.2f}':>12}"
                      f"{arm['seconds_per_round']:>9.3f}")
-    _progress("\n".join(lines))
+    say("\n".join(lines))
     for s, arm in result["arms"].items():
         for chk in arm.get("health", {}).values():
             if chk["fired"]:
-                _progress(f"health [{s}] {chk['name']}: {chk['message']}")
-    _progress(f"wrote {out / 'results.json'}, {out / 'learning_curves.png'} and {out / 'per_class_recall.png'}")
+                say(f"health [{s}] {chk['name']}: {chk['message']}")
+    say(f"wrote {out / 'results.json'}, {out / 'learning_curves.png'} and {out / 'per_class_recall.png'}")
 
 
 def recall_figure(result: dict) -> Any:

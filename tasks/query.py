@@ -680,6 +680,18 @@ SIMILARITY_DECIMALS = 12
 """Cosine similarities are compared with thresholds after rounding to this many decimals (see the guard)."""
 
 
+def too_similar(sims: np.ndarray, threshold: float) -> np.ndarray:
+    """Where cosine similarities exceed the near-duplicate threshold (the one rule for every path).
+
+    Clipped to 1 so ``threshold=1.0`` disables the rule even for exact duplicates whose
+    normalised dot product rounds to 1 + 1e-16; rounded to :data:`SIMILARITY_DECIMALS` because
+    BLAS may sum in a different order from one process to the next (memory alignment picks the
+    kernel), and a pair sitting on the threshold must not be a duplicate in one run and not in
+    the next.
+    """
+    return np.round(np.minimum(sims, 1.0), SIMILARITY_DECIMALS) > threshold
+
+
 class _NearDuplicateGuard:
     """Refuses a row whose cosine similarity to an already chosen row exceeds the threshold.
 
@@ -703,10 +715,7 @@ class _NearDuplicateGuard:
             self._stack = self.Xn[np.asarray(self.rows)]
         x = self.Xn[i]
         sims = _dense(self._stack @ x.T).ravel() if sp.issparse(x) else self._stack @ x
-        # Rounded before the comparison: BLAS may sum in a different order from one process to the
-        # next (memory alignment picks the kernel), and a pair sitting on the threshold must not be
-        # a duplicate in one run and not in the next.
-        return bool(np.round(np.minimum(sims, 1.0), SIMILARITY_DECIMALS).max() <= self.threshold)
+        return not bool(too_similar(sims, self.threshold).any())
 
     def add(self, i: int) -> None:
         self.rows.append(i)

@@ -179,3 +179,27 @@ def test_run_partitions_keeps_two_per_worker_in_flight_and_returns_them_in_order
     out = REAL_RUN_PARTITIONS(lambda x: x * x, [{"x": i} for i in range(25)], ScaleSettings(max_workers=3))
     assert out == [i * i for i in range(25)]
     assert log["max_live"] == 6 and log["live"] == 0
+
+
+class _DenseFeatures:
+    """The same TF-IDF features as a dense array, as an embedding featuriser returns them."""
+
+    def __init__(self, vec):
+        self.vec = vec
+
+    def transform(self, texts):
+        return self.vec.transform(texts).toarray()
+
+
+def test_bounded_selection_takes_dense_features_and_picks_the_same(setup):
+    """The MiniLM featuriser returns dense arrays: the bounded path (short list, near-duplicate rule)
+    must accept them and choose exactly what it chooses on the same features held sparse."""
+    model, vec, pool, classes, _ = setup
+    dup_pool = pool[:300] + pool[:300]  # every text twice: the near-duplicate rule is exercised
+    sparse_picks = select_from_pool(model, vec, dup_pool, classes, 40, "margin", 1, random_share=0.25,
+                                    scale=_scale(128))
+    dense_picks = select_from_pool(model, _DenseFeatures(vec), dup_pool, classes, 40, "margin", 1,
+                                   random_share=0.25, scale=_scale(128))
+    assert [p.index for p in dense_picks] == [p.index for p in sparse_picks]
+    texts = [dup_pool[p.index] for p in dense_picks]
+    assert len(texts) == len(set(texts)) == 40
