@@ -560,6 +560,42 @@ def efficiency(rnd_l, rnd_s, l, s, goal) -> tuple[float | None, bool]:
     return theirs / mine, False
 
 
+def bootstrap_efficiency(rnd_curves: list[dict], curves: list[dict], goal: float, *, n_boot: int = 2000,
+                         level: float = 0.95, seed: int = 0) -> tuple[float, float, float] | None:
+    """Percentile bootstrap interval of the efficiency ratio, resampling whole trials.
+
+    Why: a ratio of two interpolated crossing points on 3 trial-averaged curves
+    moves a lot from one random stream to the next (RESULTS.md shows 2.56x vs
+    1.79x for the same policy), so a verdict needs its uncertainty next to it.
+    Trials are resampled *paired* (an arm's curve with the random curve of the
+    same trial, which shares its seed set), and each resample is summarised
+    exactly like the headline: mean curves, then the crossing points.  A lower
+    bound (random never reaches the goal) counts at its bound.  Returns
+    (low, high, share of resamples where the arm never reaches the goal), or
+    None with fewer than two trials.
+    """
+    n = min(len(rnd_curves), len(curves))
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    ratios: list[float] = []
+    missing = 0
+    for _ in range(n_boot):
+        pick = rng.integers(0, n, size=n)
+        rl, rs = mean_curve([rnd_curves[i] for i in pick])
+        l, s = mean_curve([curves[i] for i in pick])
+        e, _lb = efficiency(rl, rs, l, s, goal)
+        if e is None:
+            missing += 1
+        else:
+            ratios.append(e)
+    if not ratios:
+        return float("nan"), float("nan"), 1.0
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(ratios, [tail, 100 - tail])
+    return float(lo), float(hi), missing / n_boot
+
+
 def summarise_block(block: dict[str, Any], proto: Protocol) -> dict[str, Any]:
     trials = [t for _, t in sorted(block["trials"].items(), key=lambda kv: int(kv[0]))]
     full = block["full_data_macro_f1"]
@@ -575,11 +611,13 @@ def summarise_block(block: dict[str, Any], proto: Protocol) -> dict[str, Any]:
             vals = [v for v in vals if v is not None]
             at[L] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0) if vals else None
         l, s = mean_curve(curves)
-        eff = eff_lb = None
+        eff = eff_lb = ci = None
         per_seed: list[str] = []
         if rnd_curves:
             rl, rs = mean_curve(rnd_curves)
             eff, eff_lb = efficiency(rl, rs, l, s, goal)
+            if name != "random":
+                ci = bootstrap_efficiency(rnd_curves, curves, goal)
             for c, r in zip(curves, rnd_curves):
                 e, lb = efficiency(r["labels"], r["macro_f1"], c["labels"], c["macro_f1"], goal)
                 per_seed.append("n/r" if e is None else f"{'≥' if lb else ''}{e:.2f}")
@@ -593,6 +631,7 @@ def summarise_block(block: dict[str, Any], proto: Protocol) -> dict[str, Any]:
             "at": at,
             "labels_to_goal": labels_to_reach(l, s, goal),
             "efficiency": eff, "efficiency_lower_bound": eff_lb, "efficiency_per_seed": per_seed,
+            "efficiency_ci": ci,
             "efficiency_at": sens,
             "aulc": float(np.mean([np.trapezoid(c["macro_f1"], c["labels"]) / (c["labels"][-1] - c["labels"][0])
                                    for c in curves if len(c["labels"]) > 1])) if curves else None,
@@ -611,6 +650,17 @@ def _fmt_eff(a: dict) -> str:
     if a["efficiency"] is None:
         return "not reached"
     return f"{'≥' if a['efficiency_lower_bound'] else ''}{a['efficiency']:.2f}×"
+
+
+def _fmt_ci(ci: tuple[float, float, float] | None) -> str:
+    """'95 % CI 1.21–2.40' (plus how often the arm missed the goal in resamples, when it did)."""
+    if ci is None:
+        return ""
+    lo, hi, missing = ci
+    if np.isnan(lo):
+        return "95 % CI: never reaches the goal"
+    text = f"95 % CI {lo:.2f}–{hi:.2f}"
+    return text + (f", n/r in {missing * 100:.0f} % of resamples" if missing >= 0.005 else "")
 
 
 def _fmt_pair(e: tuple[float | None, bool] | None) -> str:
@@ -634,9 +684,11 @@ def check_targets(summary: dict[str, Any], dataset: str, proto: Protocol) -> lis
                    else "MISSED (random reaches the goal, labelloop does not)")
     else:
         ok = eff >= need
-        verdict = f"{'met' if ok else 'MISSED'} ({_fmt_eff(me)} vs ≥ {need:.1f})"
+        ci = _fmt_ci(me.get("efficiency_ci"))
+        verdict = f"{'met' if ok else 'MISSED'} ({_fmt_eff(me)} vs ≥ {need:.1f}{'; ' + ci if ci else ''})"
         if me["efficiency_lower_bound"] and not ok:
-            verdict = f"undecided: lower bound {_fmt_eff(me)} (random never reaches the goal) vs ≥ {need:.1f}"
+            verdict = (f"undecided: lower bound {_fmt_eff(me)} (random never reaches the goal) vs ≥ {need:.1f}"
+                       + (f"; {ci}" if ci else ""))
     lines.append(f"label-efficiency: {verdict}")
     peers = [p for p in PEERS if p in arms]
     misses = []
@@ -702,7 +754,9 @@ def write_report(results: dict[str, Any], report: Path, plots: Path) -> str:
         "class_weight='balanced', max_iter=2000), oracle labels, and evaluation (macro-F1 on the frozen test set). "
         f"Label efficiency = labels random needs to reach {TARGET_SHARE:.0%} of the full-data macro-F1 ÷ labels the "
         "arm needs, on the trial-averaged curves (linear interpolation between rounds); '≥' marks a lower bound "
-        "(random never reached the goal, so its budget is used); per-trial ratios in brackets. Seconds per round "
+        "(random never reached the goal, so its budget is used); per-trial ratios in brackets; 95 % CI = percentile "
+        "bootstrap over trials (2,000 paired resamples of whole trials, each summarised like the headline). "
+        "Seconds per round "
         "= query + retrain, mean over rounds and trials (one core).",
         "",
         "Arms: " + "; ".join(f"`{n}` = {ARMS[n][0]}" for n in meta.get("arms", []) if n in ARMS) + ".",
@@ -726,13 +780,15 @@ def write_report(results: dict[str, Any], report: Path, plots: Path) -> str:
                   "|---|" + "---|" * (len(cols) + 4)]
         for name, a in s["arms"].items():
             eff = _fmt_eff(a) + (f" [{', '.join(a['efficiency_per_seed'])}]" if a["efficiency_per_seed"] else "")
+            ci = _fmt_ci(a.get("efficiency_ci"))
+            eff += f"; {ci}" if ci else ""
             bold = "**" if name == LABELLOOP_DEFAULT else ""
             lines.append(f"| {bold}{name}{bold} | " + " | ".join(_fmt_ms(a["at"].get(L)) for L in cols)
                          + f" | {eff} | {' / '.join(_fmt_pair(a['efficiency_at'].get(x)) for x in SENSITIVITY_SHARES)}"
                          + f" | {a['aulc']:.3f} | {a['seconds_per_round']:.2f} |")
-        png = plots / f"{dataset}_{pname}.png"
+        png = plots.resolve() / f"{dataset}_{pname}.png"
         plot_block(s, f"{dataset}, protocol ({pname}): {proto.description}", png)
-        lines += ["", f"![{dataset} ({pname})](plots/{png.name})", ""]
+        lines += ["", f"![{dataset} ({pname})]({Path(os.path.relpath(png, report.resolve().parent)).as_posix()})", ""]
         for v in check_targets(s, dataset, proto):
             verdicts.append(f"| {dataset} | ({pname}) | {v} |")
     head = ["## Targets (labelloop default policy = `labelloop-margin`)", "",

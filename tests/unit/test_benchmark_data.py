@@ -92,3 +92,38 @@ def test_label_efficiency_is_random_labels_over_arm_labels(bench):
     assert ratio == pytest.approx(400 / 250) and lower_bound
     # the arm never gets there: no ratio
     assert bench.efficiency(labels, rnd, labels, [0.5, 0.5, 0.5, 0.5], 0.75) == (None, False)
+
+
+def _curve(scores: list[float], labels: list[int] | None = None) -> dict:
+    return {"labels": labels or [100, 200, 300, 400], "macro_f1": scores}
+
+
+def test_bootstrap_interval_collapses_when_every_trial_agrees(bench):
+    # every trial: random reaches 0.75 at 400 labels, the arm at 200 -> 2.0 in every resample
+    rnd = [_curve([0.5, 0.6, 0.7, 0.75])] * 3
+    arm = [_curve([0.5, 0.75, 0.8, 0.85])] * 3
+    lo, hi, missing = bench.bootstrap_efficiency(rnd, arm, 0.75, n_boot=200)
+    assert (lo, hi, missing) == (pytest.approx(2.0), pytest.approx(2.0), 0.0)
+
+
+def test_bootstrap_interval_spans_the_trial_spread_and_is_paired(bench):
+    # trial 0: arm 200 vs random 400 (2.0x); trial 1: arm 400 vs random 400 (1.0x)
+    rnd = [_curve([0.5, 0.6, 0.7, 0.75]), _curve([0.5, 0.6, 0.7, 0.75])]
+    arm = [_curve([0.5, 0.75, 0.8, 0.85]), _curve([0.5, 0.6, 0.7, 0.75])]
+    lo, hi, missing = bench.bootstrap_efficiency(rnd, arm, 0.75, n_boot=2000)
+    # resamples are {0,0} -> 2.0, {1,1} -> 1.0 and mixed -> mean curve crosses 0.75 at 300 labels -> 1.33
+    assert lo == pytest.approx(1.0) and hi == pytest.approx(2.0)
+    assert missing == 0.0
+    # the headline ratio on the mean curves sits inside the interval
+    head, _ = bench.efficiency(*bench.mean_curve(rnd), *bench.mean_curve(arm), 0.75)
+    assert lo <= head <= hi
+
+
+def test_bootstrap_counts_resamples_where_the_arm_never_reaches_the_goal(bench):
+    rnd = [_curve([0.5, 0.6, 0.7, 0.75])] * 2
+    arm = [_curve([0.5, 0.75, 0.8, 0.85]), _curve([0.5, 0.5, 0.5, 0.5])]
+    lo, hi, missing = bench.bootstrap_efficiency(rnd, arm, 0.75, n_boot=2000)
+    # only the {0,0} resample (a quarter) reaches 0.75: the mixed mean curve tops out at 0.675
+    assert 0.65 < missing < 0.85
+    assert lo == pytest.approx(2.0) and hi == pytest.approx(2.0)
+    assert bench.bootstrap_efficiency(rnd[:1], arm[:1], 0.75) is None
