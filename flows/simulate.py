@@ -32,6 +32,7 @@ from tasks.evaluate import (
     area_under_curve,
     classification_metrics,
     cost_per_accuracy_point,
+    bootstrap_mean_interval,
     label_efficiency,
     labels_to_reach,
     learning_curve_figure,
@@ -242,6 +243,7 @@ def summarise(per_seed: dict[int, dict], strategies: Sequence[str], target: floa
             "seeds": seeds,
             "label_efficiency": float(np.mean(finite)) if finite else None,
             "label_efficiency_per_seed": eff,
+            "label_efficiency_ci95": bootstrap_mean_interval(finite),
             "aulc": float(np.mean(aulc)),
             "seconds_per_round": float(np.median(secs)),
             "cost_per_accuracy_point": float(np.mean(priced)) if priced else None,
@@ -283,11 +285,13 @@ def write_outputs(result: dict, out: Path) -> None:
     fig = recall_figure(result)
     fig.savefig(out / "per_class_recall.png", dpi=100)
     plt.close(fig)
-    lines = [f"{'arm':<18}{'label-eff.':>11}{'AULC':>8}{'final F1':>10}{'cost/acc.pt':>12}{'s/round':>9}"]
+    lines = [f"{'arm':<18}{'label-eff.':>11}{'95% CI':>13}{'AULC':>8}{'final F1':>10}{'cost/acc.pt':>12}{'s/round':>9}"]
     for s, arm in result["arms"].items():
         eff = arm["label_efficiency"]
         cpp = arm.get("cost_per_accuracy_point")
-        lines.append(f"{s:<18}{'n/a' if eff is None else f'{eff:.2f}x':>11}{arm['aulc']:>8.3f}"
+        ci = arm.get("label_efficiency_ci95")
+        lines.append(f"{s:<18}{'n/a' if eff is None else f'{eff:.2f}x':>11}"
+                     f"{'n/a' if ci is None else f'{ci[0]:.2f}-{ci[1]:.2f}':>13}{arm['aulc']:>8.3f}"
                      f"{arm['final_macro_f1_mean']:>10.3f}{'n/a' if cpp is None else f'{cpp:.2f}':>12}"
                      f"{arm['seconds_per_round']:>9.3f}")
     say("\n".join(lines))

@@ -110,6 +110,30 @@ def area_under_curve(labels: Sequence[int], scores: Sequence[float]) -> float:
     return float(np.trapezoid(y, x) / (x[-1] - x[0]))
 
 
+def bootstrap_mean_interval(values: Sequence[float], *, n_boot: int = 2000, level: float = 0.95,
+                            seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean of ``values`` (e.g. per-seed label efficiencies).
+
+    Why: with the usual 3-5 seeds a mean label-efficiency ratio can sit above
+    1.0 while one seed is well below it. Reporting the interval next to the mean
+    tells a team whether "active beats random" survives the seed-to-seed noise
+    before they trust it. Percentile intervals from so few values are rough (they
+    never reach beyond the smallest and largest value), which is the honest
+    reading too. Non-finite values are ignored; None with fewer than two left.
+    Deterministic for a given ``seed`` so reruns report the same interval.
+    """
+    if not 0 < level < 1:
+        raise ValueError("level must be between 0 and 1")
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if x.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
 def cost_per_accuracy_point(labels: Sequence[int], accuracies: Sequence[float], cost_per_label: float = 1.0
                             ) -> float | None:
     """What each point of test accuracy gained since the first point of the curve cost.

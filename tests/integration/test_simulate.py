@@ -14,11 +14,17 @@ pytestmark = pytest.mark.integration
 
 
 def _check_arm(arm: dict, seeds: list[str]) -> None:
-    for key in ("label_efficiency", "label_efficiency_per_seed", "aulc", "seconds_per_round", "final_macro_f1_mean",
-                "seeds", "health", "final_recall_mean"):
+    for key in ("label_efficiency", "label_efficiency_per_seed", "label_efficiency_ci95", "aulc", "seconds_per_round",
+                "final_macro_f1_mean", "seeds", "health", "final_recall_mean"):
         assert key in arm, key
     assert sorted(arm["seeds"]) == seeds
     assert len(arm["label_efficiency_per_seed"]) == len(seeds)
+    finite = [e for e in arm["label_efficiency_per_seed"] if e is not None]
+    ci = arm["label_efficiency_ci95"]
+    if len(finite) < 2:
+        assert ci is None
+    else:  # a percentile bootstrap of the mean never leaves the per-seed range and holds the mean
+        assert min(finite) - 1e-9 <= ci[0] <= arm["label_efficiency"] <= ci[1] <= max(finite) + 1e-9
     assert 0.0 <= arm["aulc"] <= 1.0
     assert arm["seconds_per_round"] > 0
     for curve in arm["seeds"].values():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from tasks.evaluate import area_under_curve, classification_metrics, label_efficiency, labels_to_reach
+from tasks.evaluate import (area_under_curve, bootstrap_mean_interval, classification_metrics, label_efficiency,
+                            labels_to_reach)
 
 
 def test_classification_metrics_match_sklearn():
@@ -57,3 +58,23 @@ def test_cost_per_accuracy_point_hand_computed():
     assert cost_per_accuracy_point([50], [0.70], 0.5) is None
     with pytest.raises(ValueError):
         cost_per_accuracy_point([50, 100], [0.6, 0.7], -1.0)
+
+
+def test_bootstrap_interval_of_identical_values_is_a_point():
+    assert bootstrap_mean_interval([1.5, 1.5, 1.5]) == (pytest.approx(1.5), pytest.approx(1.5))
+
+
+def test_bootstrap_interval_of_two_values_is_their_range():
+    # resampled means of [1, 2] are 1 (p=1/4), 1.5 (p=1/2) or 2 (p=1/4): the 2.5th / 97.5th percentiles are 1 and 2
+    lo, hi = bootstrap_mean_interval([1.0, 2.0], n_boot=4000)
+    assert (lo, hi) == (pytest.approx(1.0), pytest.approx(2.0))
+    # a 40 % interval excludes both ends: its 30th / 70th percentiles are the middle mean, 1.5
+    assert bootstrap_mean_interval([1.0, 2.0], n_boot=4000, level=0.4) == (pytest.approx(1.5), pytest.approx(1.5))
+
+
+def test_bootstrap_interval_ignores_missing_values_and_needs_two():
+    assert bootstrap_mean_interval([None, float("nan"), 2.0]) is None
+    lo, hi = bootstrap_mean_interval([None, 0.8, 1.6, 1.2, float("inf")], n_boot=3000)
+    assert 0.8 - 1e-9 <= lo < 1.2 < hi <= 1.6 + 1e-9
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_mean_interval([1.0, 2.0], level=1.0)
