@@ -97,6 +97,9 @@ class QueryConfig(_Strict):
     strategy: str = "margin"
     batch_size: Annotated[int, Field(gt=0)] = 50
     random_share: Annotated[float, Field(ge=0.0, le=0.5)] = 0.10
+    random_ahead_share: Annotated[float, Field(ge=0.0, le=0.5)] = Field(
+        default=0.5, description="Random share of the active batch after a round in which the parallel random "
+                                 "arm was ahead (random_ahead health check fired); = random_share turns it off")
     class_quota: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     near_duplicate_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
     random_arm: bool = Field(
@@ -500,6 +503,7 @@ ngram_max = 2
 strategy = "margin"        # least-confidence | margin | entropy | qbc | qbc-kl | coreset | cluster-margin | density | random
 batch_size = 50
 random_share = 0.10        # share of each batch drawn uniformly at random (0 - 0.5)
+random_ahead_share = 0.5   # ... raised to this for the batch after a round where the random arm was ahead
 class_quota = 0.0          # minimum share of a batch for each predicted class (0 - <1)
 near_duplicate_threshold = 0.95
 random_arm = true          # run a parallel random arm of equal budget: AL is measured against random every round

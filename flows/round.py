@@ -92,8 +92,11 @@ def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.
 
 @stage
 def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.DataFrame, vec: Any,
-                labelled: pd.DataFrame, n: int, model_version: str, fallback: bool) -> int:
-    """Select and record this round's batch for one arm; a re-run returns the recorded one."""
+                labelled: pd.DataFrame, n: int, model_version: str, fallback: bool, share: float) -> int:
+    """Select and record this round's batch for one arm; a re-run returns the recorded one.
+
+    ``share`` is the active arm's random share this round (:func:`active_random_share`).
+    """
     existing = c.ledger.queries_frame(arm=arm, round_no=round_no)
     if len(existing):
         return len(existing)
@@ -103,11 +106,8 @@ def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.Data
         return 0
     rng = np.random.default_rng([c.cfg.splits.random_state, round_no, 0 if arm == "active" else 1])
     strategy = "diversity-random" if fallback else c.cfg.strategy_for(arm)
-    from flows.reopen import effective_random_share
     from flows.scoring import score_pool
 
-    # after a drift reopen the active arm explores more for a few rounds ([drift] reopen_*)
-    share = effective_random_share(c, round_no) if arm == "active" else 1.0
     X_pool, proba = score_pool(model, vec, cand["text"].tolist(), c.labels, scale=c.cfg.scale)
     X_lab = vec.transform(items.set_index("item_id").loc[labelled["item_id"], "text"].tolist())
     committee = None
@@ -313,7 +313,13 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         res.stopped = _stop_reason(c, arm, round_no, spent, res, ev, items)
         if ev is not None and res.stopped is None:
             n = min(c.cfg.query.batch_size, remaining)
-            res.n_queried = query_batch(c, arm, round_no, ev["model"], items, vec, labelled, n, run_id, fallback)
+            share, why = active_random_share(c, round_no) if arm == "active" else (1.0, None)
+            if why:
+                res.notes.append(why)
+            if arm == "active":
+                res.metrics["query_random_share"] = share
+            res.n_queried = query_batch(c, arm, round_no, ev["model"], items, vec, labelled, n, run_id, fallback,
+                                        share)
             c.ledger.update_round(arm, round_no, status="queried")
             checkpoint("after-query")
             batch_ids = c.ledger.queries_frame(arm=arm, round_no=round_no)["item_id"].tolist()
@@ -363,7 +369,41 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         print(f"round {round_no:>2} {a:<7} labels={r['n_labels']:>4} macro-F1={f1 if f1 is None else round(f1, 3)}"
               f" ECE={r['calibration_ece'] if r['calibration_ece'] is None else round(r['calibration_ece'], 3)}"
               f"{' STOP: ' + r['stopped'] if r['stopped'] else ''}", flush=True)
+        for note in r["notes"]:  # gate fallbacks, guards, fired health checks, trust decisions
+            print(f"    {a}: {note}", flush=True)
     return summary
+
+
+def active_random_share(c: Campaign, round_no: int) -> tuple[float, str | None]:
+    """The active arm's random share this round, and why it is above ``[query] random_share`` (or None).
+
+    Two things raise it, the higher one wins:
+
+    * a drift reopen (``[drift] reopen_random_share`` for ``reopen_rounds`` rounds,
+      :func:`flows.reopen.effective_random_share`);
+    * the random-ahead guard: when last round's ``random_ahead`` health check fired (the
+      parallel random arm's curve above the active arm's at its latest points), this batch
+      uses ``[query] random_ahead_share``.
+
+    Why the guard: a health check that only logs lets active learning keep hurting until
+    someone reads the dashboard. Selection that trails random is usually a sampling-bias
+    problem (the model keeps asking about one region), and more uniform draws are the
+    direct remedy; the share falls back to normal as soon as the check clears. It needs the
+    parallel random arm (``[query] random_arm``); set ``random_ahead_share`` to
+    ``random_share`` to turn it off.
+    """
+    from flows.reopen import effective_random_share
+
+    q = c.cfg.query
+    share = effective_random_share(c, round_no)
+    why = f"drift reopen: random share {share:.2f} for this batch" if share > q.random_share else None
+    if q.random_arm and round_no > 1 and q.random_ahead_share > share:
+        prev = next((r for r in c.ledger.list_rounds(arm="active") if r.round_no == round_no - 1), None)
+        if prev is not None and (prev.metrics or {}).get("health_random_ahead_fired") == 1.0:
+            share = float(q.random_ahead_share)
+            why = (f"random-ahead guard: the random arm was ahead in round {round_no - 1}; random share "
+                   f"{share:.2f} for this batch ([query] random_ahead_share)")
+    return share, why
 
 
 def _stop_reason(c: Campaign, arm: str, round_no: int, spent: int, res: ArmResult, ev: dict | None,

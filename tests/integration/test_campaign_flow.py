@@ -179,3 +179,66 @@ technical = ["error", "crashes"]
     assert shipping.sum() >= 5 and technical.sum() >= 5
     assert set(items.loc[q["item_id"], "split"]) == {"seed"}
     c.ledger.dispose()
+
+
+def test_random_ahead_guard_raises_the_next_batch_random_share(prefect_api, tmp_path: Path):
+    """When last round's random_ahead check fired, the active batch draws `random_ahead_share` of its
+    items at random (said in the round's notes and logged as `query_random_share`); once the
+    check is clear again the share is back to `random_share`."""
+    from flows.campaign import campaign_flow
+
+    # the calibration gate is opened wide: its fallback (half the batch random) would blur the count
+    cfg = write_small_campaign(tmp_path, budget=200, extra="[gates]\ncalibration_ece = 1.0")
+    cfg.write_text(cfg.read_text().replace("batch_size = 25\n", "batch_size = 25\nrandom_ahead_share = 0.4\n"))
+    c = open_campaign(cfg)
+    assert c.cfg.query.random_ahead_share == 0.4
+
+    def random_picks(round_no: int) -> int:
+        q = c.ledger.queries_frame(arm="active", round_no=round_no)
+        assert len(q) == 25
+        return int((q["reason"] == "random").sum())
+
+    def force_random_ahead(round_no: int, fired: bool) -> None:
+        rec = c.ledger.get_round("active", round_no)
+        c.ledger.update_round("active", round_no, metrics={**rec.metrics, "health_random_ahead_fired": float(fired)})
+
+    campaign_flow(str(cfg), max_rounds=1)
+    assert random_picks(1) == round(25 * 0.10)  # the configured share
+    assert c.ledger.get_round("active", 1).metrics["query_random_share"] == pytest.approx(0.10)
+
+    force_random_ahead(1, True)  # as if the random arm had been ahead at round 1's latest points
+    campaign_flow(str(cfg), max_rounds=1)
+    assert random_picks(2) == round(25 * 0.4)
+    r2 = c.ledger.get_round("active", 2)
+    assert r2.metrics["query_random_share"] == pytest.approx(0.4)
+    assert any("random-ahead guard" in n and "round 1" in n for n in r2.notes), r2.notes
+    assert random_picks(2) > random_picks(1)
+    q2 = c.ledger.queries_frame(arm="random", round_no=2)
+    assert len(q2) == 25 and set(q2["reason"]) == {"random"}, "the random arm is untouched"
+
+    force_random_ahead(2, False)
+    campaign_flow(str(cfg), max_rounds=1)
+    assert random_picks(3) == round(25 * 0.10)
+    r3 = c.ledger.get_round("active", 3)
+    assert r3.metrics["query_random_share"] == pytest.approx(0.10)
+    assert not any("random-ahead guard" in n for n in r3.notes), r3.notes
+    client = MlflowClient(tracking_uri=c.cfg.tracking_uri)
+    run = client.get_run(r2.mlflow_run_id)
+    assert run.data.metrics["query_random_share"] == pytest.approx(0.4)
+
+
+def test_calibration_gate_fallback_is_said_on_the_cli_and_tagged(prefect_api, tmp_path: Path):
+    """A gate no model can pass (ECE <= 0.001): the active batch is drawn by diversity + random
+    selection, the round's CLI output says why, and the MLflow run carries the gate tag."""
+    cfg = write_small_campaign(tmp_path, budget=200, extra="[gates]\ncalibration_ece = 0.001")
+    r = run_cli("round", str(cfg), env={"PREFECT_API_URL": prefect_api})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "active: calibration gate: ECE after calibration" in r.stdout, r.stdout[-2000:]
+    assert "this batch uses diversity + random selection" in r.stdout
+    c = open_campaign(cfg)
+    q = c.ledger.queries_frame(arm="active", round_no=1)
+    assert len(q) == 25 and set(q["strategy"]) == {"diversity-random"}
+    assert set(c.ledger.queries_frame(arm="random", round_no=1)["strategy"]) == {"random"}
+    run = MlflowClient(tracking_uri=c.cfg.tracking_uri).get_run(c.ledger.get_round("active", 1).mlflow_run_id)
+    assert run.data.tags["labelloop.calibration_gate"] == "failed: diversity+random fallback"
+    assert "calibration gate" in run.data.tags["labelloop.notes"]
