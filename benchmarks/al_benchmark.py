@@ -437,10 +437,47 @@ class SkactivemlArm(Arm):
         return aligned_proba(self.clf.estimator_.named_steps["clf"], self.d.X_test, self.k)
 
 
+class GuardedLabelloopArm(LabelloopArm):
+    """labelloop's policy plus the campaign's random-ahead guard (flows.round.active_random_share).
+
+    After each evaluation the arm compares its curve with the random arm's curve of the same
+    trial, up to the same label count, using the round's own check
+    (:func:`tasks.health.random_ahead_check`, default thresholds); when it fires, the next
+    batch's random share is ``guard_share`` (the campaign default, 0.5). A campaign sees the
+    random arm's point of the current round only after its active arm has queried, so it
+    reacts a round later than this arm can; otherwise the logic is the same.
+    """
+
+    needs_random_curve = True
+
+    def __init__(self, data: Data, seed: int, strategy: str, guard_share: float = 0.5, **policy: Any) -> None:
+        super().__init__(data, seed, strategy, **policy)
+        self.base_share = float(policy.get("random_share", 0.10))
+        self.guard_share = guard_share
+        self.curve: list[tuple[int, float]] = []
+        self.guard_rounds = 0
+        self.boost = False
+
+    def observe(self, n_labels: int, f1: float, random_curve: dict) -> None:
+        from tasks.health import random_ahead_check
+
+        self.curve.append((n_labels, f1))
+        rnd = [(n, f) for n, f in zip(random_curve["labels"], random_curve["macro_f1"]) if n <= n_labels]
+        self.boost = bool(rnd) and random_ahead_check(self.curve, rnd).fired
+
+    def query(self, n: int) -> np.ndarray:
+        self.policy["random_share"] = max(self.base_share, self.guard_share) if self.boost else self.base_share
+        self.guard_rounds += int(self.boost)
+        return super().query(n)
+
+
 ARMS: dict[str, tuple[str, Callable[[Data, int], Arm]]] = {
     # name -> (description, factory)
     "labelloop-margin": ("labelloop default policy: margin + cluster diversity + 10 % random share + "
                          "near-duplicate guard", lambda d, s: LabelloopArm(d, s, "margin")),
+    "labelloop-margin-guarded": ("labelloop default policy + the campaigns' random-ahead guard (random share 0.5 "
+                                 "for the batch after the random arm was ahead)",
+                                 lambda d, s: GuardedLabelloopArm(d, s, "margin")),
     "labelloop-entropy": ("labelloop policy with entropy", lambda d, s: LabelloopArm(d, s, "entropy")),
     "labelloop-cluster-margin": ("labelloop policy with Cluster-Margin", lambda d, s: LabelloopArm(d, s, "cluster-margin")),
     "labelloop-margin-pure": ("ablation: labelloop margin, no diversity, no random share",
@@ -458,7 +495,7 @@ ARMS: dict[str, tuple[str, Callable[[Data, int], Arm]]] = {
     "skactiveml-margin": ("scikit-activeml 1.0.1 UncertaintySampling(method='margin_sampling')",
                           lambda d, s: SkactivemlArm(d, s, "margin_sampling")),
 }
-DEFAULT_ARMS = ["labelloop-margin", "labelloop-entropy", "labelloop-cluster-margin", "random", "modal-margin",
+DEFAULT_ARMS = ["labelloop-margin", "labelloop-margin-guarded", "labelloop-entropy", "labelloop-cluster-margin", "random", "modal-margin",
                 "smalltext-breakingties", "skactiveml-margin"]
 LABELLOOP_DEFAULT = "labelloop-margin"
 PEERS = ("modal-margin", "smalltext-breakingties", "smalltext-entropy", "skactiveml-margin")
@@ -470,8 +507,14 @@ PEERS = ("modal-margin", "smalltext-breakingties", "smalltext-entropy", "skactiv
 
 
 def run_trial(data: Data, proto: Protocol, seed: int, arm_names: list[str], *, max_rounds: int | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """All arms on one (dataset, protocol, trial): same seed set, same budget."""
+              log: Callable[[str], None] = print, known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """All arms on one (dataset, protocol, trial): same seed set, same budget.
+
+    ``known``: curves of this trial's arms from an earlier run (a guarded arm needs the random
+    arm's curve; random then runs first when it is not known yet).
+    """
+    if "random" in arm_names:  # a guarded arm reads the random arm's curve of this trial
+        arm_names = ["random", *[n for n in arm_names if n != "random"]]
     n_pool = data.X_pool.shape[0]
     budget = min(proto.budget, int(proto.max_pool_share * n_pool))
     rng = np.random.default_rng([seed, 7])
@@ -480,6 +523,11 @@ def run_trial(data: Data, proto: Protocol, seed: int, arm_names: list[str], *, m
     out: dict[str, Any] = {"budget": budget, "seed_idx_head": seed_idx[:5].tolist(), "arms": {}}
     for name in arm_names:
         arm = ARMS[name][1](data, seed)
+        random_curve = None
+        if getattr(arm, "needs_random_curve", False):
+            random_curve = out["arms"].get("random") or (known or {}).get("random")
+            if random_curve is None:
+                raise RuntimeError(f"{name} needs the random arm's curve of trial {seed}: add the random arm")
         t0 = time.perf_counter()
         arm.start(seed_idx)
         curve: dict[str, list] = {"labels": [], "macro_f1": [], "accuracy": [], "seconds_query": [],
@@ -491,6 +539,8 @@ def run_trial(data: Data, proto: Protocol, seed: int, arm_names: list[str], *, m
             curve["labels"].append(n_lab)
             curve["macro_f1"].append(round(f1, 5))
             curve["accuracy"].append(round(acc, 5))
+            if random_curve is not None:
+                arm.observe(n_lab, round(f1, 5), random_curve)
             n = min(proto.batch, budget - n_lab)
             if n <= 0 or (max_rounds is not None and rounds >= max_rounds):
                 break
@@ -507,6 +557,8 @@ def run_trial(data: Data, proto: Protocol, seed: int, arm_names: list[str], *, m
             n_lab += idx.size
             rounds += 1
         curve["seconds_total"] = round(time.perf_counter() - t0, 2)
+        if hasattr(arm, "guard_rounds"):
+            curve["guard_rounds"] = arm.guard_rounds
         out["arms"][name] = curve
         log(f"    {name:<26} F1 {curve['macro_f1'][0]:.3f} -> {curve['macro_f1'][-1]:.3f} at {n_lab} labels "
             f"({rounds} rounds, {curve['seconds_total']:.1f}s)")
@@ -600,7 +652,8 @@ def summarise_block(block: dict[str, Any], proto: Protocol) -> dict[str, Any]:
     trials = [t for _, t in sorted(block["trials"].items(), key=lambda kv: int(kv[0]))]
     full = block["full_data_macro_f1"]
     goal = TARGET_SHARE * full
-    arm_names = list(trials[0]["arms"]) if trials else []
+    order = list(ARMS)
+    arm_names = sorted(trials[0]["arms"], key=lambda n: order.index(n) if n in order else len(order)) if trials else []
     rnd_curves = [t["arms"]["random"] for t in trials] if "random" in arm_names else []
     summary: dict[str, Any] = {"goal": goal, "full": full, "n_trials": len(trials), "arms": {}}
     for name in arm_names:
@@ -946,7 +999,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {key} trial {seed}", flush=True)
                 todo = [n for n in arm_names if not trial or n not in trial["arms"]]
                 res = run_trial(data, proto, seed, todo, max_rounds=max_rounds,
-                                log=lambda m: print(m, flush=True))
+                                log=lambda m: print(m, flush=True), known=trial["arms"] if trial else None)
                 if trial:
                     trial["arms"].update(res["arms"])
                 else:

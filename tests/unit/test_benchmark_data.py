@@ -127,3 +127,23 @@ def test_bootstrap_counts_resamples_where_the_arm_never_reaches_the_goal(bench):
     assert 0.65 < missing < 0.85
     assert lo == pytest.approx(2.0) and hi == pytest.approx(2.0)
     assert bench.bootstrap_efficiency(rnd[:1], arm[:1], 0.75) is None
+
+
+def test_guarded_arm_raises_its_random_share_only_while_random_is_ahead(bench, tmp_path):
+    """The benchmark's model of the campaign's random-ahead guard uses the round's own check."""
+    path = _write_split_file(tmp_path)
+    data = bench.load_dataset(bench.DatasetSpec("tiny", path.name, "hand-made"), tmp_path, max_test=20)
+    arm = bench.GuardedLabelloopArm(data, 0, "margin")
+    arm.start(np.arange(6))
+    random_curve = {"labels": [6, 10, 14, 18], "macro_f1": [0.6, 0.8, 0.9, 0.95]}
+    arm.observe(6, 0.5, random_curve)
+    arm.query(4)
+    assert arm.policy["random_share"] == pytest.approx(0.10) and arm.guard_rounds == 0
+    arm.observe(10, 0.7, random_curve)
+    arm.observe(14, 0.7, random_curve)  # random ahead by > 0.01 at the last 3 matched points
+    picks = arm.query(4)
+    assert arm.policy["random_share"] == pytest.approx(0.5) and arm.guard_rounds == 1
+    assert len(set(picks.tolist())) == 4
+    arm.observe(18, 0.99, random_curve)  # active catches up: back to the configured share
+    arm.query(4)
+    assert arm.policy["random_share"] == pytest.approx(0.10) and arm.guard_rounds == 1
