@@ -965,7 +965,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command, "commands": commands,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                    f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
-        "versions": _versions(), "arms": arm_names,
+        "versions": _versions(),
+        "arms": list(dict.fromkeys([*results.get("meta", {}).get("arms", []), *arm_names])),
         "wall_seconds": results.get("meta", {}).get("wall_seconds", 0.0),
         "merged_wall_seconds": results.get("meta", {}).get("merged_wall_seconds", {}),
     }
