@@ -622,7 +622,9 @@ def bootstrap_efficiency(rnd_curves: list[dict], curves: list[dict], goal: float
     Trials are resampled *paired* (an arm's curve with the random curve of the
     same trial, which shares its seed set), and each resample is summarised
     exactly like the headline: mean curves, then the crossing points.  A lower
-    bound (random never reaches the goal) counts at its bound.  Returns
+    bound (random never reaches the goal) counts at its bound; a resample in
+    which the arm never reaches the goal counts as the worst outcome (-inf), so
+    an interval end that falls among those resamples is -inf ("n/r").  Returns
     (low, high, share of resamples where the arm never reaches the goal), or
     None with fewer than two trials.
     """
@@ -630,22 +632,18 @@ def bootstrap_efficiency(rnd_curves: list[dict], curves: list[dict], goal: float
     if n < 2:
         return None
     rng = np.random.default_rng(seed)
-    ratios: list[float] = []
-    missing = 0
-    for _ in range(n_boot):
+    ratios = np.empty(n_boot)
+    for b in range(n_boot):
         pick = rng.integers(0, n, size=n)
         rl, rs = mean_curve([rnd_curves[i] for i in pick])
         l, s = mean_curve([curves[i] for i in pick])
         e, _lb = efficiency(rl, rs, l, s, goal)
-        if e is None:
-            missing += 1
-        else:
-            ratios.append(e)
-    if not ratios:
-        return float("nan"), float("nan"), 1.0
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(ratios, [tail, 100 - tail])
-    return float(lo), float(hi), missing / n_boot
+        ratios[b] = -np.inf if e is None else e
+    ratios.sort()
+    tail = (1 - level) / 2
+    lo = ratios[int(np.floor(tail * n_boot))]
+    hi = ratios[max(0, int(np.ceil((1 - tail) * n_boot)) - 1)]
+    return float(lo), float(hi), float(np.mean(np.isneginf(ratios)))
 
 
 def summarise_block(block: dict[str, Any], proto: Protocol) -> dict[str, Any]:
@@ -706,14 +704,13 @@ def _fmt_eff(a: dict) -> str:
 
 
 def _fmt_ci(ci: tuple[float, float, float] | None) -> str:
-    """'95 % CI 1.21–2.40' (plus how often the arm missed the goal in resamples, when it did)."""
+    """'95 % CI 1.21–2.40'; an end among resamples where the arm never reaches the goal is 'n/r'."""
     if ci is None:
         return ""
-    lo, hi, missing = ci
-    if np.isnan(lo):
+    lo, hi, _missing = ci
+    if np.isneginf(hi):
         return "95 % CI: never reaches the goal"
-    text = f"95 % CI {lo:.2f}–{hi:.2f}"
-    return text + (f", n/r in {missing * 100:.0f} % of resamples" if missing >= 0.005 else "")
+    return f"95 % CI {'n/r' if np.isneginf(lo) else f'{lo:.2f}'}–{hi:.2f}"
 
 
 def _fmt_pair(e: tuple[float | None, bool] | None) -> str:

@@ -125,7 +125,9 @@ def test_bootstrap_counts_resamples_where_the_arm_never_reaches_the_goal(bench):
     lo, hi, missing = bench.bootstrap_efficiency(rnd, arm, 0.75, n_boot=2000)
     # only the {0,0} resample (a quarter) reaches 0.75: the mixed mean curve tops out at 0.675
     assert 0.65 < missing < 0.85
-    assert lo == pytest.approx(2.0) and hi == pytest.approx(2.0)
+    assert lo == -np.inf and hi == pytest.approx(2.0), "the low end falls among resamples that never get there"
+    assert bench._fmt_ci((lo, hi, missing)) == "95 % CI n/r–2.00"
+    assert bench._fmt_ci(bench.bootstrap_efficiency(rnd, [arm[1]] * 2, 0.75)) == "95 % CI: never reaches the goal"
     assert bench.bootstrap_efficiency(rnd[:1], arm[:1], 0.75) is None
 
 
