@@ -128,6 +128,9 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     if not 0.0 <= a.random_share <= 0.5:
         print(f"error: --random-share must be between 0 and 0.5, got {a.random_share}", file=sys.stderr)
         return 2
+    if not 0.0 <= a.random_ahead_share <= 0.5:
+        print(f"error: --random-ahead-share must be between 0 and 0.5, got {a.random_ahead_share}", file=sys.stderr)
+        return 2
     if not 0.0 < a.target <= 1.0:
         print(f"error: --target is a share of the full-data macro-F1 in (0, 1], got {a.target}", file=sys.stderr)
         return 2
@@ -144,8 +147,9 @@ def cmd_simulate(a: argparse.Namespace) -> int:
             return 2
     simulate_flow(data=a.data, out=a.out, text_col=a.text_col, label_col=a.label_col, id_col=a.id_col,
                   strategies=strategies, budget=a.budget, batch_size=a.batch_size, seeds=a.seeds,
-                  seed_size=a.seed_size, test_size=a.test_size, random_share=a.random_share, target=a.target,
-                  featurizer=a.featurizer, cost_per_label=a.cost_per_label)
+                  seed_size=a.seed_size, test_size=a.test_size, random_share=a.random_share,
+                  random_ahead_share=a.random_ahead_share, target=a.target, featurizer=a.featurizer,
+                  cost_per_label=a.cost_per_label)
     return 0
 
 
@@ -235,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frozen test rows (default: 20%% of the file, at most 2,000)")
     s.add_argument("--random-share", type=float, default=0.1,
                    help="share of each active batch drawn at random (default: 0.1)")
+    s.add_argument("--random-ahead-share", type=float, default=0.5,
+                   help="random share of the batch after a round in which the random arm was ahead, as in a "
+                        "campaign ([query] random_ahead_share; default: 0.5; = --random-share turns it off)")
     s.add_argument("--target", type=float, default=0.95, help="share of the full-data macro-F1 to reach")
     s.add_argument("--cost-per-label", type=float, default=1.0,
                    help="price of one label, for the cost per test-accuracy point (default: 1, i.e. labels per point)")

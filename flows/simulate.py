@@ -56,10 +56,17 @@ def run_arm(
     random_share: float,
     C: float = 10.0,
     progress: bool = False,
+    random_curve: dict[str, Any] | None = None,
+    random_ahead_share: float = 0.5,
 ) -> dict[str, Any]:
     """One arm, one seed: seed batch, then query/train until the budget is spent.
 
     With ``progress`` each round appends ``labels:macro-F1`` to the current stdout line.
+    With ``random_curve`` (the random arm's curve of the same seed) the arm runs the
+    campaigns' random-ahead guard (:func:`flows.round.active_random_share`): when the
+    round's ``random_ahead`` check fires against random's curve up to the same label
+    count, the next batch's random share is ``random_ahead_share``; ``guard_rounds`` in
+    the returned curve counts those batches.
     """
     rng = np.random.default_rng([seed, zlib.crc32(strategy.encode())])
     pos = {i: k for k, i in enumerate(frame.index)}
@@ -69,6 +76,8 @@ def run_arm(
     pool = [i for i in frame.index[frame["split"] == "pool"]]
     curve: dict[str, Any] = {"labels": [], "macro_f1": [], "accuracy": [], "seconds": [],
                              "recall": {c: [] for c in classes}}
+    if random_curve is not None:
+        curve["guard_rounds"] = 0
     while True:
         t0 = time.perf_counter()
         y_lab = frame.loc[labelled, "label"].tolist()
@@ -95,7 +104,13 @@ def run_arm(
 
             committee = query.bootstrap_committee_proba(lambda: clone(model.named_steps["clf"]), X_lab,
                                                         np.asarray(y_lab), X_pool, 5, rng, classes=classes)
-        picks = query.select_batch(proba, n, strategy, rng, random_share=random_share if strategy != "random" else 1.0,
+        share = random_share if strategy != "random" else 1.0
+        if random_curve is not None and strategy != "random":
+            seen = [(x, f) for x, f in zip(random_curve["labels"], random_curve["macro_f1"]) if x <= len(labelled)]
+            if seen and random_ahead_check(list(zip(curve["labels"], curve["macro_f1"])), seen).fired:
+                share = max(share, random_ahead_share)
+                curve["guard_rounds"] += 1
+        picks = query.select_batch(proba, n, strategy, rng, random_share=share,
                                    X_pool=X_pool, X_labelled=X_lab, committee_proba=committee)
         chosen = {pool[p.index] for p in picks}
         labelled.extend(pool[p.index] for p in picks)
@@ -145,7 +160,7 @@ def full_data_score(frame: pd.DataFrame, classes: list[str], vec: Any, X_all: An
 @task(cache_policy=NO_CACHE)
 def simulate_seed(frame: pd.DataFrame, classes: list[str], strategies: Sequence[str], seed: int, budget: int,
                   batch_size: int, seed_size: int, test_size: int, random_share: float, C: float,
-                  featurizer: str = "tfidf") -> dict:
+                  featurizer: str = "tfidf", random_ahead_share: float = 0.5) -> dict:
     f = frame.copy()
     f["split"] = carve_splits(f, test_size=test_size, calibration_size=1, seed_size=seed_size,
                               seed_method="stratified", random_state=seed)
@@ -154,13 +169,18 @@ def simulate_seed(frame: pd.DataFrame, classes: list[str], strategies: Sequence[
     vec = make_featurizer(featurizer, train_side["text"].tolist())
     X_all = vec.transform(f["text"].tolist())
     out = {"full_data_macro_f1": round(full_data_score(f, classes, vec, X_all, seed, C), 5), "arms": {}}
-    for s in strategies:
+    # random first: the other arms run the campaigns' random-ahead guard against its curve
+    for s in sorted(strategies, key=lambda x: x != "random"):
         t0 = time.perf_counter()
         say(f"  seed {seed} {s:<16} labels:macro-F1", end="")
         out["arms"][s] = run_arm(f, classes, vec, X_all, s, seed=seed, budget=budget, batch_size=batch_size,
-                                 random_share=random_share, C=C, progress=True)
+                                 random_share=random_share, C=C, progress=True,
+                                 random_curve=out["arms"].get("random") if s != "random" else None,
+                                 random_ahead_share=random_ahead_share)
         last = out["arms"][s]
-        say(f"  | {len(last['labels'])} rounds, {time.perf_counter() - t0:.1f}s")
+        guard = f", random-ahead guard in {last['guard_rounds']} batch(es)" if last.get("guard_rounds") else ""
+        say(f"  | {len(last['labels'])} rounds, {time.perf_counter() - t0:.1f}s{guard}")
+    out["arms"] = {s: out["arms"][s] for s in strategies}  # the caller's order
     return out
 
 
@@ -178,6 +198,7 @@ def simulate_flow(
     seed_size: int | None = None,
     test_size: int | None = None,
     random_share: float = 0.1,
+    random_ahead_share: float = 0.5,
     target: float = 0.95,
     C: float = 10.0,
     featurizer: str = "tfidf",
@@ -203,12 +224,12 @@ def simulate_flow(
     per_seed = {}
     for sd in range(seeds):
         per_seed[sd] = simulate_seed(frame, classes, strategies, sd, budget, batch_size, seed_size, test_size,
-                                     random_share, C, featurizer)
+                                     random_share, C, featurizer, random_ahead_share)
     result = summarise(per_seed, strategies, target=target, cost_per_label=cost_per_label)
     result.update({"cost_per_label": cost_per_label,
                    "data": str(Path(data).resolve()), "n_rows": int(len(frame)), "classes": classes,
                    "budget": budget, "batch_size": batch_size, "seed_size": seed_size, "test_size": test_size,
-                   "random_share": random_share, "target": target, "n_seeds": seeds, "featurizer": featurizer,
+                   "random_share": random_share, "random_ahead_share": random_ahead_share, "target": target, "n_seeds": seeds, "featurizer": featurizer,
                    "C": C})
     write_outputs(result, Path(out))
     return result
