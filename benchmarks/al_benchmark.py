@@ -924,6 +924,8 @@ def main(argv: list[str] | None = None) -> int:
             meta.setdefault("merged_wall_seconds", {})[Path(extra).name] = (
                 ometa.get("wall_seconds", 0.0) + sum(ometa.get("merged_wall_seconds", {}).values()))
             meta["arms"] = list(dict.fromkeys([*meta.get("arms", []), *ometa.get("arms", [])]))
+            if ometa.get("machine"):
+                meta.setdefault("machine", ometa["machine"])
             versions = meta.setdefault("versions", {})
             for pkg, ver in ometa.get("versions", {}).items():
                 versions.setdefault(pkg, ver)
