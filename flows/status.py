@@ -126,12 +126,15 @@ def print_status(config: str) -> None:
         last = eps[-1]
         print(f"drift episodes: {len(eps)}; last {last.get('episode')} at {last.get('at')}: "
               f"{last.get('added')} items added" + (f" ({last.get('reason')})" if last.get("reason") else ""))
-    from flows.round import next_round_no
+    from flows.round import active_random_share, next_round_no
 
     nxt = next_round_no(c)
     boost = reopen_boost(c, nxt)
-    if boost:
-        print(f"round {nxt}: random share raised to {boost['share']:.2f} after drift episode {boost['episode']}")
+    share, why = active_random_share(c, nxt)
+    if why and why.startswith("random-ahead guard"):
+        print(f"round {nxt}: {why}")
+    elif boost:
+        print(f"round {nxt}: random share raised to {share:.2f} after drift episode {boost['episode']}")
 
     sched = next_runs(c.name)
     if sched["runs"]:

@@ -181,7 +181,7 @@ technical = ["error", "crashes"]
     c.ledger.dispose()
 
 
-def test_random_ahead_guard_raises_the_next_batch_random_share(prefect_api, tmp_path: Path):
+def test_random_ahead_guard_raises_the_next_batch_random_share(prefect_api, tmp_path: Path, capsys):
     """When last round's random_ahead check fired, the active batch draws `random_ahead_share` of its
     items at random (said in the round's notes and logged as `query_random_share`); once the
     check is clear again the share is back to `random_share`."""
@@ -207,6 +207,12 @@ def test_random_ahead_guard_raises_the_next_batch_random_share(prefect_api, tmp_
     assert c.ledger.get_round("active", 1).metrics["query_random_share"] == pytest.approx(0.10)
 
     force_random_ahead(1, True)  # as if the random arm had been ahead at round 1's latest points
+    from flows.status import print_status
+
+    capsys.readouterr()
+    print_status(str(cfg))  # `labelloop status` announces the raised share before the round runs
+    assert "round 2: random-ahead guard: the random arm was ahead in round 1; random share 0.40" in \
+        capsys.readouterr().out
     campaign_flow(str(cfg), max_rounds=1)
     assert random_picks(2) == round(25 * 0.4)
     r2 = c.ledger.get_round("active", 2)
