@@ -459,14 +459,13 @@ class GuardedLabelloopArm(LabelloopArm):
         self.boost = False
 
     def observe(self, n_labels: int, f1: float, random_curve: dict) -> None:
-        from tasks.health import random_ahead_check
+        from tasks.health import guarded_random_share
 
         self.curve.append((n_labels, f1))
-        rnd = [(n, f) for n, f in zip(random_curve["labels"], random_curve["macro_f1"]) if n <= n_labels]
-        self.boost = bool(rnd) and random_ahead_check(self.curve, rnd).fired
+        self.policy["random_share"], self.boost = guarded_random_share(self.curve, random_curve, self.base_share,
+                                                                       self.guard_share)
 
     def query(self, n: int) -> np.ndarray:
-        self.policy["random_share"] = max(self.base_share, self.guard_share) if self.boost else self.base_share
         self.guard_rounds += int(self.boost)
         return super().query(n)
 

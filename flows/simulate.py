@@ -37,7 +37,7 @@ from tasks.evaluate import (
     labels_to_reach,
     learning_curve_figure,
 )
-from tasks.health import per_class_recall_check, random_ahead_check
+from tasks.health import guarded_random_share, per_class_recall_check, random_ahead_check
 from tasks.train import TrainingError, build_model, fit_featurizer, predict_proba_aligned
 
 FEATURIZERS = ("tfidf", "minilm")
@@ -106,10 +106,8 @@ def run_arm(
                                                         np.asarray(y_lab), X_pool, 5, rng, classes=classes)
         share = random_share if strategy != "random" else 1.0
         if random_curve is not None and strategy != "random":
-            seen = [(x, f) for x, f in zip(random_curve["labels"], random_curve["macro_f1"]) if x <= len(labelled)]
-            if seen and random_ahead_check(list(zip(curve["labels"], curve["macro_f1"])), seen).fired:
-                share = max(share, random_ahead_share)
-                curve["guard_rounds"] += 1
+            share, guarded = guarded_random_share(curve, random_curve, share, random_ahead_share)
+            curve["guard_rounds"] += int(guarded)
         picks = query.select_batch(proba, n, strategy, rng, random_share=share,
                                    X_pool=X_pool, X_labelled=X_lab, committee_proba=committee)
         chosen = {pool[p.index] for p in picks}
