@@ -494,8 +494,16 @@ ARMS: dict[str, tuple[str, Callable[[Data, int], Arm]]] = {
     "skactiveml-margin": ("scikit-activeml 1.0.1 UncertaintySampling(method='margin_sampling')",
                           lambda d, s: SkactivemlArm(d, s, "margin_sampling")),
 }
-DEFAULT_ARMS = ["labelloop-margin", "labelloop-margin-guarded", "labelloop-entropy", "labelloop-cluster-margin", "random", "modal-margin",
-                "smalltext-breakingties", "skactiveml-margin"]
+DEFAULT_ARMS = [
+    "labelloop-margin",
+    "labelloop-margin-guarded",
+    "labelloop-entropy",
+    "labelloop-cluster-margin",
+    "random",
+    "modal-margin",
+    "smalltext-breakingties",
+    "skactiveml-margin",
+]
 LABELLOOP_DEFAULT = "labelloop-margin"
 PEERS = ("modal-margin", "smalltext-breakingties", "smalltext-entropy", "skactiveml-margin")
 

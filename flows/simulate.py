@@ -30,9 +30,9 @@ from tasks import query
 from tasks.seed import carve_splits
 from tasks.evaluate import (
     area_under_curve,
+    bootstrap_mean_interval,
     classification_metrics,
     cost_per_accuracy_point,
-    bootstrap_mean_interval,
     label_efficiency,
     labels_to_reach,
     learning_curve_figure,
@@ -227,8 +227,8 @@ def simulate_flow(
     result.update({"cost_per_label": cost_per_label,
                    "data": str(Path(data).resolve()), "n_rows": int(len(frame)), "classes": classes,
                    "budget": budget, "batch_size": batch_size, "seed_size": seed_size, "test_size": test_size,
-                   "random_share": random_share, "random_ahead_share": random_ahead_share, "target": target, "n_seeds": seeds, "featurizer": featurizer,
-                   "C": C})
+                   "random_share": random_share, "random_ahead_share": random_ahead_share, "target": target,
+                   "n_seeds": seeds, "featurizer": featurizer, "C": C})
     write_outputs(result, Path(out))
     return result
 
