@@ -392,11 +392,13 @@ def active_random_share(c: Campaign, round_no: int) -> tuple[float, str | None]:
     parallel random arm (``[query] random_arm``); set ``random_ahead_share`` to
     ``random_share`` to turn it off.
     """
-    from flows.reopen import effective_random_share
+    from flows.reopen import effective_random_share, reopen_boost
 
     q = c.cfg.query
     share = effective_random_share(c, round_no)
-    why = f"drift reopen: random share {share:.2f} for this batch" if share > q.random_share else None
+    why = None
+    if share > q.random_share:
+        why = f"random share raised to {share:.2f} after drift episode {reopen_boost(c, round_no)['episode']}"
     if q.random_arm and round_no > 1 and q.random_ahead_share > share:
         prev = next((r for r in c.ledger.list_rounds(arm="active") if r.round_no == round_no - 1), None)
         if prev is not None and (prev.metrics or {}).get("health_random_ahead_fired") == 1.0:

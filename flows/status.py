@@ -94,7 +94,7 @@ def next_runs(campaign: str, timeout: float = 5.0) -> dict[str, Any]:
 
 def print_status(config: str) -> None:
     from flows.locking import lock_holder
-    from flows.reopen import episodes, reopen_boost
+    from flows.reopen import episodes
 
     c = open_campaign(config)
     rows = _rows(c)
@@ -129,12 +129,9 @@ def print_status(config: str) -> None:
     from flows.round import active_random_share, next_round_no
 
     nxt = next_round_no(c)
-    boost = reopen_boost(c, nxt)
-    share, why = active_random_share(c, nxt)
-    if why and why.startswith("random-ahead guard"):
+    _share, why = active_random_share(c, nxt)  # a drift reopen or the random-ahead guard
+    if why:
         print(f"round {nxt}: {why}")
-    elif boost:
-        print(f"round {nxt}: random share raised to {share:.2f} after drift episode {boost['episode']}")
 
     sched = next_runs(c.name)
     if sched["runs"]:

@@ -193,6 +193,14 @@ reopen_rounds = 2
         assert effective_random_share(b, boost["first_round"]) == 0.4
         assert effective_random_share(b, boost["first_round"] + 2) == b.cfg.query.random_share
         assert reopen_boost(b, boost["first_round"] + 1) is not None
+        # the boosted round says why its share is raised (round notes -> CLI line, MLflow tag; status uses the same)
+        from flows.round import active_random_share
+
+        assert active_random_share(b, boost["first_round"]) == (
+            0.4, "random share raised to 0.40 after drift episode ep-test-1")
+        assert active_random_share(b, boost["first_round"] + 2) == (b.cfg.query.random_share, None)
+        notes = b.ledger.get_round("active", boost["first_round"]).notes
+        assert "random share raised to 0.40 after drift episode ep-test-1" in notes, notes
         # ... and the boosted round's active batch really carries the raised random share (0.4, not 0.1)
         q = b.ledger.queries_frame(arm="active", round_no=boost["first_round"])
         assert len(q) >= 10, q
