@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.query import STRATEGIES
+from tasks.strategies import STRATEGIES
 
 
 class ConfigError(ValueError):

@@ -49,9 +49,9 @@ def next_runs(campaign: str, timeout: float = 5.0) -> dict[str, Any]:
     ``{"api": url | None, "runs": {deployment: iso time | None}, "error": str | None}``. Never
     starts a temporary API: without ``PREFECT_API_URL`` it reports that instead.
     """
-    from prefect.settings import PREFECT_API_URL
+    from flows.prefect_server import api_url
 
-    url = PREFECT_API_URL.value()
+    url = api_url()
     out: dict[str, Any] = {"api": url or None, "runs": {}, "error": None}
     if not url:
         out["error"] = "no Prefect API configured (PREFECT_API_URL)"
@@ -94,7 +94,7 @@ def next_runs(campaign: str, timeout: float = 5.0) -> dict[str, Any]:
 
 def print_status(config: str) -> None:
     from flows.locking import lock_holder
-    from flows.reopen import episodes
+    from flows.campaign_state import episodes
 
     c = open_campaign(config)
     rows = _rows(c)
@@ -126,7 +126,7 @@ def print_status(config: str) -> None:
         last = eps[-1]
         print(f"drift episodes: {len(eps)}; last {last.get('episode')} at {last.get('at')}: "
               f"{last.get('added')} items added" + (f" ({last.get('reason')})" if last.get("reason") else ""))
-    from flows.round import active_random_share, next_round_no
+    from flows.campaign_state import active_random_share, next_round_no
 
     nxt = next_round_no(c)
     _share, why = active_random_share(c, nxt)  # a drift reopen or the random-ahead guard
