@@ -159,9 +159,11 @@ def setup(config: str = typer.Argument(..., metavar="CONFIG", help="campaign con
     """
     validate_campaign(config)
     orchestrate()
+    from flows.logs import heartbeat
     from flows.setup import setup_flow
 
-    res = setup_flow(str(config))
+    with heartbeat("setting up"):
+        res = setup_flow(str(config))
     if isinstance(res, dict) and not res.get("new", True):
         say(f"campaign {res.get('campaign')} is already set up ({res.get('items')} items); next: "
             f"`labelloop round {config}`")
@@ -198,9 +200,12 @@ def round_(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
     """
     validate_campaign(config)
     orchestrate()
+    from flows.logs import heartbeat
     from flows.round import round_flow
 
-    return _exit_for(round_flow(str(config), round_no))
+    with heartbeat("round running"):
+        summary = round_flow(str(config), round_no)
+    return _exit_for(summary)
 
 
 @app.command()
@@ -225,7 +230,10 @@ def run(config: str = typer.Argument(..., metavar="CONFIG", help="campaign confi
         kwargs["poll_interval"] = poll_interval
     if timeout is not None:
         kwargs["wait_timeout"] = timeout
-    summaries = campaign_flow(str(config), rounds, **kwargs)
+    from flows.logs import heartbeat
+
+    with heartbeat("rounds running"):
+        summaries = campaign_flow(str(config), rounds, **kwargs)
     code = _exit_for(summaries)
     _print_curves(str(config))
     return code
@@ -380,7 +388,10 @@ def demo(dir: Path = typer.Option(Path("labelloop-demo"), "--dir", help="folder 
     from flows.campaign import campaign_flow
     from flows.runtime import open_campaign
 
-    campaign_flow(str(cfg))
+    from flows.logs import heartbeat
+
+    with heartbeat("demo campaign running"):
+        campaign_flow(str(cfg))
     _print_curves(str(cfg))
     c = open_campaign(str(cfg))
     say(f"\nfinished in {time.perf_counter() - t0:.0f}s. Open the runs in the MLflow UI:")
@@ -453,11 +464,17 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
     orchestrate()
     from flows.simulate import simulate_flow
 
-    res = simulate_flow(data=data, out=out, text_col=text_col, label_col=label_col, id_col=id_col,
-                        strategies=strategies, budget=budget, batch_size=batch_size, seeds=seeds,
-                        seed_size=seed_size, test_size=test_size, random_share=random_share,
-                        random_ahead_share=random_ahead_share, target=target, featurizer=featurizer,
-                        cost_per_label=cost_per_label)
+    from flows.logs import heartbeat
+
+    import contextlib
+
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with heartbeat("simulating"), quiet:  # with --json, progress goes to stderr and stdout is the JSON
+        res = simulate_flow(data=data, out=out, text_col=text_col, label_col=label_col, id_col=id_col,
+                            strategies=strategies, budget=budget, batch_size=batch_size, seeds=seeds,
+                            seed_size=seed_size, test_size=test_size, random_share=random_share,
+                            random_ahead_share=random_ahead_share, target=target, featurizer=featurizer,
+                            cost_per_label=cost_per_label)
     if as_json:
         import json
 

@@ -15,8 +15,12 @@ only the commands that orchestrate call it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
+import time
+from typing import Iterator
 
 _RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine",
                 "prefect.engine")
@@ -81,6 +85,36 @@ def quiet_third_party() -> None:
             logger.addFilter(_WarningsUp())
 
 
+_LAST_OUTPUT = [time.monotonic()]
+
+
+@contextlib.contextmanager
+def heartbeat(what: str, every: float = 10.0) -> Iterator[None]:
+    """While the block runs, write ``... <what> (N s)`` to stderr whenever nothing was said for ``every`` s.
+
+    Why: a round, a set-up on a large pool or the demo can be silent for a minute (fitting,
+    scoring, MLflow writes); the person at the terminal should see it is alive at least every
+    ten seconds. On stderr, so ``--json`` output on stdout stays parseable.
+    """
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(1.0):
+            if time.monotonic() - _LAST_OUTPUT[0] >= every - 1.0:
+                sys.stderr.write(f"... {what} ({time.monotonic() - t0:.0f}s)\n")
+                sys.stderr.flush()
+                _LAST_OUTPUT[0] = time.monotonic()
+
+    thread = threading.Thread(target=beat, name="labelloop-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=2)
+
+
 def say(msg: str, end: str = "\n") -> None:
     """A line for the person at the terminal (progress, summaries), on stdout.
 
@@ -89,3 +123,4 @@ def say(msg: str, end: str = "\n") -> None:
     """
     sys.stdout.write(msg + end)
     sys.stdout.flush()
+    _LAST_OUTPUT[0] = time.monotonic()
