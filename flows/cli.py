@@ -163,10 +163,7 @@ def setup(config: str = typer.Argument(..., metavar="CONFIG", help="campaign con
     from flows.setup import setup_flow
 
     with heartbeat("setting up"):
-        res = setup_flow(str(config))
-    if isinstance(res, dict) and not res.get("new", True):
-        say(f"campaign {res.get('campaign')} is already set up ({res.get('items')} items); next: "
-            f"`labelloop round {config}`")
+        setup_flow(str(config))  # says what it did (or that the campaign was already set up); no raw dict
     return EXIT_OK
 
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
 from typing import Iterator
 
+_PREFECT_DIR = ["\0"]  # set when Prefect is configured; records from code outside it are labelloop's
 _RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine",
                 "prefect.engine")
 
@@ -37,7 +39,10 @@ class _Terse(logging.Filter):
     """Console filter for the default (not ``--verbose``) mode; see the module docstring."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.funcName == "print_as_log":  # a print() in a flow with log_prints: show it plainly, once
+        if record.levelno == logging.INFO and record.name.startswith(_RUN_LOGGERS) \
+                and not record.pathname.startswith(_PREFECT_DIR[0]):
+            # labelloop's own run-logger lines and print() in a flow with log_prints (Prefect logs those
+            # with the caller's frame): shown plainly, once, without Prefect's prefix
             say(record.getMessage())
             return False
         if record.levelno < logging.WARNING or _ephemeral_event_noise(record):
@@ -53,8 +58,13 @@ def configure_prefect_console(verbose: bool) -> None:
     """Attach the console filter to Prefect's console handlers (idempotent). Imports Prefect."""
     import prefect.main  # noqa: F401 - Prefect configures its logging handlers here
 
+    import prefect
+
+    _PREFECT_DIR[0] = os.path.dirname(prefect.__file__)
     if verbose:
         return
+    for name in ("prefect.flow_runs", "prefect.task_runs"):  # INFO reaches the run logs and the filter below
+        logging.getLogger(name).setLevel(logging.INFO)
     names = [n for n in logging.root.manager.loggerDict if n.startswith("prefect")] + [""]
     for name in names:
         for h in getattr(logging.getLogger(name), "handlers", []):

@@ -79,6 +79,8 @@ def test_a_failing_round_prints_its_error_once_and_no_traceback(prefect_api, tmp
     assert res.returncode == 0, res.stderr[-3000:]
     assert "{" not in res.stdout, "no raw dict on the terminal"
     assert "Created temporary directory" not in res.stdout + res.stderr, "no Great Expectations INFO line"
+    rc, mods, err = _modules_after(["doctor", str(cfg)], env)  # a set-up campaign: still no Prefect to read
+    assert rc == 0 and "prefect" not in mods, (rc, mods, err[-2000:])
     (tmp_path / "models" / "featurizer.joblib").unlink()  # the round fails inside the flow
 
     res = run_cli("round", str(cfg), env=env, timeout=300)
