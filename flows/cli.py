@@ -209,9 +209,11 @@ def round_(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
 def run(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)"),
         rounds: Optional[int] = typer.Option(None, help="at most this many rounds now"),
         poll_interval: Optional[float] = typer.Option(None, "--poll-interval", metavar="SECONDS",
-                                                      help="while waiting for annotations, check this often"),
+                                                      help="seconds between checks while waiting for annotations "
+                                                           "(default: [run] poll_interval_seconds)"),
         timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS",
-                                                help="stop waiting for annotations after this long (exit 3)")) -> int:
+                                                help="stop waiting for annotations after this many seconds, exit 3 "
+                                                     "(default: [run] wait_timeout_seconds)")) -> int:
     """Run rounds until the budget is spent or the target is reached; one line per round and arm.
 
     Exits 3 when it stops to wait for annotations.
@@ -231,9 +233,12 @@ def run(config: str = typer.Argument(..., metavar="CONFIG", help="campaign confi
 
     with heartbeat("rounds running"):
         summaries = campaign_flow(str(config), rounds, **kwargs)
-    code = _exit_for(summaries)
     _print_curves(str(config))
-    return code
+    why = _waiting(summaries)
+    if why is not None:
+        say(f"stopped waiting: {why}; run it again later")
+        return EXIT_WAITING
+    return EXIT_OK
 
 
 def _print_curves(config: str) -> None:

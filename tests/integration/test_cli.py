@@ -173,6 +173,7 @@ def test_round_exit_code_waiting_and_run_options(monkeypatch, capsys):
 
     monkeypatch.setattr(flows.campaign, "campaign_flow", campaign_flow)
     assert cli.main(["run", "x.toml", "--rounds", "4", "--poll-interval", "5", "--timeout", "60"]) == 3
+    assert capsys.readouterr().out.count("round 2 waits for 12 annotations") == 1
     assert seen == {"poll_interval": 5.0, "wait_timeout": 60.0, "max_rounds": 4}
     monkeypatch.setattr(flows.campaign, "campaign_flow", lambda config, max_rounds=None, **kw: [{"round": 1}])
     assert cli.main(["run", "x.toml"]) == 0
