@@ -105,25 +105,43 @@ def orchestrate() -> str:
     return url
 
 
-def validate_campaign(config: str) -> Any:
+def validate_campaign(config: str) -> None:
     """Check the config and, when the campaign is not set up yet, its data: before Prefect starts.
 
-    In the order of what each costs: the config (pydantic), the file and its columns (pandas),
-    then the data contract (Great Expectations, imported only for it). The same checks
-    ``flows.setup.load_and_validate`` runs inside the set-up flow (``setup`` imports Prefect).
+    In the order of what each costs, so the common mistakes fail fastest: the config
+    (pydantic), the file and its columns (pandas), whether the ledger says the campaign is
+    set up (SQLAlchemy), then the data contract (Great Expectations, imported only for it).
+    The same checks ``flows.setup.load_and_validate`` runs inside the set-up flow.
     """
     from flows.config import load_config
+
+    cfg = load_config(config)
+    if (cfg.workdir_path / SETUP_MARKER).is_file():
+        return  # set up: the data was checked then; a round does not read the file again
+    from integrations.sources import load_table
+
+    d = cfg.data
+    try:
+        frame = load_table(cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column)
+    except Exception:
+        if _set_up(cfg):
+            return  # set up before the marker existed; the file may have moved since
+        raise
+    if _set_up(cfg):
+        return
+    from integrations.expectations import validate_pool
+
+    validate_pool(frame, label_set=list(cfg.labels.names), max_text_length=d.max_text_length,
+                  source=str(cfg.data_path))
+
+
+SETUP_MARKER = ".labelloop-setup.json"  # = flows.setup.SETUP_MARKER (that module imports Prefect)
+
+
+def _set_up(cfg: Any) -> bool:
     from flows.runtime import open_campaign
 
-    c = open_campaign(load_config(config))
-    if c.ledger.get_meta("setup_done") != "1":
-        from integrations.expectations import validate_pool
-        from integrations.sources import load_table
-
-        d = c.cfg.data
-        frame = load_table(c.cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column)
-        validate_pool(frame, label_set=c.labels, max_text_length=d.max_text_length, source=str(c.cfg.data_path))
-    return c
+    return open_campaign(cfg).ledger.get_meta("setup_done") == "1"
 
 
 # ----------------------------------------------------------------------------------------- campaign
