@@ -339,6 +339,7 @@ def ui(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config
                             stderr=subprocess.STDOUT if not _STATE["verbose"] else None, start_new_session=True)
     url = f"http://{host}:{port}"
     t0 = time.monotonic()
+    _interrupt_on_signals()  # Ctrl-C or SIGTERM: stop the UI's whole process group, exit 130
     try:
         with _spinner(f"starting the MLflow UI on {url} ..."):
             while not healthy(url):
@@ -351,6 +352,17 @@ def ui(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config
         return proc.wait()
     finally:
         _stop_group(proc)
+
+
+def _interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt here, even where SIGINT was ignored (a background job)."""
+    import signal
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _stop_group(proc: Any) -> None:
