@@ -28,7 +28,7 @@ def _need(path: Path) -> None:
 
 
 def _campaign(folder: Path, answers: Path, items: pd.DataFrame, labels: list[str], *, test: int, calibration: int,
-              budget: int) -> Path:
+              budget: int, extra: str = "") -> Path:
     """Pool = the items with their gold label; the replay file = the recorded answers (untouched)."""
     folder.mkdir(parents=True, exist_ok=True)
     items[["item_id", "text", "gold"]].rename(columns={"gold": "label"}).to_csv(folder / "pool.csv", index=False)
@@ -46,11 +46,13 @@ test_size = {test}
 calibration_size = {calibration}
 [budget]
 max_labels = {budget}
+max_rounds = 15   # the budget needs 6 rounds (seed + 5 batches of 50): a stalled campaign fails fast
 [annotation]
 backend = "replay"
 overlap = 3
 [annotation.replay]
 path = "{answers}"
+{extra}
 ''', encoding="utf-8")
     return cfg
 
@@ -117,11 +119,11 @@ def test_replay_campaign_on_rte(prefect_api, tmp_path: Path) -> None:
 
 
 def test_replay_campaign_on_md_agreement(prefect_api, tmp_path: Path) -> None:
-    """MD-Agreement (5 MTurk workers per tweet, a third of the items split 3-2), 3,000 items sampled."""
+    """MD-Agreement (5 MTurk workers per tweet, a third of the items split 3-2), 2,000 items sampled."""
     _need(MDA)
     answers = pd.read_csv(MDA, dtype=str, keep_default_na=False)
-    items = answers.drop_duplicates("item_id").sample(n=3000, random_state=0)
-    cfg = _campaign(tmp_path / "mda", MDA, items, ["not_offensive", "offensive"], test=300, calibration=200,
+    items = answers.drop_duplicates("item_id").sample(n=2000, random_state=0)
+    cfg = _campaign(tmp_path / "mda", MDA, items, ["not_offensive", "offensive"], test=200, calibration=150,
                     budget=300)
     exported, line = _run_and_export(cfg, prefect_api)
     _check(exported, answers, items.set_index("item_id")["gold"], 300, line)
