@@ -27,8 +27,8 @@ def _ann(item: str, who: str, label: str, status: str = "submitted") -> PulledAn
 def _campaign(tmp_path: Path) -> Path:
     cfg = tmp_path / "campaign.toml"
     cfg.write_text('name = "ex"\n[data]\npath = "pool.csv"\n[labels]\nnames = ["pos", "neg"]\nversion = 2\n'
-                   '[[labels.previous]]\nversion = 1\nnames = ["good", "bad"]\nmapping = { good = "pos", bad = "neg" }\n',
-                   encoding="utf-8")
+                   '[[labels.previous]]\nversion = 1\nnames = ["good", "bad"]\n'
+                   'mapping = { good = "pos", bad = "neg" }\n', encoding="utf-8")
     return cfg
 
 
