@@ -149,7 +149,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
                   strategies=strategies, budget=a.budget, batch_size=a.batch_size, seeds=a.seeds,
                   seed_size=a.seed_size, test_size=a.test_size, random_share=a.random_share,
                   random_ahead_share=a.random_ahead_share, target=a.target, featurizer=a.featurizer,
-                  cost_per_label=a.cost_per_label)
+                  cost_per_label=a.cost_per_label, encoding=a.encoding, delimiter=a.delimiter)
     return 0
 
 
@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="a labelled CSV, Parquet or JSONL file (or a folder of them)")
     s.add_argument("--text-col", default="text", help="text column (default: text)")
     s.add_argument("--label-col", default="label", help="label column (default: label)")
+    s.add_argument("--encoding", default="utf-8", help="text encoding of CSV/JSONL files (default: utf-8)")
+    s.add_argument("--delimiter", default=None, help="CSV delimiter , ; tab | (default: sniffed from the header)")
     s.add_argument("--id-col", default=None, help="id column (default: a hash of the text, so identical texts count as duplicates)")
     s.add_argument("--strategy", default="margin",
                    help="one or a comma-separated list, e.g. margin,entropy,qbc,coreset,cluster-margin "
