@@ -214,3 +214,52 @@ def test_sniffed_and_configured_delimiters_and_encodings_load(tmp_path: Path) ->
     good.write_text('id;text;label\nr1;"hello, world; again";pos\nr2;refund;neg\n', encoding="utf-8")
     assert load_table(good, **kw)["text"].tolist() == ["hello, world; again", "refund"]
     assert sys.getdefaultencoding() == "utf-8"
+
+
+def test_unreachable_label_studio_is_found_before_the_first_write(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Label Studio is reached in preflight: a server that is not there leaves the folder as it was."""
+    from tests.conftest import free_port
+
+    data = tmp_path / "pool.csv"
+    data.write_text("id,text,label\n" + "".join(f"r{i},ticket number {i} about {'refunds' if i % 2 else 'parcels'},"
+                                                 f"{'pos' if i % 2 else 'neg'}\n" for i in range(40)), encoding="utf-8")
+    folder = tmp_path / "c"
+    folder.mkdir()
+    cfg = folder / "campaign.toml"
+    port = free_port()  # nothing listens here
+    cfg.write_text(f'name = "ls-down"\nworkdir = "work"\n[data]\npath = {_toml_str(str(data))}\n'
+                   '[labels]\nnames = ["pos", "neg"]\n[splits]\ntest_size = 6\ncalibration_size = 6\nseed_size = 4\n'
+                   '[query]\nbatch_size = 4\n[budget]\nmax_labels = 20\n'
+                   f'[annotation]\nbackend = "label_studio"\n[annotation.label_studio]\nurl = "http://127.0.0.1:{port}"\n',
+                   encoding="utf-8")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "not-a-real-token")
+    before = _snapshot(folder)
+    code, out, err = _run_in_process(capsys, ["setup", str(cfg)])
+    assert code == 2, out + err
+    assert "Traceback" not in out + err and "not-a-real-token" not in out + err
+    assert f"127.0.0.1:{port}" in err, err
+    assert _snapshot(folder) == before and not (folder / "work").exists()
+
+
+def test_a_failure_after_the_first_write_says_what_was_kept(tmp_path: Path) -> None:
+    """When the backend fails mid-set-up (after items went in), the one error line says what the
+    ledger keeps and that re-running resumes."""
+    from flows.runtime import open_campaign
+    from flows.setup import _say_what_was_kept
+    from integrations.backend import BackendError
+
+    cfg = _campaign(tmp_path / "c", "mixed_folder")
+    c = open_campaign(cfg)
+    try:
+        c.ledger.add_items(__import__("pandas").DataFrame(
+            {"id": ["r1", "r2"], "text": ["a", "b"], "label": ["pos", "neg"], "split": ["pool", "seed"]}))
+        err = BackendError("Label Studio at http://127.0.0.1:1 did not answer")
+        _say_what_was_kept(c, err)
+        message = str(err)
+        assert message.startswith("Label Studio at http://127.0.0.1:1 did not answer")
+        assert "keeps 2 items" in message and "not marked set up" in message
+        assert "Re-run `labelloop setup` to resume" in message
+        _say_what_was_kept(c, err)
+        assert str(err) == message, "said once"
+    finally:
+        c.ledger.dispose()
