@@ -272,15 +272,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _InterruptCrashFilter:
+    """Drop Prefect's "Crash detected! Execution was aborted by an interrupt signal." record: Ctrl-C
+    is the user's own doing, and the CLI says in one line what it means (see ``main``)."""
+
+    def filter(self, record: object) -> bool:
+        return "aborted by an interrupt signal" not in str(getattr(record, "msg", ""))
+
+
+def _quiet_interrupt_crash() -> None:
+    """Attach :class:`_InterruptCrashFilter` to every handler of Prefect's loggers (idempotent).
+
+    Kept apart (issue 13) so the CLI rewrite can carry it over as is."""
+    import logging
+
+    import prefect.logging.configuration  # noqa: F401 - make sure Prefect configured its handlers
+
+    names = [n for n in logging.root.manager.loggerDict if n.startswith("prefect")] + [""]
+    for name in names:
+        for h in getattr(logging.getLogger(name), "handlers", []):
+            if not any(isinstance(f, _InterruptCrashFilter) for f in h.filters):
+                h.addFilter(_InterruptCrashFilter())
+
+
+INTERRUPTED = ("interrupted; re-run the same command to resume (what was recorded is kept: a round resumes "
+               "from its last recorded stage with the batch it already drew, and its lock was released)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from flows.logs import quiet_known_errors
 
     quiet_known_errors(_known_errors())
+    _quiet_interrupt_crash()
     try:
         return int(args.fn(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume (rounds are idempotent)", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - the known ones get one clean line
         if isinstance(err, _known_errors()):
