@@ -216,7 +216,7 @@ def test_sniffed_and_configured_delimiters_and_encodings_load(tmp_path: Path) ->
     assert sys.getdefaultencoding() == "utf-8"
 
 
-def test_unreachable_label_studio_is_found_before_the_first_write(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_unreachable_label_studio_is_found_before_the_first_write(tmp_path: Path) -> None:
     """Label Studio is reached in preflight: a server that is not there leaves the folder as it was."""
     from tests.conftest import free_port
 
@@ -232,9 +232,10 @@ def test_unreachable_label_studio_is_found_before_the_first_write(tmp_path: Path
                    '[query]\nbatch_size = 4\n[budget]\nmax_labels = 20\n'
                    f'[annotation]\nbackend = "label_studio"\n[annotation.label_studio]\nurl = "http://127.0.0.1:{port}"\n',
                    encoding="utf-8")
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "not-a-real-token")
     before = _snapshot(folder)
-    code, out, err = _run_in_process(capsys, ["setup", str(cfg)])
+    # the real entry point: its retry warnings go to a real terminal stream, not pytest's capture
+    res = run_cli("setup", str(cfg), env={"LABEL_STUDIO_API_KEY": "not-a-real-token"}, timeout=300)
+    code, out, err = res.returncode, res.stdout, res.stderr
     assert code == 2, out + err
     assert "Traceback" not in out + err and "not-a-real-token" not in out + err
     assert f"127.0.0.1:{port}" in err, err
