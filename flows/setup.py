@@ -116,10 +116,30 @@ def preflight(config: str | Path | CampaignConfig) -> tuple[CampaignConfig, pd.D
 def _check_label_studio(cfg: CampaignConfig) -> None:
     """Reach Label Studio (token, server, project) before the first write: an unreachable server
     then leaves the campaign folder as it was instead of a ledger without its seed pushed."""
+    import logging
+
     from flows.runtime import make_backend
 
-    backend = make_backend(Campaign(cfg=cfg, ledger=None))  # type: ignore[arg-type] # LS needs no ledger
-    backend.project_id  # noqa: B018 - finds or creates the project: one round trip with retries
+    class _DropFinalError(logging.Filter):
+        """The adapter logs its give-up at ERROR with the very text of the exception the CLI prints:
+        keep its retry warnings (they explain the wait), drop the duplicate."""
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            return record.levelno < logging.ERROR
+
+    adapter_log = logging.getLogger("integrations.label_studio")
+    quiet = _DropFinalError()
+    adapter_log.addFilter(quiet)
+    try:
+        backend = make_backend(Campaign(cfg=cfg, ledger=None))  # type: ignore[arg-type] # LS needs no ledger
+        backend.project_id  # noqa: B018 - finds or creates the project: one round trip with retries
+    except Exception as err:
+        if err.args and isinstance(err.args[0], str):
+            err.args = (err.args[0] + " (set-up checked this before writing anything: the campaign folder is "
+                        "unchanged)", *err.args[1:])
+        raise
+    finally:
+        adapter_log.removeFilter(quiet)
 
 
 def _looks_set_up(cfg: CampaignConfig) -> bool:

@@ -239,6 +239,8 @@ def test_unreachable_label_studio_is_found_before_the_first_write(tmp_path: Path
     assert code == 2, out + err
     assert "Traceback" not in out + err and "not-a-real-token" not in out + err
     assert f"127.0.0.1:{port}" in err, err
+    assert (out + err).count("did not answer") == 1, "the error is printed once"
+    assert "the campaign folder is unchanged" in err
     assert _snapshot(folder) == before and not (folder / "work").exists()
 
 
