@@ -132,3 +132,26 @@ def test_awkward_labels_survive_two_rounds_ledger_and_mlflow_server(prefect_api,
 
     if _export_available():  # TODO(lead, after merging `labelloop export`): make this unconditional
         assert_export_gives_back_labels(cfg, tmp_path / "export.jsonl")
+
+
+@pytest.mark.label_studio
+def test_label_studio_keeps_each_exact_label(label_studio):
+    """The same labels through a real Label Studio: project config, pre-annotation and the answers
+    pulled back are the exact strings (200 characters, ``<``/``&``, emoji, ``../x`` included)."""
+    import uuid
+
+    from integrations.backend import TaskRequest
+    from integrations.label_studio import LabelStudioBackend
+    from integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
+
+    url, token = label_studio
+    b = LabelStudioBackend(url, token, f"test-any-label-{uuid.uuid4().hex[:8]}", LABELS, 1)
+    try:
+        assert b.project_labels() == LABELS
+        b.push([TaskRequest(item_id=f"item-{i}", text=f"text {i}", predicted_label=lab, confidence=0.6,
+                            model_version="run-1", is_gold=False) for i, lab in enumerate(LABELS)])
+        truth = {f"item-{i}": lab for i, lab in enumerate(LABELS)}
+        assert answer_open_tasks(b, truth, [SimAnnotator("annotator1", 1.0)], overlap=1, seed=0) == len(LABELS)
+        assert {a.item_id: a.label for a in b.pull()} == truth
+    finally:
+        b.delete_project()
