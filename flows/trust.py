@@ -125,7 +125,8 @@ def ensure_gold(c: Campaign) -> list[str]:
     if c.ledger.get_meta("gold_file") == sig:
         return []
     d = c.cfg.data
-    frame = load_table(path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column)
+    frame = load_table(path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column,
+                       encoding=d.encoding, delimiter=d.delimiter, skip_unsupported=d.skip_unsupported_files)
     validate_pool(frame, label_set=c.labels, max_text_length=d.max_text_length, source=str(path))
     unlabelled = frame[frame["label"].isna()]["id"].tolist() if "label" in frame.columns else frame["id"].tolist()
     if unlabelled:
