@@ -235,8 +235,8 @@ DEFAULT_TOL = 1e-5
 #: Dirichlet / Beta pseudo-answers that pull each annotator toward the crowd:
 #: per confusion row for Dawid–Skene, per annotator for the one-coin model.
 DEFAULT_PRIOR_STRENGTH = 4.0
-#: Accuracy of the weak template behind the crowd-wide (pooled) confusion; it
-#: only matters for a class nobody has been credited with yet.
+#: Accuracy behind the crowd's pooled accuracy (one pseudo-answer): it only
+#: matters before anybody has been credited with a right answer.
 _TEMPLATE_ACCURACY = 0.7
 
 
@@ -305,13 +305,15 @@ def _em(
     Priors (why MAP and not plain ML): with maximum likelihood an annotator
     with one answer gets a confusion fitted to that one answer -- a minority
     vote for a rare class then reads as "this annotator is always right about
-    that class" and the item's posterior jumps to ~0.97.  Here every
-    annotator starts from the *crowd's* pooled confusion (Dirichlet
-    pseudo-counts, ``prior_strength`` per row; the pooled matrix itself rests
-    on a weak diagonal-heavy template), so an annotator with a handful of
-    answers behaves like an average member of this crowd and only earns a
-    confusion of their own with evidence.  Class priors get one pseudo-item
-    per class.
+    that class" and the item's posterior jumps to ~0.97.  Here the prior is
+    hierarchical: each annotator's accuracy has a Beta prior of
+    ``prior_strength`` pseudo-answers toward the crowd's pooled accuracy (the
+    one-coin model), and each row of a Dawid–Skene confusion has Dirichlet
+    pseudo-counts, ``prior_strength`` per row, toward that annotator's
+    one-coin matrix (diagonal-heavy).  An annotator with a handful of answers
+    behaves like an average member of this crowd; with more answers they earn
+    an accuracy, and row by row a full confusion, of their own.  Class priors
+    get one pseudo-item per class.
     """
     n_items, n_ann, n_k = len(enc.items), len(enc.annotators), len(enc.labels)
     ii, jj, kk = enc.ii, enc.jj, enc.kk
@@ -321,8 +323,6 @@ def _em(
     tot = start.sum(axis=1, keepdims=True)
     post = np.divide(start, tot, out=np.full(start.shape, 1.0 / n_k), where=tot > 0)
     jk = jj * n_k + kk
-    template = _template_confusion(n_k)
-    conf = np.broadcast_to(template, (n_ann, n_k, n_k)).copy()
     priors = np.full(n_k, 1.0 / n_k)
     converged, n_iter, loglik = False, 0, float("nan")
     total_j = np.bincount(jj, weights=wa, minlength=n_ann)
@@ -330,25 +330,27 @@ def _em(
         # ---- M-step
         priors = (post.sum(axis=0) + 1.0) / (n_items + n_k)
         resp = post[ii] * wa[:, None]  # (answers, K): weight of "true class t" for each answer
+        # one-coin accuracies (the model itself, or the prior of the full confusions): Beta prior of
+        # prior_strength pseudo-answers toward the crowd's pooled accuracy
+        correct_j = np.bincount(jj, weights=resp[rows, kk], minlength=n_ann)
+        pooled_acc = (correct_j.sum() + _TEMPLATE_ACCURACY) / (total_j.sum() + 1.0)
+        acc = (correct_j + prior_strength * pooled_acc + smoothing) / (total_j + prior_strength + 2 * smoothing)
+        acc = np.where(np.isfinite(acc), acc, pooled_acc)
+        acc = np.clip(acc, 1e-9, 1 - 1e-9) if n_k > 1 else np.ones(n_ann)
+        off = (1.0 - acc) / max(n_k - 1, 1)
+        coin = off[:, None, None] * np.ones((1, n_k, n_k)) + (acc - off)[:, None, None] * np.eye(n_k)[None]
         if model == "dawid_skene":
             counts = np.empty((n_ann, n_k, n_k))
             for t in range(n_k):
                 counts[:, t, :] = np.bincount(jk, weights=resp[:, t], minlength=n_ann * n_k).reshape(n_ann, n_k)
-            pooled = counts.sum(axis=0) + template
-            pooled /= pooled.sum(axis=1, keepdims=True)
-            # prior_strength pseudo-answers in every row, whatever the class's frequency: a rare
-            # class's row is exactly where one answer would otherwise decide everything
-            conf = counts + prior_strength * pooled[None] + smoothing
+            # prior_strength pseudo-answers in every row, spread like the annotator's one-coin
+            # matrix: a row with little evidence (a rare class, a newcomer) stays near "right with
+            # the annotator's overall accuracy", and a full confusion is earned row by row
+            conf = counts + prior_strength * coin + smoothing
             sums = conf.sum(axis=2, keepdims=True)
             conf = np.divide(conf, sums, out=np.full_like(conf, 1.0 / n_k), where=sums > 0)
         else:
-            correct_j = np.bincount(jj, weights=resp[rows, kk], minlength=n_ann)
-            pooled_acc = (correct_j.sum() + _TEMPLATE_ACCURACY) / (total_j.sum() + 1.0)
-            acc = (correct_j + prior_strength * pooled_acc + smoothing) / (total_j + prior_strength + 2 * smoothing)
-            acc = np.where(np.isfinite(acc), acc, pooled_acc)
-            acc = np.clip(acc, 1e-9, 1 - 1e-9) if n_k > 1 else np.ones(n_ann)
-            off = (1.0 - acc) / max(n_k - 1, 1)
-            conf = off[:, None, None] * np.ones((1, n_k, n_k)) + (acc - off)[:, None, None] * np.eye(n_k)[None]
+            conf = coin
         # ---- E-step
         with np.errstate(divide="ignore"):
             contrib = np.log(conf[jj, :, kk]) * wa[:, None]  # (answers, K): w * log P(given | true=t)
@@ -468,9 +470,10 @@ def dawid_skene(
       majority" start of the original paper.
     * M-step: class priors (one pseudo-item per class) and per-annotator
       confusion rows with Dirichlet pseudo-counts, ``prior_strength`` per
-      row, toward the crowd's pooled confusion: an annotator with one or two
-      answers stays near the crowd instead of becoming an oracle for the
-      class they happened to pick.  ``smoothing`` is added on top of every
+      row, toward the annotator's one-coin matrix, whose accuracy is itself
+      shrunk toward the crowd's: an annotator with one or two answers stays
+      near the crowd instead of becoming an oracle for the class they
+      happened to pick (details in ``_em``).  ``smoothing`` is added on top of every
       cell (kept for callers that set it; the prior makes it unnecessary).
       Labels that no answer uses are left out of EM: prior and posterior 0
       (a class nobody names cannot be estimated, and EM would otherwise
