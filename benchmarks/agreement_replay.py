@@ -303,6 +303,25 @@ def render_condition(ds: DataSet, res: dict[str, object], n_seeds: int) -> list[
     return lines
 
 
+NOTES = [
+    "## How the comparison is set up",
+    "",
+    "* crowd-kit 1.4.2 is installed from the `test`/`bench` extras into the project venv: it resolves against the "
+    "pinned stack (pandas 3.1, numpy 2.2, scikit-learn 1.9) without downgrading anything, and pulls in "
+    "`transformers`/`tokenizers` (no torch) for its text aggregators. Its `Wawa` raises on scikit-learn >= 1.6 "
+    "(`check_is_fitted` needs `__sklearn_tags__`), so it is not in the table. MACE and GLAD run "
+    "(`--slow`) but take 40 s (MACE, RTE at 3 answers) to 150 s (GLAD, MD-Agreement at 3) per fit on this "
+    "machine, against well under a second for labelloop's models, so the default run compares against "
+    "crowd-kit's `DawidSkene` and `OneCoinDawidSkene`, the models the issue names.",
+    "* `labelloop auto` is `tasks.agreement.consensus(ann, labels)` with defaults: Dawid–Skene when the median "
+    "worker has >= 5·K² answers, the one-coin model below that, majority vote without overlap; its choice and "
+    "reason are quoted per condition. `labelloop Dawid–Skene` / `one-coin` force the model.",
+    "* MD-Agreement is subsampled to 3,000 items per seed so crowd-kit's one-coin model (about 40 s on all "
+    "10,751 items) keeps the run short; RTE uses all 800 items.",
+    "",
+]
+
+
 def render(all_results: list[tuple[DataSet, dict[str, object], list[dict[str, object]]]], n_seeds: int) -> str:
     lines = [
         "# Consensus on real crowds: labelloop beside crowd-kit",
@@ -332,6 +351,7 @@ def render(all_results: list[tuple[DataSet, dict[str, object], list[dict[str, ob
             lines += render_condition(ds, res, n_seeds)
             t = targets(res)
             summary.append((ds.name.split(" (")[0], res["k"], t))
+    lines += NOTES
     lines += ["## Summary", "",
               "| data set | k | auto vs gold | crowd-kit best EM vs gold | gold target | auto fair | MV fair | fair target |",
               "|---|---|---|---|---|---|---|---|"]
@@ -350,7 +370,11 @@ def run(data_dir: Path, n_seeds: int, ks: tuple[int, ...] = (3, 5), slow: bool =
     for ds in DATASETS:
         ann, gold = load(data_dir / ds.file)
         info = {"alpha": krippendorff_alpha(ann, ds.labels), "shape": crowd_shape(ann)}
-        results = [evaluate(ann, gold, ds.labels, k, seeds, methods, ds.max_items) for k in ks]
+        results = []
+        for k in ks:
+            t0 = time.perf_counter()
+            results.append(evaluate(ann, gold, ds.labels, k, seeds, methods, ds.max_items))
+            print(f"{ds.file}, {k} answers per item: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         out.append((ds, info, results))
     return render(out, n_seeds)
 
