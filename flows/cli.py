@@ -57,15 +57,21 @@ def cmd_setup(a: argparse.Namespace) -> int:
 def cmd_round(a: argparse.Namespace) -> int:
     from flows.round import round_flow
 
-    round_flow(str(a.config), a.round)
+    summary = round_flow(str(a.config), a.round)
+    if isinstance(summary, dict) and summary.get("state") == "waiting":
+        print(summary["waiting_for"], flush=True)
+        return 3  # waiting for annotations: nothing ran, the round number is not used up
     return 0
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     from flows.campaign import campaign_flow
 
-    campaign_flow(str(a.config), a.rounds)
+    summaries = campaign_flow(str(a.config), a.rounds, poll_interval=a.poll_interval, wait_timeout=a.timeout)
     _print_curves(str(a.config))
+    if summaries and summaries[-1].get("state") == "waiting":
+        print(f"stopped waiting: {summaries[-1]['waiting_for']}; run it again later", flush=True)
+        return 3
     return 0
 
 
@@ -209,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run rounds until the budget is spent")
     s.add_argument("config")
     s.add_argument("--rounds", type=int, default=None, help="at most this many rounds now")
+    s.add_argument("--poll-interval", type=float, default=None,
+                   help="seconds between checks while waiting for annotations (default: [run] poll_interval_seconds)")
+    s.add_argument("--timeout", type=float, default=None,
+                   help="stop waiting for annotations after this many seconds, exit 3 (default: [run] "
+                        "wait_timeout_seconds)")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("demo", help="a whole campaign on generated data: active vs random")

@@ -130,7 +130,17 @@ class BudgetConfig(_Strict):
 
 class GatesConfig(_Strict):
     calibration_ece: Annotated[float, Field(gt=0.0, le=1.0)] = 0.10
-    agreement_alpha: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.67
+    agreement_mode: Literal["relative", "absolute"] = Field(
+        default="relative",
+        description="relative: a batch is quarantined when its Krippendorff alpha falls agreement_drop below the "
+        "campaign's other batches (real crowds reach alpha 0.2-0.6 with correct consensus labels); absolute: "
+        "below agreement_alpha")
+    agreement_alpha: Annotated[float, Field(ge=-1.0, le=1.0)] = Field(
+        default=0.67, description="agreement_mode = absolute: batches below this alpha are quarantined")
+    agreement_drop: Annotated[float, Field(gt=0.0, le=2.0)] = Field(
+        default=0.25, description="agreement_mode = relative: how far below the campaign's alpha a batch may fall")
+    agreement_min_items: Annotated[int, Field(ge=2)] = Field(
+        default=10, description="agreement_mode = relative: items with >= 2 answers before a batch is judged")
 
 
 class SimAnnotator(_Strict):
@@ -166,6 +176,9 @@ class LabelStudioConfig(_Strict):
 class AnnotationConfig(_Strict):
     backend: Literal["simulated", "label_studio"] = "simulated"
     overlap: Annotated[int, Field(ge=1, le=20)] = 3
+    max_overlap: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=5, description="Adaptive redundancy: an answered item that is not trusted yet gets one more "
+        "annotator at a time up to this many answers, then goes to adjudication (>= overlap)")
     simulated: SimulatedConfig = Field(default_factory=SimulatedConfig)
     label_studio: LabelStudioConfig = Field(default_factory=LabelStudioConfig)
 
@@ -254,19 +267,38 @@ class LockConfig(_Strict):
     lease_seconds: Annotated[float, Field(ge=10)] = 300
 
 
+class RunConfig(_Strict):
+    """How rounds wait for people (``labelloop round`` / ``run``)."""
+
+    batch_ready_share: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=0.9, description="A round trains once this share of the open batch's items has its `overlap` "
+        "answers; before that it waits (exit 3)")
+    poll_interval_seconds: Annotated[float, Field(gt=0.0)] = Field(
+        default=30.0, description="`labelloop run`: how often a waiting campaign asks the backend again")
+    wait_timeout_seconds: Annotated[float, Field(ge=0.0)] = Field(
+        default=3600.0, description="`labelloop run`: give up waiting after this long (exit 3; run it again later)")
+
+
 class TrustConfig(_Strict):
     """Which human labels are trusted enough to train on (flows/trust.py, tasks/trust.py).
 
     The batch agreement gate itself is ``gates.agreement_alpha``.
     """
 
-    consensus: Literal["dawid_skene", "majority"] = Field(
-        default="dawid_skene",
-        description="Dawid-Skene beat majority vote on the real RTE crowd (benchmarks/AGREEMENT.md); it falls "
-        "back to majority when items overlap too little",
+    consensus: Literal["auto", "dawid_skene", "one_coin", "majority"] = Field(
+        default="auto",
+        description="auto picks by the crowd's shape: Dawid-Skene where annotators have enough answers for a "
+        "confusion matrix, a one-coin model below that, majority vote when items overlap too little "
+        "(benchmarks/AGREEMENT.md)",
     )
     min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
-        default=0.7, description="Consensus confidence below this (or a tie) sends the item to adjudication")
+        default=0.7, description="An item is trusted when its consensus confidence reaches this; below it (or on a "
+        "tie) it gets one more annotator up to annotation.max_overlap, then adjudication")
+    min_answers: Annotated[int, Field(ge=1)] = Field(
+        default=2, description="Counted answers an item needs before its consensus can be trusted")
+    annotator_margin: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.25, description="Besides min_annotator_accuracy, an annotator this far below the median annotator "
+        "(same basis: gold or leave-one-out) is flagged")
     adjudication: bool = Field(default=True, description="Send low-confidence items to an adjudicator")
     adjudicator_accuracy: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         default=0.98, description="Simulated backend: accuracy of the simulated adjudicator")
@@ -333,6 +365,7 @@ class CampaignConfig(_Strict):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     lock: LockConfig = Field(default_factory=LockConfig)
     trust: TrustConfig = Field(default_factory=TrustConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
     # Set by load_config: the folder relative paths are resolved against.
@@ -350,6 +383,9 @@ class CampaignConfig(_Strict):
                 f"splits.seed_size ({self.splits.seed_size}) must be below budget.max_labels "
                 f"({self.budget.max_labels}): the seed is part of the label budget"
             )
+        if self.annotation.max_overlap < self.annotation.overlap:
+            raise ValueError(f"annotation.max_overlap ({self.annotation.max_overlap}) is below annotation.overlap "
+                             f"({self.annotation.overlap}): it caps the answers an item may collect")
         if self.splits.seed_method == "keywords":
             if not self.splits.keywords:
                 raise ValueError("splits.seed_method = 'keywords' needs [splits.keywords]: label -> list of keywords")
@@ -520,11 +556,15 @@ stop_set_size = 500
 
 [gates]
 calibration_ece = 0.10     # above this after calibration, the round falls back to diversity + random selection
-agreement_alpha = 0.67     # a batch below this Krippendorff alpha is quarantined
+agreement_mode = "relative" # relative: quarantine a batch far below this campaign's own agreement | absolute
+agreement_drop = 0.25      # relative: how far (in Krippendorff alpha) below the other batches a batch may fall
+agreement_min_items = 10   # relative: items with >= 2 answers before a batch is judged
+agreement_alpha = 0.67     # absolute only: a batch below this alpha is quarantined
 
 [annotation]
 backend = "simulated"      # simulated | label_studio
 overlap = 3                # annotators per item
+max_overlap = 5            # an unsure item gets one more annotator at a time up to this, then adjudication
 
 [annotation.simulated]
 seed = 0
@@ -575,9 +615,16 @@ on_busy = "wait"           # wait | exit (a second round exits with a clear mess
 timeout_seconds = 21600    # give up waiting after this long
 lease_seconds = 300        # a crashed round's lock expires after this long (renewed while the round runs)
 
-[trust]                    # which labels are trusted enough to train on (the batch gate is gates.agreement_alpha)
-consensus = "dawid_skene"  # dawid_skene | majority (Dawid-Skene won on real crowd data)
-min_confidence = 0.7       # below this (or a tie) the item goes to adjudication
+[run]                      # how rounds wait for people
+batch_ready_share = 0.9    # a round trains once this share of the open batch has its answers; else it waits (exit 3)
+poll_interval_seconds = 30 # `labelloop run`: how often a waiting campaign asks the backend again
+wait_timeout_seconds = 3600 # `labelloop run`: stop waiting after this long (exit 3; run it again later)
+
+[trust]                    # which labels are trusted enough to train on (the batch gate is [gates])
+consensus = "auto"         # auto (by the crowd's shape) | dawid_skene | one_coin | majority
+min_confidence = 0.7       # trusted at or above this confidence; below it (or a tie): one more answer, then adjudication
+min_answers = 2            # counted answers before an item's consensus can be trusted
+annotator_margin = 0.25    # an annotator this far below the median annotator is flagged (besides the floor below)
 adjudication = true
 adjudicator_accuracy = 0.98          # simulated backend only
 # gold_path = "gold.csv"   # gold items: id, text, label (known labels, mixed into batches unmarked)

@@ -8,8 +8,10 @@ backend task are pushed, and the MLflow runs are the same ones.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -19,10 +21,12 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.config import CampaignConfig
 from flows.faults import checkpoint
-from flows.trust import decide_trust
+from flows.logs import say
+from flows.trust import TrustDecision, decide_trust, queue_gold
 from flows.runtime import Campaign, open_campaign
 from integrations.backend import TaskRequest
 from tasks import calibrate, health, query, stopping
+from tasks.readiness import Readiness, batch_readiness
 from tasks.annotate import screen_annotations
 from tasks.evaluate import classification_metrics, confusion_figure, cost_per_accuracy_point, learning_curve_figure
 from tasks.train import TrainingError, predict_proba_aligned, train_model
@@ -105,11 +109,16 @@ def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.Data
     if cand.empty or n <= 0:
         return 0
     rng = np.random.default_rng([c.cfg.splits.random_state, round_no, 0 if arm == "active" else 1])
-    strategy = "diversity-random" if fallback else c.cfg.strategy_for(arm)
+    strategy = "diversity-random" if fallback or model is None else c.cfg.strategy_for(arm)
+    if model is None and c.cfg.strategy_for(arm) == "random":
+        strategy = "random"
     from flows.scoring import score_pool
 
-    X_pool, proba = score_pool(model, vec, cand["text"].tolist(), c.labels, scale=c.cfg.scale)
-    X_lab = vec.transform(items.set_index("item_id").loc[labelled["item_id"], "text"].tolist())
+    if model is None:  # cold start: nothing trusted to train on yet, so spread the batch out instead
+        X_pool, proba = vec.transform(cand["text"].tolist()), None
+    else:
+        X_pool, proba = score_pool(model, vec, cand["text"].tolist(), c.labels, scale=c.cfg.scale)
+    X_lab = vec.transform(items.set_index("item_id").loc[labelled["item_id"], "text"].tolist()) if len(labelled) else None
     committee = None
     if strategy in ("qbc", "qbc-kl"):
         from sklearn.base import clone
@@ -270,13 +279,22 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     logger = get_run_logger()
     round_no = round_no if round_no is not None else next_round_no(c)
     t0 = time.perf_counter()
-    parent_id = c.tracker.parent_run(c.ledger, _params(c.cfg))
 
     pulled = pull_annotations(c, round_no)
     checkpoint("after-pull")
     if pulled["problems"]:
         logger.warning("annotations rejected: %s", "; ".join(pulled["problems"]))
     trust = decide_trust(c, round_no)
+    if not c.ledger.list_rounds(round_no=round_no):  # a resumed round already passed this check
+        ready = open_batch_readiness(c, trust)
+        if not ready.ready:
+            return _waiting(c, round_no, ready, pulled)
+    c.ledger.set_meta("waiting", "")
+    gold_ids = queue_gold(c, round_no)
+    trust.metrics["n_gold_queued"] = float(len(gold_ids))
+    if gold_ids:
+        trust.notes.append(f"{len(gold_ids)} gold item(s) mixed into this round's batch")
+    parent_id = c.tracker.parent_run(c.ledger, _params(c.cfg))
     consensus = trust.consensus
     items = c.ledger.items_frame()
     vec = c.featurizer()
@@ -303,7 +321,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
             ev = train_and_evaluate(c, arm, labelled, items, vec)
             res.metrics = {**ev["metrics"], **trust.metrics}
         except TrainingError as err:
-            res.notes.append(f"not trained: {err}")
+            res.notes.append(f"not trained: {err}; this batch is chosen without a model (diversity + random)")
         fallback = bool(ev is not None and not ev["calibration"]["gate_passed"] and arm == "active")
         if fallback:
             res.notes.append(
@@ -311,23 +329,24 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                 f"{c.cfg.gates.calibration_ece:.2f}; this batch uses diversity + random selection")
         remaining = c.cfg.budget.max_labels - spent
         res.stopped = _stop_reason(c, arm, round_no, spent, res, ev, items)
-        if ev is not None and res.stopped is None:
+        if res.stopped is None:
             n = min(c.cfg.query.batch_size, remaining)
             share, why = active_random_share(c, round_no) if arm == "active" else (1.0, None)
             if why:
                 res.notes.append(why)
             if arm == "active":
                 res.metrics["query_random_share"] = share
-            res.n_queried = query_batch(c, arm, round_no, ev["model"], items, vec, labelled, n, run_id, fallback,
-                                        share)
+            res.n_queried = query_batch(c, arm, round_no, ev["model"] if ev else None, items, vec, labelled, n,
+                                        run_id, fallback, share)
             c.ledger.update_round(arm, round_no, status="queried")
             checkpoint("after-query")
             batch_ids = c.ledger.queries_frame(arm=arm, round_no=round_no)["item_id"].tolist()
-            checks = _health(c, arm, round_no, res, ev, items, vec, batch_ids)
-            res.metrics.update(health.health_metrics(checks))
-            res.health_tags = health.health_tags(checks)
-            res.notes.extend(f"health: {h.name}: {h.message}" for h in checks if h.fired)
-            if batch_ids:
+            if ev is not None:
+                checks = _health(c, arm, round_no, res, ev, items, vec, batch_ids)
+                res.metrics.update(health.health_metrics(checks))
+                res.health_tags = health.health_tags(checks)
+                res.notes.extend(f"health: {h.name}: {h.message}" for h in checks if h.fired)
+            if batch_ids and ev is not None:
                 texts = items.set_index("item_id").loc[batch_ids, "text"].tolist()
                 proba = predict_proba_aligned(ev["model"], texts, c.labels)
                 for i, p in zip(batch_ids, proba):
@@ -357,7 +376,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                              learning_curve_figure(curves, title=f"{c.name}: active vs random"),
                              "plots/learning_curve.png")
     summary = {
-        "round": round_no, "pulled": {k: v for k, v in pulled.items() if k != "problems"}, "pushed": pushed,
+        "round": round_no, "state": "done" if campaign_finished(c) else "ready", "pulled": {k: v for k, v in pulled.items() if k != "problems"}, "pushed": pushed,
         "seconds": round(time.perf_counter() - t0, 2),
         "arms": {a: {"n_labels": r.n_labels, "labels_spent": r.labels_spent, "queried": r.n_queried,
                      "test_macro_f1": r.metrics.get("test_macro_f1"), "test_accuracy": r.metrics.get("test_accuracy"),
@@ -372,6 +391,53 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         for note in r["notes"]:  # gate fallbacks, guards, fired health checks, trust decisions
             print(f"    {a}: {note}", flush=True)
     return summary
+
+
+def open_batch_readiness(c: Campaign, trust: TrustDecision) -> Readiness:
+    """Whether the open batch (the arms' items pushed most recently) is answered enough to train on.
+
+    See :mod:`tasks.readiness` for the rule and why. Gold items are left out: they score
+    annotators and never train, so a round need not wait for them.
+    """
+    q = c.ledger.queries_frame()
+    tasks = c.ledger.tasks_frame()
+    arm_items = set(q.loc[q["arm"].isin(c.cfg.arms), "item_id"]) if len(q) else set()
+    open_tasks = tasks[tasks["item_id"].isin(arm_items)] if len(tasks) else tasks
+    need = trust_need(c)
+    if open_tasks.empty:
+        return batch_readiness(None, [], {}, {}, need=need, ready_share=c.cfg.run.batch_ready_share)
+    batch = int(open_tasks["round_no"].max())
+    ids = sorted(set(open_tasks.loc[open_tasks["round_no"] == batch, "item_id"].astype(str)))
+    ann = c.ledger.annotations_frame(submitted_only=True)
+    answers = ann.drop_duplicates(["item_id", "annotator"]).groupby("item_id").size().to_dict() if len(ann) else {}
+    status = trust.items["status"].to_dict() if len(trust.items) else {}
+    never = getattr(c.backend, "unanswerable", None)
+    return batch_readiness(batch, ids, answers, status, need=need, ready_share=c.cfg.run.batch_ready_share,
+                           unanswerable=never(ids) if callable(never) else ())
+
+
+def trust_need(c: Campaign) -> int:
+    """Answers each item is first asked for (the overlap; the simulated crowd may be smaller)."""
+    from flows.trust import trust_policy
+
+    return trust_policy(c).need
+
+
+def _waiting(c: Campaign, round_no: int, ready: Readiness, pulled: dict) -> dict[str, Any]:
+    """Record that the campaign waits for people (for ``status``) and return the waiting summary.
+
+    Nothing else is written: no round record, no MLflow run, no query, so the round number is
+    not used up and the next attempt is the same round.
+    """
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        since = json.loads(c.ledger.get_meta("waiting") or "{}").get("since", now)
+    except ValueError:
+        since = now
+    c.ledger.set_meta("waiting", json.dumps({"round": round_no, "since": since, "checked_at": now,
+                                             **ready.as_dict()}))
+    return {"round": round_no, "state": "waiting", "waiting_for": ready.waiting_for,
+            "pulled": {k: v for k, v in pulled.items() if k != "problems"}, "readiness": ready.as_dict()}
 
 
 def active_random_share(c: Campaign, round_no: int) -> tuple[float, str | None]:

@@ -34,6 +34,22 @@ def _rows(c: Campaign) -> list[dict]:
     return rows
 
 
+def campaign_state(c: Campaign) -> dict[str, Any]:
+    """``state`` (``waiting``, ``ready``, ``done``), ``waiting_for`` (a sentence, "" unless waiting) and the
+    numbers behind a wait, as the last round attempt recorded them (status never asks the backend)."""
+    from flows.round import campaign_finished
+
+    if campaign_finished(c):
+        return {"state": "done", "waiting_for": "", "waiting": None}
+    try:
+        waiting = json.loads(c.ledger.get_meta("waiting") or "{}")
+    except ValueError:
+        waiting = {}
+    if waiting.get("waiting_for"):
+        return {"state": "waiting", "waiting_for": waiting["waiting_for"], "waiting": waiting}
+    return {"state": "ready", "waiting_for": "", "waiting": None}
+
+
 def pending_tasks(c: Campaign) -> tuple[int, int]:
     """(tasks pushed, tasks still short of ``overlap`` submitted annotations)."""
     tasks = c.ledger.tasks_frame()
@@ -99,6 +115,13 @@ def print_status(config: str) -> None:
     c = open_campaign(config)
     rows = _rows(c)
     print(f"campaign {c.name}: {c.ledger.n_items()} items, ledger {c.ledger.safe_url}")
+    state = campaign_state(c)
+    if state["state"] == "waiting":
+        w = state["waiting"]
+        print(f"state: WAITING since {w.get('since')} (last checked {w.get('checked_at')}): {state['waiting_for']}")
+        print("  the next `labelloop round` trains once enough answers are in (or lower [run] batch_ready_share)")
+    else:
+        print(f"state: {state['state']}")
     print(f"{'round':>5} {'arm':<7} {'status':<8} {'labels':>6} {'macro-F1':>9} {'ECE':>6} {'ECE cal':>7} "
           f"{'alpha':>6}  warnings")
 
@@ -147,5 +170,6 @@ def status_json(config: str) -> str:
 
     c = open_campaign(config)
     pushed, pending = pending_tasks(c)
-    return json.dumps({"campaign": c.name, "rounds": _rows(c), "tasks_pushed": pushed, "tasks_pending": pending,
+    return json.dumps({"campaign": c.name, **campaign_state(c), "rounds": _rows(c), "tasks_pushed": pushed,
+                       "tasks_pending": pending,
                        "trust": trust_status(c), "schedule": next_runs(c.name)}, default=str, indent=2)

@@ -50,6 +50,7 @@ class TrustDecision:
     notes: list[str] = field(default_factory=list)  # gate decisions / alerts, shown in CLI and MLflow tags
     tags: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)  # run-relative path -> text (Data Docs pages, report)
+    items: pd.DataFrame = field(default_factory=pd.DataFrame)  # every item's decision (tasks.trust.TrustResult.items)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -57,12 +58,16 @@ class TrustDecision:
 
 def trust_policy(c: Campaign) -> policy_mod.TrustPolicy:
     """The pure policy's knobs from the campaign config."""
-    t = c.cfg.trust
+    t, g = c.cfg.trust, c.cfg.gates
     need = c.cfg.annotation.overlap
+    most = max(c.cfg.annotation.max_overlap, need)
     if c.cfg.annotation.backend == "simulated":
         need = min(need, len(c.cfg.annotation.simulated.annotators))
+        most = min(most, len(c.cfg.annotation.simulated.annotators))
     return policy_mod.TrustPolicy(
-        consensus=t.consensus, min_confidence=t.min_confidence, alpha_gate=c.cfg.gates.agreement_alpha,
+        consensus=t.consensus, min_confidence=t.min_confidence, min_answers=t.min_answers,
+        gate_mode=g.agreement_mode, alpha_gate=g.agreement_alpha, alpha_drop=g.agreement_drop,
+        min_batch_items=g.agreement_min_items, max_overlap=most, annotator_margin=t.annotator_margin,
         min_annotator_accuracy=t.min_annotator_accuracy, min_gold_answers=t.min_gold_answers,
         min_consensus_answers=t.min_consensus_answers, annotator_policy=t.annotator_policy,
         downweight=t.downweight, need=need, al_agreement_margin=t.al_agreement_margin,
@@ -186,6 +191,46 @@ def queue_gold(c: Campaign, round_no: int) -> list[str]:
         c.ledger.add_queries(GOLD_ARM, round_no, [{"item_id": i, "strategy": "gold", "reason": "gold",
                                                    "score": None, "model_version": None} for i in ids])
     return ids
+
+
+# --------------------------------------------------------------------------- adaptive redundancy
+
+
+def ask_for_more(c: Campaign, result: policy_mod.TrustResult, targets: dict[str, int], exhausted: set[str],
+                 pol: policy_mod.TrustPolicy, round_no: int) -> tuple[list[str], set[str]]:
+    """Ask the backend for one more answer on every answered item the policy could not trust yet.
+
+    Why: an unsure consensus (a 2-1 split, a tie, a low posterior) is usually settled by one
+    more cheap answer; an adjudicator is the expensive last resort. Items at ``max_overlap``,
+    or that the backend cannot give another annotator (every recorded or simulated annotator
+    has answered), come back as *exhausted* and go to adjudication. Returns (notes, newly
+    exhausted items); targets are stored in the ledger so the next round knows what it waits for.
+    """
+    items = result.items
+    if items.empty:
+        return [], set()
+    need = pd.Series(targets, dtype="int64").reindex(items.index).fillna(pol.need).clip(lower=pol.need)
+    ask = items.index[(items["status"] == "needs_more") & (items["n_annotations"] >= need)].tolist()
+    if not ask:
+        return [], set()
+    request = getattr(c.backend, "request_more", None)
+    if request is None:
+        c.ledger.set_answer_targets({}, ask, round_no)
+        return [f"the {c.backend.name} backend cannot ask for more answers: {len(ask)} unsure item(s) go to "
+                "adjudication instead"], set(ask)
+    now = {str(k): int(v) for k, v in request(ask, pol.max_overlap).items()}
+    before = {i: int(need[i]) for i in ask}
+    raised = {i: now[i] for i in ask if now.get(i, 0) > before[i]}
+    stuck = set(ask) - set(raised)
+    c.ledger.set_answer_targets(raised, stuck, round_no)
+    notes = []
+    if raised:
+        notes.append(f"asked for one more answer on {len(raised)} unsure item(s) (adaptive redundancy, at most "
+                     f"{pol.max_overlap} answers per item)")
+    if stuck:
+        notes.append(f"{len(stuck)} unsure item(s) can get no further answer from the {c.backend.name} backend: "
+                     "adjudication decides them")
+    return notes, stuck
 
 
 # --------------------------------------------------------------------------- adjudication
@@ -390,8 +435,18 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
     relabel_items |= reopened
     q = c.ledger.queries_frame()
     reasons = q[["item_id", "reason"]] if len(q) else None
-    result = policy_mod.decide(frame[["item_id", "annotator", "label"]], c.labels, pol, batch_of=batch_of,
-                               gold=gold, adjudicated=adjudicated, reasons=reasons, relabel=relabel_items)
+    targets, exhausted = c.ledger.answer_targets()
+    decide = lambda: policy_mod.decide(  # noqa: E731 - decided again when redundancy hits its limit
+        frame[["item_id", "annotator", "label"]], c.labels, pol, batch_of=batch_of, gold=gold,
+        adjudicated=adjudicated, reasons=reasons, relabel=relabel_items, targets=targets, exhausted=exhausted)
+    result = decide()
+
+    # --- adaptive redundancy: an answered item that is not trusted yet gets one more annotator
+    more_notes, newly_exhausted = ask_for_more(c, result, targets, exhausted, pol, round_no)
+    notes.extend(more_notes)
+    if newly_exhausted:  # the backend has no further annotator for them: adjudication decides
+        exhausted = exhausted | newly_exhausted
+        result = decide()
 
     # --- adjudication
     queue = result.adjudication_queue
@@ -450,15 +505,11 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
     notes = notes + result.notes
     tags.update(result.tags)
     tags["labelloop.label_set_version"] = str(history.current.version)
-    gold_ids = queue_gold(c, round_no)
-    metrics["n_gold_queued"] = float(len(gold_ids))
-    if gold_ids:
-        notes.append(f"{len(gold_ids)} gold item(s) mixed into this round's batch")
     c.ledger.save_trust_round(round_no, items=result.items, batches=result.batches, annotators=result.annotators,
                               metrics=metrics, notes=notes, tags=tags)
     artifacts["trust/report.md"] = trust_report_markdown(round_no, result, metrics, notes)
     consensus = trusted[["label", "confidence", "n_annotations", "source"]]
-    return TrustDecision(consensus, metrics=metrics, notes=notes, tags=tags, artifacts=artifacts)
+    return TrustDecision(consensus, metrics=metrics, notes=notes, tags=tags, artifacts=artifacts, items=result.items)
 
 
 # --------------------------------------------------------------------------- reporting

@@ -643,6 +643,50 @@ class LabelStudioBackend:
 
     # ------------------------------------------------------------------ adjudication
 
+    def task_overlaps(self) -> dict[str, tuple[str, int]]:
+        """item_id -> (task id, answers the task asks for): the project's ``maximum_annotations``
+        unless adaptive redundancy raised the task's own ``overlap``."""
+
+        def go(att: _Attempt) -> dict[str, tuple[str, int]]:
+            out: dict[str, tuple[int, int]] = {}
+            for task in self._iter_tasks(att, fields="task_only"):
+                item_id = (task.data or {}).get("item_id")
+                if item_id is None:
+                    continue
+                tid = int(task.id)
+                if str(item_id) not in out or tid < out[str(item_id)][0]:
+                    out[str(item_id)] = (tid, int(getattr(task, "overlap", None) or self.overlap))
+            return {k: (str(t), o) for k, (t, o) in out.items()}
+
+        return self._call(f"reading task overlaps of project {self.project_title!r}", go)
+
+    def request_more(self, item_ids: Sequence[str], max_overlap: int) -> dict[str, int]:
+        """Ask for one more answer on each item, never beyond ``max_overlap`` (adaptive redundancy).
+
+        Label Studio's own mechanism: the task's ``overlap`` (answers it collects) goes up by one
+        and ``is_labeled`` back to false, so the labelling stream offers it to one more annotator
+        who has not answered it. Returns item_id -> the task's overlap now (unchanged at the cap or
+        for items with no task here).
+        """
+        wanted = [str(i) for i in item_ids]
+        if not wanted:
+            return {}
+        have = self.task_overlaps()
+
+        def go(att: _Attempt) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for item in wanted:
+                if item not in have:
+                    continue
+                tid, current = have[item]
+                new = min(current + 1, int(max_overlap))
+                if new > current:
+                    self.client.tasks.update(tid, overlap=new, is_labeled=False, request_options=att.request_options())
+                out[item] = max(new, current)
+            return out
+
+        return self._call(f"asking for one more answer on {len(wanted)} task(s) in project {self.project_title!r}", go)
+
     def review_backend(self, suffix: str = REVIEW_SUFFIX) -> "LabelStudioReviewBackend":
         """The campaign's adjudication project (title + ``suffix``), same server and key, one
         answer per task. Review tasks never appear in this project, so :meth:`pull` here never

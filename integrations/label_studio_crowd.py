@@ -176,7 +176,8 @@ def answer_open_tasks(
         raise ValueError(f"true labels not in the project's labels: {sorted(unknown)}")
 
     user_ids = ensure_users(backend, annotators)
-    tasks = backend.existing_tasks()  # item_id -> task id
+    overlaps = backend.task_overlaps()  # item_id -> (task id, answers the task asks for)
+    tasks = {item: tid for item, (tid, _) in overlaps.items()}
     done: dict[str, set[str]] = {}
     for ann in backend.pull():
         done.setdefault(ann.backend_task_id, set()).add(ann.annotator.lower())
@@ -189,7 +190,9 @@ def answer_open_tasks(
         if truth is None:
             no_truth += 1
             continue
-        for a in assign(item_id, annotators, overlap, seed):
+        # a task that adaptive redundancy raised asks for more: the next annotators in the same order
+        wanted = min(max(overlap, overlaps[item_id][1]), len(annotators))
+        for a in assign(item_id, annotators, wanted, seed):
             if a.email.lower() in done.get(task_id, set()):
                 continue
             label = simulated_answer(item_id, truth, labels, a, seed, skip_rate)

@@ -613,6 +613,17 @@ trust_rounds = Table(  # the round's trust summary (read by `labelloop status` e
     Column("decided_at", DateTime(timezone=True), nullable=False),
 )
 
+answer_targets = Table(  # adaptive redundancy: items asked for more answers than the campaign's overlap
+    "answer_targets",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("item_id", String(256), primary_key=True),
+    Column("target", Integer, nullable=False),  # answers now asked for
+    Column("exhausted", Boolean, nullable=False, default=False),  # the backend can give no further answer
+    Column("round_no", Integer),  # the round that last changed it
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 
 def _none_if_nan(v: Any) -> Any:
     if v is None:
@@ -827,6 +838,33 @@ class _TrustLedger:
         with self.begin() as conn:
             return pd.DataFrame(conn.execute(q).fetchall(), columns=[c.name for c in cols])
 
+
+    # ----- adaptive redundancy ------------------------------------------------
+    def answer_targets(self: Ledger) -> tuple[dict[str, int], set[str]]:
+        """(item -> answers asked for, items the backend can give no more answers for)."""
+        f = _frame(self, answer_targets)
+        if f.empty:
+            return {}, set()
+        return (dict(zip(f["item_id"].astype(str), f["target"].astype(int))),
+                set(f.loc[f["exhausted"].astype(bool), "item_id"].astype(str)))
+
+    def set_answer_targets(self: Ledger, targets: dict[str, int], exhausted: Iterable[str], round_no: int) -> None:
+        """Record what adaptive redundancy asked of the backend (upsert; idempotent on a re-run)."""
+        from sqlalchemy import delete
+
+        ex = {str(i) for i in exhausted}
+        keys = set(map(str, targets)) | ex
+        if not keys:
+            return
+        old, old_ex = self.answer_targets()
+        now = _utcnow()
+        rows = [{"campaign": self.campaign, "item_id": i, "target": int(targets.get(i, old.get(i, 0))),
+                 "exhausted": i in ex or i in old_ex, "round_no": round_no, "updated_at": now} for i in sorted(keys)]
+        with self.begin() as conn:
+            for chunk in _chunks(rows, 500):
+                conn.execute(delete(answer_targets).where((answer_targets.c.campaign == self.campaign)
+                                                          & answer_targets.c.item_id.in_([r["item_id"] for r in chunk])))
+                conn.execute(answer_targets.insert(), chunk)
 
 for _name, _fn in vars(_TrustLedger).items():
     if callable(_fn) and not _name.startswith("__"):

@@ -49,7 +49,7 @@ def test_quarantine_fires_below_the_gate_and_not_above() -> None:
     alpha_noisy = agreement.krippendorff_alpha(noisy, LABELS)
     assert alpha_good > 0.67 > alpha_noisy
 
-    pol = T.TrustPolicy(min_consensus_answers=10_000)  # nobody flagged: the gate alone decides
+    pol = T.TrustPolicy(min_consensus_answers=10_000, gate_mode="absolute")  # nobody flagged: the gate decides
     r = T.decide(ann, LABELS, pol)
     assert r.batches.loc[0, "status"] == "passed" and r.batches.loc[1, "status"] == "quarantined"
     assert r.batches.loc[0, "krippendorff_alpha"] == pytest.approx(alpha_good)
@@ -62,7 +62,8 @@ def test_quarantine_fires_below_the_gate_and_not_above() -> None:
     assert "batch 1" in r.tags["labelloop.quarantine"] and any("batch 1 quarantined" in n for n in r.notes)
 
     # The same batch passes a gate below its alpha.
-    lenient = T.decide(ann, LABELS, T.TrustPolicy(min_consensus_answers=10_000, alpha_gate=alpha_noisy - 0.01))
+    lenient = T.decide(ann, LABELS, T.TrustPolicy(min_consensus_answers=10_000, gate_mode="absolute",
+                                                  alpha_gate=alpha_noisy - 0.01))
     assert (lenient.batches["status"] == "passed").all() and lenient.tags["labelloop.quarantine"] == "none"
 
 
