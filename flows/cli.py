@@ -33,6 +33,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 import typer  # noqa: E402 - after the environment defaults
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_WAITING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+INTERRUPTED = ("interrupted; re-run the same command to resume (what was recorded is kept: a round resumes "
+               "from its last recorded stage with the batch it already drew, and its lock was released)")
 
 EPILOG = ("Exit codes: 0 done, 1 internal error, 2 bad input or config, 3 waiting for annotations. "
           "Add --verbose (anywhere) for Prefect's logs and tracebacks.")
@@ -60,7 +62,7 @@ _KNOWN_ERRORS = {
     ("integrations.expectations", "DataContractError"), ("integrations.ledger", "LedgerError"),
     ("integrations.backend", "BackendError"), ("integrations.tracking", "TrackingError"),
     ("tasks.seed", "SplitError"), ("tasks.train", "TrainingError"), ("tasks.embeddings", "EmbeddingsUnavailable"),
-    ("tasks.labels", "LabelSchemaError"), ("builtins", "FileNotFoundError"), ("builtins", "FileExistsError"),
+    ("tasks.labels", "LabelSchemaError"), ("flows.export", "ExportError"), ("builtins", "FileNotFoundError"), ("builtins", "FileExistsError"),
     ("builtins", "PermissionError"), ("builtins", "IsADirectoryError"),
 }
 
@@ -106,42 +108,29 @@ def orchestrate() -> str:
 
 
 def validate_campaign(config: str) -> None:
-    """Check the config and, when the campaign is not set up yet, its data: before Prefect starts.
+    """Check the config and, unless the folder says the campaign is set up, its data: before Prefect starts.
 
-    In the order of what each costs, so the common mistakes fail fastest: the config
-    (pydantic), the file and its columns (pandas), whether the ledger says the campaign is
-    set up (SQLAlchemy), then the data contract (Great Expectations, imported only for it).
-    The same checks ``flows.setup.load_and_validate`` runs inside the set-up flow.
+    Writes nothing (no ledger, no workdir). In the order of what each costs, so the common
+    mistakes fail fastest: the config (pydantic), the file and its columns (pandas), the data
+    contract (Great Expectations, imported only for it). A subset of ``flows.setup.preflight``
+    (which imports Prefect, and runs again, fully, in ``setup_flow`` before its flow starts).
     """
     from flows.config import load_config
 
     cfg = load_config(config)
     if (cfg.workdir_path / SETUP_MARKER).is_file():
-        return  # set up: the data was checked then; a round does not read the file again
+        return  # set up: the data was checked then (the same rule as flows.setup._looks_set_up)
+    from integrations.expectations import validate_pool
     from integrations.sources import load_table
 
     d = cfg.data
-    try:
-        frame = load_table(cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column)
-    except Exception:
-        if _set_up(cfg):
-            return  # set up before the marker existed; the file may have moved since
-        raise
-    if _set_up(cfg):
-        return
-    from integrations.expectations import validate_pool
-
+    frame = load_table(cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column,
+                       encoding=d.encoding, delimiter=d.delimiter, skip_unsupported=d.skip_unsupported_files)
     validate_pool(frame, label_set=list(cfg.labels.names), max_text_length=d.max_text_length,
                   source=str(cfg.data_path))
 
 
 SETUP_MARKER = ".labelloop-setup.json"  # = flows.setup.SETUP_MARKER (that module imports Prefect)
-
-
-def _set_up(cfg: Any) -> bool:
-    from flows.runtime import open_campaign
-
-    return open_campaign(cfg).ledger.get_meta("setup_done") == "1"
 
 
 # ----------------------------------------------------------------------------------------- campaign
@@ -175,13 +164,17 @@ def setup(config: str = typer.Argument(..., metavar="CONFIG", help="campaign con
 
     Example: labelloop setup campaign.toml
     """
-    validate_campaign(config)
-    orchestrate()
+    validate_campaign(config)  # the common mistakes, without Prefect
+    from flows import setup as setup_mod
+    from flows.config import load_config
     from flows.logs import heartbeat
-    from flows.setup import setup_flow
 
+    cfg = load_config(config)
+    if not setup_mod._looks_set_up(cfg):
+        setup_mod.preflight(cfg)  # every other bad input (labels, splits, Label Studio): before the server
+    orchestrate()
     with heartbeat("setting up"):
-        setup_flow(str(config))  # says what it did (or that the campaign was already set up); no raw dict
+        setup_mod.setup_campaign_flow(str(config))  # says what it did; no raw dict
     return EXIT_OK
 
 
@@ -444,6 +437,9 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
              out: str = typer.Option(..., help="folder for results.json and learning_curves.png"),
              text_col: str = typer.Option("text", help="text column"),
              label_col: str = typer.Option("label", help="label column"),
+             encoding: str = typer.Option("utf-8", help="text encoding of CSV/JSONL files"),
+             delimiter: Optional[str] = typer.Option(None, help="CSV delimiter , ; tab | (default: sniffed from the "
+                                                                "header)"),
              id_col: Optional[str] = typer.Option(None, help="id column (default: a hash of the text, so identical "
                                                             "texts count as duplicates)"),
              strategy: str = typer.Option("margin", help="one or a comma-separated list, e.g. margin,entropy,qbc,"
@@ -492,7 +488,8 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
         require_minilm()
     from integrations.sources import load_table
 
-    load_table(data, id_col=id_col, text_col=text_col, label_col=label_col)  # a bad file: exit 2 before Prefect
+    load_table(data, id_col=id_col, text_col=text_col, label_col=label_col, encoding=encoding,
+               delimiter=delimiter)  # a bad file: exit 2 before Prefect
     orchestrate()
     from flows.simulate import simulate_flow
 
@@ -506,12 +503,33 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
                             strategies=strategies, budget=budget, batch_size=batch_size, seeds=seeds,
                             seed_size=seed_size, test_size=test_size, random_share=random_share,
                             random_ahead_share=random_ahead_share, target=target, featurizer=featurizer,
-                            cost_per_label=cost_per_label)
+                            cost_per_label=cost_per_label, encoding=encoding, delimiter=delimiter)
     if as_json:
         import json
 
         say(json.dumps(res, indent=2, default=str))
     return EXIT_OK
+
+
+@app.command()
+def export(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)"),
+           out: Path = typer.Option(..., "--out", help="output file"),
+           fmt: Optional[str] = typer.Option(None, "--format", metavar="csv|parquet|jsonl",
+                                             help="default: from the --out suffix (.csv, .parquet, .jsonl), else csv"),
+           include_all: bool = typer.Option(False, "--all", help="every item with answers (also gold, pending, "
+                                                                "needs_more, quarantined)"),
+           as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")) -> int:
+    """Write the labelled dataset (trusted + adjudicated; --all: every answered item). Read-only, no Prefect.
+
+    Example: labelloop export campaign.toml --out labels.parquet
+    """
+    from types import SimpleNamespace
+
+    from flows.export import cmd_export
+
+    if fmt is not None and fmt not in ("csv", "parquet", "jsonl"):
+        raise Stop(EXIT_BAD_INPUT, f"--format must be csv, parquet or jsonl, got {fmt!r}")
+    return cmd_export(SimpleNamespace(config=config, out=str(out), format=fmt, all=include_all, json=as_json))
 
 
 # ----------------------------------------------------------------------------------------- operations
@@ -712,6 +730,33 @@ def _prepare(argv: list[str]) -> list[str]:
     return [a for a in argv if a != "--verbose"]
 
 
+class _InterruptCrashFilter:
+    """Drop Prefect's "Crash detected! Execution was aborted by an interrupt signal." record: Ctrl-C
+    is the user's own doing, and the CLI says in one line what it means (see ``main``)."""
+
+    def filter(self, record: object) -> bool:
+        return "aborted by an interrupt signal" not in str(getattr(record, "msg", ""))
+
+
+def _quiet_interrupt_crash() -> None:
+    """Attach :class:`_InterruptCrashFilter` to every handler of Prefect's loggers (idempotent).
+
+    Kept apart (issue 13) so the CLI rewrite can carry it over as is."""
+    import logging
+
+    import prefect.logging.configuration  # noqa: F401 - make sure Prefect configured its handlers
+
+    names = [n for n in logging.root.manager.loggerDict if n.startswith("prefect")] + [""]
+    for name in names:
+        for h in getattr(logging.getLogger(name), "handlers", []):
+            if not any(isinstance(f, _InterruptCrashFilter) for f in h.filters):
+                h.addFilter(_InterruptCrashFilter())
+
+
+INTERRUPTED = ("interrupted; re-run the same command to resume (what was recorded is kept: a round resumes "
+               "from its last recorded stage with the batch it already drew, and its lock was released)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _prepare(list(sys.argv[1:] if argv is None else argv))
     from flows.logs import quiet_third_party
@@ -728,14 +773,14 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as e:
         return int(e.exit_code)
     except typer.Abort:
-        print("interrupted; re-run the same command to resume (rounds are idempotent)", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     except typer.TyperException as e:  # usage errors: Click's own message and usage line
         if hasattr(e, "show"):
             e.show()
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume (rounds are idempotent)", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - one line each; the traceback only with --verbose
         msg = _one_line(err)
