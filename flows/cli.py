@@ -765,7 +765,10 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=args, prog_name="labelloop", standalone_mode=False)
-        return int(rv) if isinstance(rv, int) else EXIT_OK
+        code = int(rv) if isinstance(rv, int) else EXIT_OK
+        if code == EXIT_INTERRUPTED:  # Typer turns KeyboardInterrupt into Exit(130) before we see it
+            print(INTERRUPTED, file=sys.stderr)
+        return code
     except Stop as s:
         if str(s):
             print(f"error: {s}", file=sys.stderr)

@@ -100,11 +100,12 @@ _LAST_OUTPUT = [time.monotonic()]
 
 @contextlib.contextmanager
 def heartbeat(what: str, every: float = 10.0) -> Iterator[None]:
-    """While the block runs, write ``... <what> (N s)`` to stderr whenever nothing was said for ``every`` s.
+    """While the block runs, write ``... <what> (N s)`` to stdout whenever nothing was said for ``every`` s.
 
     Why: a round, a set-up on a large pool or the demo can be silent for a minute (fitting,
     scoring, MLflow writes); the person at the terminal should see it is alive at least every
-    ten seconds. On stderr, so ``--json`` output on stdout stays parseable.
+    ten seconds. On stdout with the other progress lines, so stderr keeps only the error (one
+    line); ``simulate --json`` sends its progress to stderr for the duration.
     """
     done = threading.Event()
     t0 = time.monotonic()
@@ -112,8 +113,8 @@ def heartbeat(what: str, every: float = 10.0) -> Iterator[None]:
     def beat() -> None:
         while not done.wait(1.0):
             if time.monotonic() - _LAST_OUTPUT[0] >= every - 1.0:
-                sys.stderr.write(f"... {what} ({time.monotonic() - t0:.0f}s)\n")
-                sys.stderr.flush()
+                sys.stdout.write(f"... {what} ({time.monotonic() - t0:.0f}s)\n")
+                sys.stdout.flush()
                 _LAST_OUTPUT[0] = time.monotonic()
 
     thread = threading.Thread(target=beat, name="labelloop-heartbeat", daemon=True)
