@@ -155,7 +155,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
                   strategies=strategies, budget=a.budget, batch_size=a.batch_size, seeds=a.seeds,
                   seed_size=a.seed_size, test_size=a.test_size, random_share=a.random_share,
                   random_ahead_share=a.random_ahead_share, target=a.target, featurizer=a.featurizer,
-                  cost_per_label=a.cost_per_label)
+                  cost_per_label=a.cost_per_label, encoding=a.encoding, delimiter=a.delimiter)
     return 0
 
 
@@ -234,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="a labelled CSV, Parquet or JSONL file (or a folder of them)")
     s.add_argument("--text-col", default="text", help="text column (default: text)")
     s.add_argument("--label-col", default="label", help="label column (default: label)")
+    s.add_argument("--encoding", default="utf-8", help="text encoding of CSV/JSONL files (default: utf-8)")
+    s.add_argument("--delimiter", default=None, help="CSV delimiter , ; tab | (default: sniffed from the header)")
     s.add_argument("--id-col", default=None, help="id column (default: a hash of the text, so identical texts count as duplicates)")
     s.add_argument("--strategy", default="margin",
                    help="one or a comma-separated list, e.g. margin,entropy,qbc,coreset,cluster-margin "
@@ -275,10 +277,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repair", action="store_true", help="fix the drift found (adopt, mark, pull, re-log, dedupe)")
     s.set_defaults(fn=cmd_doctor)
 
-    from flows import ops_cli
+    from flows import export, ops_cli
 
     ops_cli.register(sub)
+    export.register(sub)  # `labelloop export` (logic and arguments in flows/export.py)
     return p
+
+
+class _InterruptCrashFilter:
+    """Drop Prefect's "Crash detected! Execution was aborted by an interrupt signal." record: Ctrl-C
+    is the user's own doing, and the CLI says in one line what it means (see ``main``)."""
+
+    def filter(self, record: object) -> bool:
+        return "aborted by an interrupt signal" not in str(getattr(record, "msg", ""))
+
+
+def _quiet_interrupt_crash() -> None:
+    """Attach :class:`_InterruptCrashFilter` to every handler of Prefect's loggers (idempotent).
+
+    Kept apart (issue 13) so the CLI rewrite can carry it over as is."""
+    import logging
+
+    import prefect.logging.configuration  # noqa: F401 - make sure Prefect configured its handlers
+
+    names = [n for n in logging.root.manager.loggerDict if n.startswith("prefect")] + [""]
+    for name in names:
+        for h in getattr(logging.getLogger(name), "handlers", []):
+            if not any(isinstance(f, _InterruptCrashFilter) for f in h.filters):
+                h.addFilter(_InterruptCrashFilter())
+
+
+INTERRUPTED = ("interrupted; re-run the same command to resume (what was recorded is kept: a round resumes "
+               "from its last recorded stage with the batch it already drew, and its lock was released)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,10 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     from flows.logs import quiet_known_errors
 
     quiet_known_errors(_known_errors())
+    _quiet_interrupt_crash()
     try:
         return int(args.fn(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume (rounds are idempotent)", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - the known ones get one clean line
         if isinstance(err, _known_errors()):

@@ -7,8 +7,10 @@ ignored. Every error names the key path and what was expected.
 
 from __future__ import annotations
 
+import codecs
 import os
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -34,6 +36,81 @@ class DataConfig(_Strict):
         description="Known labels (used for the frozen test / calibration splits and by simulated annotators)",
     )
     max_text_length: Annotated[int, Field(gt=0)] = 10_000
+    encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of CSV/TSV/JSONL files (utf-8 also accepts a UTF-8 BOM; e.g. utf-16, cp1252)")
+    delimiter: str | None = Field(
+        default=None,
+        description="CSV delimiter: ',', ';', '\\t' (or 'tab') or '|'; unset: sniffed from each file's header")
+    skip_unsupported_files: bool = Field(
+        default=False,
+        description="path is a folder: skip files of other types (listed on set-up) instead of stopping")
+
+    @field_validator("encoding")
+    @classmethod
+    def _check_encoding(cls, v: str) -> str:
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r} (e.g. 'utf-8', 'utf-16', 'cp1252', 'latin-1')") from None
+        return v
+
+    @field_validator("delimiter")
+    @classmethod
+    def _check_delimiter(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}.get(v.lower(), v)
+        if v not in DELIMITERS:
+            raise ValueError(f"unsupported delimiter {v!r}; one of ',', ';', '\\t' (tab), '|'")
+        return v
+
+
+DELIMITERS = (",", ";", "\t", "|")  # the ones integrations.sources sniffs between (tests check they agree)
+
+# The longest label every store keeps exactly: the ledger's label columns are String(256) (SQLite
+# ignores the length, PostgreSQL refuses longer values); MLflow only sees labels inside metric
+# names, which integrations.tracking maps to safe names; Label Studio keeps any length.
+LABEL_MAX_CHARS = 256
+
+
+def label_problems(names: list[str]) -> list[str]:
+    """Why some label names cannot work end to end (empty list: all fine).
+
+    Checked at config time, before anything is written: a label that a store
+    truncates, rejects or silently rewrites would fail a round later (or, worse,
+    split one class in two). Allowed: any printable text up to ``LABEL_MAX_CHARS``
+    characters — slashes, ``&``, ``<``, ``;``, ``..``, accents and emoji included.
+    Refused: control characters and line breaks (XML and PostgreSQL refuse some, and a
+    label you cannot see cannot be checked), surrounding whitespace and non-NFC text
+    (labels read from data are NFC-normalised and stripped, so they would never match).
+    """
+    problems = []
+    for i, name in enumerate(names, start=1):
+        where = f"label {i} ({name[:40]!r}{'...' if len(name) > 40 else ''})"
+        if not name.strip():
+            problems.append(f"label {i} is empty")
+            continue
+        if len(name) > LABEL_MAX_CHARS:
+            problems.append(f"{where} is {len(name)} characters long; at most {LABEL_MAX_CHARS} fit every store "
+                            f"(the ledger's label columns)")
+        bad = sorted({c for c in name if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")})
+        if bad:
+            problems.append(f"{where} contains control characters or line breaks "
+                            f"({', '.join(f'U+{ord(c):04X}' for c in bad)})")
+        if name != name.strip():
+            problems.append(f"{where} has leading or trailing whitespace, which labels read from data lose")
+        if unicodedata.normalize("NFC", name) != name:
+            problems.append(f"{where} is not in Unicode NFC form; write it as "
+                            f"{unicodedata.normalize('NFC', name)!r} (labels read from data are NFC)")
+    folded: dict[str, int] = {}
+    for i, name in enumerate(names, start=1):
+        key = unicodedata.normalize("NFC", name).strip().casefold()
+        if key in folded and names[folded[key] - 1] != name:
+            problems.append(f"label {i} ({name!r}) differs from label {folded[key]} "
+                            f"({names[folded[key] - 1]!r}) only in case or Unicode form")
+        folded.setdefault(key, i)
+    return problems
 
 
 class LabelVersionConfig(_Strict):
@@ -67,6 +144,9 @@ class LabelsConfig(_Strict):
         dupes = sorted({n for n in v if v.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate label names: {dupes}")
+        problems = label_problems(v)
+        if problems:
+            raise ValueError("; ".join(problems))
         return v
 
 
@@ -173,14 +253,47 @@ class LabelStudioConfig(_Strict):
     )
 
 
+class ReplayConfig(_Strict):
+    """Recorded answers replayed as the annotators (integrations/replay.py): rehearse a campaign on
+    a team's own labelling history, or test the trust policy on a real crowd."""
+
+    path: str | None = Field(
+        default=None, description="CSV or Parquet, long format (one row per answer); relative to the config file")
+    item_column: str = Field(default="item_id", description="Column with the item id (the [data] ids)")
+    annotator_column: str = "annotator_id"
+    label_column: str = "label"
+    seed: int = Field(default=0, description="Fixes which recorded workers answer an item (a stable hash order)")
+
+    @field_validator("item_column", "annotator_column", "label_column")
+    @classmethod
+    def _non_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a column")
+        return v
+
+    def file(self, base_dir: Path) -> Path | None:
+        """``path`` resolved against the config file's folder (None when not set)."""
+        if not self.path:
+            return None
+        p = Path(self.path)
+        return (p if p.is_absolute() else base_dir / p).resolve()
+
+
 class AnnotationConfig(_Strict):
-    backend: Literal["simulated", "label_studio"] = "simulated"
+    backend: Literal["simulated", "label_studio", "replay"] = "simulated"
     overlap: Annotated[int, Field(ge=1, le=20)] = 3
     max_overlap: Annotated[int, Field(ge=1, le=20)] = Field(
         default=5, description="Adaptive redundancy: an answered item that is not trusted yet gets one more "
         "annotator at a time up to this many answers, then goes to adjudication (>= overlap)")
     simulated: SimulatedConfig = Field(default_factory=SimulatedConfig)
     label_studio: LabelStudioConfig = Field(default_factory=LabelStudioConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+
+    @model_validator(mode="after")
+    def _replay_needs_a_file(self) -> "AnnotationConfig":
+        if self.backend == "replay" and not self.replay.path:
+            raise ValueError('backend = "replay" needs [annotation.replay] path (the recorded answers file)')
+        return self
 
 
 class LedgerConfig(_Strict):
@@ -419,8 +532,7 @@ class CampaignConfig(_Strict):
 
     @property
     def data_path(self) -> Path:
-        p = Path(self.data.path)
-        return (p if p.is_absolute() else self.base_dir / p).resolve()
+        return _resolve(self.data.path, self.base_dir)
 
     @property
     def ledger_url(self) -> str:
@@ -435,8 +547,7 @@ class CampaignConfig(_Strict):
     def arrivals_path(self) -> Path | None:
         if not self.drift.arrivals:
             return None
-        p = Path(self.drift.arrivals)
-        return (p if p.is_absolute() else self.base_dir / p).resolve()
+        return _resolve(self.drift.arrivals, self.base_dir)
 
     @property
     def tracking_uri(self) -> str:
@@ -455,6 +566,17 @@ class CampaignConfig(_Strict):
 
     def strategy_for(self, arm: str) -> str:
         return "random" if arm == "random" else self.query.strategy
+
+
+def _resolve(path: str, base_dir: Path) -> Path:
+    """``path`` against ``base_dir``, symlinks resolved; a symlink loop stays unresolved (absolute)
+    so that reading it reports the loop with the file's name instead of a RuntimeError traceback."""
+    p = Path(path)
+    p = p if p.is_absolute() else base_dir / p
+    try:
+        return p.resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(p))
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
@@ -506,6 +628,9 @@ id_column = "id"           # omit to derive ids from a hash of the text
 text_column = "text"
 label_column = "label"     # known labels: the frozen test / calibration splits come from labelled rows
 max_text_length = 10000
+encoding = "utf-8"         # of CSV/TSV/JSONL files (utf-16, cp1252, latin-1, ...)
+# delimiter = ";"          # CSV delimiter; unset: sniffed from each file's header (, ; tab |)
+skip_unsupported_files = false   # a folder holding other files (.txt, .xlsx, ...) is an error unless true
 
 [labels]
 names = {labels}
@@ -562,7 +687,7 @@ agreement_min_items = 10   # relative: items with >= 2 answers before a batch is
 agreement_alpha = 0.67     # absolute only: a batch below this alpha is quarantined
 
 [annotation]
-backend = "simulated"      # simulated | label_studio
+backend = "simulated"      # simulated | label_studio | replay (recorded answers, see [annotation.replay])
 overlap = 3                # annotators per item
 max_overlap = 5            # an unsure item gets one more annotator at a time up to this, then adjudication
 
@@ -573,6 +698,13 @@ annotators = [
   {{ name = "ann-2", accuracy = 0.90 }},
   {{ name = "ann-3", accuracy = 0.85 }},
 ]
+
+# [annotation.replay]       # backend = "replay": recorded answers answer the pushed items
+# path = "answers.csv"     # CSV or Parquet, one row per answer; items without an answer stay unanswered
+# item_column = "item_id"
+# annotator_column = "annotator_id"
+# label_column = "label"
+# seed = 0                 # fixes which `overlap` recorded workers answer each item
 
 [annotation.label_studio]
 url = "http://127.0.0.1:8089"

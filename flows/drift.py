@@ -45,11 +45,12 @@ def load_arrivals(c: Campaign, path: str | Path) -> pd.DataFrame:
     from integrations.sources import InputError, load_table
 
     d = c.cfg.data
+    how = {"encoding": d.encoding, "delimiter": d.delimiter, "skip_unsupported": d.skip_unsupported_files}
     try:
-        return load_table(path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column)
+        return load_table(path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column, **how)
     except InputError as err:
         if d.label_column and err.field == d.label_column:
-            return load_table(path, id_col=d.id_column, text_col=d.text_column, label_col=None)
+            return load_table(path, id_col=d.id_column, text_col=d.text_column, label_col=None, **how)
         raise
 
 

@@ -194,11 +194,11 @@ def _ledger_lock(c: Campaign, *, wait: bool, timeout: float, lease: float) -> It
             raise RoundBusyError(
                 f"campaign {c.name!r}: gave up after waiting {timeout:.0f}s for the round lock ({_describe(holder)}).")
         if not announced:
-            _log(f"campaign {c.name!r}: another round is running ({_describe(holder)}); waiting for it to finish")
+            _announce(waiting_message(c.name, holder, timeout))
             announced = True
         time.sleep(_POLL_SECONDS)
     if announced:
-        _log(f"campaign {c.name!r}: round lock acquired")
+        _announce(f"campaign {c.name!r}: round lock acquired")
     stop = threading.Event()
 
     def heartbeat() -> None:
@@ -294,10 +294,18 @@ def lock_holder(c: Campaign) -> dict[str, Any] | None:
     return rec
 
 
-def _log(msg: str) -> None:
-    try:
-        from prefect import get_run_logger
+def waiting_message(campaign: str, holder: dict[str, Any], timeout: float) -> str:
+    """The one line a waiting round prints: who holds the lock, since when, how long we wait."""
+    return (f"campaign {campaign!r}: waiting for the round lock held by {holder.get('label', '?')} since "
+            f"{_iso(float(holder.get('since', 0)))} (lease until {_iso(float(holder.get('expires', 0)))}; "
+            f"giving up after {timeout:.0f}s, [lock] timeout_seconds)")
 
-        get_run_logger().info(msg)
-    except Exception:  # noqa: BLE001 - outside a flow run
-        log.info(msg)
+
+def _announce(msg: str) -> None:
+    """Tell the person at the terminal, not only the (WARNING-level) Prefect log: a round that
+    sits silently behind another looks hung."""
+    from flows.logs import say
+
+    say(msg)
+    log.info(msg)
+

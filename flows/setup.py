@@ -1,29 +1,149 @@
 """Campaign set-up: ingest the pool under the data contract, carve splits, push the seed.
 
 Why all of it is idempotent and validated before the first write: a bad input
-file must leave the ledger untouched, and running set-up twice (or after a
-crash half-way) must give the same splits, the same seed and no duplicates.
+file must leave the campaign folder untouched (no ledger file, no workdir), and
+running set-up twice (or after a crash half-way) must give the same splits, the
+same seed and no duplicates.
+
+Order of ``setup_flow`` (what ``labelloop setup`` calls):
+
+1. :func:`preflight` — config, label limits, the data (read, pool contract,
+   stratified labels), the splits (carved in memory) and, for Label Studio, the
+   server: no Prefect, no file written. Every bad input stops here.
+2. The Prefect flow ``labelloop-setup``: opens the ledger and writes items, seed
+   queries, then pushes the seed. A failure from here on (the backend going away
+   mid-push) keeps what was written, says what that is, and re-running resumes.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 from prefect import flow, get_run_logger
 
+from flows.config import CampaignConfig, load_config
 from flows.logs import say
 from flows.runtime import Campaign, open_campaign
 from integrations.expectations import validate_pool
-from integrations.sources import load_table
-from tasks.seed import carve_splits
+from integrations.sources import InputError, load_table
+from tasks.seed import SplitError, carve_splits
 from tasks.train import fit_featurizer, make_featurizer
 
 
-def load_and_validate(c: Campaign) -> pd.DataFrame:
+def read_pool(cfg: CampaignConfig) -> pd.DataFrame:
     """Read the configured data and check it against the pool contract (raises on failure, writes nothing)."""
-    d = c.cfg.data
-    frame = load_table(c.cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column)
-    validate_pool(frame, label_set=c.labels, max_text_length=d.max_text_length, source=str(c.cfg.data_path))
+    d = cfg.data
+    frame = load_table(cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column,
+                       encoding=d.encoding, delimiter=d.delimiter, skip_unsupported=d.skip_unsupported_files)
+    skipped = frame.attrs.get("skipped_files") or []
+    validate_pool(frame, label_set=list(cfg.labels.names), max_text_length=d.max_text_length,
+                  source=str(cfg.data_path))
+    if cfg.splits.seed_method == "stratified":
+        _check_stratified_labels(cfg, frame)
+    if skipped:
+        say(f"{cfg.data_path}: skipped {len(skipped)} unsupported entr{'y' if len(skipped) == 1 else 'ies'} "
+            f"([data] skip_unsupported_files): {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}")
     return frame
+
+
+def load_and_validate(c: Campaign) -> pd.DataFrame:
+    """:func:`read_pool` for an opened campaign (kept for callers that have one)."""
+    return read_pool(c.cfg)
+
+
+def _check_stratified_labels(cfg: CampaignConfig, frame: pd.DataFrame) -> None:
+    """A stratified seed draws from the pool's known labels: every row needs one.
+
+    Why here and not in ``carve_splits``: only here do we know the file and the row
+    each item came from, which is what a user needs to fix the data.
+    """
+    missing = frame[frame["label"].isna()]
+    if missing.empty:
+        return
+    column = cfg.data.label_column
+    where = ", ".join(f"{Path(str(r.source_file)).name} row {int(r.source_row)} (id {r.id!r})"
+                      for r in missing.head(10).itertuples())
+    more = f", ... ({len(missing)} rows in all)" if len(missing) > 10 else ""
+    field = f"column {column!r}" if column else "no [data] label_column"
+    raise InputError(
+        f"{cfg.data_path}: splits.seed_method = \"stratified\" needs a known label on every row "
+        f"({field}); without one: {where}{more}. Fill them in, or use seed_method = \"kmeans\" or \"keywords\"",
+        path=str(missing.iloc[0]["source_file"]), line=int(missing.iloc[0]["source_row"]), field=column)
+
+
+def _carve(cfg: CampaignConfig, frame: pd.DataFrame) -> pd.Series:
+    s = cfg.splits
+    features = None
+    if s.seed_method == "kmeans":
+        features = fit_featurizer(frame["text"], max_features=cfg.model.max_features,
+                                  ngram_max=cfg.model.ngram_max).transform(frame["text"])
+    try:
+        return carve_splits(frame, test_size=s.test_size, calibration_size=s.calibration_size,
+                            seed_size=s.seed_size, seed_method=s.seed_method, random_state=s.random_state,
+                            features=features, keywords=s.keywords or None)
+    except SplitError as err:  # name the data the numbers are about
+        raise SplitError(f"{cfg.data_path} ({len(frame)} rows): {err}") from None
+
+
+# Frames that passed preflight in this process, keyed by campaign and data path, so that the flow
+# does not read and validate a large pool twice (a Prefect flow parameter would be serialised).
+_prepared: dict[tuple[str, str], pd.DataFrame] = {}
+
+
+def preflight(config: str | Path | CampaignConfig) -> tuple[CampaignConfig, pd.DataFrame]:
+    """Everything set-up can check before it writes anything; returns the config and the carved frame.
+
+    Raises the CLI's known errors (ConfigError, InputError, DataContractError, SplitError,
+    EmbeddingsUnavailable, BackendError): the campaign folder is left exactly as it was —
+    not even created — and no Prefect flow has started.
+    """
+    cfg = config if isinstance(config, CampaignConfig) else load_config(config)
+    if cfg.model.featurizer == "minilm":
+        from tasks.embeddings import require_minilm
+
+        require_minilm()  # the install command, not a half-set-up campaign
+    frame = read_pool(cfg)
+    split = _carve(cfg, frame)
+    frame["split"] = split
+    frame.attrs["seed_counts"] = split.attrs.get("seed_counts")
+    if cfg.annotation.backend == "label_studio":
+        _check_label_studio(cfg)
+    _prepared[(cfg.name, str(cfg.data_path))] = frame
+    return cfg, frame
+
+
+def _check_label_studio(cfg: CampaignConfig) -> None:
+    """Reach Label Studio (token, server, project) before the first write: an unreachable server
+    then leaves the campaign folder as it was instead of a ledger without its seed pushed."""
+    import logging
+
+    from flows.runtime import make_backend
+
+    class _DropFinalError(logging.Filter):
+        """The adapter logs its give-up at ERROR with the very text of the exception the CLI prints:
+        keep its retry warnings (they explain the wait), drop the duplicate."""
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            return record.levelno < logging.ERROR
+
+    adapter_log = logging.getLogger("integrations.label_studio")
+    quiet = _DropFinalError()
+    adapter_log.addFilter(quiet)
+    try:
+        backend = make_backend(Campaign(cfg=cfg, ledger=None))  # type: ignore[arg-type] # LS needs no ledger
+        backend.project_id  # noqa: B018 - finds or creates the project: one round trip with retries
+    except Exception as err:
+        if err.args and isinstance(err.args[0], str):
+            err.args = (err.args[0] + " (set-up checked this before writing anything: the campaign folder is "
+                        "unchanged)", *err.args[1:])
+        raise
+    finally:
+        adapter_log.removeFilter(quiet)
+
+
+def _looks_set_up(cfg: CampaignConfig) -> bool:
+    return (cfg.workdir_path / SETUP_MARKER).is_file()
 
 
 SETUP_MARKER = ".labelloop-setup.json"
@@ -75,22 +195,42 @@ def ensure_setup(c: Campaign) -> bool:
             _write_marker(c)  # campaigns set up before the marker existed
         return False
     _check_not_lost(c)
+    s = c.cfg.splits
+    frame = _prepared.pop((c.cfg.name, str(c.cfg.data_path)), None)
+    if frame is None:
+        _, frame = preflight(c.cfg)
+        _prepared.pop((c.cfg.name, str(c.cfg.data_path)), None)
+    try:
+        return _write_setup(c, frame)
+    except Exception as err:
+        _say_what_was_kept(c, err)
+        raise
+
+
+def _say_what_was_kept(c: Campaign, err: Exception) -> None:
+    """Append to a failure after the first write what set-up kept and that re-running resumes.
+
+    Why in the message itself: the user reads one line; "Label Studio went away" alone
+    would suggest nothing happened, while the ledger now holds the items and seed.
+    """
+    try:
+        n_items = c.ledger.n_items()
+    except Exception:  # noqa: BLE001 - the ledger itself may be what failed
+        return
+    if not n_items:
+        return
+    kept = (f" Set-up stopped after writing: the ledger ({c.ledger.safe_url}) keeps {n_items} items, their splits "
+            f"and the seed queries, and {c.featurizer_path.relative_to(c.workdir)}; the campaign is not marked set "
+            f"up. Re-run `labelloop setup` to resume (nothing is added twice; only unpushed seed items are pushed).")
+    if err.args and isinstance(err.args[0], str) and "Set-up stopped after writing" not in err.args[0]:
+        err.args = (err.args[0] + kept, *err.args[1:])
+
+
+def _write_setup(c: Campaign, frame: pd.DataFrame) -> bool:
     from flows.round import push_pending
 
     s = c.cfg.splits
-    if c.cfg.model.featurizer == "minilm":
-        from tasks.embeddings import require_minilm
-
-        require_minilm()  # before any write: the install command, not a half-set-up campaign
-    frame = load_and_validate(c)
-    features = None
-    if s.seed_method == "kmeans":
-        features = fit_featurizer(frame["text"], max_features=c.cfg.model.max_features,
-                                  ngram_max=c.cfg.model.ngram_max).transform(frame["text"])
-    split = carve_splits(frame, test_size=s.test_size, calibration_size=s.calibration_size,
-                         seed_size=s.seed_size, seed_method=s.seed_method, random_state=s.random_state,
-                         features=features, keywords=s.keywords or None)
-    frame["split"] = split
+    split = frame["split"]
     train_side = frame[frame["split"].isin(["pool", "seed"])]
     if c.cfg.model.featurizer == "minilm":
         say(f"embedding {len(train_side)} pool texts with all-MiniLM-L6-v2 (once; cached by text hash) ...")
@@ -99,7 +239,7 @@ def ensure_setup(c: Campaign) -> bool:
     c.ledger.add_items(frame)
     seed_ids = frame.loc[frame["split"] == "seed", "id"].astype(str).tolist()
     if s.seed_method == "keywords":
-        counts = split.attrs["seed_counts"]
+        counts = frame.attrs.get("seed_counts") or split.attrs["seed_counts"]
         say("seed by keywords: " + ", ".join(f"{lab} {k}" for lab, k in counts.items()) + f" of {len(seed_ids)}"
             + ("; a label whose rules matched nothing has no seed example: add keywords"
                if 0 in [k for lab, k in counts.items() if lab in s.keywords] else ""))
@@ -115,8 +255,20 @@ def ensure_setup(c: Campaign) -> bool:
     return True
 
 
-@flow(name="labelloop-setup", log_prints=True)
 def setup_flow(config: str) -> dict:
+    """`labelloop setup`: :func:`preflight` (unless the folder says it is set up already), then the flow.
+
+    Why not inside the flow: starting Prefect and opening the ledger both write (the
+    ledger file, Prefect's state); a bad input must be stopped before either.
+    """
+    cfg = load_config(config)
+    if not _looks_set_up(cfg):
+        preflight(cfg)
+    return setup_campaign_flow(config)
+
+
+@flow(name="labelloop-setup", log_prints=True)
+def setup_campaign_flow(config: str) -> dict:
     c = open_campaign(config)
     did = ensure_setup(c)
     if not did:

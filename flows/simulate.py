@@ -182,8 +182,51 @@ def simulate_seed(frame: pd.DataFrame, classes: list[str], strategies: Sequence[
     return out
 
 
+def load_simulation_data(data: str, *, text_col: str = "text", label_col: str = "label", id_col: str | None = None,
+                         encoding: str = "utf-8", delimiter: str | None = None) -> pd.DataFrame:
+    """Read and check the labelled file before anything starts: the rows a simulation uses.
+
+    Why before the flow: a bad file must give one line naming the file and row, without
+    starting Prefect or writing ``--out``. Identical texts are kept once (they would leak
+    between test and training); blank texts and missing ids are errors (the pool contract).
+    """
+    from integrations.expectations import validate_pool
+    from integrations.sources import InputError
+
+    frame = load_table(data, id_col=id_col, text_col=text_col, label_col=label_col, encoding=encoding,
+                       delimiter=delimiter)
+    unique = frame.drop_duplicates("id") if id_col is None else frame
+    validate_pool(unique, label_set=None, max_text_length=1_000_000, source=str(data))
+    labelled = frame[frame["label"].notna()].drop_duplicates("text").reset_index(drop=True)
+    classes = sorted(labelled["label"].astype(str).unique().tolist())
+    if len(classes) < 2:
+        raise InputError(f"{data}: column {label_col!r} (label_col) has {len(labelled)} labelled rows of "
+                         f"{len(classes)} class(es) {classes}; a simulation needs labels of at least 2 classes",
+                         path=str(data), field=label_col)
+    _prepared[str(data)] = labelled
+    return labelled
+
+
+_prepared: dict[str, pd.DataFrame] = {}  # checked by load_simulation_data in this process, used by the flow
+
+
+def simulate_flow(data: str, out: str, *, encoding: str = "utf-8", delimiter: str | None = None,
+                  **kwargs: Any) -> dict:
+    """`labelloop simulate`: check the file (:func:`load_simulation_data`), then run the Prefect flow."""
+    featurizer = kwargs.get("featurizer", "tfidf")
+    if featurizer not in FEATURIZERS:
+        raise ValueError(f"unknown featurizer {featurizer!r}; choose one of {', '.join(FEATURIZERS)}")
+    if featurizer == "minilm":
+        from tasks.embeddings import require_minilm
+
+        require_minilm()  # fail before any work when the optional extra is missing
+    load_simulation_data(data, text_col=kwargs.get("text_col", "text"), label_col=kwargs.get("label_col", "label"),
+                         id_col=kwargs.get("id_col"), encoding=encoding, delimiter=delimiter)
+    return simulate_data_flow(data, out, **kwargs)
+
+
 @flow(name="labelloop-simulate")
-def simulate_flow(
+def simulate_data_flow(
     data: str,
     out: str,
     text_col: str = "text",
@@ -210,8 +253,10 @@ def simulate_flow(
         from tasks.embeddings import require_minilm
 
         require_minilm()  # fail before any work when the optional extra is missing
-    frame = load_table(data, id_col=id_col, text_col=text_col, label_col=label_col)
-    frame = frame[frame["label"].notna()].drop_duplicates("text").reset_index(drop=True)
+    frame = _prepared.pop(str(data), None)
+    if frame is None:
+        frame = load_simulation_data(data, text_col=text_col, label_col=label_col, id_col=id_col)
+        _prepared.pop(str(data), None)
     classes = sorted(frame["label"].astype(str).unique().tolist())
     strategies = list(dict.fromkeys([*strategies, "random"]))
     seed_size = seed_size or max(batch_size, len(classes))

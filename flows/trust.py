@@ -125,7 +125,8 @@ def ensure_gold(c: Campaign) -> list[str]:
     if c.ledger.get_meta("gold_file") == sig:
         return []
     d = c.cfg.data
-    frame = load_table(path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column)
+    frame = load_table(path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column,
+                       encoding=d.encoding, delimiter=d.delimiter, skip_unsupported=d.skip_unsupported_files)
     validate_pool(frame, label_set=c.labels, max_text_length=d.max_text_length, source=str(path))
     unlabelled = frame[frame["label"].isna()]["id"].tolist() if "label" in frame.columns else frame["id"].tolist()
     if unlabelled:
@@ -194,6 +195,25 @@ def queue_gold(c: Campaign, round_no: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------- adaptive redundancy
+
+
+def _with_backend_capacity(c: Campaign, targets: dict[str, int], exhausted: set[str],
+                           need: int) -> tuple[dict[str, int], set[str]]:
+    """Lower the answers awaited for items the backend can never answer ``need`` times.
+
+    Why: a replayed history may hold two answers for an item where the campaign asks for three (or
+    one, for a team's single-annotator history). Waiting for the third would stall the campaign
+    for ever; such items are decided on what they have and, if still unsure, go to adjudication.
+    Backends that know how many answers they will give (the file-based ones) say so through
+    ``answer_targets``; people in Label Studio can always answer, so nothing changes there.
+    """
+    capacity = getattr(c.backend, "answer_targets", None)
+    if not callable(capacity):
+        return targets, exhausted
+    short = {str(i): int(n) for i, n in capacity().items() if 0 < int(n) < need}
+    if not short:
+        return targets, exhausted
+    return {**targets, **short}, exhausted | set(short)
 
 
 def ask_for_more(c: Campaign, result: policy_mod.TrustResult, targets: dict[str, int], exhausted: set[str],
@@ -436,6 +456,7 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
     q = c.ledger.queries_frame()
     reasons = q[["item_id", "reason"]] if len(q) else None
     targets, exhausted = c.ledger.answer_targets()
+    targets, exhausted = _with_backend_capacity(c, targets, exhausted, pol.need)
     decide = lambda: policy_mod.decide(  # noqa: E731 - decided again when redundancy hits its limit
         frame[["item_id", "annotator", "label"]], c.labels, pol, batch_of=batch_of, gold=gold,
         adjudicated=adjudicated, reasons=reasons, relabel=relabel_items, targets=targets, exhausted=exhausted)
@@ -524,7 +545,8 @@ def _fmt(v: Any, pct: bool = False) -> str:
 def trust_report_markdown(round_no: int, result: policy_mod.TrustResult, metrics: dict, notes: list[str]) -> str:
     """The round's trust decision as a Markdown page (logged as ``trust/report.md``)."""
     lines = [f"# Trust decision, round {round_no}", "",
-             f"consensus: {result.method}" + (f" (fell back: {result.fallback_reason})" if result.fallback_reason else ""),
+             f"consensus: {result.method}" + (f" (fell back: {result.fallback_reason})" if result.fallback_reason else "")
+             + (f" -- {result.method_reason}" if result.method_reason else ""),
              "", "| metric | value |", "|---|---|"]
     for k in ("krippendorff_alpha", "krippendorff_alpha_trusted", "fleiss_kappa", "mean_cohen_kappa",
               "percent_agreement", "n_trusted", "n_quarantined", "n_adjudication_queue", "n_adjudicated",

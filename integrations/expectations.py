@@ -230,7 +230,9 @@ def _create_gx() -> dict[str, Any]:
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     # "Created temporary directory ... for ephemeral docs site" on every process start is noise.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # GE sets that module's logger to INFO itself, so the parent's level alone does not hold it.
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     # tqdm bars on every validation would flood Prefect/pytest logs.
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)

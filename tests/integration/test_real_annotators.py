@@ -107,6 +107,21 @@ def test_a_round_waits_for_people_then_trains(tmp_path: Path, prefect_api: str, 
     assert {r["arm"] for r in r1} == {"active", "random"}
     assert all(r["labels"] >= 10 and r["macro_f1"] is not None for r in r1), r1
 
-    # the next round waits for the batch round 1 pushed
+    # adaptive redundancy through Label Studio's own task overlap: unsure seed items (2-1 splits)
+    # ask for a fourth answer, and the crowd's fourth member gets them
+    c = open_campaign(str(cfg))
+    targets, exhausted = c.ledger.answer_targets()
+    unsure = c.ledger.trust_items_frame(round_no=1)
+    unsure = set(unsure.loc[unsure["status"] == "needs_more", "item_id"])
+    assert unsure and set(targets) == unsure and not exhausted, (targets, unsure)
+    overlaps = c.backend.task_overlaps()
+    assert {i: overlaps[i][1] for i in unsure} == {i: 4 for i in unsure}
+    assert all(overlaps[i][1] == 3 for i in seed if i not in unsure)
+    four = [*crowd, SimAnnotator("ann-4", 0.9)]
+    assert answer_open_tasks(c.backend, {i: truth[i] for i in unsure}, four, overlap=3, seed=0) == len(unsure)
+
+    # the next round waits for the batch round 1 pushed (the extra answers are not waited for)
     proc = run_cli("round", str(cfg), env=env)
     assert proc.returncode == 3 and "round-1 batch items" in proc.stdout, proc.stdout + proc.stderr
+    st = _status(cfg)
+    assert st["trust"]["rounds"]["2"]["metrics"]["n_needs_more"] < len(unsure), "the fourth answers settled items"

@@ -73,3 +73,78 @@ def test_keyword_seed_rules_parse(tmp_path):
     cfg = parse_config(_base(splits__seed_method="keywords", splits__keywords={"a": ["refund"], "c": ["crash"]}),
                        base_dir=tmp_path, source="c.toml")
     assert cfg.splits.seed_method == "keywords" and cfg.splits.keywords == {"a": ["refund"], "c": ["crash"]}
+
+
+# ----- labels and [data] keys (issue 13) ---------------------------------------------------------
+AWKWARD = ["a/b", "R&D <x>", "café ☕", "../x", "a;b", "x" * 256, 'say "hi"', "a,b"]
+
+
+def test_any_printable_label_up_to_the_store_limit_is_accepted(tmp_path):
+    cfg = parse_config(_base(labels__names=AWKWARD), base_dir=tmp_path)
+    assert cfg.labels.names == AWKWARD  # kept exactly, not normalised
+
+
+@pytest.mark.parametrize("names, needle", [
+    (["a", "x" * 257], "257 characters long; at most 256"),
+    (["a", "b\nc"], "U+000A"),
+    (["a", "b\x00"], "U+0000"),
+    (["a", "b\u2028"], "U+2028"),
+    (["a", " b"], "leading or trailing whitespace"),
+    (["a", "cafe\u0301"], "not in Unicode NFC form"),
+    (["Pos", "pos"], "only in case"),
+])
+def test_labels_no_store_keeps_exactly_are_refused_at_config_time(tmp_path, names, needle):
+    with pytest.raises(ConfigError) as e:
+        parse_config(_base(labels__names=names), base_dir=tmp_path, source="c.toml")
+    assert "labels.names" in str(e.value) and needle in str(e.value), str(e.value)
+
+
+def test_label_limit_matches_the_ledger_columns():
+    from flows.config import LABEL_MAX_CHARS
+    from integrations.ledger import annotations, items
+
+    assert items.c.known_label.type.length == annotations.c.label.type.length == LABEL_MAX_CHARS
+
+
+def test_data_encoding_and_delimiter_keys(tmp_path):
+    cfg = parse_config(_base(data__encoding="utf-16", data__delimiter="tab"), base_dir=tmp_path)
+    assert cfg.data.encoding == "utf-16" and cfg.data.delimiter == "\t"
+    assert parse_config(_base(data__delimiter=";"), base_dir=tmp_path).data.delimiter == ";"
+    for key, value, needle in [("encoding", "utf-9", "unknown encoding 'utf-9'"),
+                               ("delimiter", "::", "unsupported delimiter '::'")]:
+        with pytest.raises(ConfigError) as e:
+            parse_config(_base(**{f"data__{key}": value}), base_dir=tmp_path, source="c.toml")
+        assert f"data.{key}" in str(e.value) and needle in str(e.value)
+
+
+def test_config_delimiters_are_the_ones_the_reader_sniffs():
+    from flows.config import DELIMITERS
+    from integrations import sources
+
+    assert set(DELIMITERS) == set(sources.DELIMITERS)
+
+
+def test_a_symlink_loop_as_data_path_is_not_a_traceback(tmp_path):
+    (tmp_path / "a.csv").symlink_to(tmp_path / "b.csv")
+    (tmp_path / "b.csv").symlink_to(tmp_path / "a.csv")
+    cfg = parse_config(_base(data__path="a.csv"), base_dir=tmp_path)
+    assert cfg.data_path == tmp_path.resolve() / "a.csv" or cfg.data_path.name == "a.csv"
+
+
+def test_safe_metric_names_are_stable_distinct_and_accepted_by_mlflow():
+    from mlflow.utils.validation import _validate_metric_name
+
+    from integrations.tracking import safe_metric_name
+
+    assert safe_metric_name("test_recall_billing") == "test_recall_billing"  # plain names are unchanged
+    assert safe_metric_name("test_recall_no answer") == "test_recall_no answer"
+    names = [f"test_recall_{lab}" for lab in [*AWKWARD, "a_b", "a-b", "../../etc", "☕", "Ω" * 300]]
+    safe = [safe_metric_name(n) for n in names]
+    assert len(set(safe)) == len(safe), "two labels never share a metric"
+    assert safe == [safe_metric_name(n) for n in names], "stable across calls (and processes: a hash, no state)"
+    for s in safe:
+        _validate_metric_name(s)  # raises on a name MLflow refuses
+        assert len(s) <= 250 and ".." not in s
+    import re
+
+    assert re.fullmatch(r"test_recall_+x-[0-9a-f]{8}", safe_metric_name("test_recall_../x"))

@@ -102,9 +102,12 @@ def test_folder_of_mixed_files_concatenates_in_name_order(tmp_path: Path) -> Non
     _write_parquet(folder / "b.parquet", ROWS[2:4])
     _write_csv(folder / "a.csv", ROWS[:2])
     _write_jsonl(folder / "c.jsonl", ROWS[4:])
-    (folder / "notes.md").write_text("ignored: not a table")
+    (folder / "notes.md").write_text("skipped only when asked: not a table")
     (folder / ".hidden.csv").write_text("id,text\nx,ignored hidden file\n")
-    frame = load_table(folder, id_col="id", text_col="text", label_col="label")
+    with pytest.raises(InputError, match=r"pool: folder holds entries labelloop does not read: 'notes\.md'"):
+        load_table(folder, id_col="id", text_col="text", label_col="label")
+    frame = load_table(folder, id_col="id", text_col="text", label_col="label", skip_unsupported=True)
+    assert frame.attrs["skipped_files"] == ["notes.md"]
     pd.testing.assert_frame_equal(_core(frame), EXPECTED)
     assert [Path(p).name for p in frame["source_file"]] == ["a.csv"] * 2 + ["b.parquet"] * 2 + ["c.jsonl"] * 2
     assert frame["source_row"].tolist() == [1, 2, 1, 2, 1, 2]
@@ -208,13 +211,27 @@ LOAD_ERRORS = [
     ("wrong_field_count.csv", {}, [r"wrong_field_count\.csv", r"line 5 \(data row 3\)", r"4 fields.*header has 3"], 5),
     ("malformed_line.jsonl", {}, [r"malformed_line\.jsonl", r"line 4\b", r"not valid JSON", r"missing brace"], 4),
     ("not_an_object.jsonl", {}, [r"not_an_object\.jsonl", r"line 2\b", r"JSON object.*got list"], 2),
-    ("nested_value.jsonl", {}, [r"nested_value\.jsonl", r"line 2\b", r"field 'text'", r"got dict"], None),
+    ("nested_value.jsonl", {}, [r"nested_value\.jsonl", r"line 2\b", r"field 'text'", r"got dict"], 2),
     ("latin1_encoded.csv", {}, [r"latin1_encoded\.csv", r"byte offset 39", r"line 3\b", r"bytes e9",
-                                r"encoding='latin-1'"], 3),
+                                r"\[data\] encoding = \"latin-1\"", r"--encoding latin-1"], 3),
     ("missing_text_column.csv", {}, [r"missing_text_column\.csv", r"missing column\(s\) 'text' \(text_col\)",
                                      r"available columns: 'id', 'body', 'label'"], None),
-    ("tab_separated_named_csv.csv", {}, [r"tab_separated_named_csv\.csv", r"'text' \(text_col\)",
-                                         r"another delimiter.*\.tsv"], None),
+    ("tab_separated_named_csv.csv", {"delimiter": ","}, [r"tab_separated_named_csv\.csv", r"'text' \(text_col\)",
+                                                       r"delimiter ',' \(comma\) the header is one column",
+                                                       r"tab-separated: set \[data\] delimiter = '\\t'"], None),
+    ("semicolon_delimited.csv", {}, [r"semicolon_delimited\.csv", r"line 3 \(data row 2\): 4 fields",
+                                     r"delimiter ';' \(semicolon\)"], 3),
+    ("utf16_bom.csv", {}, [r"utf16_bom\.csv", r"UTF-16-LE text", r"encoding = \"utf-16\""], None),
+    ("utf32_bom.csv", {}, [r"utf32_bom\.csv", r"UTF-32-LE text", r"encoding = \"utf-32\""], None),
+    ("utf16_no_bom.csv", {}, [r"utf16_no_bom\.csv", r"NUL byte at byte offset 1"], None),
+    ("xlsx_renamed.csv", {}, [r"xlsx_renamed\.csv", r"an Excel workbook \(\.xlsx"], None),
+    ("parquet_named.csv", {}, [r"parquet_named\.csv", r"a Parquet file, not a CSV file"], None),
+    ("gzip_named.csv", {}, [r"gzip_named\.csv", r"gzip-compressed"], None),
+    ("image_named.csv", {}, [r"image_named\.csv", r"a PNG image"], None),
+    ("int_text_column.parquet", {}, [r"int_text_column\.parquet", r"holds int64 values, not texts"], None),
+    ("number_text.jsonl", {}, [r"number_text\.jsonl", r"line 2, field 'text'", r"got int 42"], 2),
+    ("symlink_loop_a.csv", {}, [r"symlink_loop_a\.csv", r"symbolic link loop"], None),
+    ("mixed_folder", {}, [r"mixed_folder", r"'c_notes\.txt', 'd_logo\.png'"], None),
     ("empty.csv", {}, [r"empty\.csv", r"file is empty \(0 bytes\)"], None),
     ("header_only.csv", {}, [r"header_only\.csv", r"header \('id', 'text', 'label'\) but no data rows"], None),
     ("blank_lines_only.jsonl", {}, [r"blank_lines_only\.jsonl", r"no JSON records"], None),
@@ -292,12 +309,14 @@ def test_bad_label_set_files(name: str, patterns: list[str]) -> None:
 def test_every_corpus_file_is_exercised() -> None:
     """A file added to the corpus without a test would give false confidence."""
     here = Path(__file__).parent
-    tests_text = (here / "test_sources.py").read_text() + (here / "test_expectations.py").read_text()
+    tests_text = "".join((here / name).read_text() for name in (
+        "test_sources.py", "test_expectations.py", "test_bad_input_commands.py"))
     corpus = [p for p in BAD.iterdir() if p.name != "README.md"]
-    assert len(corpus) >= 15
-    unused = [p.name for p in corpus if p.name not in tests_text]
+    assert len(corpus) >= 35
+    unused = [p.name for p in corpus if p.name not in tests_text and p.name != "symlink_loop_b.csv"]
     assert not unused, f"corpus files without a test: {unused}"
-    too_big = [p.name for p in corpus if p.stat().st_size > 4096]
+    files = [f for p in corpus for f in ([p] if not p.is_dir() else list(p.iterdir())) if not f.is_symlink()]
+    too_big = [p.name for p in files if p.stat().st_size > 4096]
     assert not too_big, f"corpus files should stay small: {too_big}"
     readme = (BAD / "README.md").read_text()
     assert not [p.name for p in corpus if p.name not in readme], "README.md must describe every corpus file"
