@@ -24,7 +24,7 @@ from flows.faults import checkpoint
 from flows.campaign_state import (active_random_share, campaign_finished, learning_curves,  # noqa: F401
                                   next_round_no)  # re-exported: read-only, Prefect-free (`labelloop status`)
 from flows.logs import say
-from flows.trust import TrustDecision, decide_trust, queue_gold
+from flows.trust import TrustDecision, decide_trust, queue_gold, trust_policy
 from flows.runtime import Campaign, open_campaign
 from integrations.backend import TaskRequest
 from tasks import calibrate, health, query, stopping
@@ -111,9 +111,10 @@ def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.Data
     if cand.empty or n <= 0:
         return 0
     rng = np.random.default_rng([c.cfg.splits.random_state, round_no, 0 if arm == "active" else 1])
-    strategy = "diversity-random" if fallback or model is None else c.cfg.strategy_for(arm)
-    if model is None and c.cfg.strategy_for(arm) == "random":
-        strategy = "random"
+    if model is None:  # cold start: the random arm stays random, the active arm spreads its batch out
+        strategy = "random" if c.cfg.strategy_for(arm) == "random" else "diversity-random"
+    else:
+        strategy = "diversity-random" if fallback else c.cfg.strategy_for(arm)
     from flows.scoring import score_pool
 
     if model is None:  # cold start: nothing trusted to train on yet, so spread the batch out instead
@@ -371,7 +372,8 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                              learning_curve_figure(curves, title=f"{c.name}: active vs random"),
                              "plots/learning_curve.png")
     summary = {
-        "round": round_no, "state": "done" if campaign_finished(c) else "ready", "pulled": {k: v for k, v in pulled.items() if k != "problems"}, "pushed": pushed,
+        "round": round_no, "state": "done" if campaign_finished(c) else "ready",
+        "pulled": {k: v for k, v in pulled.items() if k != "problems"}, "pushed": pushed,
         "seconds": round(time.perf_counter() - t0, 2),
         "arms": {a: {"n_labels": r.n_labels, "labels_spent": r.labels_spent, "queried": r.n_queried,
                      "test_macro_f1": r.metrics.get("test_macro_f1"), "test_accuracy": r.metrics.get("test_accuracy"),
@@ -434,16 +436,15 @@ def open_batch_readiness(c: Campaign, trust: TrustDecision) -> Readiness:
 
 def trust_need(c: Campaign) -> int:
     """Answers each item is first asked for (the overlap; the simulated crowd may be smaller)."""
-    from flows.trust import trust_policy
-
     return trust_policy(c).need
 
 
 def _waiting(c: Campaign, round_no: int, ready: Readiness, pulled: dict) -> dict[str, Any]:
     """Record that the campaign waits for people (for ``status``) and return the waiting summary.
 
-    Nothing else is written: no round record, no MLflow run, no query, so the round number is
-    not used up and the next attempt is the same round.
+    Nothing else is written: no round record, no round run in MLflow (the campaign's parent run
+    exists from the first attempt on), no query, so the round number is not used up and the next
+    attempt is the same round.
     """
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
