@@ -19,7 +19,7 @@ import time
 from prefect import flow
 
 from flows.logs import say
-from flows.round import campaign_finished, next_round_no, round_flow
+from flows.round import campaign_finished, next_round_no, round_flow, settle
 from flows.runtime import open_campaign
 from flows.setup import ensure_setup
 
@@ -59,4 +59,9 @@ def campaign_flow(config: str, max_rounds: int | None = None, poll_interval: flo
             say(f"{line}; checking every {interval:g} s (gives up after {timeout:g} s)")
             last_line = line
         time.sleep(min(interval, max(left, 0.0)))
+    if campaign_finished(c):
+        m = settle(c)  # late and extra answers of the last batch still count (export, status)
+        if m:
+            say(f"campaign finished: {int(m.get('n_trusted', 0))} trusted labels, {int(m.get('n_needs_more', 0))} "
+                f"waiting for an extra answer, {int(m.get('n_adjudication_queue', 0))} awaiting adjudication")
     return summaries

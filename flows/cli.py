@@ -277,9 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repair", action="store_true", help="fix the drift found (adopt, mark, pull, re-log, dedupe)")
     s.set_defaults(fn=cmd_doctor)
 
-    from flows import ops_cli
+    from flows import export, ops_cli
 
     ops_cli.register(sub)
+    export.register(sub)  # `labelloop export` (logic and arguments in flows/export.py)
     return p
 
 

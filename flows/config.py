@@ -266,14 +266,47 @@ class LabelStudioConfig(_Strict):
     )
 
 
+class ReplayConfig(_Strict):
+    """Recorded answers replayed as the annotators (integrations/replay.py): rehearse a campaign on
+    a team's own labelling history, or test the trust policy on a real crowd."""
+
+    path: str | None = Field(
+        default=None, description="CSV or Parquet, long format (one row per answer); relative to the config file")
+    item_column: str = Field(default="item_id", description="Column with the item id (the [data] ids)")
+    annotator_column: str = "annotator_id"
+    label_column: str = "label"
+    seed: int = Field(default=0, description="Fixes which recorded workers answer an item (a stable hash order)")
+
+    @field_validator("item_column", "annotator_column", "label_column")
+    @classmethod
+    def _non_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a column")
+        return v
+
+    def file(self, base_dir: Path) -> Path | None:
+        """``path`` resolved against the config file's folder (None when not set)."""
+        if not self.path:
+            return None
+        p = Path(self.path)
+        return (p if p.is_absolute() else base_dir / p).resolve()
+
+
 class AnnotationConfig(_Strict):
-    backend: Literal["simulated", "label_studio"] = "simulated"
+    backend: Literal["simulated", "label_studio", "replay"] = "simulated"
     overlap: Annotated[int, Field(ge=1, le=20)] = 3
     max_overlap: Annotated[int, Field(ge=1, le=20)] = Field(
         default=5, description="Adaptive redundancy: an answered item that is not trusted yet gets one more "
         "annotator at a time up to this many answers, then goes to adjudication (>= overlap)")
     simulated: SimulatedConfig = Field(default_factory=SimulatedConfig)
     label_studio: LabelStudioConfig = Field(default_factory=LabelStudioConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+
+    @model_validator(mode="after")
+    def _replay_needs_a_file(self) -> "AnnotationConfig":
+        if self.backend == "replay" and not self.replay.path:
+            raise ValueError('backend = "replay" needs [annotation.replay] path (the recorded answers file)')
+        return self
 
 
 class LedgerConfig(_Strict):
@@ -683,7 +716,7 @@ agreement_min_items = 10   # relative: items with >= 2 answers before a batch is
 agreement_alpha = 0.67     # absolute only: a batch below this alpha is quarantined
 
 [annotation]
-backend = "simulated"      # simulated | label_studio
+backend = "simulated"      # simulated | label_studio | replay (recorded answers, see [annotation.replay])
 overlap = 3                # annotators per item
 max_overlap = 5            # an unsure item gets one more annotator at a time up to this, then adjudication
 
@@ -694,6 +727,13 @@ annotators = [
   {{ name = "ann-2", accuracy = 0.90 }},
   {{ name = "ann-3", accuracy = 0.85 }},
 ]
+
+# [annotation.replay]       # backend = "replay": recorded answers answer the pushed items
+# path = "answers.csv"     # CSV or Parquet, one row per answer; items without an answer stay unanswered
+# item_column = "item_id"
+# annotator_column = "annotator_id"
+# label_column = "label"
+# seed = 0                 # fixes which `overlap` recorded workers answer each item
 
 [annotation.label_studio]
 url = "http://127.0.0.1:8089"

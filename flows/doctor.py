@@ -147,7 +147,9 @@ class _SimulatedView:
 
 
 def _view(c: Campaign) -> Any:
-    return _SimulatedView(c.backend) if c.backend.name == "simulated" else _LabelStudioView(c.backend)
+    from integrations.simulated import FileTaskBackend
+
+    return _SimulatedView(c.backend) if isinstance(c.backend, FileTaskBackend) else _LabelStudioView(c.backend)
 
 
 # --------------------------------------------------------------------------- checks

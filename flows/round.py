@@ -469,6 +469,27 @@ def _ci(metrics: dict) -> list[float] | None:
     return [round(float(lo), 4), round(float(hi), 4)]
 
 
+def settle(c: Campaign, passes: int | None = None) -> dict[str, float]:
+    """After the last round: pull and decide again, so late and extra answers still count.
+
+    Why: the last round asks for extra answers on its unsure items (adaptive redundancy) and
+    then every arm stops; without this those answers would never be read and the items would
+    stay ``needs_more`` in ``labelloop export``. Each pass pulls, decides (asking for one more
+    answer where still unsure) and stops when nothing moves; backends that answer at once
+    (simulated, replay) settle fully, and with Label Studio a later ``labelloop run`` on the
+    finished campaign collects what people added since. No model is trained, nothing is queried.
+    """
+    last: dict[str, float] = {}
+    for _ in range(passes if passes is not None else c.cfg.annotation.max_overlap - c.cfg.annotation.overlap + 1):
+        no = next_round_no(c)
+        pulled = pull_annotations(c, no)
+        decision = decide_trust(c, no)
+        last = decision.metrics
+        if not (pulled.get("inserted") or pulled.get("updated")) or last.get("n_needs_more", 0) == 0:
+            break  # nothing new came in (people have not answered yet), or nothing is left to settle
+    return last
+
+
 def open_batch_readiness(c: Campaign, trust: TrustDecision) -> Readiness:
     """Whether the open batch (the arms' items pushed most recently) is answered enough to train on.
 

@@ -79,12 +79,47 @@ class Campaign:
 
 def open_campaign(config: str | Path | CampaignConfig) -> Campaign:
     cfg = config if isinstance(config, CampaignConfig) else load_config(config)
+    if cfg.annotation.backend == "replay":
+        replay_answers(cfg)  # a bad replay file stops every command before anything is written
     cfg.workdir_path.mkdir(parents=True, exist_ok=True)
     return Campaign(cfg=cfg, ledger=Ledger(cfg.ledger_url, cfg.name))
 
 
+_REPLAY_CACHE: dict[tuple, Any] = {}
+
+
+def replay_answers(cfg: CampaignConfig) -> Any:
+    """The checked answers of ``[annotation.replay]`` (a frame ``item_id, annotator, label``).
+
+    Read once per process and file version: every command opens the campaign, and a
+    recorded crowd file can hold tens of thousands of answers. Raises ``BackendError``
+    (one line naming the file and column/row) for a missing or bad file.
+    """
+    from integrations.replay import read_answers
+
+    r = cfg.annotation.replay
+    path = r.file(cfg.base_dir)
+    assert path is not None  # the config requires it for backend = "replay"
+    try:
+        st = path.stat()
+        sig: tuple = (str(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        sig = (str(path), None, None)
+    key = sig + (r.item_column, r.annotator_column, r.label_column, tuple(cfg.labels.names))
+    if key not in _REPLAY_CACHE:
+        _REPLAY_CACHE.clear()
+        _REPLAY_CACHE[key] = read_answers(path, item_column=r.item_column, annotator_column=r.annotator_column,
+                                          label_column=r.label_column, labels=cfg.labels.names)
+    return _REPLAY_CACHE[key]
+
+
 def make_backend(c: Campaign) -> AnnotationBackend:
     ann = c.cfg.annotation
+    if ann.backend == "replay":
+        from integrations.replay import ReplayBackend
+
+        return ReplayBackend(c.workdir / "replay_backend.json", replay_answers(c.cfg), max_per_item=ann.overlap,
+                             seed=ann.replay.seed)
     if ann.backend == "simulated":
         from integrations.simulated import SimulatedBackend
 

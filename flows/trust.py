@@ -201,6 +201,25 @@ def queue_gold(c: Campaign, round_no: int) -> list[str]:
 # --------------------------------------------------------------------------- adaptive redundancy
 
 
+def _with_backend_capacity(c: Campaign, targets: dict[str, int], exhausted: set[str],
+                           need: int) -> tuple[dict[str, int], set[str]]:
+    """Lower the answers awaited for items the backend can never answer ``need`` times.
+
+    Why: a replayed history may hold two answers for an item where the campaign asks for three (or
+    one, for a team's single-annotator history). Waiting for the third would stall the campaign
+    for ever; such items are decided on what they have and, if still unsure, go to adjudication.
+    Backends that know how many answers they will give (the file-based ones) say so through
+    ``answer_targets``; people in Label Studio can always answer, so nothing changes there.
+    """
+    capacity = getattr(c.backend, "answer_targets", None)
+    if not callable(capacity):
+        return targets, exhausted
+    short = {str(i): int(n) for i, n in capacity().items() if 0 < int(n) < need}
+    if not short:
+        return targets, exhausted
+    return {**targets, **short}, exhausted | set(short)
+
+
 def ask_for_more(c: Campaign, result: policy_mod.TrustResult, targets: dict[str, int], exhausted: set[str],
                  pol: policy_mod.TrustPolicy, round_no: int) -> tuple[list[str], set[str]]:
     """Ask the backend for one more answer on every answered item the policy could not trust yet.
@@ -442,6 +461,7 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
     q = c.ledger.queries_frame()
     reasons = q[["item_id", "reason"]] if len(q) else None
     targets, exhausted = c.ledger.answer_targets()
+    targets, exhausted = _with_backend_capacity(c, targets, exhausted, pol.need)
     decide = lambda: policy_mod.decide(  # noqa: E731 - decided again when redundancy hits its limit
         frame[["item_id", "annotator", "label"]], c.labels, pol, batch_of=batch_of, gold=gold,
         adjudicated=adjudicated, reasons=reasons, relabel=relabel_items, targets=targets, exhausted=exhausted)

@@ -44,7 +44,13 @@ class BackendError(RuntimeError):
 
 @runtime_checkable
 class AnnotationBackend(Protocol):
-    """Push a batch, pull finished annotations, close tasks."""
+    """Push a batch, pull finished annotations, close tasks.
+
+    Optional: ``request_more`` (see :class:`MoreAnswersBackend`) for adaptive
+    redundancy. It is not part of this protocol so that a backend without it
+    still passes ``isinstance(b, AnnotationBackend)``; test with
+    :func:`supports_more_answers`.
+    """
 
     name: str
 
@@ -61,6 +67,26 @@ class AnnotationBackend(Protocol):
     def close_tasks(self, backend_task_ids: Sequence[str]) -> None:
         """Stop collecting annotations for these tasks (best effort)."""
         ...
+
+
+@runtime_checkable
+class MoreAnswersBackend(Protocol):
+    """A backend that can ask for one more answer on items already pushed (adaptive redundancy)."""
+
+    def request_more(self, item_ids: Sequence[str], max_overlap: int) -> dict[str, int]:
+        """Ask for one more answer on each item, never beyond ``max_overlap`` answers.
+
+        Returns item_id -> the item's new target number of answers; the target is
+        unchanged when the item is already at ``max_overlap`` or nothing more can come
+        (no further annotator, task closed). Idempotency is the caller's business: each
+        call raises the target by one more. Items the backend never saw are left out.
+        """
+        ...
+
+
+def supports_more_answers(backend: object) -> bool:
+    """True when ``backend`` implements ``request_more`` (adaptive redundancy)."""
+    return isinstance(backend, MoreAnswersBackend)
 
 
 def missing_items(tasks: Sequence[TaskRequest], existing: Mapping[str, str]) -> list[TaskRequest]:

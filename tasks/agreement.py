@@ -7,8 +7,8 @@ long table of annotations:
 * *How much do annotators agree?*  (percent agreement, pairwise Cohen's kappa,
   Fleiss' kappa, Krippendorff's alpha).  These gate the batch: a batch whose
   agreement is too low is quarantined by the round flow.
-* *What is the label of each item?*  (majority vote, or Dawid–Skene when items
-  overlap enough to estimate each annotator's confusion matrix).
+* *What is the label of each item?*  (majority vote, a one-coin model, or
+  Dawid–Skene, chosen by the crowd's shape: see :func:`consensus`).
 
 Input shape, shared by every function: a long ``pandas.DataFrame`` with columns
 ``item_id``, ``annotator`` and ``label`` (one row per submitted annotation).
@@ -42,7 +42,11 @@ __all__ = [
     "DawidSkeneResult",
     "majority_vote",
     "dawid_skene",
+    "one_coin",
     "consensus",
+    "crowd_shape",
+    "choose_method",
+    "CONSENSUS_METHODS",
     "percent_agreement",
     "pairwise_cohen_kappa",
     "mean_cohen_kappa",
@@ -157,10 +161,15 @@ def _consensus_frame(
         )
         out.index = pd.Index([], name="item_id", dtype=object)
         return out
-    win = scores.argmax(axis=1)
-    top = scores[np.arange(len(items)), win]
-    n_top = np.isclose(scores, top[:, None], rtol=0.0, atol=1e-9).sum(axis=1)
-    conf = top / scores.sum(axis=1) if normalise else top
+    top = scores.max(axis=1)
+    at_top = np.isclose(scores, top[:, None], rtol=0.0, atol=1e-9)
+    win = at_top.argmax(axis=1)  # first label (campaign order) among those tied at the top
+    n_top = at_top.sum(axis=1)
+    if normalise:  # an item whose voters all weigh 0 has no confidence at all, not 0/0
+        total = scores.sum(axis=1)
+        conf = np.divide(top, total, out=np.zeros_like(top, dtype=float), where=total > 0)
+    else:
+        conf = top
     return pd.DataFrame(
         {
             "label": np.asarray(labels, dtype=object)[win],
@@ -207,19 +216,41 @@ def majority_vote(ann: pd.DataFrame, labels: Sequence[str],
 
 
 def _annotation_weights(enc: _Encoded, weights: Mapping[str, float] | None) -> np.ndarray:
-    """Per-annotation weight from per-annotator ``weights`` (missing annotators weigh 1)."""
+    """Per-annotation weight from per-annotator ``weights`` (missing annotators weigh 1).
+
+    A negative or non-finite weight is a caller bug (it would turn a vote into
+    a counter-vote), so it raises instead of being clipped silently.
+    """
     if weights is None:
         return np.ones(len(enc.jj))
-    return np.array([float(weights.get(a, 1.0)) for a in enc.annotators])[enc.jj]
+    per_annotator = np.array([float(weights.get(a, 1.0)) for a in enc.annotators], dtype=float)
+    if len(per_annotator) and (~np.isfinite(per_annotator) | (per_annotator < 0)).any():
+        raise ValueError("annotator weights must be finite and >= 0")
+    return per_annotator[enc.jj]
+
+
+# Defaults of the EM models, shared by dawid_skene, one_coin and consensus.
+DEFAULT_MAX_ITER = 200
+DEFAULT_TOL = 1e-6  # every replay condition in AGREEMENT.md converges within 170 iterations
+#: Dirichlet / Beta pseudo-answers that pull each annotator toward the crowd:
+#: per confusion row for Dawid–Skene, per annotator for the one-coin model.
+DEFAULT_PRIOR_STRENGTH = 4.0
+#: Accuracy behind the crowd's pooled accuracy (one pseudo-answer): it only
+#: matters before anybody has been credited with a right answer.
+_TEMPLATE_ACCURACY = 0.7
 
 
 @dataclass
 class DawidSkeneResult:
-    """Output of :func:`dawid_skene`.
+    """Output of :func:`dawid_skene` and :func:`one_coin`.
 
     ``confusion[a][t, g]`` is the estimated probability that annotator ``a``
     gives label ``labels[g]`` to an item whose true label is ``labels[t]``
-    (rows true, columns given; each row sums to 1).
+    (rows true, columns given; each row sums to 1).  For the one-coin model
+    the matrix has the annotator's accuracy on the diagonal and the rest
+    spread evenly.  ``model`` names which of the two produced it.
+    ``n_unanimous_kept`` counts unanimous items whose EM label differed from
+    their one answered label and was overridden (see :func:`dawid_skene`).
     """
 
     consensus: pd.DataFrame
@@ -230,178 +261,384 @@ class DawidSkeneResult:
     converged: bool
     labels: list[str] = field(default_factory=list)
     log_likelihood: float = float("nan")
+    model: str = "dawid_skene"
+    n_unanimous_kept: int = 0
 
 
-def dawid_skene(
-    ann: pd.DataFrame,
-    labels: Sequence[str],
-    max_iter: int = 100,
-    tol: float = 1e-6,
-    init: Literal["majority"] = "majority",
-    smoothing: float = 0.01,
-    weights: Mapping[str, float] | None = None,
-) -> DawidSkeneResult:
-    """Dawid & Skene (1979) EM estimate of true labels and annotator confusions.
-
-    Why: majority vote treats a careless or adversarial annotator like a
-    careful one.  Dawid–Skene learns one confusion matrix per annotator from
-    the items they share with others and weights their votes accordingly, so
-    it can outvote a bad majority and even *invert* a systematically wrong
-    annotator.  It needs overlap: an annotator who never shares an item with
-    anyone is effectively trusted as-is (their confusion is fitted to their own
-    labels).  :func:`consensus` falls back to majority vote when overlap is too
-    thin.
-
-    Algorithm (plain EM, vectorised over annotations, never materialising a
-    dense items × annotators array):
-
-    * init: posteriors = each item's vote shares (``init="majority"``, the
-      "soft majority" start of the original paper; a uniform start would be a
-      fixed point of EM and learn nothing).
-    * M-step: class priors and per-annotator confusion rows from the current
-      posteriors, with ``smoothing`` added to every count (Laplace / additive
-      smoothing) so an unseen (true, given) pair never gets probability 0,
-      which would otherwise let one vote veto a class forever.
-    * E-step: log posterior ∝ log prior + Σ over the item's annotations of
-      log confusion[annotator, true, given]; normalised with log-sum-exp.
-    * stop when no posterior moves by more than ``tol`` or after ``max_iter``.
-
-    Ties in the final posterior go to the label listed first in ``labels``,
-    as in :func:`majority_vote`; ``confidence`` is the winner's posterior.
-
-    ``weights`` (per annotator, default 1) temper an annotator: each of their
-    annotations counts ``w`` times in the start, the M-step and the E-step's
-    log-likelihood, so a down-weighted annotator moves the posterior ``w``
-    times as far (the trust policy's "down-weight" for a flagged annotator).
-    """
-    if init != "majority":
-        raise ValueError(f"unknown init {init!r}; only 'majority' is supported")
-    if smoothing < 0:
-        raise ValueError("smoothing must be >= 0")
+def _check_em_args(max_iter: int, tol: float, smoothing: float, prior_strength: float) -> None:
     if max_iter < 1:
         raise ValueError("max_iter must be >= 1")
-    df = _prepare(ann, labels)
-    enc = _encode(df, labels)
+    if tol < 0:
+        raise ValueError("tol must be >= 0")
+    if smoothing < 0:
+        raise ValueError("smoothing must be >= 0")
+    if prior_strength < 0:
+        raise ValueError("prior_strength must be >= 0")
+
+
+def _template_confusion(n_k: int) -> np.ndarray:
+    """Diagonal-heavy K x K confusion (rows sum to 1): the crowd before any data."""
+    if n_k == 1:
+        return np.ones((1, 1))
+    off = (1.0 - _TEMPLATE_ACCURACY) / (n_k - 1)
+    return np.full((n_k, n_k), off) + np.eye(n_k) * (_TEMPLATE_ACCURACY - off)
+
+
+def _em(
+    enc: _Encoded,
+    wa: np.ndarray,
+    model: Literal["dawid_skene", "one_coin"],
+    max_iter: int,
+    tol: float,
+    smoothing: float,
+    prior_strength: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool, float]:
+    """MAP-EM for Dawid–Skene (full confusion) or the one-coin model.
+
+    Returns (posteriors, confusions n_annotators x K x K, class priors,
+    iterations, converged, log-likelihood of the answers).
+
+    Vectorised over answers: K ``bincount`` calls per step, never a dense
+    items x annotators array, so tens of thousands of answers cost
+    milliseconds per iteration.
+
+    Priors (why MAP and not plain ML): with maximum likelihood an annotator
+    with one answer gets a confusion fitted to that one answer -- a minority
+    vote for a rare class then reads as "this annotator is always right about
+    that class" and the item's posterior jumps to ~0.97.  Here the prior is
+    hierarchical: each annotator's accuracy has a Beta prior of
+    ``prior_strength`` pseudo-answers toward the crowd's pooled accuracy (the
+    one-coin model), and each row of a Dawid–Skene confusion has Dirichlet
+    pseudo-counts, ``prior_strength`` per row, toward that annotator's
+    one-coin matrix (diagonal-heavy).  An annotator with a handful of answers
+    behaves like an average member of this crowd; with more answers they earn
+    an accuracy, and row by row a full confusion, of their own.  Class priors
+    get one pseudo-item per class.
+    """
     n_items, n_ann, n_k = len(enc.items), len(enc.annotators), len(enc.labels)
     ii, jj, kk = enc.ii, enc.jj, enc.kk
-    counts = enc.counts
-    n_per_item = counts.sum(axis=1)
-
-    if n_items == 0:
-        empty_post = pd.DataFrame(columns=list(labels), index=enc.items, dtype=float)
-        return DawidSkeneResult(
-            consensus=_consensus_frame(enc.items, labels, np.zeros((0, n_k)), np.zeros(0), normalise=False),
-            posteriors=empty_post,
-            confusion={},
-            priors=pd.Series(np.full(n_k, 1.0 / n_k), index=list(labels)),
-            n_iter=0,
-            converged=True,
-            labels=list(labels),
-        )
-
-    wa = _annotation_weights(enc, weights)
-    start = counts if weights is None else np.bincount(
-        ii * n_k + kk, weights=wa, minlength=n_items * n_k).reshape(n_items, n_k)
+    n_ans = len(ii)
+    rows = np.arange(n_ans)
+    start = np.bincount(ii * n_k + kk, weights=wa, minlength=n_items * n_k).reshape(n_items, n_k)
     tot = start.sum(axis=1, keepdims=True)
     post = np.divide(start, tot, out=np.full(start.shape, 1.0 / n_k), where=tot > 0)
-    jk = jj * n_k + kk  # flat (annotator, given label) index per annotation
-    converged = False
-    n_iter = 0
-    loglik = float("nan")
-    conf = np.empty((n_ann, n_k, n_k))
+    jk = jj * n_k + kk
     priors = np.full(n_k, 1.0 / n_k)
+    converged, n_iter, loglik = False, 0, float("nan")
+    total_j = np.bincount(jj, weights=wa, minlength=n_ann)
     for n_iter in range(1, max_iter + 1):
-        # M-step
-        priors = (post.sum(axis=0) + smoothing) / (n_items + n_k * smoothing)
-        w = post[ii] * wa[:, None]  # (n_annotations, K): posterior of the annotated item, weighted
-        for t in range(n_k):
-            conf[:, t, :] = np.bincount(jk, weights=w[:, t], minlength=n_ann * n_k).reshape(n_ann, n_k)
-        conf += smoothing
-        row_sums = conf.sum(axis=2, keepdims=True)
-        # a row with no mass at all (smoothing=0 and class never seen) -> uniform
-        conf = np.divide(conf, row_sums, out=np.full_like(conf, 1.0 / n_k), where=row_sums > 0)
-        # E-step
+        # ---- M-step
+        priors = (post.sum(axis=0) + 1.0) / (n_items + n_k)
+        resp = post[ii] * wa[:, None]  # (answers, K): weight of "true class t" for each answer
+        # one-coin accuracies (the model itself, or the prior of the full confusions): Beta prior of
+        # prior_strength pseudo-answers toward the crowd's pooled accuracy
+        correct_j = np.bincount(jj, weights=resp[rows, kk], minlength=n_ann)
+        pooled_acc = (correct_j.sum() + _TEMPLATE_ACCURACY) / (total_j.sum() + 1.0)
+        acc = (correct_j + prior_strength * pooled_acc + smoothing) / (total_j + prior_strength + 2 * smoothing)
+        acc = np.where(np.isfinite(acc), acc, pooled_acc)
+        acc = np.clip(acc, 1e-9, 1 - 1e-9) if n_k > 1 else np.ones(n_ann)
+        off = (1.0 - acc) / max(n_k - 1, 1)
+        coin = off[:, None, None] * np.ones((1, n_k, n_k)) + (acc - off)[:, None, None] * np.eye(n_k)[None]
+        if model == "dawid_skene":
+            counts = np.empty((n_ann, n_k, n_k))
+            for t in range(n_k):
+                counts[:, t, :] = np.bincount(jk, weights=resp[:, t], minlength=n_ann * n_k).reshape(n_ann, n_k)
+            # prior_strength pseudo-answers in every row, spread like the annotator's one-coin
+            # matrix: a row with little evidence (a rare class, a newcomer) stays near "right with
+            # the annotator's overall accuracy", and a full confusion is earned row by row
+            conf = counts + prior_strength * coin + smoothing
+            sums = conf.sum(axis=2, keepdims=True)
+            conf = np.divide(conf, sums, out=np.full_like(conf, 1.0 / n_k), where=sums > 0)
+        else:
+            conf = coin
+        # ---- E-step
         with np.errstate(divide="ignore"):
-            log_conf = np.log(conf)
-            log_prior = np.log(priors)
-        contrib = log_conf[jj, :, kk] * wa[:, None]  # (n_annotations, K): w * log P(given | true=t)
-        log_post = np.empty((n_items, n_k))
+            contrib = np.log(conf[jj, :, kk]) * wa[:, None]  # (answers, K): w * log P(given | true=t)
+            log_post = np.log(priors)[None, :].repeat(n_items, axis=0)
         for t in range(n_k):
-            log_post[:, t] = np.bincount(ii, weights=contrib[:, t], minlength=n_items)
-        log_post += log_prior
+            log_post[:, t] += np.bincount(ii, weights=contrib[:, t], minlength=n_items)
         top = log_post.max(axis=1, keepdims=True)
         top = np.where(np.isfinite(top), top, 0.0)
         expd = np.exp(log_post - top)
         norm = expd.sum(axis=1, keepdims=True)
         new_post = expd / norm
         loglik = float((top + np.log(norm)).sum())
-        delta = float(np.abs(new_post - post).max())
+        delta = float(np.abs(new_post - post).max()) if n_items else 0.0
         post = new_post
         if delta < tol:
             converged = True
             break
+    return post, conf, priors, n_iter, converged, loglik
 
-    posteriors = pd.DataFrame(post, index=enc.items, columns=list(labels))
-    cons = _consensus_frame(enc.items, labels, post, n_per_item, normalise=False)
-    confusion = {str(a): conf[j].copy() for j, a in enumerate(enc.annotators)}
+
+def _fit(
+    ann: pd.DataFrame,
+    labels: Sequence[str],
+    model: Literal["dawid_skene", "one_coin"],
+    max_iter: int,
+    tol: float,
+    smoothing: float,
+    prior_strength: float,
+    weights: Mapping[str, float] | None,
+) -> DawidSkeneResult:
+    """Shared body of :func:`dawid_skene` and :func:`one_coin` (input handling, guard, result)."""
+    _check_em_args(max_iter, tol, smoothing, prior_strength)
+    df = _prepare(ann, labels)
+    enc = _encode(df, labels)
+    n_items, n_k = len(enc.items), len(enc.labels)
+    counts = enc.counts
+    if n_items == 0:
+        return DawidSkeneResult(
+            consensus=_consensus_frame(enc.items, labels, np.zeros((0, n_k)), np.zeros(0), normalise=False),
+            posteriors=pd.DataFrame(columns=list(labels), index=enc.items, dtype=float),
+            confusion={},
+            priors=pd.Series(np.full(n_k, 1.0 / n_k), index=list(labels)),
+            n_iter=0,
+            converged=True,
+            labels=list(labels),
+            model=model,
+        )
+    wa = _annotation_weights(enc, weights)
+    # EM runs on the labels somebody used.  A class no answer ever names is not
+    # identifiable (its "items" would be ones every worker calls something
+    # else), and left in, EM splits a used class into it -- a label nobody gave
+    # would then win whole groups of items.  It gets prior and posterior 0.
+    used = np.unique(enc.kk)
+    sub = _Encoded(items=enc.items, annotators=enc.annotators, labels=[enc.labels[u] for u in used],
+                   ii=enc.ii, jj=enc.jj, kk=np.searchsorted(used, enc.kk))
+    post_u, conf_u, priors_u, n_iter, converged, loglik = _em(sub, wa, model, max_iter, tol, smoothing,
+                                                             prior_strength)
+    post = np.zeros((n_items, n_k))
+    post[:, used] = post_u
+    priors = np.zeros(n_k)
+    priors[used] = priors_u
+    conf = np.broadcast_to(_template_confusion(n_k), (len(enc.annotators), n_k, n_k)).copy()
+    conf[:, used, :] = 0.0
+    conf[np.ix_(np.arange(len(enc.annotators)), used, used)] = conf_u
+    cons = _consensus_frame(enc.items, labels, post, counts.sum(axis=1), normalise=False)
+    # Guard: an item whose (counted) answers all say the same label keeps that
+    # label.  EM can only move it elsewhere by believing every one of its
+    # annotators inverts labels -- on thin data that belief is an artefact,
+    # and a consensus no answer gave cannot be defended to the people who
+    # answered.  The confidence stays the model's posterior of the kept label,
+    # so a doubtful unanimous item still goes to adjudication.
+    voted = np.bincount(enc.ii * n_k + enc.kk, weights=(wa > 0).astype(float),
+                        minlength=n_items * n_k).reshape(n_items, n_k) > 0
+    unanimous = voted.sum(axis=1) == 1
+    only = voted.argmax(axis=1)
+    win = post.argmax(axis=1)
+    override = unanimous & (win != only)
+    if override.any():
+        idx = np.flatnonzero(override)
+        cons.iloc[idx, cons.columns.get_loc("label")] = np.asarray(labels, dtype=object)[only[idx]]
+        cons.iloc[idx, cons.columns.get_loc("confidence")] = post[idx, only[idx]]
+        cons.iloc[idx, cons.columns.get_loc("tie")] = False
     return DawidSkeneResult(
         consensus=cons,
-        posteriors=posteriors,
-        confusion=confusion,
+        posteriors=pd.DataFrame(post, index=enc.items, columns=list(labels)),
+        confusion={str(a): conf[j].copy() for j, a in enumerate(enc.annotators)},
         priors=pd.Series(priors, index=list(labels)),
         n_iter=n_iter,
         converged=converged,
         labels=list(labels),
         log_likelihood=loglik,
+        model=model,
+        n_unanimous_kept=int(override.sum()),
     )
+
+
+def dawid_skene(
+    ann: pd.DataFrame,
+    labels: Sequence[str],
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
+    init: Literal["majority"] = "majority",
+    smoothing: float = 0.01,
+    weights: Mapping[str, float] | None = None,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+) -> DawidSkeneResult:
+    """Dawid & Skene (1979) estimate of true labels and annotator confusions (MAP-EM).
+
+    Why: majority vote treats a careless or adversarial annotator like a
+    careful one.  Dawid–Skene learns one K x K confusion matrix per annotator
+    from the items they share with others and weights their votes
+    accordingly.  A K x K confusion needs answers -- roughly a handful per
+    cell -- so :func:`consensus` uses this model only when the typical
+    annotator has that many, and the one-coin model (:func:`one_coin`) below.
+
+    * init: posteriors = each item's (weighted) vote shares, the "soft
+      majority" start of the original paper.
+    * M-step: class priors (one pseudo-item per class) and per-annotator
+      confusion rows with Dirichlet pseudo-counts, ``prior_strength`` per
+      row, toward the annotator's one-coin matrix, whose accuracy is itself
+      shrunk toward the crowd's: an annotator with one or two answers stays
+      near the crowd instead of becoming an oracle for the class they
+      happened to pick (details in ``_em``).  ``smoothing`` is added on top of every
+      cell (kept for callers that set it; the prior makes it unnecessary).
+      Labels that no answer uses are left out of EM: prior and posterior 0
+      (a class nobody names cannot be estimated, and EM would otherwise
+      split a used class into it).
+    * E-step: log posterior = log prior + sum over the item's answers of
+      ``weight * log confusion[annotator, true, given]``, normalised.
+    * stop when no posterior moves by more than ``tol`` (``converged=True``)
+      or after ``max_iter`` iterations (``converged=False``; ``n_iter`` says
+      how many ran).
+
+    Unanimous items keep their label: when every counted answer of an item
+    says ``x``, the consensus label is ``x`` even if EM's posterior prefers
+    another class (``confidence`` is then the posterior of ``x``, so it is
+    low and the item is not trusted blindly).  Ties in the posterior go to
+    the label listed first in ``labels``, as in :func:`majority_vote`.
+
+    ``weights`` (per annotator, default 1) temper an annotator: each of their
+    answers counts ``w`` times in the start, the M-step and the E-step, so a
+    down-weighted annotator moves the posterior ``w`` times as far (the trust
+    policy's "down-weight"); weight 0 removes their evidence.
+    """
+    if init != "majority":
+        raise ValueError(f"unknown init {init!r}; only 'majority' is supported")
+    return _fit(ann, labels, "dawid_skene", max_iter, tol, smoothing, prior_strength, weights)
+
+
+def one_coin(
+    ann: pd.DataFrame,
+    labels: Sequence[str],
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
+    smoothing: float = 0.01,
+    weights: Mapping[str, float] | None = None,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+) -> DawidSkeneResult:
+    """One-coin Dawid–Skene: one accuracy per annotator, errors spread evenly.
+
+    Why: a sparse crowd (many annotators with a handful of answers, as on
+    MTurk) cannot support K x K parameters per annotator, but one number per
+    annotator -- "how often are they right" -- is estimable from a few
+    answers and still lets reliable annotators outvote unreliable ones.
+    Same EM, priors (a Beta prior of ``prior_strength`` pseudo-answers toward
+    the crowd's pooled accuracy), weights and unanimous-item guard as
+    :func:`dawid_skene`; ``confusion`` holds the implied matrices.
+    """
+    return _fit(ann, labels, "one_coin", max_iter, tol, smoothing, prior_strength, weights)
+
+
+ConsensusMethod = Literal["auto", "dawid_skene", "one_coin", "majority"]
+CONSENSUS_METHODS = ("auto", "dawid_skene", "one_coin", "majority")
+
+
+def crowd_shape(ann: pd.DataFrame, min_overlap_for_ds: int = 2) -> dict[str, float]:
+    """What the crowd looks like, as far as the choice of consensus model goes.
+
+    Keys: ``n_items``, ``n_answers``, ``n_annotators``,
+    ``median_answers_per_worker`` (median over annotators of their answer
+    count), ``median_answers_per_item`` and ``n_overlap_items`` (items with
+    at least ``min_overlap_for_ds`` answers).  Plain floats, for logging.
+    """
+    df = _prepare(ann)
+    per_worker = df.groupby("annotator").size()
+    per_item = df.groupby("item_id").size()
+    return {
+        "n_items": float(len(per_item)),
+        "n_answers": float(len(df)),
+        "n_annotators": float(len(per_worker)),
+        "median_answers_per_worker": float(per_worker.median()) if len(per_worker) else 0.0,
+        "median_answers_per_item": float(per_item.median()) if len(per_item) else 0.0,
+        "n_overlap_items": float((per_item >= min_overlap_for_ds).sum()),
+    }
+
+
+def choose_method(
+    shape: Mapping[str, float],
+    n_labels: int,
+    method: ConsensusMethod = "auto",
+    min_overlap_for_ds: int = 2,
+    min_overlapping_items: int = 10,
+    min_answers_per_cell: int = 5,
+) -> tuple[str, str]:
+    """Pick the consensus model for a crowd of this shape; returns (method, reason).
+
+    * majority vote when there is nothing to learn annotator quality from:
+      fewer than two annotators, or fewer than ``min_overlapping_items`` items
+      with ``min_overlap_for_ds`` answers (EM on such data only echoes the
+      votes, with confidences it has not earned);
+    * Dawid–Skene when the median annotator has at least
+      ``min_answers_per_cell * K * K`` answers (enough to fill a K x K
+      confusion);
+    * the one-coin model in between.
+
+    An explicit ``method`` is honoured except where it is impossible (no
+    overlap): then majority vote, and the reason says why.
+    """
+    n_ann = int(shape.get("n_annotators", 0))
+    n_overlap = int(shape.get("n_overlap_items", 0))
+    if method == "majority":
+        return "majority", "majority vote requested"
+    if n_ann < 2:
+        return "majority", f"only {n_ann} annotator(s): nothing to compare, majority vote"
+    if n_overlap < min_overlapping_items:
+        return "majority", (f"only {n_overlap} item(s) have >= {min_overlap_for_ds} annotations "
+                            f"(need {min_overlapping_items}) to estimate annotator quality: majority vote")
+    if method in ("dawid_skene", "one_coin"):
+        return method, f"{method} requested; {n_overlap} items with >= {min_overlap_for_ds} annotations"
+    need = min_answers_per_cell * n_labels * n_labels
+    med = shape.get("median_answers_per_worker", 0.0)
+    if med >= need:
+        return "dawid_skene", (f"median {med:g} answers per worker >= {need} needed for a "
+                               f"{n_labels}x{n_labels} confusion: Dawid-Skene")
+    return "one_coin", (f"median {med:g} answers per worker < {need} needed for a "
+                        f"{n_labels}x{n_labels} confusion: one-coin")
 
 
 def consensus(
     ann: pd.DataFrame,
     labels: Sequence[str],
-    method: Literal["majority", "dawid_skene"] = "majority",
+    method: ConsensusMethod = "auto",
+    weights: Mapping[str, float] | None = None,
     min_overlap_for_ds: int = 2,
     min_overlapping_items: int = 10,
-    **ds_kwargs: object,
+    min_answers_per_cell: int = 5,
+    **em_kwargs: object,
 ) -> pd.DataFrame:
-    """Consensus label per item with the requested method, falling back safely.
+    """Consensus label per item, with the model the crowd's shape supports.
 
-    Dawid–Skene learns annotator quality only from items that several
-    annotators labelled.  It is used when at least ``min_overlapping_items``
-    items have ``min_overlap_for_ds`` or more annotations *and* there are at
-    least two annotators; otherwise the function falls back to majority vote
-    (which, with one annotation per item, is simply that annotation).
+    ``method="auto"`` (default) picks by :func:`choose_method`: Dawid–Skene
+    where annotators have enough answers for a K x K confusion, the one-coin
+    model below that, majority vote when items overlap too little for any EM.
+    ``"dawid_skene"``, ``"one_coin"`` and ``"majority"`` force a model
+    (the EM ones still fall back to majority vote without overlap).
+    ``weights`` (annotator -> weight, default 1) temper annotators in every
+    model.  ``em_kwargs`` go to :func:`dawid_skene` / :func:`one_coin`
+    (``max_iter``, ``tol``, ``smoothing``, ``prior_strength``).
 
-    Returns the :func:`majority_vote` columns plus ``method`` (the method
-    actually used: ``"majority"`` or ``"dawid_skene"``).  The same value and a
-    human-readable reason are in ``result.attrs["method"]`` and
-    ``result.attrs["fallback_reason"]`` (``None`` when no fallback happened),
-    so the round can log why DS was not used.
+    Returns the :func:`majority_vote` columns (``label``, ``confidence``,
+    ``n_annotations``, ``tie``; index ``item_id``) plus ``method`` per row,
+    and in ``attrs``: ``method`` (model used), ``reason`` (one sentence,
+    why), ``fallback_reason`` (why a requested EM model was *not* used, else
+    ``None``), ``converged`` and ``iterations`` (``True``/0 for majority
+    vote), ``shape`` (:func:`crowd_shape`) -- so the round can log what it
+    did and why.
     """
-    if method not in ("majority", "dawid_skene"):
-        raise ValueError(f"unknown consensus method {method!r}; use 'majority' or 'dawid_skene'")
+    if method not in CONSENSUS_METHODS:
+        raise ValueError(f"unknown consensus method {method!r}; use one of {list(CONSENSUS_METHODS)}")
     df = _prepare(ann, labels)
-    used = method
-    reason: str | None = None
-    if method == "dawid_skene":
-        n_per_item = df.groupby("item_id").size()
-        n_overlap = int((n_per_item >= min_overlap_for_ds).sum())
-        n_annotators = df["annotator"].nunique()
-        if n_annotators < 2:
-            used, reason = "majority", f"only {n_annotators} annotator(s); Dawid-Skene needs at least 2"
-        elif n_overlap < min_overlapping_items:
-            used = "majority"
-            reason = (
-                f"only {n_overlap} item(s) have >= {min_overlap_for_ds} annotations "
-                f"(need {min_overlapping_items}) to estimate annotator confusions"
-            )
-    if used == "dawid_skene":
-        result = dawid_skene(df, labels, **ds_kwargs).consensus.copy()  # type: ignore[arg-type]
+    shape = crowd_shape(df, min_overlap_for_ds)
+    used, reason = choose_method(shape, len(labels), method, min_overlap_for_ds, min_overlapping_items,
+                                 min_answers_per_cell)
+    converged, iterations = True, 0
+    if used in ("dawid_skene", "one_coin"):
+        fit = dawid_skene if used == "dawid_skene" else one_coin
+        res = fit(df, labels, weights=weights, **em_kwargs)  # type: ignore[arg-type]
+        result = res.consensus.copy()
+        converged, iterations = res.converged, res.n_iter
     else:
-        result = majority_vote(df, labels).copy()
+        result = majority_vote(df, labels, weights=weights).copy()
     result["method"] = used
     result.attrs["method"] = used
-    result.attrs["fallback_reason"] = reason
+    result.attrs["reason"] = reason
+    result.attrs["fallback_reason"] = reason if method in ("dawid_skene", "one_coin") and used != method else None
+    result.attrs["converged"] = bool(converged)
+    result.attrs["iterations"] = int(iterations)
+    result.attrs["shape"] = shape
     return result
 
 

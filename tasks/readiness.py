@@ -9,8 +9,8 @@ what it waits for, and the CLI exits 3 so a scheduler or a script can tell
 
 The rule: a round may train once ``ready_share`` of the open batch (the items
 pushed most recently, gold items aside) has the answers the campaign asked for
-(``need`` = the overlap), or has a trusted label already (an adjudicated item,
-say). Items the backend can never answer (a replayed item nobody recorded an
+(``need`` = the overlap), or has been judged by the trust policy already (an
+adjudicated item, or a replayed item whose recorded history holds fewer answers). Items the backend can never answer (a replayed item nobody recorded an
 answer for) leave the count, so they cannot hold a campaign hostage. Extra
 answers asked for by adaptive redundancy are *not* waited for: they arrive
 while the next batch is being labelled and count from the round that sees them.
@@ -22,7 +22,12 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["Readiness", "batch_readiness", "batch_name"]
+__all__ = ["DECIDED", "Readiness", "batch_readiness", "batch_name"]
+
+#: trust statuses of an item whose first answers are in (the policy has judged it): it counts as
+#: answered even with fewer than ``need`` answers (an adjudicated item, a replayed item whose
+#: history holds only two answers) -- only ``pending`` items are still waited for.
+DECIDED = frozenset({"trusted", "needs_more", "adjudication", "quarantined", "gold"})
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ def batch_readiness(batch: int | None, items: Sequence[str], answers: Mapping[st
         batch: the open batch's number (for the message).
         items: its item ids (gold items excluded by the caller).
         answers: item -> submitted answers counted so far.
-        status: item -> the trust decision's status (``trusted`` counts as answered).
+        status: item -> the trust decision's status (any of :data:`DECIDED` counts as answered).
         need: answers each item was asked for (the campaign's overlap).
         ready_share: share of the batch that must be answered, in (0, 1].
         unanswerable: items no annotator will ever answer (left out of the count).
@@ -69,7 +74,7 @@ def batch_readiness(batch: int | None, items: Sequence[str], answers: Mapping[st
     never = {str(i) for i in unanswerable}
     ids = [str(i) for i in items]
     counted = [i for i in ids if i not in never]
-    answered = [i for i in counted if answers.get(i, 0) >= need or status.get(i) == "trusted"]
+    answered = [i for i in counted if answers.get(i, 0) >= need or status.get(i, "pending") in DECIDED]
     trusted = sum(1 for i in ids if status.get(i) == "trusted")
     required = math.ceil(ready_share * len(counted) - 1e-9)
     ready = len(answered) >= required

@@ -68,22 +68,13 @@ tracking_uri = "{tracking_uri}"
     return cfg
 
 
-def _export_available() -> bool:
-    res = run_cli("export", "--help", timeout=120)
-    return res.returncode == 0
-
-
 def assert_export_gives_back_labels(cfg: Path, out: Path) -> None:
-    """EXPORT ASSERTION HOOK (issue 13): `labelloop export CONFIG --out FILE --format jsonl --all`
-    must give back every exact label. Called below only when the export command exists on this
-    branch; after merging `labelloop export`, drop the `_export_available()` guard."""
+    """`labelloop export CONFIG --out FILE --format jsonl --all` gives back every exact label, unmangled."""
     res = run_cli("export", str(cfg), "--out", str(out), "--format", "jsonl", "--all", timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    values: set[str] = set()
-    for line in out.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            values.update(v for v in json.loads(line).values() if isinstance(v, str))
-    assert set(LABELS) <= values, set(LABELS) - values
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]
+    exported = {r["label"] for r in rows if r["label"] is not None}
+    assert exported == set(LABELS), (exported ^ set(LABELS))
 
 
 def test_awkward_labels_survive_two_rounds_ledger_and_mlflow_server(prefect_api, mlflow_server, tmp_path: Path):
@@ -130,8 +121,7 @@ def test_awkward_labels_survive_two_rounds_ledger_and_mlflow_server(prefect_api,
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert parent.data.params["labels"] == ",".join(LABELS)
 
-    if _export_available():  # TODO(lead, after merging `labelloop export`): make this unconditional
-        assert_export_gives_back_labels(cfg, tmp_path / "export.jsonl")
+    assert_export_gives_back_labels(cfg, tmp_path / "export.jsonl")
 
 
 @pytest.mark.label_studio

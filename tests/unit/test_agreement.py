@@ -541,7 +541,12 @@ def test_dawid_skene_output_shapes_and_probabilities() -> None:
     assert res.posteriors.index.equals(res.consensus.index)
     assert np.allclose(res.posteriors.sum(axis=1), 1.0)
     assert (res.posteriors.to_numpy() >= 0).all()
-    assert res.consensus["confidence"].to_numpy() == pytest.approx(res.posteriors.max(axis=1).to_numpy())
+    # confidence is the posterior of the returned label (the posterior's maximum, except where the
+    # unanimous-item guard kept the one answered label)
+    post_of_label = [res.posteriors.loc[i, lab] for i, lab in res.consensus["label"].items()]
+    assert res.consensus["confidence"].to_numpy() == pytest.approx(np.array(post_of_label))
+    kept = res.consensus["confidence"].to_numpy() < res.posteriors.max(axis=1).to_numpy() - 1e-9
+    assert kept.sum() == res.n_unanimous_kept
     assert list(res.consensus.columns) == ["label", "confidence", "n_annotations", "tie"]
     assert res.consensus["n_annotations"].sum() == len(ann)
     assert res.priors.sum() == pytest.approx(1.0)

@@ -1,0 +1,276 @@
+"""`labelloop export`: the labelled dataset a team takes away from a campaign.
+
+Why a separate, read-only module: exporting must work on a campaign at any
+point (mid-round, waiting for annotators, finished) without starting Prefect,
+MLflow or an annotation backend, and without writing to the ledger. It reads
+the ledger's tables and writes one file, atomically (a temp file in the target
+folder, then a rename): an interrupted export leaves the previous file or
+none, never half a file.
+
+One row per item with at least one submitted answer:
+
+=====================  =========================================================
+item_id, text          the item
+label                  the trust decision's label (for rows that are not trusted
+                       or adjudicated: its current consensus guess, or empty)
+status                 trusted | adjudicated | gold | pending | needs_more |
+                       quarantined (see ``STATUS_MAP``)
+confidence             the consensus posterior (adjudicated: the adjudicator's)
+n_answers              submitted answers stored for the item
+annotators             who answered: sorted, distinct, ``;``-joined (one string in
+                       every format, so CSV, Parquet and JSONL rows are identical)
+method                 dawid_skene | majority | adjudicator | ... (from the decision)
+round                  the round in which the item was first queried
+arm                    the arm(s) that queried it, ``;``-joined (active, random,
+                       gold)
+label_schema_version   the label-set version ``label`` belongs to
+=====================  =========================================================
+
+Without ``--all`` only ``trusted`` and ``adjudicated`` rows: what is safe to
+train on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas, SQLAlchemy and the ledger are imported inside the functions: building the CLI parser
+# (which registers this command) must stay cheap, and nothing here may pull in Prefect.
+
+COLUMNS = ["item_id", "text", "label", "status", "confidence", "n_answers", "annotators", "method", "round", "arm",
+           "label_schema_version"]
+STATUSES = ["trusted", "adjudicated", "gold", "pending", "needs_more", "quarantined"]
+DEFAULT_STATUSES = ("trusted", "adjudicated")
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+# The ledger's latest trust decision (trust_items.status) -> the exported status. An item awaiting
+# adjudication needs more than its answers can give: needs_more. Trusted with source "adjudicated"
+# becomes "adjudicated" (see export_status). Anything unknown is exported as pending, never trusted.
+STATUS_MAP = {"trusted": "trusted", "adjudication": "needs_more", "needs_more": "needs_more",
+              "quarantined": "quarantined", "pending": "pending", "gold": "gold"}
+
+
+class ExportError(ValueError):
+    """The export cannot be written (bad format, no ledger, missing folder); the message says why."""
+
+
+@dataclass
+class ExportSummary:
+    path: str
+    format: str
+    rows: int
+    counts: dict[str, int]  # exported rows per status
+    answered_items: int  # items with at least one submitted answer (all statuses)
+    all_counts: dict[str, int] = field(default_factory=dict)  # every answered item per status
+    decided_round: int | None = None  # the trust decision the statuses come from (None: none yet)
+
+    def line(self) -> str:
+        per = ", ".join(f"{s} {self.counts[s]}" for s in STATUSES if self.counts.get(s))
+        text = f"exported {self.rows} row(s) to {self.path} ({self.format})" + (f": {per}" if per else "")
+        if self.decided_round is None:
+            text += "; no trust decision yet (run a round first): " + (
+                "header only" if self.rows == 0 else "every answered item is pending")
+        else:
+            left = self.answered_items - self.rows
+            if left:
+                text += f"; {left} other answered item(s) not exported (--all includes them)"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "format": self.format, "rows": self.rows, "counts": self.counts,
+                "answered_items": self.answered_items, "all_counts": self.all_counts,
+                "decided_round": self.decided_round}
+
+
+def export_status(status: Any, source: Any) -> str:
+    """The exported status of one trust decision row."""
+    if status == "trusted" and source == "adjudicated":
+        return "adjudicated"
+    return STATUS_MAP.get(str(status), "pending")
+
+
+def _joined(values: Any) -> str:
+    import pandas as pd
+
+    return ";".join(sorted({str(v) for v in values if v is not None and not pd.isna(v)}))
+
+
+def _schema_version(ledger: Any, decided_at: Any, fallback: int) -> int:
+    """The label-set version in force when the latest decision was taken (labels are migrated to the
+    current version before deciding): the newest version recorded by then."""
+    import pandas as pd
+    from sqlalchemy import select
+
+    from integrations.ledger import label_versions
+
+    with ledger.begin() as conn:
+        rows = conn.execute(select(label_versions.c.version, label_versions.c.recorded_at)
+                            .where(label_versions.c.campaign == ledger.campaign)).all()
+    if not rows:
+        return fallback
+    if decided_at is None:
+        return max(int(v) for v, _ in rows)
+    when = pd.Timestamp(decided_at)
+    when = when.tz_localize("UTC") if when.tzinfo is None else when
+
+    def ts(x: Any) -> pd.Timestamp:
+        t = pd.Timestamp(x)
+        return t.tz_localize("UTC") if t.tzinfo is None else t
+
+    before = [int(v) for v, at in rows if ts(at) <= when]
+    return max(before) if before else min(int(v) for v, _ in rows)
+
+
+def export_frame(ledger: Any, *, label_version: int, include_all: bool = False) -> tuple["pd.DataFrame", dict]:
+    """The export rows from the ledger (pure reads). Returns (rows, info) with info keys
+    ``answered_items``, ``all_counts``, ``decided_round``."""
+    import pandas as pd
+
+    ann = ledger.annotations_frame(submitted_only=True)
+    rounds_ = ledger.trust_rounds()
+    decided_round = max(rounds_) if rounds_ else None
+    info: dict[str, Any] = {"answered_items": 0, "all_counts": {}, "decided_round": decided_round}
+    if ann.empty:
+        return pd.DataFrame(columns=COLUMNS), info
+
+    per_item = ann.groupby("item_id").agg(n_answers=("annotator", "size"), annotators=("annotator", _joined))
+    items = ledger.items_frame().set_index("item_id")["text"]
+    q = ledger.queries_frame()
+    first_round = q.groupby("item_id")["round_no"].min() if len(q) else pd.Series(dtype="Int64")
+    arms = q.groupby("item_id")["arm"].agg(_joined) if len(q) else pd.Series(dtype=object)
+    tasks = ledger.tasks_frame()
+    pushed_round = tasks.set_index("item_id")["round_no"] if len(tasks) else pd.Series(dtype="Int64")
+
+    decision = ledger.trust_items_frame()
+    decision = decision.set_index("item_id") if len(decision) else pd.DataFrame(
+        columns=["status", "label", "confidence", "source", "method"])
+    version = label_version
+    if decided_round is not None:
+        version = _schema_version(ledger, rounds_[decided_round].get("decided_at"), label_version)
+
+    ids = per_item.index
+    d = decision.reindex(ids)
+    status = [export_status(s, src) if isinstance(s, str) else "pending" for s, src in zip(d["status"], d["source"])]
+    rounds_of = first_round.reindex(ids).astype("Int64")
+    rounds_of = rounds_of.fillna(pushed_round.reindex(ids).astype("Int64"))  # adopted tasks have no query row
+    out = pd.DataFrame({
+        "item_id": ids.astype(str),
+        "text": items.reindex(ids).to_numpy(),
+        "label": d["label"].to_numpy(),
+        "status": status,
+        "confidence": pd.to_numeric(d["confidence"], errors="coerce").to_numpy(),
+        "n_answers": per_item["n_answers"].astype(int).to_numpy(),
+        "annotators": per_item["annotators"].to_numpy(),
+        "method": d["method"].to_numpy(),
+        "round": rounds_of.to_numpy(),
+        "arm": arms.reindex(ids).fillna("").to_numpy(),
+        "label_schema_version": version,
+    }, columns=COLUMNS)
+    out["round"] = out["round"].astype("Int64")
+    out["label_schema_version"] = out["label_schema_version"].astype(int)
+    info["answered_items"] = int(len(out))
+    info["all_counts"] = {s: int((out["status"] == s).sum()) for s in STATUSES}
+    if not include_all:
+        out = out[out["status"].isin(DEFAULT_STATUSES)]
+    return out.sort_values("item_id", kind="stable").reset_index(drop=True), info
+
+
+def resolve_format(out: Path, fmt: str | None) -> str:
+    """``fmt`` when given, else from the file suffix (.csv, .parquet/.pq, .jsonl/.ndjson), else csv."""
+    if fmt:
+        if fmt not in ("csv", "parquet", "jsonl"):
+            raise ExportError(f"unknown export format {fmt!r}; choose csv, parquet or jsonl")
+        return fmt
+    return FORMATS.get(out.suffix.lower(), "csv")
+
+
+def write_atomically(frame: "pd.DataFrame", out: Path, fmt: str) -> None:
+    """Write ``frame`` to ``out`` through a temp file in the same folder and a rename."""
+    folder = out.parent
+    if not folder.is_dir():
+        raise ExportError(f"cannot write {out}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        elif fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for rec in frame.astype(object).where(frame.notna(), None).to_dict("records"):
+                    fh.write(json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else str(v)
+
+
+def _open_ledger(cfg: Any) -> Any:
+    """The campaign's ledger, read-only in spirit: a missing SQLite file is an error, not created."""
+    from integrations.ledger import Ledger
+
+    url = cfg.ledger_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise ExportError(f"campaign {cfg.name!r} has no ledger at {url.removeprefix('sqlite:///')}; "
+                          "run `labelloop setup` first")
+    return Ledger(url, cfg.name, create=False)
+
+
+def export_dataset(config: str | Path, out: str | Path, *, fmt: str | None = None,
+                   include_all: bool = False) -> ExportSummary:
+    """Export the campaign's labelled items to ``out``; returns what was written."""
+    from flows.config import load_config
+
+    cfg = load_config(config)
+    out_path = Path(out)
+    kind = resolve_format(out_path, fmt)
+    ledger = _open_ledger(cfg)
+    try:
+        frame, info = export_frame(ledger, label_version=cfg.labels.version, include_all=include_all)
+    finally:
+        ledger.dispose()
+    write_atomically(frame, out_path, kind)
+    counts = {s: int((frame["status"] == s).sum()) for s in STATUSES if (frame["status"] == s).any()}
+    return ExportSummary(path=str(out_path), format=kind, rows=int(len(frame)), counts=counts,
+                         answered_items=info["answered_items"], all_counts=info["all_counts"],
+                         decided_round=info["decided_round"])
+
+
+def cmd_export(a: Any) -> int:
+    """CLI entry (argparse namespace: config, out, format, all, json). Exit 2 on bad input (its own
+    errors here; config, ledger and file errors through the CLI's known errors)."""
+    import sys
+
+    try:
+        summary = export_dataset(a.config, a.out, fmt=a.format, include_all=a.all)
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary.as_dict()) if a.json else summary.line())
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``export`` to an argparse sub-parser collection."""
+    s = sub.add_parser("export", help="write the labelled dataset (trusted + adjudicated; --all: every answered item)")
+    s.add_argument("config")
+    s.add_argument("--out", required=True, help="output file")
+    s.add_argument("--format", choices=["csv", "parquet", "jsonl"], default=None,
+                   help="default: from the --out suffix (.csv, .parquet, .jsonl), else csv")
+    s.add_argument("--all", action="store_true",
+                   help="every item with answers (also gold, pending, needs_more, quarantined)")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.set_defaults(fn=cmd_export)
