@@ -26,7 +26,7 @@ from flows.trust import EVAL_ARM, TrustDecision, decide_trust, queue_gold
 from flows.runtime import Campaign, open_campaign
 from integrations.backend import TaskRequest
 from tasks import calibrate, health, query, stopping
-from tasks.readiness import Readiness, batch_readiness
+from tasks.readiness import Readiness, batch_readiness, with_evaluation
 from tasks.annotate import screen_annotations
 from tasks.evaluate import (classification_metrics, confusion_figure, cost_per_accuracy_point,
                             learning_curve_figure, macro_f1_interval)
@@ -495,13 +495,13 @@ def open_batch_readiness(c: Campaign, trust: TrustDecision) -> Readiness:
 
     See :mod:`tasks.readiness` for the rule and why. Gold items are left out: they score
     annotators and never train, so a round need not wait for them. Evaluation items (test and
-    calibration items people label, pushed with the seed) count as part of the seed batch: a
-    first round that trained before they were answered could not say how good its model is, and
-    every later round waits only for its own batch (the evaluation answers keep coming in).
+    calibration items people label, pushed with the seed) are not part of any batch; while the
+    seed is the open batch, the round also waits for ``min_test_labels`` answered test items
+    (:func:`tasks.readiness.with_evaluation`).
     """
     q = c.ledger.queries_frame()
     tasks = c.ledger.tasks_frame()
-    arm_items = set(q.loc[q["arm"].isin([*c.cfg.arms, EVAL_ARM]), "item_id"]) if len(q) else set()
+    arm_items = set(q.loc[q["arm"].isin(c.cfg.arms), "item_id"]) if len(q) else set()
     open_tasks = tasks[tasks["item_id"].isin(arm_items)] if len(tasks) else tasks
     need = trust_need(c)
     if open_tasks.empty:
@@ -512,8 +512,16 @@ def open_batch_readiness(c: Campaign, trust: TrustDecision) -> Readiness:
     answers = ann.drop_duplicates(["item_id", "annotator"]).groupby("item_id").size().to_dict() if len(ann) else {}
     status = trust.items["status"].to_dict() if len(trust.items) else {}
     never = getattr(c.backend, "unanswerable", None)
-    return batch_readiness(batch, ids, answers, status, need=need, ready_share=c.cfg.run.batch_ready_share,
-                           unanswerable=never(ids) if callable(never) else ())
+    ready = batch_readiness(batch, ids, answers, status, need=need, ready_share=c.cfg.run.batch_ready_share,
+                            unanswerable=never(ids) if callable(never) else ())
+    eval_q = q[q["arm"] == EVAL_ARM] if len(q) else q
+    if batch != 0 or eval_q.empty:
+        return ready
+    test_ids = sorted(eval_q.loc[eval_q["strategy"] == "evaluation-test", "item_id"].astype(str))
+    items = c.ledger.items_frame(splits=["test"])
+    required, _ = evaluation_thresholds(c, items)
+    return with_evaluation(ready, test_ids, answers, status, required=required,
+                           unanswerable=never(test_ids) if callable(never) else ())
 
 
 def trust_need(c: Campaign) -> int:

@@ -35,8 +35,7 @@ from tasks.train import fit_featurizer, make_featurizer
 def read_pool(cfg: CampaignConfig) -> pd.DataFrame:
     """Read the configured data and check it against the pool contract (raises on failure, writes nothing)."""
     d = cfg.data
-    frame = load_table(cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column,
-                       encoding=d.encoding, delimiter=d.delimiter, skip_unsupported=d.skip_unsupported_files)
+    frame = _load_data(cfg)
     skipped = frame.attrs.get("skipped_files") or []
     validate_pool(frame, label_set=list(cfg.labels.names), max_text_length=d.max_text_length,
                   source=str(cfg.data_path))
@@ -46,6 +45,26 @@ def read_pool(cfg: CampaignConfig) -> pd.DataFrame:
     if skipped:
         say(f"{cfg.data_path}: skipped {len(skipped)} unsupported entr{'y' if len(skipped) == 1 else 'ies'} "
             f"([data] skip_unsupported_files): {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}")
+    return frame
+
+
+def _load_data(cfg: CampaignConfig) -> pd.DataFrame:
+    """``[data]`` as a frame. A file without the *default* label column is unlabelled text (people label
+    the test set and the calibration slice too); a label column the config names must be there."""
+    d = cfg.data
+    read = lambda label_col: load_table(  # noqa: E731
+        cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=label_col, encoding=d.encoding,
+        delimiter=d.delimiter, skip_unsupported=d.skip_unsupported_files)
+    try:
+        return read(d.label_column)
+    except InputError as err:
+        msg = str(err)
+        only_label = (d.label_column and getattr(err, "field", None) == d.label_column and "(label_col)" in msg
+                      and "(text_col)" not in msg and "(id_col)" not in msg)
+        if not only_label or "label_column" in d.model_fields_set:
+            raise
+    frame = read(None)
+    frame.attrs["no_label_column"] = True
     return frame
 
 
