@@ -82,7 +82,7 @@ def _print_curves(config: str) -> None:
 
     c = open_campaign(config)
     print()
-    print(results_table(learning_curves(c)))
+    print(results_table(learning_curves(c, with_ci=True)))
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -91,10 +91,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     folder = Path(a.dir)
     ls_url = None
-    if a.backend == "label_studio":
+    if a.backend == "label_studio" and not a.unlabelled:
         ls_url = _start_local_label_studio()
-    cfg = prepare_demo(folder, n=a.n, budget=a.budget, batch_size=a.batch_size, backend=a.backend, ls_url=ls_url)
-    print(f"demo campaign: {cfg} ({a.backend} backend); budget {a.budget} labels per arm, batch {a.batch_size}")
+    cfg = prepare_demo(folder, n=a.n, budget=a.budget, batch_size=a.batch_size, backend=a.backend, ls_url=ls_url,
+                       unlabelled=a.unlabelled)
+    print(f"demo campaign: {cfg} ({'replay' if a.unlabelled else a.backend} backend); budget {a.budget} labels per "
+          f"arm, batch {a.batch_size}" + ("; unlabelled text: people label the test set and calibration slice too"
+                                          if a.unlabelled else ""))
     print("starting Prefect (local ephemeral API) ...", flush=True)
     from flows.campaign import campaign_flow
     from flows.runtime import open_campaign
@@ -105,7 +108,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     print(f"\nfinished in {time.perf_counter() - t0:.0f}s. Open the runs in the MLflow UI:")
     print(f"  labelloop ui {cfg}")
     print(f"  # or: mlflow ui --backend-store-uri {c.cfg.tracking_uri} --port 5000")
-    if a.backend == "label_studio":
+    if a.backend == "label_studio" and not a.unlabelled:
         from flows.label_studio_local import describe
 
         print(describe())
@@ -228,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=3000, help="generated texts")
     s.add_argument("--budget", type=int, default=200, help="labels per arm, seed included")
     s.add_argument("--batch-size", type=int, default=30, help="also the seed size")
+    s.add_argument("--unlabelled", action="store_true",
+                   help="start from text without labels: people (replayed answers) label the test set and the "
+                        "calibration slice with the seed; rounds report test_n and a 95%% interval")
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("simulate", help="will active learning pay off on this labelled file?")

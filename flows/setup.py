@@ -49,8 +49,9 @@ def read_pool(cfg: CampaignConfig) -> pd.DataFrame:
 
 
 def _load_data(cfg: CampaignConfig) -> pd.DataFrame:
-    """``[data]`` as a frame. A file without the *default* label column is unlabelled text (people label
-    the test set and the calibration slice too); a label column the config names must be there."""
+    """``[data]`` as a frame. A file without a column named ``label`` (the default ``label_column``) is
+    unlabelled text: people label the test set and the calibration slice too. Any other label column
+    the config names must be there (a typo must not silently turn a labelled file into unlabelled work)."""
     d = cfg.data
     read = lambda label_col: load_table(  # noqa: E731
         cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=label_col, encoding=d.encoding,
@@ -61,10 +62,11 @@ def _load_data(cfg: CampaignConfig) -> pd.DataFrame:
         msg = str(err)
         only_label = (d.label_column and getattr(err, "field", None) == d.label_column and "(label_col)" in msg
                       and "(text_col)" not in msg and "(id_col)" not in msg)
-        if not only_label or "label_column" in d.model_fields_set:
+        if not only_label or d.label_column != "label":
             raise
     frame = read(None)
-    frame.attrs["no_label_column"] = True
+    say(f"{cfg.data_path}: no {d.label_column!r} column: unlabelled text (people label the test set, the calibration "
+        f"slice and the seed)")
     return frame
 
 

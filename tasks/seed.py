@@ -131,10 +131,12 @@ def carve_splits(
 
 
 def default_seed_method(configured: str, explicit: bool, n_known: int, n_rows: int, has_keywords: bool) -> str:
-    """The seed method set-up uses: ``configured``, unless it is the implicit default
-    (stratified) and the pool rows lack labels, in which case a method that needs
-    none: keyword rules when the config has them, else k-means representatives."""
-    if configured != "stratified" or explicit or n_known >= n_rows:
+    """The seed method set-up uses: ``configured``, unless it is stratified and the pool rows lack
+    labels, in which case a method that needs none: keyword rules when the config has them, else
+    k-means representatives. Data with no label at all always switches (``labelloop init`` writes
+    ``seed_method = "stratified"`` into every config); partly labelled data switches only when the
+    method was not asked for, so an explicit choice gets set-up's row-by-row error instead."""
+    if configured != "stratified" or n_known >= n_rows or (explicit and n_known > 0):
         return configured
     return "keywords" if has_keywords else "kmeans"
 

@@ -58,7 +58,9 @@ def test_zero_sized_splits_come_from_files():
 def test_default_seed_method_needs_no_labels_when_the_data_has_none():
     assert default_seed_method("stratified", False, 0, 100, False) == "kmeans"
     assert default_seed_method("stratified", False, 0, 100, True) == "keywords"
-    assert default_seed_method("stratified", True, 0, 100, False) == "stratified"  # asked for: setup says why not
+    assert default_seed_method("stratified", True, 0, 100, False) == "kmeans"  # `init` writes it: no label at all
+    assert default_seed_method("stratified", True, 30, 100, False) == "stratified"  # asked for: setup says why not
+    assert default_seed_method("stratified", False, 30, 100, False) == "kmeans"
     assert default_seed_method("stratified", False, 100, 100, False) == "stratified"
 
 
