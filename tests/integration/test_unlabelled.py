@@ -31,7 +31,8 @@ def _corpus(folder: Path, n: int) -> pd.Series:
     return corpus.set_index("id")["label"].astype(str)
 
 
-def _config(folder: Path, name: str, annotation: str) -> Path:
+def _config(folder: Path, name: str, annotation: str, *, test: int = 150, cal: int = 60, seed: int = 20,
+            min_test: int = 40, min_cal: int = 30, batch: int = 20, budget: int = 60) -> Path:
     from tasks.demo_data import CLASSES
 
     cfg = folder / "campaign.toml"
@@ -42,16 +43,16 @@ path = "pool.csv"
 [labels]
 names = [{", ".join(f'"{c}"' for c in CLASSES)}]
 [splits]
-test_size = 150
-calibration_size = 60
-seed_size = 20
-min_test_labels = 40
-min_calibration_labels = 30
+test_size = {test}
+calibration_size = {cal}
+seed_size = {seed}
+min_test_labels = {min_test}
+min_calibration_labels = {min_cal}
 [query]
-batch_size = 20
+batch_size = {batch}
 [budget]
-max_labels = 60
-evaluation_labels = 210
+max_labels = {budget}
+evaluation_labels = {test + cal}
 {annotation}
 ''', encoding="utf-8")
     return cfg
@@ -166,3 +167,51 @@ def test_unlabelled_text_through_replay(tmp_path: Path, prefect_api: str) -> Non
         assert m["test_macro_f1_ci_low"] <= m["test_macro_f1"] <= m["test_macro_f1_ci_high"]
     parents = [r for r in runs if "test_n" not in r.data.metrics]
     assert any(a.path == "plots" for p in parents for a in client.list_artifacts(p.info.run_id))
+
+
+@pytest.mark.label_studio
+def test_unlabelled_text_through_label_studio(tmp_path: Path, prefect_api: str, label_studio, monkeypatch) -> None:
+    """The same path against a real Label Studio: its users (the tests' simulated people) answer through
+    its API, from the hidden truth, the seed first, then part of the test set, then the rest."""
+    from flows.runtime import open_campaign
+    from integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
+
+    url, token = label_studio
+    truth = _corpus(tmp_path, 400)
+    name = f"unl-ls-{tmp_path.name[-10:]}"
+    cfg = _config(tmp_path, name, f'[annotation]\nbackend = "label_studio"\noverlap = 3\n'
+                  f'[annotation.label_studio]\nurl = "{url}"\nproject_title = "labelloop test {name}"\n',
+                  test=50, cal=25, seed=15, min_test=20, min_cal=20, batch=15, budget=30)
+    env = {"LABEL_STUDIO_API_KEY": token}
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)  # this process answers through the API too
+
+    proc = run_cli("setup", str(cfg), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sp = _splits(cfg)
+    c = open_campaign(str(cfg))
+    in_ls = set(c.backend.task_overlaps())
+    assert in_ls == set(sp["seed"]) | set(sp["test"]) | set(sp["calibration"]), "one unmarked project, 90 tasks"
+    crowd = [SimAnnotator(n, a) for n, a in ANNOTATORS]
+
+    answer_open_tasks(c.backend, {i: truth[i] for i in sp["seed"] + sp["test"][:8]}, crowd, overlap=3, seed=0)
+    proc = run_cli("round", str(cfg), env=env)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "8 of 20 test items answered 3 times" in proc.stdout, proc.stdout
+    assert _status(cfg, env)["rounds"] == []
+
+    answer_open_tasks(c.backend, {i: truth[i] for i in sp["test"][:30]}, crowd, overlap=3, seed=0)
+    proc = run_cli("round", str(cfg), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "calibration gate not judged" in proc.stdout, proc.stdout
+    r1 = _by_round(_status(cfg, env))[1]
+    assert r1["active"]["test_n"] == r1["random"]["test_n"] and 20 <= r1["active"]["test_n"] <= 30, r1
+
+    # the rest of the evaluation items and round 1's batch are answered: test_n grows, the interval narrows
+    c = open_campaign(str(cfg))
+    answer_open_tasks(c.backend, dict(truth), crowd, overlap=3, seed=0)
+    proc = run_cli("round", str(cfg), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r2 = _by_round(_status(cfg, env))[2]
+    assert r2["active"]["test_n"] == r2["random"]["test_n"] > r1["active"]["test_n"], (r1, r2)
+    a1, a2 = r1["active"]["macro_f1_ci"], r2["active"]["macro_f1_ci"]
+    assert a2[1] - a2[0] < a1[1] - a1[0], (a1, a2)
