@@ -166,6 +166,8 @@ def preflight(config: str | Path | CampaignConfig) -> tuple[CampaignConfig, pd.D
         frame = _with_evaluation_files(frame, extra)
     frame.attrs.update(attrs)
     _check_evaluation_budget(cfg, frame)
+    if cfg.annotation.backend == "simulated":
+        _check_simulated_can_answer(cfg, frame)
     if cfg.annotation.backend == "label_studio":
         _check_label_studio(cfg)
     _prepared[(cfg.name, str(cfg.data_path))] = frame
@@ -190,6 +192,18 @@ def people_labelled_evaluation(frame: pd.DataFrame) -> pd.DataFrame:
     """Test and calibration rows without a known label: people label them (evaluation tasks)."""
     is_eval = frame["split"].isin(["test", "calibration"])
     return frame[is_eval & (frame["label"].isna() if "label" in frame else True)]
+
+
+def _check_simulated_can_answer(cfg: CampaignConfig, frame: pd.DataFrame) -> None:
+    """The simulated annotators answer from known labels: a seed or evaluation item without one would
+    stop the push half-way, after the ledger was written. Say so before anything is."""
+    pushed = frame[frame["split"].isin(["seed", "test", "calibration"])]
+    missing = pushed[pushed["label"].isna()] if "label" in pushed else pushed
+    if len(missing):
+        raise SplitError(
+            f"{cfg.data_path}: the simulated annotators answer from known labels, but {len(missing)} seed/test/"
+            f"calibration item(s) have none (e.g. id {str(missing.iloc[0]['id'])!r}); unlabelled text needs people: "
+            f"[annotation] backend = \"label_studio\" or \"replay\" (or `labelloop demo --unlabelled`)")
 
 
 def _check_evaluation_budget(cfg: CampaignConfig, frame: pd.DataFrame) -> None:

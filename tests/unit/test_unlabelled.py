@@ -94,3 +94,60 @@ def test_evaluation_thresholds_never_exceed_the_split(n_test: int) -> None:
     cfg = parse_config({"name": "x", "data": {"path": "p.csv"}, "labels": {"names": CLASSES}}, base_dir=Path("."))
     items = pd.DataFrame({"split": ["test"] * n_test + ["calibration"] * 70 + ["pool"] * 3})
     assert evaluation_thresholds(Campaign(cfg=cfg, ledger=None), items) == (n_test, 50)  # type: ignore[arg-type]
+
+
+def _campaign(folder: Path, extra: str = "", backend: str = "replay", budget: str = "") -> Path:
+    import pandas as pd
+
+    from tasks.demo_data import CLASSES, generate_demo_corpus
+
+    corpus = generate_demo_corpus(300, seed=2)
+    corpus[["id", "text"]].to_csv(folder / "pool.csv", index=False)
+    corpus.assign(id="t-" + corpus["id"]).head(40).to_csv(folder / "test.csv", index=False)
+    corpus.assign(id="c-" + corpus["id"]).tail(30).to_csv(folder / "cal.csv", index=False)
+    corpus.head(5).to_csv(folder / "dup.csv", index=False)  # labelled, but the pool's own ids
+    pd.DataFrame([{"item_id": "x", "annotator_id": "a", "label": CLASSES[0]}]).to_csv(folder / "ans.csv", index=False)
+    names = ", ".join(f'"{c}"' for c in CLASSES)
+    cfg = folder / "c.toml"
+    cfg.write_text(f'name = "u"\n[data]\npath = "pool.csv"\n[labels]\nnames = [{names}]\n[splits]\ntest_size = 50\n'
+                   f'calibration_size = 20\nseed_size = 10\n{extra}\n[query]\nbatch_size = 10\n[budget]\n'
+                   f'max_labels = 40\n{budget}[annotation]\nbackend = "{backend}"\n[annotation.replay]\npath = "ans.csv"\n',
+                   encoding="utf-8")
+    return cfg
+
+
+def test_preflight_draws_evaluation_items_for_people_and_defaults_the_seed_to_kmeans(tmp_path: Path) -> None:
+    from flows.setup import people_labelled_evaluation, preflight
+
+    _, frame = preflight(_campaign(tmp_path))
+    assert frame.attrs["seed_method"] == "kmeans"
+    assert frame["split"].value_counts().to_dict() == {"pool": 220, "test": 50, "calibration": 20, "seed": 10}
+    assert len(people_labelled_evaluation(frame)) == 70
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ans.csv", "c.toml", "cal.csv", "dup.csv", "pool.csv",
+                                                          "test.csv"]
+
+
+def test_labelled_files_are_the_test_set_and_calibration_slice(tmp_path: Path) -> None:
+    from flows.setup import people_labelled_evaluation, preflight
+
+    _, frame = preflight(_campaign(tmp_path, 'test_path = "test.csv"\ncalibration_path = "cal.csv"'))
+    assert frame["split"].value_counts().to_dict() == {"pool": 290, "test": 40, "calibration": 30, "seed": 10}
+    assert people_labelled_evaluation(frame).empty and frame.loc[frame["split"] == "test", "label"].notna().all()
+
+
+@pytest.mark.parametrize("extra, backend, budget, message", [
+    ("", "simulated", "", "the simulated annotators answer from known labels, but 80 seed/test/calibration item"),
+    ("", "replay", "evaluation_labels = 30\n", "need 70 items labelled by people, more than [budget] evaluation_labels"),
+    ('test_path = "dup.csv"', "replay", "", "is also in the data"),
+])
+def test_set_ups_nobody_could_answer_stop_before_writing(tmp_path: Path, extra: str, backend: str, budget: str,
+                                                          message: str) -> None:
+    import re
+
+    from flows.setup import preflight
+    from integrations.sources import InputError
+    from tasks.seed import SplitError
+
+    with pytest.raises((SplitError, InputError), match=re.escape(message)):
+        preflight(_campaign(tmp_path, extra, backend=backend, budget=budget))
+    assert not (tmp_path / "ledger.db").exists()
