@@ -556,7 +556,8 @@ def _fmt(v: Any, pct: bool = False) -> str:
 def trust_report_markdown(round_no: int, result: policy_mod.TrustResult, metrics: dict, notes: list[str]) -> str:
     """The round's trust decision as a Markdown page (logged as ``trust/report.md``)."""
     lines = [f"# Trust decision, round {round_no}", "",
-             f"consensus: {result.method}" + (f" (fell back: {result.fallback_reason})" if result.fallback_reason else ""),
+             f"consensus: {result.method}" + (f" (fell back: {result.fallback_reason})" if result.fallback_reason else "")
+             + (f" -- {result.method_reason}" if result.method_reason else ""),
              "", "| metric | value |", "|---|---|"]
     for k in ("krippendorff_alpha", "krippendorff_alpha_trusted", "fleiss_kappa", "mean_cohen_kappa",
               "percent_agreement", "n_trusted", "n_quarantined", "n_adjudication_queue", "n_adjudicated",

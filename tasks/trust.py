@@ -144,6 +144,7 @@ class TrustResult:
     tags: dict[str, str] = field(default_factory=dict)
     method: str = "majority"
     fallback_reason: str | None = None
+    method_reason: str = ""  # why this consensus model (the crowd's shape), for the report and the tag
 
     @property
     def trusted(self) -> pd.DataFrame:
@@ -192,25 +193,17 @@ def weighted_dawid_skene(ann: pd.DataFrame, labels: Sequence[str], weights: Mapp
                                  weights=weights).consensus
 
 
-def _consensus(ann: pd.DataFrame, labels: Sequence[str], method: str,
-               weights: Mapping[str, float] | None, min_items: int = 10) -> tuple[pd.DataFrame, str, str | None]:
-    """Consensus with the configured method; returns (frame, method used, fallback reason)."""
-    if method in ("auto", "one_coin"):
-        method = "dawid_skene"
-    if not weights or all(v == 1.0 for v in weights.values()):
-        out = agreement.consensus(ann, labels, method=method, min_overlapping_items=min_items)  # type: ignore[arg-type]
-        return out, str(out.attrs.get("method", method)), out.attrs.get("fallback_reason")
-    used, reason = method, None
-    if method == "dawid_skene":
-        df = _prepare(ann)
-        n_overlap = int((df.groupby("item_id").size() >= 2).sum())
-        if df["annotator"].nunique() < 2:
-            used, reason = "majority", "fewer than 2 annotators; Dawid-Skene needs at least 2"
-        elif n_overlap < min_items:
-            used, reason = "majority", f"only {n_overlap} item(s) have >= 2 annotations (need {min_items})"
-    out = weighted_dawid_skene(ann, labels, weights) if used == "dawid_skene" else weighted_majority(ann, labels, weights)
-    out["method"] = used
-    return out, used, reason
+def _consensus(ann: pd.DataFrame, labels: Sequence[str], method: str, weights: Mapping[str, float] | None,
+               min_items: int = 10) -> tuple[pd.DataFrame, str, str | None, str]:
+    """Consensus with the configured method (``auto``: chosen by the crowd's shape, see
+    :func:`tasks.agreement.choose_method`); returns (frame, method used, fallback reason, why)."""
+    out = agreement.consensus(_prepare(ann), labels, method=method, weights=weights or None,  # type: ignore[arg-type]
+                              min_overlapping_items=min_items)
+    used = str(out.attrs.get("method", method))
+    why = str(out.attrs.get("reason") or "")
+    if out.attrs.get("converged") is False:
+        why += f" (EM stopped at {out.attrs.get('iterations')} iterations without converging)"
+    return out, used, out.attrs.get("fallback_reason"), why
 
 
 # --------------------------------------------------------------------------- annotator quality
@@ -468,7 +461,9 @@ def decide(
     # 2. consensus on what the policy keeps
     n_all = df.groupby("item_id").size()
     n_kept = kept.groupby("item_id").size()
-    cons, method, fallback = _consensus(kept, labels, policy.consensus, weights, policy.ds_min_items_for(len(labels)))
+    min_items = (policy.ds_min_items_for(len(labels)) if policy.consensus == "dawid_skene"
+                 else (policy.ds_min_items or 10))
+    cons, method, fallback, method_why = _consensus(kept, labels, policy.consensus, weights, min_items)
     # a consensus label that no counted answer gave is never trusted (EM can drift there on thin data)
     given = set(zip(kept["item_id"], kept["label"]))
     unsupported = pd.Series([(i, lbl) not in given for i, lbl in zip(cons.index, cons["label"])], index=cons.index,
@@ -564,7 +559,7 @@ def decide(
     health = agreement_by_selection(gate_frame, reasons, policy.min_health_items)
 
     result = TrustResult(items=items, batches=batches, annotators=quality, health=health, metrics={},
-                         method=method, fallback_reason=fallback)
+                         method=method, fallback_reason=fallback, method_reason=method_why)
     _summarise(result, df, gate_frame, labels, policy)
     return result
 
@@ -600,6 +595,7 @@ def _summarise(r: TrustResult, df: pd.DataFrame, kept_complete: pd.DataFrame, la
         "n_gold_items": float(status.get("gold", 0)),
         "n_annotators_flagged": float(q["flagged"].astype(bool).sum()) if len(q) else 0.0,
         "consensus_dawid_skene": 1.0 if r.method == "dawid_skene" else 0.0,
+        "consensus_one_coin": 1.0 if r.method == "one_coin" else 0.0,
         "agreement_al": r.health["agreement_al"],
         "agreement_random": r.health["agreement_random"],
         "agreement_al_minus_random": r.health["agreement_al_minus_random"],
@@ -641,6 +637,7 @@ def _summarise(r: TrustResult, df: pd.DataFrame, kept_complete: pd.DataFrame, la
         "labelloop.quarantine": "; ".join(f"batch {b}: {row['reason']}" for b, row in quarantined.iterrows()) or "none",
         "labelloop.annotator_alerts": "; ".join(alerts) or "none",
         "labelloop.consensus": r.method,
+        "labelloop.consensus_reason": r.method_reason or "-",
     }
 
 

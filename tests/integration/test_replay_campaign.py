@@ -83,7 +83,26 @@ def _majority_accuracy(exported: pd.DataFrame, answers: pd.DataFrame, gold: pd.S
     return sum(scores) / len(scores)
 
 
-def _check(exported: pd.DataFrame, answers: pd.DataFrame, gold: pd.Series, budget: int, line: str) -> dict:
+def _fair_check(trusted: pd.DataFrame, answers: pd.DataFrame) -> tuple[float, float, int]:
+    """Agreement with the recorded workers the campaign did *not* use (held out), for the trusted labels
+    and for majority vote over the answers it did use (ties score 0.5): the fair check where the data
+    set's gold is itself a majority of the same workers. Returns (trusted, majority, held-out answers)."""
+    by_item = {i: g for i, g in answers.groupby("item_id")}
+    hits_t, hits_m, n = 0.0, 0.0, 0
+    for item, label, who in zip(trusted["item_id"], trusted["label"], trusted["annotators"]):
+        rec = by_item[item]
+        used = set(who.split(";"))
+        votes = rec[rec["annotator_id"].isin(used)]["label"].value_counts()
+        top = list(votes[votes == votes.max()].index)
+        for held in rec.loc[~rec["annotator_id"].isin(used), "label"]:
+            hits_t += float(held == label)
+            hits_m += (held in top) / len(top)
+            n += 1
+    return (hits_t / n, hits_m / n, n) if n else (float("nan"), float("nan"), 0)
+
+
+def _check(exported: pd.DataFrame, answers: pd.DataFrame, gold: pd.Series, budget: int, line: str,
+           gold_is_majority: bool = False) -> dict:
     answered = exported[exported["status"] != "gold"]
     assert len(answered) > 0 and set(exported["status"]) <= {"trusted", "adjudicated", "gold", "pending",
                                                              "needs_more", "quarantined"}
@@ -101,9 +120,18 @@ def _check(exported: pd.DataFrame, answers: pd.DataFrame, gold: pd.Series, budge
     measured = {"answered": len(answered), "trusted_or_adjudicated": share, "n_trusted": len(trusted),
                 "trusted_accuracy": acc_trusted, "majority_accuracy_same_answers": acc_mv,
                 "status_counts": answered["status"].value_counts().to_dict()}
+    fair_t, fair_m, n_held = _fair_check(trusted, answers)
+    measured.update({"fair_check_trusted": fair_t, "fair_check_majority": fair_m, "held_out_answers": n_held})
     print(f"measured: {measured}")  # shown with -rP / on failure: the figures the issue asks for
     assert share >= 0.85, measured
-    assert acc_trusted >= acc_mv, measured
+    if gold_is_majority:
+        # MD-Agreement's `gold` is the majority of the same five workers, so majority vote over a subset
+        # of them is favoured against it by construction (benchmarks/AGREEMENT.md): judge on held-out
+        # workers instead, and require the gold agreement to stay high.
+        assert n_held > 100 and fair_t >= fair_m, measured
+        assert acc_trusted >= 0.85, measured
+    else:
+        assert acc_trusted >= acc_mv, measured
     return measured
 
 
@@ -126,4 +154,4 @@ def test_replay_campaign_on_md_agreement(prefect_api, tmp_path: Path) -> None:
     cfg = _campaign(tmp_path / "mda", MDA, items, ["not_offensive", "offensive"], test=200, calibration=150,
                     budget=300)
     exported, line = _run_and_export(cfg, prefect_api)
-    _check(exported, answers, items.set_index("item_id")["gold"], 300, line)
+    _check(exported, answers, items.set_index("item_id")["gold"], 300, line, gold_is_majority=True)
