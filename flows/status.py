@@ -167,7 +167,8 @@ def print_status(config: str) -> None:
     for r in rows:
         print(f"{r['round']:>5} {r['arm']:<7} {r['status']:<8} {r['labels'] if r['labels'] is not None else '-':>6} "
               f"{f(r['macro_f1'], 9)} {_ci_text(r['macro_f1_ci']):>13} "
-              f"{r['test_n'] if r['test_n'] is not None else '-':>6} {f(r['ece'], 6)} {f(r['ece_after'], 7)} {f(r['agreement'], 6)}  "
+              f"{r['test_n'] if r['test_n'] is not None else '-':>6} {f(r['ece'], 6)} {f(r['ece_after'], 7)} "
+              f"{f(r['agreement'], 6)}  "
               f"{r['warnings'] or '-'}")
     if not rows:
         print("  (no rounds yet)")

@@ -111,7 +111,8 @@ def _campaign(folder: Path, extra: str = "", backend: str = "replay", budget: st
     cfg = folder / "c.toml"
     cfg.write_text(f'name = "u"\n[data]\npath = "pool.csv"\n[labels]\nnames = [{names}]\n[splits]\ntest_size = 50\n'
                    f'calibration_size = 20\nseed_size = 10\n{extra}\n[query]\nbatch_size = 10\n[budget]\n'
-                   f'max_labels = 40\n{budget}[annotation]\nbackend = "{backend}"\n[annotation.replay]\npath = "ans.csv"\n',
+                   f'max_labels = 40\n{budget}[annotation]\nbackend = "{backend}"\n'
+                   '[annotation.replay]\npath = "ans.csv"\n',
                    encoding="utf-8")
     return cfg
 
@@ -137,7 +138,8 @@ def test_labelled_files_are_the_test_set_and_calibration_slice(tmp_path: Path) -
 
 @pytest.mark.parametrize("extra, backend, budget, message", [
     ("", "simulated", "", "the simulated annotators answer from known labels, but 80 seed/test/calibration item"),
-    ("", "replay", "evaluation_labels = 30\n", "need 70 items labelled by people, more than [budget] evaluation_labels"),
+    ("", "replay", "evaluation_labels = 30\n",
+     "need 70 items labelled by people, more than [budget] evaluation_labels"),
     ('test_path = "dup.csv"', "replay", "", "is also in the data"),
 ])
 def test_set_ups_nobody_could_answer_stop_before_writing(tmp_path: Path, extra: str, backend: str, budget: str,
