@@ -225,6 +225,8 @@ def _params(cfg: CampaignConfig) -> dict[str, Any]:
         "class_quota": cfg.query.class_quota, "budget": cfg.budget.max_labels, "seed_size": cfg.splits.seed_size,
         "seed_method": cfg.splits.seed_method, "test_size": cfg.splits.test_size,
         "calibration_size": cfg.splits.calibration_size, "featurizer": cfg.model.featurizer,
+        "min_test_labels": cfg.splits.min_test_labels, "min_calibration_labels": cfg.splits.min_calibration_labels,
+        "evaluation_labels": cfg.budget.evaluation_labels if cfg.budget.evaluation_labels is not None else "splits",
         "classifier": cfg.model.classifier, "C": cfg.model.C, "backend": cfg.annotation.backend,
         "overlap": cfg.annotation.overlap, "labels": ",".join(cfg.labels.names),
         "label_set_version": cfg.labels.version, "ece_gate": cfg.gates.calibration_ece,
