@@ -8,8 +8,9 @@ STAMP  := $(VENV)/.labelloop-installed
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "[install] creating $(VENV) with the pinned versions (constraints.txt); a few minutes the first time ..."
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m pip install --progress-bar off -c constraints.txt -e ".[test]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -17,10 +18,14 @@ install: $(STAMP)
 ## The two commands of the quick start
 demo:
 	@mkdir -p .labelloop
-	@# Label Studio installs and boots in the background while the project's venv installs.
-	@(infra/label_studio.sh install && infra/label_studio.sh start) > .labelloop/label-studio-boot.log 2>&1 & ls=$$!; \
+	@# Label Studio installs and boots in the background while the project's venv installs; both stream
+	@# to the terminal (prefixed), and a line every 10 s says what is still running.
+	@(while sleep 10 && kill -0 $$$$ 2>/dev/null; do echo "[demo] still installing / starting ($$(date +%T)) ..."; done) & hb=$$!; \
+	  ( (infra/label_studio.sh install && infra/label_studio.sh start) 2>&1 | tee .labelloop/label-studio-boot.log \
+	    | sed -u 's/^/[label-studio] /' ) & ls=$$!; \
 	  $(MAKE) --no-print-directory install || exit 1; \
-	  echo "waiting for Label Studio to come up (log: .labelloop/label-studio-boot.log) ..."; wait $$ls; \
+	  echo "[demo] project installed; waiting for Label Studio (log: .labelloop/label-studio-boot.log) ..."; \
+	  wait $$ls; kill $$hb 2>/dev/null; \
 	  $(VENV)/bin/labelloop demo
 
 test: $(STAMP)

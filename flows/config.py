@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.query import STRATEGIES
+from tasks.strategies import STRATEGIES
 
 
 class ConfigError(ValueError):
@@ -413,9 +413,9 @@ class TrustConfig(_Strict):
 
     consensus: Literal["auto", "dawid_skene", "one_coin", "majority"] = Field(
         default="auto",
-        description="auto picks by the crowd's shape: Dawid-Skene where annotators have enough answers for a "
-        "confusion matrix, a one-coin model below that, majority vote when items overlap too little "
-        "(benchmarks/AGREEMENT.md)",
+        description="auto picks by the crowd's shape: majority vote when items overlap too little to learn "
+        "annotator quality, a one-coin model when the median annotator has fewer answers than there are labels, "
+        "Dawid-Skene (confusions shrunk toward each annotator's one-coin matrix) otherwise (benchmarks/AGREEMENT.md)",
     )
     min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         default=0.7, description="An item is trusted when its consensus confidence reaches this; below it (or on a "

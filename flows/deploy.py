@@ -123,8 +123,6 @@ def describe(cfg: CampaignConfig) -> str:
 
 def serve_campaigns(configs: list[str], *, limit: int | None = None) -> None:
     """Serve every deployment of the given campaigns from this process (blocks until interrupted)."""
-    from prefect import serve
-
     from flows.locking import ensure_prefect_limit, prefect_limit_name
 
     deployments: list[Any] = []
@@ -138,7 +136,45 @@ def serve_campaigns(configs: list[str], *, limit: int | None = None) -> None:
             ensure_prefect_limit(prefect_limit_name(cfg.name))
         deployments.extend(build_deployments(path, cfg))
         print(f"campaign {cfg.name}:\n{describe(cfg)}", flush=True)
-    serve(*deployments, limit=limit, print_starting_message=False)
+    _serve_until_signal(deployments, limit=limit)
+
+
+def _serve_until_signal(deployments: list[Any], *, limit: int | None) -> None:
+    """Prefect's ``serve``, stopped cleanly by Ctrl-C or SIGTERM.
+
+    Why not ``prefect.serve``: in 3.8 its runner swallowed Ctrl-C and on SIGTERM called the
+    async ``astop`` from a signal handler without awaiting it. Here both signals set an event
+    in the runner's own loop; the runner is then stopped and awaited (schedules paused, as
+    ``serve`` does on shutdown).
+    """
+    import asyncio
+    import signal
+
+    from prefect.runner import Runner
+
+    runner = Runner(pause_on_shutdown=True, limit=limit)
+    for d in deployments:
+        runner.add_deployment(d)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        runner.handle_sigterm = lambda *_: loop.call_soon_threadsafe(stop.set)  # type: ignore[method-assign]
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        serving = asyncio.ensure_future(runner.start())
+        waiting = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if not serving.done():
+            if runner.started:
+                await runner.astop()
+            try:
+                await asyncio.wait_for(serving, timeout=30)
+            except (asyncio.CancelledError, asyncio.TimeoutError):
+                serving.cancel()
+        waiting.cancel()
+        serving.result() if serving.done() and not serving.cancelled() else None
+
+    asyncio.run(main())
 
 
 def deploy_campaign(config: str, *, pool: str, image: str | None = None) -> list[str]:

@@ -208,7 +208,6 @@ def check_ledger(c: Campaign, rep: Report, repair: bool) -> None:
 
 
 def check_backend(c: Campaign, rep: Report, repair: bool) -> None:
-    from flows.round import pull_annotations
     from integrations.ledger import tasks_table
 
     view = _view(c)
@@ -318,6 +317,8 @@ def check_backend(c: Campaign, rep: Report, repair: bool) -> None:
         rep.add("backend", "annotations-since-last-pull", f"{new} annotations were made or edited after the last "
                 "pull; the next round pulls them", drift=False)
     if repair and (missing or stale):
+        from flows.round import pull_annotations  # here, not above: a read-only doctor never imports Prefect
+
         counts = pull_annotations.fn(c, None)
         if counts.get("problems"):
             rep.add("backend", "annotations-rejected", "; ".join(counts["problems"])[:500], drift=False)
@@ -342,7 +343,6 @@ def _last_pull(c: Campaign) -> Any:
 
 
 def check_mlflow(c: Campaign, rep: Report, repair: bool) -> None:
-    from flows.round import _params
     from integrations.tracking import TrackingError
 
     try:
@@ -365,6 +365,8 @@ def check_mlflow(c: Campaign, rep: Report, repair: bool) -> None:
         f = rep.add("mlflow", "parent-run-missing", f"the campaign's parent run {parent or '(none recorded)'} "
                     "is not in the tracking store")
         if repair:
+            from flows.round import _params  # repair only: a read-only doctor never imports Prefect
+
             c.ledger.set_meta("mlflow_parent_run", "")
             parent = tr.parent_run(c.ledger, _params(c.cfg))
             f.repaired = True
@@ -383,6 +385,8 @@ def check_mlflow(c: Campaign, rep: Report, repair: bool) -> None:
         f = rep.add("mlflow", "round-run-not-finished", f"round {r.round_no} ({r.arm}) is {r.status} in the ledger "
                     f"but {what}")
         if repair:
+            from flows.round import _params
+
             run_id = r.mlflow_run_id if run is not None else tr.round_run(parent or tr.parent_run(c.ledger, _params(c.cfg)),
                                                                           r.arm, r.round_no, None)
             relog_round(c, r, run_id)

@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -94,6 +95,8 @@ def _holder_is_dead(holder: dict[str, Any]) -> bool:
 
 def _owner_label() -> str:
     label = f"{socket.gethostname()}:pid{os.getpid()}"
+    if "prefect" not in sys.modules:  # no Prefect loaded, no flow run: don't import it (`labelloop status`)
+        return label
     try:
         from prefect.context import FlowRunContext
 

@@ -1,73 +1,137 @@
-"""Keep Prefect's console output to one clear line for errors labelloop explains itself.
+"""What reaches the terminal: each message once, tracebacks only behind ``--verbose``.
 
-Why: when a flow fails on bad input, Prefect logs the exception with a full
-traceback to the console before the CLI can print its own message. For our
-own error types (bad config, bad data, a backend that is down) the message
-already says what was wrong and where; the traceback only buries it. Other
-exceptions keep their traceback: those are bugs and need it.
+Why: when a flow fails, Prefect logs the failure of the task, then of the flow (each with
+a traceback), and then the CLI prints its own line: the same error three or four times.
+By default the terminal shows the CLI's one line; Prefect's task and flow failure records
+(and every INFO record) still reach Prefect's run logs (the API handler sits on the run
+loggers, before the console handler), where the UI shows them. ``--verbose`` shows
+everything Prefect would. ``print`` inside a flow with ``log_prints`` becomes a log
+record; those are echoed as plain lines, so progress printed by flows is seen once,
+without Prefect's prefix.
+
+This module imports nothing heavy: :func:`configure_prefect_console` imports Prefect, and
+only the commands that orchestrate call it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
+import threading
+import time
+from typing import Iterator
+
+_PREFECT_DIR = ["\0"]  # set when Prefect is configured; records from code outside it are labelloop's
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine",
+                "prefect.engine")
 
 
-class _EphemeralEventNoise(logging.Filter):
-    """Drop Prefect's event-worker failures on the temporary API (no ``PREFECT_API_URL``).
-
-    Why: on Prefect 3.8's temporary in-process server the events worker stops at
-    start-up ("Service 'EventsWorker' failed"), and the flow-run heartbeat then logs
-    "Error emitting event" with a traceback, sometimes in the middle of our own
-    one-line error. Events only matter to a real server (automations, the UI), and
-    the temporary one is gone when the command ends, so nothing is lost by not
-    showing it. With a real server these records are kept: there they mean something.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = str(record.msg)
-        return not (msg.startswith("Service %r failed with") and "EventsWorker" in str(record.args)
-                    or msg.startswith("Error emitting event: prefect.flow-run.heartbeat"))
+def _ephemeral_event_noise(record: logging.LogRecord) -> bool:
+    """Prefect 3.8's event-worker failures on a temporary API (they mean nothing there)."""
+    msg = str(record.msg)
+    return (msg.startswith("Service %r failed with") and "EventsWorker" in str(record.args)
+            or msg.startswith("Error emitting event: prefect.flow-run.heartbeat"))
 
 
-class _KnownErrorFilter(logging.Filter):
-    def __init__(self, known: tuple[type[BaseException], ...]):
-        super().__init__()
-        self.known = known
+class _Terse(logging.Filter):
+    """Console filter for the default (not ``--verbose``) mode; see the module docstring."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and isinstance(exc, self.known):
-            record.msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            record.args = None
-            record.exc_info = None
-            record.exc_text = None
+        if record.levelno == logging.INFO and record.name.startswith(_RUN_LOGGERS) \
+                and not record.pathname.startswith(_PREFECT_DIR[0]):
+            # labelloop's own run-logger lines and print() in a flow with log_prints (Prefect logs those
+            # with the caller's frame): shown plainly, once, without Prefect's prefix
+            say(record.getMessage())
+            return False
+        if record.levelno < logging.WARNING or _ephemeral_event_noise(record):
+            return False
+        if record.levelno >= logging.ERROR and record.name.startswith(_RUN_LOGGERS):
+            return False  # task/flow failure: kept in the run logs; the CLI prints the error once
+        if record.exc_info:
+            record.exc_info, record.exc_text = None, None  # the API handler (earlier in the chain) has it
         return True
 
 
-def quiet_known_errors(known: tuple[type[BaseException], ...]) -> None:
-    """Attach the filter to every handler of Prefect's loggers (idempotent)."""
-    import prefect.logging.configuration  # noqa: F401 - make sure Prefect configured its handlers
+def configure_prefect_console(verbose: bool) -> None:
+    """Attach the console filter to Prefect's console handlers (idempotent). Imports Prefect."""
+    import prefect.main  # noqa: F401 - Prefect configures its logging handlers here
 
-    from prefect.settings import PREFECT_API_URL
+    import prefect
 
-    filters: list[logging.Filter] = [_KnownErrorFilter(known)]
-    if not PREFECT_API_URL.value():
-        filters.append(_EphemeralEventNoise())
+    _PREFECT_DIR[0] = os.path.dirname(prefect.__file__)
+    if verbose:
+        return
+    for name in ("prefect.flow_runs", "prefect.task_runs"):  # INFO reaches the run logs and the filter below
+        logging.getLogger(name).setLevel(logging.INFO)
     names = [n for n in logging.root.manager.loggerDict if n.startswith("prefect")] + [""]
     for name in names:
+        for h in getattr(logging.getLogger(name), "handlers", []):
+            if h.__class__.__name__ in ("PrefectConsoleHandler", "_SafeStreamHandler", "StreamHandler") \
+                    and not any(isinstance(f, _Terse) for f in h.filters):
+                h.addFilter(_Terse())
+
+
+class _WarningsUp(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+_NOISY = ("great_expectations", "great_expectations.data_context.types.base", "mlflow", "alembic", "urllib3",
+          "httpx")
+
+
+def quiet_third_party() -> None:
+    """No INFO lines from libraries (Great Expectations, MLflow, alembic) on the terminal.
+
+    A filter on the logger, not only a level: Great Expectations sets its docs-site logger to
+    INFO when imported ("Created temporary directory ... for ephemeral docs site"), after us.
+    """
+    for name in _NOISY:
         logger = logging.getLogger(name)
-        for h in getattr(logger, "handlers", []):
-            for flt in filters:
-                if not any(type(f) is type(flt) for f in h.filters):
-                    h.addFilter(flt)
+        logger.setLevel(logging.WARNING)
+        if not any(isinstance(f, _WarningsUp) for f in logger.filters):
+            logger.addFilter(_WarningsUp())
+
+
+_LAST_OUTPUT = [time.monotonic()]
+
+
+@contextlib.contextmanager
+def heartbeat(what: str, every: float = 10.0) -> Iterator[None]:
+    """While the block runs, write ``... <what> (N s)`` to stdout whenever nothing was said for ``every`` s.
+
+    Why: a round, a set-up on a large pool or the demo can be silent for a minute (fitting,
+    scoring, MLflow writes); the person at the terminal should see it is alive at least every
+    ten seconds. On stdout with the other progress lines, so stderr keeps only the error (one
+    line); ``simulate --json`` sends its progress to stderr for the duration.
+    """
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(1.0):
+            if time.monotonic() - _LAST_OUTPUT[0] >= every - 1.0:
+                sys.stdout.write(f"... {what} ({time.monotonic() - t0:.0f}s)\n")
+                sys.stdout.flush()
+                _LAST_OUTPUT[0] = time.monotonic()
+
+    thread = threading.Thread(target=beat, name="labelloop-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=2)
 
 
 def say(msg: str, end: str = "\n") -> None:
     """A line for the person at the terminal (progress, summaries), on stdout.
 
     Written directly, not via ``print``: inside a flow with Prefect's ``log_prints`` a print
-    becomes an INFO log record, which the CLI's ``PREFECT_LOGGING_LEVEL=WARNING`` swallows.
+    becomes a log record.
     """
     sys.stdout.write(msg + end)
     sys.stdout.flush()
+    _LAST_OUTPUT[0] = time.monotonic()

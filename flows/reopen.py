@@ -30,44 +30,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.locking import round_lock
+from flows.campaign_state import (BOOST_KEY, EPISODES_KEY, effective_random_share,  # noqa: F401
+                                  episodes, reopen_boost)  # re-exported: read-only, Prefect-free
 from flows.runtime import Campaign, open_campaign
-
-BOOST_KEY = "reopen_boost"
-EPISODES_KEY = "drift_episodes"
-
-
-# --------------------------------------------------------------------------- the boost the round flow reads
-def reopen_boost(c: Campaign, round_no: int) -> dict[str, Any] | None:
-    """The drift boost active for ``round_no`` (``episode``, ``share``, ``first_round``, ``rounds``), or None."""
-    raw = c.ledger.get_meta(BOOST_KEY)
-    if not raw:
-        return None
-    try:
-        boost = json.loads(raw)
-        first, n = int(boost["first_round"]), int(boost["rounds"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    return boost if first <= round_no < first + n else None
-
-
-def effective_random_share(c: Campaign, round_no: int) -> float:
-    """The random share of the active arm's batch in ``round_no``.
-
-    ``[query] random_share`` normally; ``[drift] reopen_random_share`` (if higher)
-    for the ``[drift] reopen_rounds`` rounds that follow a drift reopen.
-    """
-    base = float(c.cfg.query.random_share)
-    boost = reopen_boost(c, round_no)
-    return max(base, float(boost["share"])) if boost else base
-
-
-def episodes(c: Campaign) -> list[dict[str, Any]]:
-    raw = c.ledger.get_meta(EPISODES_KEY)
-    try:
-        return list(json.loads(raw)) if raw else []
-    except ValueError:
-        return []
-
 
 # --------------------------------------------------------------------------- ingest
 def _blank(v: str | None) -> bool:

@@ -21,6 +21,8 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.config import CampaignConfig
 from flows.faults import checkpoint
+from flows.campaign_state import (active_random_share, campaign_finished, learning_curves,  # noqa: F401
+                                  macro_f1_ci, next_round_no)  # re-exported: read-only, Prefect-free (`labelloop status`)
 from flows.logs import say
 from flows.trust import EVAL_ARM, TrustDecision, decide_trust, queue_gold
 from flows.runtime import Campaign, open_campaign
@@ -303,20 +305,6 @@ def _price_per_point(c: Campaign, res: ArmResult, metrics: dict) -> dict[str, fl
     return out
 
 
-def learning_curves(c: Campaign, *, with_ci: bool = False) -> dict[str, list[tuple]]:
-    """Each arm's ``(labels, test macro-F1)`` per finished round; ``with_ci`` appends the 95 % interval
-    (NaN for rounds logged before intervals existed) for the plot."""
-    curves: dict[str, list[tuple]] = {}
-    for r in c.ledger.list_rounds():
-        if r.status in ("done", "stopped") and "test_macro_f1" in r.metrics:
-            pt: tuple = (int(r.n_labels or 0), float(r.metrics["test_macro_f1"]))
-            if with_ci:
-                pt += (float(r.metrics.get("test_macro_f1_ci_low", float("nan"))),
-                       float(r.metrics.get("test_macro_f1_ci_high", float("nan"))))
-            curves.setdefault(r.arm, []).append(pt)
-    return curves
-
-
 # --------------------------------------------------------------------------- the flow
 @flow(name="labelloop-round")
 def round_flow(config: str, round_no: int | None = None) -> dict[str, Any]:
@@ -447,7 +435,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t0, 2),
         "arms": {a: {"n_labels": r.n_labels, "labels_spent": r.labels_spent, "queried": r.n_queried,
                      "test_macro_f1": r.metrics.get("test_macro_f1"), "test_accuracy": r.metrics.get("test_accuracy"),
-                     "test_n": int(r.metrics.get("test_n", 0)), "macro_f1_ci": _ci(r.metrics),
+                     "test_n": int(r.metrics.get("test_n", 0)), "macro_f1_ci": macro_f1_ci(r.metrics),
                      "calibration_ece": r.metrics.get("calibration_ece"), "stopped": r.stopped, "notes": r.notes}
                  for a, r in results.items()},
     }
@@ -461,14 +449,6 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         for note in r["notes"]:  # gate fallbacks, guards, fired health checks, trust decisions
             print(f"    {a}: {note}", flush=True)
     return summary
-
-
-def _ci(metrics: dict) -> list[float] | None:
-    """``[low, high]`` of the test macro-F1's 95 % bootstrap interval, or None when not measured."""
-    lo, hi = metrics.get("test_macro_f1_ci_low"), metrics.get("test_macro_f1_ci_high")
-    if lo is None or hi is None or lo != lo or hi != hi:
-        return None
-    return [round(float(lo), 4), round(float(hi), 4)]
 
 
 def settle(c: Campaign, passes: int | None = None) -> dict[str, float]:
@@ -550,40 +530,6 @@ def _waiting(c: Campaign, round_no: int, ready: Readiness, pulled: dict) -> dict
             "pulled": {k: v for k, v in pulled.items() if k != "problems"}, "readiness": ready.as_dict()}
 
 
-def active_random_share(c: Campaign, round_no: int) -> tuple[float, str | None]:
-    """The active arm's random share this round, and why it is above ``[query] random_share`` (or None).
-
-    Two things raise it, the higher one wins:
-
-    * a drift reopen (``[drift] reopen_random_share`` for ``reopen_rounds`` rounds,
-      :func:`flows.reopen.effective_random_share`);
-    * the random-ahead guard: when last round's ``random_ahead`` health check fired (the
-      parallel random arm's curve above the active arm's at its latest points), this batch
-      uses ``[query] random_ahead_share``.
-
-    Why the guard: a health check that only logs lets active learning keep hurting until
-    someone reads the dashboard. Selection that trails random is usually a sampling-bias
-    problem (the model keeps asking about one region), and more uniform draws are the
-    direct remedy; the share falls back to normal as soon as the check clears. It needs the
-    parallel random arm (``[query] random_arm``); set ``random_ahead_share`` to
-    ``random_share`` to turn it off.
-    """
-    from flows.reopen import effective_random_share, reopen_boost
-
-    q = c.cfg.query
-    share = effective_random_share(c, round_no)
-    why = None
-    if share > q.random_share:
-        why = f"random share raised to {share:.2f} after drift episode {reopen_boost(c, round_no)['episode']}"
-    if q.random_arm and round_no > 1 and q.random_ahead_share > share:
-        prev = next((r for r in c.ledger.list_rounds(arm="active") if r.round_no == round_no - 1), None)
-        if prev is not None and (prev.metrics or {}).get("health_random_ahead_fired") == 1.0:
-            share = float(q.random_ahead_share)
-            why = (f"random-ahead guard: the random arm was ahead in round {round_no - 1}; random share "
-                   f"{share:.2f} for this batch ([query] random_ahead_share)")
-    return share, why
-
-
 def _stop_reason(c: Campaign, arm: str, round_no: int, spent: int, res: ArmResult, ev: dict | None,
                  items: pd.DataFrame) -> str | None:
     """Why this arm stops after this round (budget, max rounds, target, marginal gain, stable predictions).
@@ -642,25 +588,3 @@ def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: dict, item
         X_batch=X_batch, X_pool=X_pool, X_prev_batch=X_prev,
         thresholds=health.HealthThresholds(ece_gate=c.cfg.gates.calibration_ece),
     )
-
-
-def next_round_no(c: Campaign) -> int:
-    """The first round some arm has not finished (a killed round is resumed, not skipped)."""
-    rounds = c.ledger.list_rounds()
-    if not rounds:
-        return 1
-    by_no: dict[int, list[str]] = {}
-    for r in rounds:
-        by_no.setdefault(r.round_no, []).append(r.status)
-    for no in sorted(by_no):
-        if len(by_no[no]) < len(c.cfg.arms) or any(s not in ("done", "stopped") for s in by_no[no]):
-            return no
-    return max(by_no) + 1
-
-
-def campaign_finished(c: Campaign) -> bool:
-    """Every arm's latest round says it stopped."""
-    latest: dict[str, Any] = {}
-    for r in c.ledger.list_rounds():
-        latest[r.arm] = r
-    return bool(latest) and all(a in latest and latest[a].status == "stopped" for a in c.cfg.arms)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from flows.campaign_state import macro_f1_ci
 from flows.runtime import Campaign, open_campaign
 
 
@@ -26,7 +27,7 @@ def _rows(c: Campaign) -> list[dict]:
         rows.append({
             "round": r.round_no, "arm": r.arm, "status": r.status, "labels": r.n_labels,
             "macro_f1": m.get("test_macro_f1"), "accuracy": m.get("test_accuracy"),
-            "test_n": int(m["test_n"]) if m.get("test_n") is not None else None, "macro_f1_ci": _ci(m),
+            "test_n": int(m["test_n"]) if m.get("test_n") is not None else None, "macro_f1_ci": macro_f1_ci(m),
             "ece": m.get("calibration_ece"), "ece_after": m.get("calibration_ece_after"),
             "agreement": m.get("krippendorff_alpha"), "quarantined_batches": m.get("n_quarantined_batches"),
             "flagged_annotators": m.get("n_annotators_flagged"), "warnings": "; ".join(str(n) for n in r.notes),
@@ -60,16 +61,10 @@ def evaluation_status(c: Campaign) -> dict[str, Any]:
     return out
 
 
-def _ci(m: dict) -> list[float] | None:
-    from flows.round import _ci as ci
-
-    return ci(m)
-
-
 def campaign_state(c: Campaign) -> dict[str, Any]:
     """``state`` (``waiting``, ``ready``, ``done``), ``waiting_for`` (a sentence, "" unless waiting) and the
     numbers behind a wait, as the last round attempt recorded them (status never asks the backend)."""
-    from flows.round import campaign_finished
+    from flows.campaign_state import campaign_finished
 
     if campaign_finished(c):
         return {"state": "done", "waiting_for": "", "waiting": None}
@@ -97,9 +92,9 @@ def next_runs(campaign: str, timeout: float = 5.0) -> dict[str, Any]:
     ``{"api": url | None, "runs": {deployment: iso time | None}, "error": str | None}``. Never
     starts a temporary API: without ``PREFECT_API_URL`` it reports that instead.
     """
-    from prefect.settings import PREFECT_API_URL
+    from flows.prefect_server import api_url
 
-    url = PREFECT_API_URL.value()
+    url = api_url()
     out: dict[str, Any] = {"api": url or None, "runs": {}, "error": None}
     if not url:
         out["error"] = "no Prefect API configured (PREFECT_API_URL)"
@@ -146,7 +141,7 @@ def _ci_text(ci: list[float] | None) -> str:
 
 def print_status(config: str) -> None:
     from flows.locking import lock_holder
-    from flows.reopen import episodes
+    from flows.campaign_state import episodes
 
     c = open_campaign(config)
     rows = _rows(c)
@@ -192,7 +187,7 @@ def print_status(config: str) -> None:
         last = eps[-1]
         print(f"drift episodes: {len(eps)}; last {last.get('episode')} at {last.get('at')}: "
               f"{last.get('added')} items added" + (f" ({last.get('reason')})" if last.get("reason") else ""))
-    from flows.round import active_random_share, next_round_no
+    from flows.campaign_state import active_random_share, next_round_no
 
     nxt = next_round_no(c)
     _share, why = active_random_share(c, nxt)  # a drift reopen or the random-ahead guard

@@ -11,7 +11,8 @@
 #
 # Environment:
 #   LABELLOOP_PREFECT_PORT     port (default 4200; --port wins)
-#   LABELLOOP_PREFECT_HOME     PREFECT_HOME of the server: database, logs (default <repo>/.labelloop/prefect)
+#   LABELLOOP_PREFECT_HOME     PREFECT_HOME of the server: database, logs (default ~/.labelloop/prefect: the
+#                              shared server `labelloop server start|stop|status` manages; same files)
 #   LABELLOOP_PREFECT_UI       1 to serve the UI too (default 1)
 #   LABELLOOP_PREFECT_TIMEOUT  seconds to wait for health (default 120)
 #   LABELLOOP_PYTHON           python with prefect installed (default <repo>/.venv/bin/python)
@@ -21,7 +22,7 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 PY="${LABELLOOP_PYTHON:-$REPO_ROOT/.venv/bin/python}"
-HOME_DIR="${LABELLOOP_PREFECT_HOME:-$REPO_ROOT/.labelloop/prefect}"
+HOME_DIR="${LABELLOOP_PREFECT_HOME:-$HOME/.labelloop/prefect}"
 PORT="${LABELLOOP_PREFECT_PORT:-4200}"
 TIMEOUT="${LABELLOOP_PREFECT_TIMEOUT:-120}"
 UI="${LABELLOOP_PREFECT_UI:-1}"

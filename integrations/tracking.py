@@ -132,6 +132,8 @@ class Tracker:
             exp = self.client.get_experiment_by_name(experiment)
             self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
                 experiment, artifact_location=_local_artifact_location(tracking_uri))
+            # the MLflow UI opens a model-training experiment in its training view, not the GenAI one
+            self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
         except Exception as err:  # MlflowException, requests errors, sqlalchemy errors
             detail = _scrub_uri_secret(str(err).splitlines()[0] if str(err) else "", tracking_uri)
             raise TrackingError(f"MLflow tracking store {_safe_uri(tracking_uri)} is not usable: "

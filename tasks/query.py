@@ -41,18 +41,7 @@ from sklearn.preprocessing import normalize
 
 Matrix = Union[np.ndarray, sp.spmatrix, sp.sparray]
 
-STRATEGIES: tuple[str, ...] = (
-    "least-confidence",
-    "margin",
-    "entropy",
-    "qbc",
-    "qbc-kl",
-    "coreset",
-    "cluster-margin",
-    "density",
-    "random",
-)
-"""Strategy names the CLI and the campaign config accept."""
+from tasks.strategies import STRATEGIES  # noqa: E402 - re-exported; its own module so configs load without sklearn
 
 CANDIDATE_SHARE = 0.25
 """Diversity picks among the ``candidate_factor x batch`` most uncertain rows, but never among more than

@@ -30,11 +30,31 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+# Commands run without PREFECT_API_URL start labelloop's shared local Prefect server
+# (flows/prefect_server.py). In tests it lives in a folder of this session, on a free port,
+# and is stopped when the session ends (pytest_sessionfinish), never in ~/.labelloop.
+_OWN_SHARED_SERVER = "LABELLOOP_PREFECT_HOME" not in os.environ
+if _OWN_SHARED_SERVER:
+    os.environ["LABELLOOP_PREFECT_HOME"] = tempfile.mkdtemp(prefix="labelloop-shared-prefect-")
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+if _OWN_SHARED_SERVER:
+    os.environ.setdefault("LABELLOOP_PREFECT_PORT", str(free_port()))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the shared local Prefect server if a command of this session started it."""
+    if _OWN_SHARED_SERVER:
+        from flows.prefect_server import stop
+
+        stop()
+        shutil.rmtree(os.environ["LABELLOOP_PREFECT_HOME"], ignore_errors=True)
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:

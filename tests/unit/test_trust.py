@@ -207,10 +207,10 @@ def test_consensus_label_nobody_gave_is_not_trusted() -> None:
     # an explicit Dawid-Skene waits for enough overlapping items (5 x K^2 = 80 for 4 labels) ...
     ds = T.decide(ann, LABELS, T.TrustPolicy(consensus="dawid_skene", min_consensus_answers=10_000))
     assert ds.method == "majority" and "need 80" in ds.fallback_reason
-    # ... while the default picks a model the crowd's shape supports (too few answers per annotator
-    # for a 4 x 4 confusion: the one-coin model) and says why
+    # ... while the default picks the model the crowd's shape supports (Dawid-Skene, whose confusions
+    # start from each annotator's one-coin matrix, so few answers do not overfit) and says why
     auto = T.decide(ann, LABELS, T.TrustPolicy(min_consensus_answers=10_000))
-    assert auto.method == "one_coin" and auto.metrics["consensus_one_coin"] == 1.0
+    assert auto.method == "dawid_skene" and auto.metrics["consensus_dawid_skene"] == 1.0
     assert auto.method_reason and auto.tags["labelloop.consensus_reason"] == auto.method_reason
 
 
