@@ -25,9 +25,9 @@ from prefect import flow, get_run_logger
 from flows.config import CampaignConfig, load_config
 from flows.logs import say
 from flows.runtime import Campaign, open_campaign
+from flows.trust import EVAL_ARM
 from integrations.expectations import validate_pool
 from integrations.sources import InputError, load_table
-from flows.trust import EVAL_ARM
 from tasks.seed import SplitError, carve_splits, default_seed_method
 from tasks.train import fit_featurizer, make_featurizer
 
