@@ -121,11 +121,13 @@ def validate_campaign(config: str) -> None:
     if (cfg.workdir_path / SETUP_MARKER).is_file():
         return  # set up: the data was checked then (the same rule as flows.setup._looks_set_up)
     from integrations.expectations import validate_pool
-    from integrations.sources import load_table
+    from integrations.sources import load_table_maybe_unlabelled
 
     d = cfg.data
-    frame = load_table(cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column,
-                       encoding=d.encoding, delimiter=d.delimiter, skip_unsupported=d.skip_unsupported_files)
+    frame = load_table_maybe_unlabelled(cfg.data_path, id_col=d.id_column, text_col=d.text_column,
+                                        label_col=d.label_column, label_optional=d.label_column == "label",
+                                        encoding=d.encoding, delimiter=d.delimiter,
+                                        skip_unsupported=d.skip_unsupported_files)
     validate_pool(frame, label_set=list(cfg.labels.names), max_text_length=d.max_text_length,
                   source=str(cfg.data_path))
 

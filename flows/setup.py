@@ -27,7 +27,7 @@ from flows.logs import say
 from flows.runtime import Campaign, open_campaign
 from flows.trust import EVAL_ARM
 from integrations.expectations import validate_pool
-from integrations.sources import InputError, load_table
+from integrations.sources import InputError, load_table, load_table_maybe_unlabelled
 from tasks.seed import SplitError, carve_splits, default_seed_method
 from tasks.train import fit_featurizer, make_featurizer
 
@@ -50,23 +50,16 @@ def read_pool(cfg: CampaignConfig) -> pd.DataFrame:
 
 def _load_data(cfg: CampaignConfig) -> pd.DataFrame:
     """``[data]`` as a frame. A file without a column named ``label`` (the default ``label_column``) is
-    unlabelled text: people label the test set and the calibration slice too. Any other label column
-    the config names must be there (a typo must not silently turn a labelled file into unlabelled work)."""
+    unlabelled text: people label the test set and the calibration slice too
+    (:func:`integrations.sources.load_table_maybe_unlabelled`)."""
     d = cfg.data
-    read = lambda label_col: load_table(  # noqa: E731
-        cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=label_col, encoding=d.encoding,
-        delimiter=d.delimiter, skip_unsupported=d.skip_unsupported_files)
-    try:
-        return read(d.label_column)
-    except InputError as err:
-        msg = str(err)
-        only_label = (d.label_column and getattr(err, "field", None) == d.label_column and "(label_col)" in msg
-                      and "(text_col)" not in msg and "(id_col)" not in msg)
-        if not only_label or d.label_column != "label":
-            raise
-    frame = read(None)
-    say(f"{cfg.data_path}: no {d.label_column!r} column: unlabelled text (people label the test set, the calibration "
-        f"slice and the seed)")
+    frame = load_table_maybe_unlabelled(
+        cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column,
+        label_optional=d.label_column == "label", encoding=d.encoding, delimiter=d.delimiter,
+        skip_unsupported=d.skip_unsupported_files)
+    if frame.attrs.get("unlabelled"):
+        say(f"{cfg.data_path}: no {d.label_column!r} column: unlabelled text (people label the test set, the "
+            f"calibration slice and the seed)")
     return frame
 
 
