@@ -836,3 +836,25 @@ def load_label_set(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
     from integrations.expectations import validate_label_set  # no GE import: pure Python
 
     return validate_label_set(labels, source=str(path), where="position" if path.suffix.lower() == ".json" else "line")
+
+
+def load_table_maybe_unlabelled(path: str | Path, *, id_col: str | None, text_col: str, label_col: str | None,
+                                label_optional: bool, **kwargs: object) -> pd.DataFrame:
+    """:func:`load_table`; when ``label_optional`` and the label column is the only one missing, the
+    file is read as unlabelled text (``attrs["unlabelled"]`` True) instead of refused.
+
+    Why optional only for the default column name: a corpus arrives without labels, and people
+    label it; but a label column the user *named* and mistyped must not silently turn a labelled
+    file into hundreds of labelling tasks.
+    """
+    try:
+        return load_table(path, id_col=id_col, text_col=text_col, label_col=label_col, **kwargs)  # type: ignore[arg-type]
+    except InputError as err:
+        msg = str(err)
+        only_label = (label_col and err.field == label_col and "(label_col)" in msg and "(text_col)" not in msg
+                      and "(id_col)" not in msg)
+        if not (label_optional and only_label):
+            raise
+    frame = load_table(path, id_col=id_col, text_col=text_col, label_col=None, **kwargs)  # type: ignore[arg-type]
+    frame.attrs["unlabelled"] = True
+    return frame
