@@ -45,6 +45,16 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 SCHEMA_VERSION = 1
 
 
+
+def _tuples(result: Any) -> list[tuple]:
+    """Result rows as plain tuples, for ``pd.DataFrame``.
+
+    Why: given SQLAlchemy ``Row`` objects pandas probes each one for attributes it lacks
+    (every probe raises and is caught inside SQLAlchemy), which made reading the 10,000
+    items four times slower than building the same frame from tuples (issue 18).
+    """
+    return [tuple(r) for r in result]
+
 class LedgerError(RuntimeError):
     """The ledger cannot be opened or written. The message never contains a password."""
 
@@ -274,7 +284,7 @@ class Ledger:
         if splits:
             q = q.where(items.c.split.in_(list(splits)))
         with self.begin() as conn:
-            df = pd.DataFrame(conn.execute(q.order_by(items.c.item_id)).fetchall(),
+            df = pd.DataFrame(_tuples(conn.execute(q.order_by(items.c.item_id))),
                               columns=["item_id", "text", "known_label", "split", "episode"])
         return df
 
@@ -352,7 +362,7 @@ class Ledger:
         if round_no is not None:
             q = q.where(queries.c.round_no == round_no)
         with self.begin() as conn:
-            return pd.DataFrame(conn.execute(q.order_by(queries.c.id)).fetchall(),
+            return pd.DataFrame(_tuples(conn.execute(q.order_by(queries.c.id))),
                                 columns=["arm", "round_no", "item_id", "strategy", "reason", "score", "model_version"])
 
     # ----- tasks -------------------------------------------------------------
@@ -444,7 +454,7 @@ class Ledger:
         if submitted_only:
             q = q.where(annotations.c.status == "submitted")
         with self.begin() as conn:
-            return pd.DataFrame(conn.execute(q.order_by(annotations.c.id)).fetchall(),
+            return pd.DataFrame(_tuples(conn.execute(q.order_by(annotations.c.id))),
                                 columns=["backend_annotation_id", "backend_task_id", "item_id", "annotator", "label",
                                          "status", "created_at", "updated_at", "pulled_in_round", "model_version"])
 
@@ -836,7 +846,7 @@ class _TrustLedger:
                 annotations.c.model_version, annotation_label_versions.c.label_version]
         q = select(*cols).select_from(j).where(annotations.c.campaign == self.campaign).order_by(annotations.c.id)
         with self.begin() as conn:
-            return pd.DataFrame(conn.execute(q).fetchall(), columns=[c.name for c in cols])
+            return pd.DataFrame(_tuples(conn.execute(q)), columns=[c.name for c in cols])
 
 
     # ----- adaptive redundancy ------------------------------------------------
