@@ -81,7 +81,9 @@ class RoundFeatures:
         if not self.whole:
             return self.vec.transform(self._texts.loc[ids].tolist())
         if self._X is None:
-            self._X = self.vec.transform(self._texts.tolist())
+            from flows.scoring import transform_with_progress
+
+            self._X = transform_with_progress(self.vec, self._texts.tolist(), "featurising the pool")
         return self._X[self._rows.loc[ids].to_numpy()]
 
     def proba(self, model: Any, item_ids: Sequence[str], classes: Sequence[str]) -> np.ndarray:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
 from sqlalchemy import (
@@ -251,11 +251,12 @@ class Ledger:
                 conn.execute(meta.insert().values(key=k, value=value))
 
     # ----- items -------------------------------------------------------------
-    def add_items(self, frame: pd.DataFrame, *, episode: str | None = None) -> int:
+    def add_items(self, frame: pd.DataFrame, *, episode: str | None = None,
+                  progress: Callable[[int], Any] | None = None) -> int:
         """Insert items (columns id, text, label, split[, source_file]); existing ids are left alone.
 
         Returns the number of new rows. All rows go in one transaction: a
-        failure writes nothing.
+        failure writes nothing. ``progress(n)`` is told after each chunk of n rows is written.
         """
         now = _utcnow()
         rows = [
@@ -275,6 +276,8 @@ class Ledger:
             before = self._count(conn, items)
             for chunk in _chunks(rows, 2000):
                 conn.execute(_insert_ignore(conn, items, chunk))
+                if progress is not None:
+                    progress(len(chunk))
             return self._count(conn, items) - before
 
     def items_frame(self, splits: Sequence[str] | None = None) -> pd.DataFrame:
