@@ -102,3 +102,21 @@ def test_round_features_rows_equal_a_transform_of_those_texts():
         got = feats.of(pick)
         assert (got != vec.transform(texts)).nnz == 0
         assert np.array_equal(got.toarray(), vec.transform(texts).toarray())
+
+
+def test_a_warm_process_loads_the_featuriser_once_per_file(tmp_path):
+    """Round after round in one process reuses the unpickled featuriser until the file changes."""
+    import tomllib
+
+    from flows.config import example_config, parse_config
+    from flows.runtime import open_campaign
+
+    cfg = parse_config(tomllib.loads(example_config("fz")), base_dir=tmp_path)
+    texts = generate_demo_corpus(n=200, seed=2)["text"].tolist()
+    first = open_campaign(cfg)
+    first.save_featurizer(fit_featurizer(texts))
+    a = first.featurizer()
+    assert open_campaign(cfg).featurizer() is a  # another round, same file: the same object
+    first.save_featurizer(fit_featurizer(texts[:100]))  # re-fitted (reopen): a new file
+    b = open_campaign(cfg).featurizer()
+    assert b is not a and len(b.vocabulary_) < len(a.vocabulary_)
