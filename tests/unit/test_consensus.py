@@ -126,12 +126,13 @@ def test_workers_with_one_answer_each() -> None:
             for i in range(40) for j in range(3)]
     ann = long(rows)
     out = consensus(ann, AB)
-    assert out.attrs["method"] == "one_coin"
-    assert out.attrs["reason"] == "median 1 answers per worker < 2 (one per class): one-coin"
+    assert out.attrs["method"] == "majority"
+    assert out.attrs["reason"] == ("median 1 answers per worker < 4: too few to learn how reliable each one is, "
+                                   "majority vote")
     mv = majority_vote(ann, AB)
-    # every worker looks alike, so the one-coin model can only agree with the majority
+    # every worker looks alike, so the EM models, forced, can only agree with the majority
     assert out["label"].tolist() == mv["label"].tolist()
-    assert ((out["confidence"] > 0.5) & (out["confidence"] < 1.0)).all()
+    assert ((out["confidence"] > 0.5) & (out["confidence"] <= 1.0)).all()
     for fit in (dawid_skene, one_coin):
         assert fit(ann, AB).consensus["label"].tolist() == mv["label"].tolist()
 
@@ -267,12 +268,17 @@ def test_min_overlapping_items_keyword_is_honoured() -> None:
     assert consensus(ann, AB, min_overlapping_items=30).attrs["method"] == "dawid_skene"
 
 
-def test_three_labels_need_more_answers_for_dawid_skene() -> None:
-    shape = {"n_annotators": 10, "n_overlap_items": 100, "median_answers_per_worker": 2}
+def test_more_labels_need_more_answers_for_dawid_skene() -> None:
+    shape = {"n_annotators": 10, "n_overlap_items": 100, "median_answers_per_worker": 5}
     assert choose_method(shape, 2)[0] == "dawid_skene"
-    method, reason = choose_method(shape, 3)
-    assert method == "one_coin" and reason == "median 2 answers per worker < 3 (one per class): one-coin"
+    method, reason = choose_method(shape, 6)
+    assert method == "one_coin" and reason == "median 5 answers per worker < 6 (one per class): one-coin"
     assert choose_method(shape, 2, min_answers_per_class=5)[0] == "one_coin"
+    # a crowd spread so thin that each worker gave two answers: majority vote, and why
+    thin = {**shape, "median_answers_per_worker": 2}
+    method, reason = choose_method(thin, 2)
+    assert method == "majority" and reason.startswith("median 2 answers per worker < 4")
+    assert choose_method(thin, 2, min_answers_per_worker=2)[0] == "dawid_skene"
 
 
 def test_explicit_methods_are_honoured() -> None:
