@@ -168,7 +168,7 @@ annotators = [
 min_consensus_answers = 1000
 '''
     cfg = write_small_campaign(tmp_path, n=600, budget=75, batch=25, seed_size=25, extra=extra)
-    cfg.write_text(cfg.read_text().replace("[budget]", "[gates]\nagreement_alpha = 0.95\n[budget]"))
+    cfg.write_text(cfg.read_text().replace("[budget]", "[gates]\nagreement_mode = \"absolute\"\nagreement_alpha = 0.95\n[budget]"))
     c = open_campaign(cfg)
     ensure_setup(c)
     round_flow(str(cfg), 1)
@@ -320,7 +320,9 @@ min_consensus_answers = 1000
 '''
     cfg = write_small_campaign(tmp_path, n=400, budget=100, batch=25, seed_size=25, backend="label_studio",
                                extra=extra)
-    cfg.write_text(cfg.read_text().replace("[budget]", "[gates]\nagreement_alpha = 0.0\n[budget]"))
+    # no extra answers (max_overlap = overlap): unsure items go straight to the adjudicator here
+    cfg.write_text(cfg.read_text().replace("[budget]", "[gates]\nagreement_alpha = 0.0\n[budget]")
+                   .replace("overlap = 3", "overlap = 3\nmax_overlap = 3"))
     c = open_campaign(cfg)
     review = c.backend.review_backend()
     try:
