@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,46 @@ class ArmResult:
     run_id: str | None = None
     health_tags: dict[str, str] = field(default_factory=dict)
     judged: bool = True  # enough trusted test items to judge the model (champion, health, stopping on the metric)
+
+
+class RoundFeatures:
+    """The featuriser's rows for the campaign's items, transformed at most once per round.
+
+    Why: a round used to transform the same texts again and again (the pool once per arm in
+    scoring, a pool sample per arm in the health checks, the stop set per arm, the queried
+    batch for its predictions): about 25,000 transforms for a 10,000-text campaign, several
+    seconds of repeated work (issue 18). The featuriser is frozen and transforms each text on
+    its own (TF-IDF rows, per-text embeddings), so a row taken from the whole matrix equals the
+    row of a transform of that text alone. Campaigns larger than one scoring partition keep
+    transforming on demand (the whole matrix would not be one piece of memory).
+    """
+
+    def __init__(self, vec: Any, items: pd.DataFrame, limit: int) -> None:
+        self.vec = vec
+        self._texts = items.set_index("item_id")["text"]
+        self._rows = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())
+        self._limit = limit
+        self._X: Any = None
+
+    @property
+    def whole(self) -> bool:
+        """Whether rows come from one matrix of all items (small enough to hold)."""
+        return len(self._rows) <= self._limit
+
+    def of(self, item_ids: Sequence[str]) -> Any:
+        """Feature rows of ``item_ids``, in that order."""
+        ids = list(item_ids)
+        if not self.whole:
+            return self.vec.transform(self._texts.loc[ids].tolist())
+        if self._X is None:
+            from flows.scoring import transform_with_progress
+
+            self._X = transform_with_progress(self.vec, self._texts.tolist(), "featurising the pool")
+        return self._X[self._rows.loc[ids].to_numpy()]
+
+    def proba(self, model: Any, item_ids: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+        """``predict_proba_aligned`` of ``model`` on these items, from their feature rows."""
+        return predict_proba_aligned(model, self.of(item_ids), classes, features=True)
 
 
 # --------------------------------------------------------------------------- pull / agreement
@@ -138,7 +178,7 @@ def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.
 
 
 @stage
-def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.DataFrame, vec: Any,
+def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.DataFrame, feats: RoundFeatures,
                 labelled: pd.DataFrame, n: int, model_version: str, fallback: bool, share: float) -> int:
     """Select and record this round's batch for one arm; a re-run returns the recorded one.
 
@@ -157,11 +197,15 @@ def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.Data
         strategy = "random"
     from flows.scoring import score_pool
 
+    vec = feats.vec
     if model is None:  # cold start: nothing trusted to train on yet, so spread the batch out instead
-        X_pool, proba = vec.transform(cand["text"].tolist()), None
+        X_pool, proba = feats.of(cand["item_id"]), None
+    elif feats.whole:  # = score_pool's in-process branch, on rows transformed once this round
+        X_pool = feats.of(cand["item_id"])
+        proba = predict_proba_aligned(model, X_pool, c.labels, features=True)
     else:
         X_pool, proba = score_pool(model, vec, cand["text"].tolist(), c.labels, scale=c.cfg.scale)
-    X_lab = vec.transform(items.set_index("item_id").loc[labelled["item_id"], "text"].tolist()) if len(labelled) else None
+    X_lab = feats.of(labelled["item_id"]) if len(labelled) else None
     committee = None
     if strategy in ("qbc", "qbc-kl"):
         from sklearn.base import clone
@@ -343,6 +387,9 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     items = c.ledger.items_frame()
     vec = c.featurizer()
     eval_labels = evaluation_labels(items, trust, c.labels)  # the same trusted test items for every arm
+    from flows.scoring import ScaleSettings
+
+    feats = RoundFeatures(vec, items, ScaleSettings.from_config(c.cfg.scale).partition_size)
 
     results: dict[str, ArmResult] = {}
     evals: dict[str, dict | None] = {}
@@ -383,7 +430,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                 f"calibration gate: ECE after calibration {ev['calibration']['ece_after']:.3f} > "
                 f"{c.cfg.gates.calibration_ece:.2f}; this batch uses diversity + random selection")
         remaining = c.cfg.budget.max_labels - spent
-        res.stopped = _stop_reason(c, arm, round_no, spent, res, ev, items)
+        res.stopped = _stop_reason(c, arm, round_no, spent, res, ev, items, feats)
         if res.stopped is None:
             n = min(c.cfg.query.batch_size, remaining)
             share, why = active_random_share(c, round_no) if arm == "active" else (1.0, None)
@@ -391,19 +438,18 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                 res.notes.append(why)
             if arm == "active":
                 res.metrics["query_random_share"] = share
-            res.n_queried = query_batch(c, arm, round_no, ev["model"] if ev else None, items, vec, labelled, n,
+            res.n_queried = query_batch(c, arm, round_no, ev["model"] if ev else None, items, feats, labelled, n,
                                         run_id, fallback, share)
             c.ledger.update_round(arm, round_no, status="queried")
             checkpoint("after-query")
             batch_ids = c.ledger.queries_frame(arm=arm, round_no=round_no)["item_id"].tolist()
             if ev is not None and res.judged:
-                checks = _health(c, arm, round_no, res, ev, items, vec, batch_ids)
+                checks = _health(c, arm, round_no, res, ev, items, feats, batch_ids)
                 res.metrics.update(health.health_metrics(checks))
                 res.health_tags = health.health_tags(checks)
                 res.notes.extend(f"health: {h.name}: {h.message}" for h in checks if h.fired)
             if batch_ids and ev is not None:
-                texts = items.set_index("item_id").loc[batch_ids, "text"].tolist()
-                proba = predict_proba_aligned(ev["model"], texts, c.labels)
+                proba = feats.proba(ev["model"], batch_ids, c.labels)
                 for i, p in zip(batch_ids, proba):
                     if arm == "active" or i not in predictions:
                         predictions[i] = (c.labels[int(p.argmax())], float(p.max()), run_id)
@@ -531,7 +577,7 @@ def _waiting(c: Campaign, round_no: int, ready: Readiness, pulled: dict) -> dict
 
 
 def _stop_reason(c: Campaign, arm: str, round_no: int, spent: int, res: ArmResult, ev: dict | None,
-                 items: pd.DataFrame) -> str | None:
+                 items: pd.DataFrame, feats: RoundFeatures | None = None) -> str | None:
     """Why this arm stops after this round (budget, max rounds, target, marginal gain, stable predictions).
 
     With too few trusted test items (``res.judged`` False) the metric-based rules (target, marginal
@@ -543,7 +589,7 @@ def _stop_reason(c: Campaign, arm: str, round_no: int, spent: int, res: ArmResul
                for r in c.ledger.list_rounds(arm=arm) if r.round_no < round_no and "test_macro_f1" in r.metrics]
     if ev is not None and "test_macro_f1" in res.metrics:
         history.append({"labels": res.n_labels, "macro_f1": res.metrics["test_macro_f1"]})
-    stop_preds = _stop_set_predictions(c, arm, round_no, ev, items) if b.stability_kappa else None
+    stop_preds = _stop_set_predictions(c, arm, round_no, ev, items, feats) if b.stability_kappa else None
     judged = ev is not None and res.judged
     stop, reason = stopping.should_stop(history, budget=b.max_labels, spent=spent,
                                         target=b.target_macro_f1 if judged else None,
@@ -552,35 +598,37 @@ def _stop_reason(c: Campaign, arm: str, round_no: int, spent: int, res: ArmResul
     return reason if stop else None
 
 
-def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: dict | None, items: pd.DataFrame) -> list:
+def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: dict | None, items: pd.DataFrame,
+                          feats: RoundFeatures | None = None) -> list:
     """Predictions of this arm's successive models on a fixed unlabelled stop set (kept as .npy per round)."""
     folder = c.workdir / "stop_set"
     folder.mkdir(parents=True, exist_ok=True)
     if ev is not None:
         pool = items[items["split"] == "pool"].sort_values("item_id")
         sample = pool.sample(n=min(c.cfg.budget.stop_set_size, len(pool)), random_state=c.cfg.splits.random_state)
-        pred = predict_proba_aligned(ev["model"], sample["text"].tolist(), c.labels).argmax(axis=1)
+        proba = (feats.proba(ev["model"], sample["item_id"], c.labels) if feats is not None
+                 else predict_proba_aligned(ev["model"], sample["text"].tolist(), c.labels))
+        pred = proba.argmax(axis=1)
         np.save(folder / f"{arm}-{round_no:04d}.npy", pred)
     files = sorted(folder.glob(f"{arm}-*.npy"))
     return [np.load(f) for f in files if int(f.stem.split("-")[-1]) <= round_no]
 
 
-def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: dict, items: pd.DataFrame, vec: Any,
-            batch_ids: list[str]) -> list:
+def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: dict, items: pd.DataFrame,
+            feats: RoundFeatures, batch_ids: list[str]) -> list:
     """This round's health checks for one arm (see tasks/health.py)."""
     prev_rounds = [r for r in c.ledger.list_rounds(arm=arm) if r.round_no < round_no and r.metrics]
     recall_history = [health.recalls_from_metrics(r.metrics, "test_recall_") for r in prev_rounds]
     recall_history.append(health.recalls_from_metrics(res.metrics, "test_recall_"))
     curves = learning_curves(c)
     active_curve = curves.get("active", []) + ([(res.n_labels, res.metrics["test_macro_f1"])] if arm == "active" else [])
-    text = items.set_index("item_id")["text"]
-    X_batch = vec.transform(text.loc[batch_ids].tolist()) if batch_ids else None
+    X_batch = feats.of(batch_ids) if batch_ids else None
     queried = set(c.ledger.queries_frame(arm=arm)["item_id"])
     pool = items[(items["split"] == "pool") & ~items["item_id"].isin(queried)]
     pool = pool.sample(n=min(2000, len(pool)), random_state=round_no) if len(pool) else pool
-    X_pool = vec.transform(pool["text"].tolist()) if len(pool) else None
+    X_pool = feats.of(pool["item_id"]) if len(pool) else None
     prev = c.ledger.queries_frame(arm=arm, round_no=round_no - 1)["item_id"].tolist()
-    X_prev = vec.transform(text.loc[prev].tolist()) if prev else None
+    X_prev = feats.of(prev) if prev else None
     return health.run_health_checks(
         recall_history=recall_history, ece=ev["calibration"]["ece_after"],
         active_curve=active_curve if arm == "active" else None,

@@ -23,7 +23,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 
 from flows.config import CampaignConfig, load_config
-from flows.logs import say
+from flows.logs import progress, say
 from flows.runtime import Campaign, open_campaign
 from flows.trust import EVAL_ARM
 from integrations.expectations import validate_pool
@@ -333,7 +333,8 @@ def _write_setup(c: Campaign, frame: pd.DataFrame) -> bool:
         say(f"embedding {len(train_side)} pool texts with all-MiniLM-L6-v2 (once; cached by text hash) ...")
     c.save_featurizer(make_featurizer(c.cfg.model.featurizer, train_side["text"].tolist(),
                                       max_features=c.cfg.model.max_features, ngram_max=c.cfg.model.ngram_max))
-    c.ledger.add_items(frame)
+    with progress("ingesting", len(frame), "items") as bar:
+        c.ledger.add_items(frame, progress=bar.advance)
     seed_ids = frame.loc[frame["split"] == "seed", "id"].astype(str).tolist()
     if method == "keywords":
         counts = frame.attrs.get("seed_counts") or split.attrs["seed_counts"]
