@@ -367,6 +367,8 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     logger = get_run_logger()
     round_no = round_no if round_no is not None else next_round_no(c)
     t0 = time.perf_counter()
+    # MLflow first: a tracking store that is down fails the round before the ledger changes
+    parent_id = c.tracker.parent_run(c.ledger, _params(c.cfg))
 
     pulled = pull_annotations(c, round_no)
     checkpoint("after-pull")
@@ -382,7 +384,6 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     trust.metrics["n_gold_queued"] = float(len(gold_ids))
     if gold_ids:
         trust.notes.append(f"{len(gold_ids)} gold item(s) mixed into this round's batch")
-    parent_id = c.tracker.parent_run(c.ledger, _params(c.cfg))
     consensus = trust.consensus
     items = c.ledger.items_frame()
     vec = c.featurizer()
