@@ -49,11 +49,25 @@ def episodes(c: Campaign) -> list[dict[str, Any]]:
         return []
 
 
-def learning_curves(c: Campaign) -> dict[str, list[tuple[int, float]]]:
-    curves: dict[str, list[tuple[int, float]]] = {}
+def macro_f1_ci(metrics: dict) -> list[float] | None:
+    """``[low, high]`` of a round's test macro-F1 95 % bootstrap interval, or None when not measured."""
+    lo, hi = metrics.get("test_macro_f1_ci_low"), metrics.get("test_macro_f1_ci_high")
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return None
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
+def learning_curves(c: Campaign, *, with_ci: bool = False) -> dict[str, list[tuple]]:
+    """Each arm's ``(labels, test macro-F1)`` per finished round; ``with_ci`` appends the 95 % interval
+    (NaN for rounds logged before intervals existed) for the plot and the results table."""
+    curves: dict[str, list[tuple]] = {}
     for r in c.ledger.list_rounds():
         if r.status in ("done", "stopped") and "test_macro_f1" in r.metrics:
-            curves.setdefault(r.arm, []).append((int(r.n_labels or 0), float(r.metrics["test_macro_f1"])))
+            pt: tuple = (int(r.n_labels or 0), float(r.metrics["test_macro_f1"]))
+            if with_ci:
+                pt += (float(r.metrics.get("test_macro_f1_ci_low", float("nan"))),
+                       float(r.metrics.get("test_macro_f1_ci_high", float("nan"))))
+            curves.setdefault(r.arm, []).append(pt)
     return curves
 
 

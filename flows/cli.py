@@ -121,11 +121,13 @@ def validate_campaign(config: str) -> None:
     if (cfg.workdir_path / SETUP_MARKER).is_file():
         return  # set up: the data was checked then (the same rule as flows.setup._looks_set_up)
     from integrations.expectations import validate_pool
-    from integrations.sources import load_table
+    from integrations.sources import load_table_maybe_unlabelled
 
     d = cfg.data
-    frame = load_table(cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column,
-                       encoding=d.encoding, delimiter=d.delimiter, skip_unsupported=d.skip_unsupported_files)
+    frame = load_table_maybe_unlabelled(cfg.data_path, id_col=d.id_column, text_col=d.text_column,
+                                        label_col=d.label_column, label_optional=d.label_column == "label",
+                                        encoding=d.encoding, delimiter=d.delimiter,
+                                        skip_unsupported=d.skip_unsupported_files)
     validate_pool(frame, label_set=list(cfg.labels.names), max_text_length=d.max_text_length,
                   source=str(cfg.data_path))
 
@@ -257,7 +259,7 @@ def _print_curves(config: str) -> None:
     from flows.round import learning_curves
     from flows.runtime import open_campaign
 
-    say("\n" + results_table(learning_curves(open_campaign(config))))
+    say("\n" + results_table(learning_curves(open_campaign(config), with_ci=True)))
 
 
 @app.command()
@@ -390,10 +392,15 @@ def demo(dir: Path = typer.Option(Path("labelloop-demo"), "--dir", help="folder 
          backend: str = typer.Option("label_studio", help="label_studio or simulated"),
          n: int = typer.Option(3000, "--n", help="generated texts"),
          budget: int = typer.Option(200, help="labels per arm, seed included"),
-         batch_size: int = typer.Option(30, help="also the seed size")) -> int:
+         batch_size: int = typer.Option(30, help="also the seed size"),
+         unlabelled: bool = typer.Option(False, "--unlabelled",
+                                         help="start from text without labels: people (replayed answers) label the "
+                                              "test set and the calibration slice with the seed; every round reports "
+                                              "test_n and a 95% interval")) -> int:
     """A whole campaign on generated data: active learning vs random sampling.
 
     Example: labelloop demo --backend simulated
+             labelloop demo --unlabelled
     """
     import time
 
@@ -403,12 +410,15 @@ def demo(dir: Path = typer.Option(Path("labelloop-demo"), "--dir", help="folder 
 
     t0 = time.perf_counter()
     ls_url = None
-    if backend == "label_studio":
+    if backend == "label_studio" and not unlabelled:
         from flows.label_studio_local import ensure_running
 
         ls_url = ensure_running()
-    cfg = prepare_demo(dir, n=n, budget=budget, batch_size=batch_size, backend=backend, ls_url=ls_url)
-    say(f"demo campaign: {cfg} ({backend} backend); budget {budget} labels per arm, batch {batch_size}")
+    cfg = prepare_demo(dir, n=n, budget=budget, batch_size=batch_size, backend=backend, ls_url=ls_url,
+                       unlabelled=unlabelled)
+    say(f"demo campaign: {cfg} ({'replay' if unlabelled else backend} backend); budget {budget} labels per arm, "
+        f"batch {batch_size}" + ("; unlabelled text: people label the test set and the calibration slice too"
+                                 if unlabelled else ""))
     orchestrate()
     from flows.campaign import campaign_flow
     from flows.runtime import open_campaign
@@ -422,7 +432,7 @@ def demo(dir: Path = typer.Option(Path("labelloop-demo"), "--dir", help="folder 
     say(f"\nfinished in {time.perf_counter() - t0:.0f}s. Open the runs in the MLflow UI:")
     say(f"  labelloop ui {cfg}")
     say(f"  # or: mlflow ui --backend-store-uri {c.cfg.tracking_uri} --port 5000")
-    if backend == "label_studio":
+    if backend == "label_studio" and not unlabelled:
         from flows.label_studio_local import describe
 
         say(describe())

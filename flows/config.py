@@ -160,6 +160,16 @@ class SplitsConfig(_Strict):
         description="seed_method = 'keywords': label -> tell-tale words or phrases (whole-word, case-insensitive)",
     )
     random_state: int = 0
+    test_path: str | None = Field(
+        default=None, description="A labelled file that is the frozen test set (same data contract as [data]); "
+        "unset: drawn at random from the data, labelled by people when the data has too few known labels")
+    calibration_path: str | None = Field(
+        default=None, description="A labelled file that is the calibration slice (same data contract as [data])")
+    min_test_labels: Annotated[int, Field(ge=1)] = Field(
+        default=100, description="Below this many trusted test items a round says so and skips the champion "
+        "alias, health checks and stopping on a target or a marginal gain (it still queries)")
+    min_calibration_labels: Annotated[int, Field(ge=1)] = Field(
+        default=50, description="Below this many trusted calibration items the calibration gate is not judged")
 
 
 class ModelConfig(_Strict):
@@ -206,6 +216,9 @@ class BudgetConfig(_Strict):
     stability_kappa: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
         default=None, description="Stop when successive models agree (Cohen kappa) on a fixed stop set")
     stop_set_size: Annotated[int, Field(ge=50)] = 500
+    evaluation_labels: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Items of the test set and calibration slice that people may be asked to "
+        "label (their own budget, apart from the arms' max_labels); unset: as many as the splits need")
 
 
 class GatesConfig(_Strict):
@@ -526,6 +539,16 @@ class CampaignConfig(_Strict):
         return (p if p.is_absolute() else self.base_dir / p).resolve()
 
     @property
+    def test_file(self) -> Path | None:
+        """``splits.test_path`` resolved against the config file's folder (None when not set)."""
+        return _resolve(self.splits.test_path, self.base_dir) if self.splits.test_path else None
+
+    @property
+    def calibration_file(self) -> Path | None:
+        """``splits.calibration_path`` resolved against the config file's folder (None when not set)."""
+        return _resolve(self.splits.calibration_path, self.base_dir) if self.splits.calibration_path else None
+
+    @property
     def workdir_path(self) -> Path:
         p = Path(self.workdir)
         return (p if p.is_absolute() else self.base_dir / p).resolve()
@@ -647,7 +670,12 @@ test_size = 500            # frozen test set, never offered to a query strategy
 calibration_size = 300     # random calibration slice, never queried
 seed_size = 50             # first batch; counts against the budget
 seed_method = "stratified" # stratified (labels known) | kmeans (cluster representatives) | keywords
+                           # (data without labels: kmeans, or keywords when [splits.keywords] is given)
 random_state = 0
+min_test_labels = 100      # below this many trusted test items: no champion alias, health checks or early stop
+min_calibration_labels = 50  # below this many trusted calibration items the calibration gate is not judged
+# test_path = "test.csv"   # labelled files for the test set / calibration slice; unset and the data lacks
+# calibration_path = "calibration.csv"   # labels: people label them, pushed with the seed as unmarked tasks
 # seed_method = "keywords": tell-tale words per label pick the seed (whole words, any case;
 # labels take turns; topped up at random when the rules match too few items)
 # [splits.keywords]
@@ -678,6 +706,7 @@ cost_per_label = 0.0       # logged as `cost` (labels spent x this) and `cost_pe
 stop_window = 3
 # stability_kappa = 0.99   # stop when successive models agree this much on a fixed unlabelled stop set
 stop_set_size = 500
+# evaluation_labels = 800  # test + calibration items people may label (own budget; default: what the splits need)
 
 [gates]
 calibration_ece = 0.10     # above this after calibration, the round falls back to diversity + random selection

@@ -16,8 +16,14 @@ MARKER = ".labelloop-demo"
 
 
 def prepare_demo(folder: Path, *, n: int, budget: int, batch_size: int, backend: str, seed: int = 0,
-                 ls_url: str | None = None) -> Path:
-    """Write demo data and a campaign config into ``folder`` (wiping an earlier demo there)."""
+                 ls_url: str | None = None, unlabelled: bool = False) -> Path:
+    """Write demo data and a campaign config into ``folder`` (wiping an earlier demo there).
+
+    ``unlabelled``: the pool has no label column at all, as a real corpus arrives; the labels live
+    only in people's answers (``data/answers.csv``, three simulated people answering from the
+    generator's hidden truth, replayed by the replay backend), so set-up pushes the test set and
+    the calibration slice with the seed and every round reports how many test items it stands on.
+    """
     from tasks.demo_data import CLASSES, write_demo_files
 
     folder = folder.resolve()
@@ -38,24 +44,57 @@ def prepare_demo(folder: Path, *, n: int, budget: int, batch_size: int, backend:
         text = text.replace("simulate_annotators = false", "simulate_annotators = true")
         if ls_url:
             text = text.replace('url = "http://127.0.0.1:8089"', f'url = "{ls_url}"')
+    if unlabelled:
+        text = _unlabelled(folder, files["pool"], text, n=n, seed=seed)
     cfg = folder / "campaign.toml"
     cfg.write_text(text, encoding="utf-8")
     return cfg
 
 
-def results_table(summaries_by_arm: dict[str, list[tuple[int, float]]]) -> str:
-    """Labels vs macro-F1, one column per arm, rows aligned on the round."""
+DEMO_PEOPLE = (("ann-1", 0.95), ("ann-2", 0.9), ("ann-3", 0.85))
+
+
+def _unlabelled(folder: Path, pool_path: Path, text: str, *, n: int, seed: int) -> str:
+    """Strip the pool's labels into people's answers and point the config at them (replay backend)."""
+    import pandas as pd
+
+    from tasks.annotate import simulated_answer
+
+    pool = pd.read_csv(pool_path, dtype=str, keep_default_na=False)
+    labels = sorted(set(pool["label"]))
+    answers = pd.DataFrame([{"item_id": i, "annotator_id": who, "label": simulated_answer(i, who, acc, y, labels, seed)}
+                            for i, y in zip(pool["id"], pool["label"]) for who, acc in DEMO_PEOPLE])
+    pool.drop(columns=["label"]).to_csv(pool_path, index=False)
+    answers.to_csv(folder / "data" / "answers.csv", index=False)
+    test, cal = max(60, n // 10), max(40, n // 20)  # people label them too: keep the evaluation budget modest
+    text = text.replace("test_size = 500 ", f"test_size = {test} ").replace(
+        "calibration_size = 300 ", f"calibration_size = {cal} ")
+    text = text.replace("min_calibration_labels = 50 ", f"min_calibration_labels = {min(50, cal)} ")
+    text = text.replace('backend = "label_studio" ', 'backend = "replay" ').replace(
+        'backend = "simulated" ', 'backend = "replay" ')
+    return text + '\n[annotation.replay]\npath = "data/answers.csv"   # people\'s answers (from the hidden truth)\n'
+
+
+
+def results_table(summaries_by_arm: dict[str, list[tuple]]) -> str:
+    """Labels vs macro-F1, one column per arm, rows aligned on the round; points with an interval
+    (``(labels, f1, low, high)``, :func:`flows.round.learning_curves` ``with_ci``) show it."""
     arms = list(summaries_by_arm)
     rows = max((len(v) for v in summaries_by_arm.values()), default=0)
-    head = f"{'round':>5} " + " ".join(f"{a + ' labels':>14} {a + ' F1':>10}" for a in arms)
+    banded = any(len(p) >= 4 and p[2] == p[2] for v in summaries_by_arm.values() for p in v)
+    w = 26 if banded else 10
+    head = f"{'round':>5} " + " ".join(f"{a + ' labels':>14} {a + (' F1 [95% CI]' if banded else ' F1'):>{w}}"
+                                       for a in arms)
     lines = [head, "-" * len(head)]
     for i in range(rows):
         cells = []
         for a in arms:
             pts = sorted(summaries_by_arm[a])
             if i < len(pts):
-                cells.append(f"{pts[i][0]:>14d} {pts[i][1]:>10.3f}")
+                p = pts[i]
+                f1 = f"{p[1]:.3f}" + (f" [{p[2]:.3f}, {p[3]:.3f}]" if len(p) >= 4 and p[2] == p[2] else "")
+                cells.append(f"{p[0]:>14d} {f1:>{w}}")
             else:
-                cells.append(f"{'':>14} {'':>10}")
+                cells.append(f"{'':>14} {'':>{w}}")
         lines.append(f"{i + 1:>5} " + " ".join(cells))
     return "\n".join(lines)

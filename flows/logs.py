@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 _PREFECT_DIR = ["\0"]  # set when Prefect is configured; records from code outside it are labelloop's
 _RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine",
@@ -124,6 +124,81 @@ def heartbeat(what: str, every: float = 10.0) -> Iterator[None]:
     finally:
         done.set()
         thread.join(timeout=2)
+
+
+class Progress:
+    """Progress of one long piece of work: a Rich bar on a terminal, plain lines otherwise.
+
+    Why this shape (issue 18, "progress on long work"): ingest, embedding and pool scoring on
+    a large campaign, and ``simulate``, run for minutes. On a terminal (stderr is a TTY) a
+    Rich bar on stderr shows it (Rich's console leaves colour out under ``NO_COLOR``); in a
+    log or a pipe a bar's redraws would be noise, so a plain ``... <what>: done/total`` line
+    goes out through :func:`say` at most every ``every`` seconds. Nothing at all is shown for
+    work that ends within ``after`` seconds, so quick commands print no extra line.
+    """
+
+    def __init__(self, what: str, total: int, unit: str = "", *, after: float = 2.0, every: float = 10.0) -> None:
+        self.what, self.total, self.unit = what, max(int(total), 0), unit
+        self.done = 0
+        self._after, self._every = after, every
+        self._t0 = self._last = time.monotonic()
+        self._bar: Any = None
+        self._task: Any = None
+        self._tty = _stderr_is_tty()
+
+    def advance(self, n: int = 1) -> None:
+        """Count ``n`` more units done; draws or writes only when the work has lasted long enough."""
+        self.done = min(self.done + int(n), self.total) if self.total else self.done + int(n)
+        now = time.monotonic()
+        if now - self._t0 < self._after:
+            return
+        if self._tty:
+            if self._bar is None:
+                self._start_bar()
+            self._bar.update(self._task, completed=self.done)
+        elif now - self._last >= self._every or (self._last == self._t0 and self.done < self.total):
+            self._last = now
+            say(self.line(now))
+
+    def line(self, now: float | None = None) -> str:
+        """The plain progress line (also what a test reads)."""
+        elapsed = (now if now is not None else time.monotonic()) - self._t0
+        of = f"/{self.total:,}" if self.total else ""
+        pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        unit = f" {self.unit}" if self.unit else ""
+        return f"... {self.what}: {self.done:,}{of}{unit}{pct}, {elapsed:.0f}s"
+
+    def _start_bar(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
+            TimeElapsedColumn
+
+        self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task(self.what, total=self.total or None, completed=self.done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def progress(what: str, total: int, unit: str = "", *, after: float = 2.0, every: float = 10.0) -> Iterator[Progress]:
+    """``with progress("scoring the pool", n, "texts") as p: ... p.advance(k)`` (see :class:`Progress`)."""
+    p = Progress(what, total, unit, after=after, every=every)
+    try:
+        yield p
+    finally:
+        p.close()
 
 
 def say(msg: str, end: str = "\n") -> None:

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,15 +22,16 @@ from prefect.cache_policies import NO_CACHE
 from flows.config import CampaignConfig
 from flows.faults import checkpoint
 from flows.campaign_state import (active_random_share, campaign_finished, learning_curves,  # noqa: F401
-                                  next_round_no)  # re-exported: read-only, Prefect-free (`labelloop status`)
+                                  macro_f1_ci, next_round_no)  # re-exported: read-only, Prefect-free (`labelloop status`)
 from flows.logs import say
-from flows.trust import TrustDecision, decide_trust, queue_gold, trust_policy
+from flows.trust import EVAL_ARM, TrustDecision, decide_trust, queue_gold, trust_policy
 from flows.runtime import Campaign, open_campaign
 from integrations.backend import TaskRequest
 from tasks import calibrate, health, query, stopping
-from tasks.readiness import Readiness, batch_readiness
+from tasks.readiness import Readiness, batch_readiness, with_evaluation
 from tasks.annotate import screen_annotations
-from tasks.evaluate import classification_metrics, confusion_figure, cost_per_accuracy_point, learning_curve_figure
+from tasks.evaluate import (classification_metrics, confusion_figure, cost_per_accuracy_point,
+                            learning_curve_figure, macro_f1_interval)
 from tasks.train import TrainingError, predict_proba_aligned, train_model
 
 stage = task(cache_policy=NO_CACHE)  # inputs are live objects (ledger, backend): never hash or cache them
@@ -49,6 +50,47 @@ class ArmResult:
     stopped: str | None = None  # reason the arm stopped, if it did
     run_id: str | None = None
     health_tags: dict[str, str] = field(default_factory=dict)
+    judged: bool = True  # enough trusted test items to judge the model (champion, health, stopping on the metric)
+
+
+class RoundFeatures:
+    """The featuriser's rows for the campaign's items, transformed at most once per round.
+
+    Why: a round used to transform the same texts again and again (the pool once per arm in
+    scoring, a pool sample per arm in the health checks, the stop set per arm, the queried
+    batch for its predictions): about 25,000 transforms for a 10,000-text campaign, several
+    seconds of repeated work (issue 18). The featuriser is frozen and transforms each text on
+    its own (TF-IDF rows, per-text embeddings), so a row taken from the whole matrix equals the
+    row of a transform of that text alone. Campaigns larger than one scoring partition keep
+    transforming on demand (the whole matrix would not be one piece of memory).
+    """
+
+    def __init__(self, vec: Any, items: pd.DataFrame, limit: int) -> None:
+        self.vec = vec
+        self._texts = items.set_index("item_id")["text"]
+        self._rows = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())
+        self._limit = limit
+        self._X: Any = None
+
+    @property
+    def whole(self) -> bool:
+        """Whether rows come from one matrix of all items (small enough to hold)."""
+        return len(self._rows) <= self._limit
+
+    def of(self, item_ids: Sequence[str]) -> Any:
+        """Feature rows of ``item_ids``, in that order."""
+        ids = list(item_ids)
+        if not self.whole:
+            return self.vec.transform(self._texts.loc[ids].tolist())
+        if self._X is None:
+            from flows.scoring import transform_with_progress
+
+            self._X = transform_with_progress(self.vec, self._texts.tolist(), "featurising the pool")
+        return self._X[self._rows.loc[ids].to_numpy()]
+
+    def proba(self, model: Any, item_ids: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+        """``predict_proba_aligned`` of ``model`` on these items, from their feature rows."""
+        return predict_proba_aligned(model, self.of(item_ids), classes, features=True)
 
 
 # --------------------------------------------------------------------------- pull / agreement
@@ -76,28 +118,67 @@ def _labelled_set(c: Campaign, arm: str, consensus: pd.DataFrame) -> tuple[pd.Da
     return lab, spent
 
 
+def evaluation_labels(items: pd.DataFrame, trust: TrustDecision, labels: list[str]) -> pd.Series:
+    """item_id -> the label each test / calibration item is evaluated against this round.
+
+    A known label (from the data or a ``[splits] test_path`` file) where there is one, else the
+    trusted consensus of the people who labelled it so far. Both arms read this one Series, so
+    they are measured on the very same items. Labels outside the current label set are left out.
+    """
+    ev = items[items["split"].isin(["test", "calibration"])].set_index("item_id")["known_label"]
+    trusted = trust.evaluation["label"] if len(trust.evaluation) else pd.Series(dtype=object)
+    out = ev.where(ev.notna(), trusted.reindex(ev.index))
+    return out[out.isin(labels)]
+
+
+def evaluation_thresholds(c: Campaign, items: pd.DataFrame) -> tuple[int, int]:
+    """Trusted test and calibration items a round needs before it judges the model / the calibration gate:
+    ``[splits] min_test_labels`` / ``min_calibration_labels``, or the whole split when it is smaller."""
+    s = c.cfg.splits
+    return (min(s.min_test_labels, int((items["split"] == "test").sum())),
+            min(s.min_calibration_labels, int((items["split"] == "calibration").sum())))
+
+
 @stage
-def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.DataFrame, vec: Any) -> dict:
+def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.DataFrame, vec: Any,
+                       eval_labels: pd.Series | None = None) -> dict:
+    """Train on the arm's trusted labels; evaluate on the test items labelled so far (with a 95 % bootstrap
+    interval) and check calibration on the calibration items labelled so far."""
     cfg = c.cfg
+    if eval_labels is None:  # callers without a trust decision: the known labels only
+        ev = items[items["split"].isin(["test", "calibration"])].set_index("item_id")["known_label"]
+        eval_labels = ev[ev.isin(c.labels)]
     texts = items.set_index("item_id").loc[labelled["item_id"], "text"].tolist()
     model = train_model(vec, texts, labelled["label"].tolist(), C=cfg.model.C, random_state=cfg.splits.random_state)
-    test = items[items["split"] == "test"]
-    cal = items[items["split"] == "calibration"]
-    p_test = predict_proba_aligned(model, test["text"], c.labels)
-    metrics = {f"test_{k}": v for k, v in classification_metrics(test["known_label"].tolist(), p_test, c.labels).items()}
+    test = items[(items["split"] == "test") & items["item_id"].isin(eval_labels.index)]
+    cal = items[(items["split"] == "calibration") & items["item_id"].isin(eval_labels.index)]
+    need_test, need_cal = evaluation_thresholds(c, items)
+    y_test = eval_labels.reindex(test["item_id"]).tolist()
+    p_test = predict_proba_aligned(model, test["text"], c.labels) if len(test) else np.zeros((0, len(c.labels)))
+    metrics: dict[str, float] = {"test_n": float(len(test)), "calibration_n": float(len(cal))}
+    if len(test):
+        metrics.update({f"test_{k}": v for k, v in classification_metrics(y_test, p_test, c.labels).items()})
+        lo, hi = macro_f1_interval(y_test, p_test, c.labels, seed=cfg.splits.random_state)
+        metrics["test_macro_f1_ci_low"], metrics["test_macro_f1_ci_high"] = lo, hi
     idx = {lbl: i for i, lbl in enumerate(c.labels)}
-    p_cal = predict_proba_aligned(model, cal["text"], c.labels)
-    y_cal = np.array([idx[y] for y in cal["known_label"]])
-    report = calibrate.calibration_report(p_cal, y_cal, method="temperature", gate=cfg.gates.calibration_ece)
-    metrics["calibration_ece"] = report["ece_before"]
-    metrics["calibration_ece_after"] = report["ece_after"]
-    metrics["calibration_brier"] = report["brier_before"]
-    return {"model": model, "metrics": metrics, "p_test": p_test, "y_test": test["known_label"].tolist(),
-            "p_cal": p_cal, "y_cal": y_cal, "calibration": report}
+    p_cal = predict_proba_aligned(model, cal["text"], c.labels) if len(cal) else np.zeros((0, len(c.labels)))
+    y_cal = np.array([idx[y] for y in eval_labels.reindex(cal["item_id"])], dtype=int)
+    if len(cal) >= max(need_cal, 1):
+        report = calibrate.calibration_report(p_cal, y_cal, method="temperature", gate=cfg.gates.calibration_ece)
+        report["judged"] = True
+        metrics["calibration_ece"] = report["ece_before"]
+        metrics["calibration_ece_after"] = report["ece_after"]
+        metrics["calibration_brier"] = report["brier_before"]
+    else:  # too few to judge: no fallback on an ECE measured on a handful of items
+        report = {"judged": False, "gate_passed": True, "ece_before": float("nan"), "ece_after": float("nan"),
+                  "n_rows": len(cal), "needed": need_cal}
+    return {"model": model, "metrics": metrics, "p_test": p_test, "y_test": y_test,
+            "p_cal": p_cal, "y_cal": y_cal, "calibration": report, "judged": len(test) >= max(need_test, 1),
+            "need_test": need_test}
 
 
 @stage
-def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.DataFrame, vec: Any,
+def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.DataFrame, feats: RoundFeatures,
                 labelled: pd.DataFrame, n: int, model_version: str, fallback: bool, share: float) -> int:
     """Select and record this round's batch for one arm; a re-run returns the recorded one.
 
@@ -117,11 +198,15 @@ def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.Data
         strategy = "diversity-random" if fallback else c.cfg.strategy_for(arm)
     from flows.scoring import score_pool
 
+    vec = feats.vec
     if model is None:  # cold start: nothing trusted to train on yet, so spread the batch out instead
-        X_pool, proba = vec.transform(cand["text"].tolist()), None
+        X_pool, proba = feats.of(cand["item_id"]), None
+    elif feats.whole:  # = score_pool's in-process branch, on rows transformed once this round
+        X_pool = feats.of(cand["item_id"])
+        proba = predict_proba_aligned(model, X_pool, c.labels, features=True)
     else:
         X_pool, proba = score_pool(model, vec, cand["text"].tolist(), c.labels, scale=c.cfg.scale)
-    X_lab = vec.transform(items.set_index("item_id").loc[labelled["item_id"], "text"].tolist()) if len(labelled) else None
+    X_lab = feats.of(labelled["item_id"]) if len(labelled) else None
     committee = None
     if strategy in ("qbc", "qbc-kl"):
         from sklearn.base import clone
@@ -187,6 +272,8 @@ def _params(cfg: CampaignConfig) -> dict[str, Any]:
         "class_quota": cfg.query.class_quota, "budget": cfg.budget.max_labels, "seed_size": cfg.splits.seed_size,
         "seed_method": cfg.splits.seed_method, "test_size": cfg.splits.test_size,
         "calibration_size": cfg.splits.calibration_size, "featurizer": cfg.model.featurizer,
+        "min_test_labels": cfg.splits.min_test_labels, "min_calibration_labels": cfg.splits.min_calibration_labels,
+        "evaluation_labels": cfg.budget.evaluation_labels if cfg.budget.evaluation_labels is not None else "splits",
         "classifier": cfg.model.classifier, "C": cfg.model.C, "backend": cfg.annotation.backend,
         "overlap": cfg.annotation.overlap, "labels": ",".join(cfg.labels.names),
         "label_set_version": cfg.labels.version, "ece_gate": cfg.gates.calibration_ece,
@@ -208,21 +295,28 @@ def log_round(c: Campaign, res: ArmResult, ev: dict | None, parent_id: str, batc
     checkpoint("during-log")
     # The parent run carries each arm's curve too, so one chart compares the arms.
     tr.log_metrics(parent_id, {f"{res.arm}_test_macro_f1": metrics.get("test_macro_f1"),
-                               f"{res.arm}_test_accuracy": metrics.get("test_accuracy")}, step=res.n_labels)
+                               f"{res.arm}_test_accuracy": metrics.get("test_accuracy"),
+                               f"{res.arm}_test_n": metrics.get("test_n"),
+                               f"{res.arm}_test_macro_f1_ci_low": metrics.get("test_macro_f1_ci_low"),
+                               f"{res.arm}_test_macro_f1_ci_high": metrics.get("test_macro_f1_ci_high")},
+                   step=res.n_labels)
     tags = {"labelloop.notes": "; ".join(res.notes) if res.notes else "none", **res.health_tags}
     if res.stopped:
         tags["labelloop.stopped"] = res.stopped
     tr.set_tags(run_id, tags)
     if ev is not None:
-        tr.log_figure(run_id, confusion_figure(ev["y_test"], ev["p_test"], c.labels,
-                                               title=f"{res.arm} round {res.round_no}"), "plots/confusion_matrix.png")
-        tr.log_figure(run_id, calibrate.reliability_diagram(ev["p_cal"], ev["y_cal"],
-                                                            f"{res.arm} round {res.round_no} (calibration slice)"),
-                      "plots/reliability_diagram.png")
+        if len(ev["y_test"]):
+            tr.log_figure(run_id, confusion_figure(ev["y_test"], ev["p_test"], c.labels,
+                                                   title=f"{res.arm} round {res.round_no} (test n={len(ev['y_test'])})"),
+                          "plots/confusion_matrix.png")
+        if len(ev["y_cal"]):
+            tr.log_figure(run_id, calibrate.reliability_diagram(ev["p_cal"], ev["y_cal"],
+                                                                f"{res.arm} round {res.round_no} (calibration slice)"),
+                          "plots/reliability_diagram.png")
         register = c.cfg.mlflow.register_model and res.arm == "active" or (
             c.cfg.mlflow.register_model and c.cfg.arms == ["random"])
         version = tr.log_model(run_id, ev["model"], register=register)
-        if version is not None and "test_macro_f1" in metrics:
+        if version is not None and "test_macro_f1" in metrics and res.judged:  # no champion on a handful of items
             promoted = tr.maybe_promote(version, metrics["test_macro_f1"])
             tr.set_tags(run_id, {"labelloop.model_version": version, "labelloop.champion": str(promoted).lower()})
     if len(batch):
@@ -294,6 +388,10 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     consensus = trust.consensus
     items = c.ledger.items_frame()
     vec = c.featurizer()
+    eval_labels = evaluation_labels(items, trust, c.labels)  # the same trusted test items for every arm
+    from flows.scoring import ScaleSettings
+
+    feats = RoundFeatures(vec, items, ScaleSettings.from_config(c.cfg.scale).partition_size)
 
     results: dict[str, ArmResult] = {}
     evals: dict[str, dict | None] = {}
@@ -314,8 +412,18 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         res.metrics = dict(trust.metrics)  # logged even when the arm cannot train (e.g. all quarantined)
         ev = None
         try:
-            ev = train_and_evaluate(c, arm, labelled, items, vec)
+            ev = train_and_evaluate(c, arm, labelled, items, vec, eval_labels)
             res.metrics = {**ev["metrics"], **trust.metrics}
+            res.judged = ev["judged"]
+            if not ev["judged"]:
+                res.notes.append(
+                    f"test set: {int(ev['metrics']['test_n'])} trusted item(s), below min_test_labels "
+                    f"({ev['need_test']}): metrics shown with their interval, but no champion alias, health checks "
+                    f"or stopping on the metric this round (querying goes on)")
+            if not ev["calibration"]["judged"]:
+                res.notes.append(
+                    f"calibration gate not judged: {ev['calibration']['n_rows']} trusted calibration item(s), "
+                    f"fewer than {ev['calibration']['needed']} (min_calibration_labels)")
         except TrainingError as err:
             res.notes.append(f"not trained: {err}; this batch is chosen without a model (diversity + random)")
         fallback = bool(ev is not None and not ev["calibration"]["gate_passed"] and arm == "active")
@@ -324,7 +432,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                 f"calibration gate: ECE after calibration {ev['calibration']['ece_after']:.3f} > "
                 f"{c.cfg.gates.calibration_ece:.2f}; this batch uses diversity + random selection")
         remaining = c.cfg.budget.max_labels - spent
-        res.stopped = _stop_reason(c, arm, round_no, spent, res, ev, items)
+        res.stopped = _stop_reason(c, arm, round_no, spent, res, ev, items, feats)
         if res.stopped is None:
             n = min(c.cfg.query.batch_size, remaining)
             share, why = active_random_share(c, round_no) if arm == "active" else (1.0, None)
@@ -332,19 +440,18 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                 res.notes.append(why)
             if arm == "active":
                 res.metrics["query_random_share"] = share
-            res.n_queried = query_batch(c, arm, round_no, ev["model"] if ev else None, items, vec, labelled, n,
+            res.n_queried = query_batch(c, arm, round_no, ev["model"] if ev else None, items, feats, labelled, n,
                                         run_id, fallback, share)
             c.ledger.update_round(arm, round_no, status="queried")
             checkpoint("after-query")
             batch_ids = c.ledger.queries_frame(arm=arm, round_no=round_no)["item_id"].tolist()
-            if ev is not None:
-                checks = _health(c, arm, round_no, res, ev, items, vec, batch_ids)
+            if ev is not None and res.judged:
+                checks = _health(c, arm, round_no, res, ev, items, feats, batch_ids)
                 res.metrics.update(health.health_metrics(checks))
                 res.health_tags = health.health_tags(checks)
                 res.notes.extend(f"health: {h.name}: {h.message}" for h in checks if h.fired)
             if batch_ids and ev is not None:
-                texts = items.set_index("item_id").loc[batch_ids, "text"].tolist()
-                proba = predict_proba_aligned(ev["model"], texts, c.labels)
+                proba = feats.proba(ev["model"], batch_ids, c.labels)
                 for i, p in zip(batch_ids, proba):
                     if arm == "active" or i not in predictions:
                         predictions[i] = (c.labels[int(p.argmax())], float(p.max()), run_id)
@@ -365,7 +472,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         checkpoint("after-log")
         c.ledger.update_round(arm, round_no, status="stopped" if res.stopped else "done", n_labels=res.n_labels,
                               metrics=res.metrics, notes=res.notes + ([res.stopped] if res.stopped else []))
-    curves = learning_curves(c)
+    curves = learning_curves(c, with_ci=True)
     if curves:  # on the parent (the campaign's view) and on this round's runs (the curve as of that round)
         round_runs = [r.run_id for r in results.values() if r.run_id and r.stopped != "already finished"]
         c.tracker.log_figure([parent_id, *round_runs],
@@ -377,12 +484,15 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t0, 2),
         "arms": {a: {"n_labels": r.n_labels, "labels_spent": r.labels_spent, "queried": r.n_queried,
                      "test_macro_f1": r.metrics.get("test_macro_f1"), "test_accuracy": r.metrics.get("test_accuracy"),
+                     "test_n": int(r.metrics.get("test_n", 0)), "macro_f1_ci": macro_f1_ci(r.metrics),
                      "calibration_ece": r.metrics.get("calibration_ece"), "stopped": r.stopped, "notes": r.notes}
                  for a, r in results.items()},
     }
     for a, r in summary["arms"].items():
         f1 = r["test_macro_f1"]
+        ci = r["macro_f1_ci"]
         print(f"round {round_no:>2} {a:<7} labels={r['n_labels']:>4} macro-F1={f1 if f1 is None else round(f1, 3)}"
+              f"{f' [{ci[0]:.3f}, {ci[1]:.3f}]' if ci else ''} test_n={r['test_n']}"
               f" ECE={r['calibration_ece'] if r['calibration_ece'] is None else round(r['calibration_ece'], 3)}"
               f"{' STOP: ' + r['stopped'] if r['stopped'] else ''}", flush=True)
         for note in r["notes"]:  # gate fallbacks, guards, fired health checks, trust decisions
@@ -415,7 +525,10 @@ def open_batch_readiness(c: Campaign, trust: TrustDecision) -> Readiness:
     """Whether the open batch (the arms' items pushed most recently) is answered enough to train on.
 
     See :mod:`tasks.readiness` for the rule and why. Gold items are left out: they score
-    annotators and never train, so a round need not wait for them.
+    annotators and never train, so a round need not wait for them. Evaluation items (test and
+    calibration items people label, pushed with the seed) are not part of any batch; while the
+    seed is the open batch, the round also waits for ``min_test_labels`` answered test items
+    (:func:`tasks.readiness.with_evaluation`).
     """
     q = c.ledger.queries_frame()
     tasks = c.ledger.tasks_frame()
@@ -430,8 +543,16 @@ def open_batch_readiness(c: Campaign, trust: TrustDecision) -> Readiness:
     answers = ann.drop_duplicates(["item_id", "annotator"]).groupby("item_id").size().to_dict() if len(ann) else {}
     status = trust.items["status"].to_dict() if len(trust.items) else {}
     never = getattr(c.backend, "unanswerable", None)
-    return batch_readiness(batch, ids, answers, status, need=need, ready_share=c.cfg.run.batch_ready_share,
-                           unanswerable=never(ids) if callable(never) else ())
+    ready = batch_readiness(batch, ids, answers, status, need=need, ready_share=c.cfg.run.batch_ready_share,
+                            unanswerable=never(ids) if callable(never) else ())
+    eval_q = q[q["arm"] == EVAL_ARM] if len(q) else q
+    if batch != 0 or eval_q.empty:
+        return ready
+    test_ids = sorted(eval_q.loc[eval_q["strategy"] == "evaluation-test", "item_id"].astype(str))
+    items = c.ledger.items_frame(splits=["test"])
+    required, _ = evaluation_thresholds(c, items)
+    return with_evaluation(ready, test_ids, answers, status, required=required,
+                           unanswerable=never(test_ids) if callable(never) else ())
 
 
 def trust_need(c: Campaign) -> int:
@@ -458,51 +579,58 @@ def _waiting(c: Campaign, round_no: int, ready: Readiness, pulled: dict) -> dict
 
 
 def _stop_reason(c: Campaign, arm: str, round_no: int, spent: int, res: ArmResult, ev: dict | None,
-                 items: pd.DataFrame) -> str | None:
-    """Why this arm stops after this round (budget, max rounds, target, marginal gain, stable predictions)."""
+                 items: pd.DataFrame, feats: RoundFeatures | None = None) -> str | None:
+    """Why this arm stops after this round (budget, max rounds, target, marginal gain, stable predictions).
+
+    With too few trusted test items (``res.judged`` False) the metric-based rules (target, marginal
+    gain) are not applied: a target "reached" on 20 items is noise."""
     b = c.cfg.budget
     if round_no >= b.max_rounds and spent < b.max_labels:
         return f"max_rounds ({b.max_rounds}) reached"
     history = [{"labels": int(r.n_labels or 0), "macro_f1": float(r.metrics["test_macro_f1"])}
                for r in c.ledger.list_rounds(arm=arm) if r.round_no < round_no and "test_macro_f1" in r.metrics]
-    if ev is not None:
+    if ev is not None and "test_macro_f1" in res.metrics:
         history.append({"labels": res.n_labels, "macro_f1": res.metrics["test_macro_f1"]})
-    stop_preds = _stop_set_predictions(c, arm, round_no, ev, items) if b.stability_kappa else None
-    stop, reason = stopping.should_stop(history, budget=b.max_labels, spent=spent, target=b.target_macro_f1,
-                                        min_gain_per_label=b.min_gain_per_label, window=b.stop_window,
+    stop_preds = _stop_set_predictions(c, arm, round_no, ev, items, feats) if b.stability_kappa else None
+    judged = ev is not None and res.judged
+    stop, reason = stopping.should_stop(history, budget=b.max_labels, spent=spent,
+                                        target=b.target_macro_f1 if judged else None,
+                                        min_gain_per_label=b.min_gain_per_label if judged else None, window=b.stop_window,
                                         stability_kappa=b.stability_kappa, stop_set_predictions=stop_preds)
     return reason if stop else None
 
 
-def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: dict | None, items: pd.DataFrame) -> list:
+def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: dict | None, items: pd.DataFrame,
+                          feats: RoundFeatures | None = None) -> list:
     """Predictions of this arm's successive models on a fixed unlabelled stop set (kept as .npy per round)."""
     folder = c.workdir / "stop_set"
     folder.mkdir(parents=True, exist_ok=True)
     if ev is not None:
         pool = items[items["split"] == "pool"].sort_values("item_id")
         sample = pool.sample(n=min(c.cfg.budget.stop_set_size, len(pool)), random_state=c.cfg.splits.random_state)
-        pred = predict_proba_aligned(ev["model"], sample["text"].tolist(), c.labels).argmax(axis=1)
+        proba = (feats.proba(ev["model"], sample["item_id"], c.labels) if feats is not None
+                 else predict_proba_aligned(ev["model"], sample["text"].tolist(), c.labels))
+        pred = proba.argmax(axis=1)
         np.save(folder / f"{arm}-{round_no:04d}.npy", pred)
     files = sorted(folder.glob(f"{arm}-*.npy"))
     return [np.load(f) for f in files if int(f.stem.split("-")[-1]) <= round_no]
 
 
-def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: dict, items: pd.DataFrame, vec: Any,
-            batch_ids: list[str]) -> list:
+def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: dict, items: pd.DataFrame,
+            feats: RoundFeatures, batch_ids: list[str]) -> list:
     """This round's health checks for one arm (see tasks/health.py)."""
     prev_rounds = [r for r in c.ledger.list_rounds(arm=arm) if r.round_no < round_no and r.metrics]
     recall_history = [health.recalls_from_metrics(r.metrics, "test_recall_") for r in prev_rounds]
     recall_history.append(health.recalls_from_metrics(res.metrics, "test_recall_"))
     curves = learning_curves(c)
     active_curve = curves.get("active", []) + ([(res.n_labels, res.metrics["test_macro_f1"])] if arm == "active" else [])
-    text = items.set_index("item_id")["text"]
-    X_batch = vec.transform(text.loc[batch_ids].tolist()) if batch_ids else None
+    X_batch = feats.of(batch_ids) if batch_ids else None
     queried = set(c.ledger.queries_frame(arm=arm)["item_id"])
     pool = items[(items["split"] == "pool") & ~items["item_id"].isin(queried)]
     pool = pool.sample(n=min(2000, len(pool)), random_state=round_no) if len(pool) else pool
-    X_pool = vec.transform(pool["text"].tolist()) if len(pool) else None
+    X_pool = feats.of(pool["item_id"]) if len(pool) else None
     prev = c.ledger.queries_frame(arm=arm, round_no=round_no - 1)["item_id"].tolist()
-    X_prev = vec.transform(text.loc[prev].tolist()) if prev else None
+    X_prev = feats.of(prev) if prev else None
     return health.run_health_checks(
         recall_history=recall_history, ece=ev["calibration"]["ece_after"],
         active_curve=active_curve if arm == "active" else None,

@@ -54,7 +54,11 @@ class Campaign:
             raise FileNotFoundError(
                 f"campaign {self.name!r} has no featuriser at {self.featurizer_path}; run `labelloop setup` first"
             )
-        return joblib.load(self.featurizer_path)
+        st = self.featurizer_path.stat()
+        key = (str(self.featurizer_path.resolve()), st.st_mtime_ns, st.st_size)
+        if _FEATURIZERS.get("key") != key:
+            _FEATURIZERS.update(key=key, vec=joblib.load(self.featurizer_path))
+        return _FEATURIZERS["vec"]
 
     def save_featurizer(self, vec: Any) -> None:
         self.featurizer_path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +115,13 @@ def replay_answers(cfg: CampaignConfig) -> Any:
         _REPLAY_CACHE[key] = read_answers(path, item_column=r.item_column, annotator_column=r.annotator_column,
                                           label_column=r.label_column, labels=cfg.labels.names)
     return _REPLAY_CACHE[key]
+
+
+# The last featuriser loaded, by file (path, mtime, size): a warm process (a worker running
+# round after round) unpickles the 50k-term vocabulary once, not every round (~1 s each,
+# issue 18). Safe to share: the models wrap it in a FrozenEstimator, nothing refits it, and
+# a re-fitted featuriser is a new file (save_featurizer replaces it), so a new key.
+_FEATURIZERS: dict[str, Any] = {}
 
 
 def make_backend(c: Campaign) -> AnnotationBackend:

@@ -184,6 +184,30 @@ def score_partition(model: Any, vec: Any, texts: Sequence[str], classes: Sequenc
     return X, predict_proba_aligned(model, X, classes, features=True)
 
 
+PROGRESS_CHUNK = 5_000  # texts per progress step when transforming in one process
+
+
+def transform_with_progress(vec: Any, texts: Sequence[str], what: str) -> Any:
+    """``vec.transform(texts)``, in pieces of :data:`PROGRESS_CHUNK` texts with a progress bar.
+
+    The same matrix as one call: the campaign's featurisers transform each text on its own
+    (TF-IDF rows with frozen idf, per-text embeddings), so stacking the pieces' rows in order
+    changes nothing. The bar (or plain line) shows only when the work lasts (flows.logs.progress).
+    """
+    from flows.logs import progress
+
+    texts = list(texts)
+    if len(texts) <= PROGRESS_CHUNK:
+        return vec.transform(texts)
+    blocks = []
+    with progress(what, len(texts), "texts") as bar:
+        for a in range(0, len(texts), PROGRESS_CHUNK):
+            piece = texts[a:a + PROGRESS_CHUNK]
+            blocks.append(vec.transform(piece))
+            bar.advance(len(piece))
+    return _stack(blocks)
+
+
 def score_pool(model: Any, vec: Any, texts: Sequence[str], classes: Sequence[str], *,
                scale: Any | None = None) -> tuple[Any, np.ndarray]:
     """(features, probabilities) for ``texts``, probabilities aligned to ``classes``.
@@ -196,7 +220,7 @@ def score_pool(model: Any, vec: Any, texts: Sequence[str], classes: Sequence[str
     settings = ScaleSettings.from_config(scale)
     texts = list(texts)
     if len(texts) <= settings.partition_size:
-        X = vec.transform(texts)
+        X = transform_with_progress(vec, texts, "scoring the pool")
         return X, predict_proba_aligned(model, X, classes, features=True)
     parts = _partitions(len(texts), settings.partition_size)
     results = _run_partitions(score_partition, [{"model": model, "vec": vec, "texts": texts[a:b],

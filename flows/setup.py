@@ -23,27 +23,71 @@ import pandas as pd
 from prefect import flow, get_run_logger
 
 from flows.config import CampaignConfig, load_config
-from flows.logs import say
+from flows.logs import progress, say
 from flows.runtime import Campaign, open_campaign
+from flows.trust import EVAL_ARM
 from integrations.expectations import validate_pool
-from integrations.sources import InputError, load_table
-from tasks.seed import SplitError, carve_splits
+from integrations.sources import InputError, load_table, load_table_maybe_unlabelled
+from tasks.seed import SplitError, carve_splits, default_seed_method
 from tasks.train import fit_featurizer, make_featurizer
 
 
 def read_pool(cfg: CampaignConfig) -> pd.DataFrame:
     """Read the configured data and check it against the pool contract (raises on failure, writes nothing)."""
     d = cfg.data
-    frame = load_table(cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column,
-                       encoding=d.encoding, delimiter=d.delimiter, skip_unsupported=d.skip_unsupported_files)
+    frame = _load_data(cfg)
     skipped = frame.attrs.get("skipped_files") or []
     validate_pool(frame, label_set=list(cfg.labels.names), max_text_length=d.max_text_length,
                   source=str(cfg.data_path))
-    if cfg.splits.seed_method == "stratified":
+    frame.attrs["seed_method"] = seed_method_for(cfg, frame)
+    if frame.attrs["seed_method"] == "stratified":
         _check_stratified_labels(cfg, frame)
     if skipped:
         say(f"{cfg.data_path}: skipped {len(skipped)} unsupported entr{'y' if len(skipped) == 1 else 'ies'} "
             f"([data] skip_unsupported_files): {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}")
+    return frame
+
+
+def _load_data(cfg: CampaignConfig) -> pd.DataFrame:
+    """``[data]`` as a frame. A file without a column named ``label`` (the default ``label_column``) is
+    unlabelled text: people label the test set and the calibration slice too
+    (:func:`integrations.sources.load_table_maybe_unlabelled`)."""
+    d = cfg.data
+    frame = load_table_maybe_unlabelled(
+        cfg.data_path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column,
+        label_optional=d.label_column == "label", encoding=d.encoding, delimiter=d.delimiter,
+        skip_unsupported=d.skip_unsupported_files)
+    if frame.attrs.get("unlabelled"):
+        say(f"{cfg.data_path}: no {d.label_column!r} column: unlabelled text (people label the test set, the "
+            f"calibration slice and the seed)")
+    return frame
+
+
+def seed_method_for(cfg: CampaignConfig, frame: pd.DataFrame) -> str:
+    """The seed method for this data: the configured one, or — when ``seed_method`` was left at its
+    default and the rows lack labels — one that needs none (keywords when given, else kmeans)."""
+    s = cfg.splits
+    n_known = int(frame["label"].notna().sum()) if "label" in frame else 0
+    return default_seed_method(s.seed_method, "seed_method" in s.model_fields_set, n_known, len(frame),
+                               bool(s.keywords))
+
+
+def read_evaluation_file(cfg: CampaignConfig, path: Path, split: str) -> pd.DataFrame:
+    """A labelled file named for the test set or the calibration slice, under the pool's data contract,
+    with a known label on every row (raises InputError naming the file and row, writes nothing)."""
+    d = cfg.data
+    key = "test_path" if split == "test" else "calibration_path"
+    frame = load_table(path, id_col=d.id_column, text_col=d.text_column, label_col=d.label_column,
+                       encoding=d.encoding, delimiter=d.delimiter, skip_unsupported=d.skip_unsupported_files)
+    validate_pool(frame, label_set=list(cfg.labels.names), max_text_length=d.max_text_length, source=str(path))
+    missing = frame[frame["label"].isna()] if "label" in frame else frame
+    if len(missing):
+        r = missing.iloc[0]
+        raise InputError(f"{path}: [splits] {key} must be labelled, but row {int(r['source_row'])} (id {r['id']!r}) "
+                         f"has no label in column {d.label_column!r} ({len(missing)} row(s) in all)",
+                         path=str(r["source_file"]), line=int(r["source_row"]), field=d.label_column)
+    frame = frame.copy()
+    frame["split"] = split
     return frame
 
 
@@ -74,13 +118,15 @@ def _check_stratified_labels(cfg: CampaignConfig, frame: pd.DataFrame) -> None:
 
 def _carve(cfg: CampaignConfig, frame: pd.DataFrame) -> pd.Series:
     s = cfg.splits
+    method = frame.attrs.get("seed_method") or s.seed_method
     features = None
-    if s.seed_method == "kmeans":
+    if method == "kmeans":
         features = fit_featurizer(frame["text"], max_features=cfg.model.max_features,
                                   ngram_max=cfg.model.ngram_max).transform(frame["text"])
     try:
-        return carve_splits(frame, test_size=s.test_size, calibration_size=s.calibration_size,
-                            seed_size=s.seed_size, seed_method=s.seed_method, random_state=s.random_state,
+        return carve_splits(frame, test_size=0 if cfg.test_file else s.test_size,
+                            calibration_size=0 if cfg.calibration_file else s.calibration_size,
+                            seed_size=s.seed_size, seed_method=method, random_state=s.random_state,
                             features=features, keywords=s.keywords or None)
     except SplitError as err:  # name the data the numbers are about
         raise SplitError(f"{cfg.data_path} ({len(frame)} rows): {err}") from None
@@ -106,11 +152,61 @@ def preflight(config: str | Path | CampaignConfig) -> tuple[CampaignConfig, pd.D
     frame = read_pool(cfg)
     split = _carve(cfg, frame)
     frame["split"] = split
-    frame.attrs["seed_counts"] = split.attrs.get("seed_counts")
+    attrs = {"seed_counts": split.attrs.get("seed_counts"), "seed_method": frame.attrs["seed_method"]}
+    extra = [read_evaluation_file(cfg, p, name) for p, name in ((cfg.test_file, "test"),
+                                                                (cfg.calibration_file, "calibration")) if p]
+    if extra:
+        frame = _with_evaluation_files(frame, extra)
+    frame.attrs.update(attrs)
+    _check_evaluation_budget(cfg, frame)
+    if cfg.annotation.backend == "simulated":
+        _check_simulated_can_answer(cfg, frame)
     if cfg.annotation.backend == "label_studio":
         _check_label_studio(cfg)
     _prepared[(cfg.name, str(cfg.data_path))] = frame
     return cfg, frame
+
+
+def _with_evaluation_files(frame: pd.DataFrame, files: list[pd.DataFrame]) -> pd.DataFrame:
+    """The pool plus the labelled test / calibration files; an id in two of them is an error (an item
+    both evaluated on and queried would leak)."""
+    seen = {str(i): "the data" for i in frame["id"]}
+    for f in files:
+        for r in f.itertuples():
+            if str(r.id) in seen:
+                raise InputError(f"{r.source_file} row {int(r.source_row)}: id {r.id!r} is also in {seen[str(r.id)]}; "
+                                 f"an item is either evaluated on or queried, never both",
+                                 path=str(r.source_file), line=int(r.source_row), field="id")
+            seen[str(r.id)] = f"{r.source_file}"
+    return pd.concat([frame, *files], ignore_index=True)
+
+
+def people_labelled_evaluation(frame: pd.DataFrame) -> pd.DataFrame:
+    """Test and calibration rows without a known label: people label them (evaluation tasks)."""
+    is_eval = frame["split"].isin(["test", "calibration"])
+    return frame[is_eval & (frame["label"].isna() if "label" in frame else True)]
+
+
+def _check_simulated_can_answer(cfg: CampaignConfig, frame: pd.DataFrame) -> None:
+    """The simulated annotators answer from known labels: a seed or evaluation item without one would
+    stop the push half-way, after the ledger was written. Say so before anything is."""
+    pushed = frame[frame["split"].isin(["seed", "test", "calibration"])]
+    missing = pushed[pushed["label"].isna()] if "label" in pushed else pushed
+    if len(missing):
+        raise SplitError(
+            f"{cfg.data_path}: the simulated annotators answer from known labels, but {len(missing)} seed/test/"
+            f"calibration item(s) have none (e.g. id {str(missing.iloc[0]['id'])!r}); unlabelled text needs people: "
+            f"[annotation] backend = \"label_studio\" or \"replay\" (or `labelloop demo --unlabelled`)")
+
+
+def _check_evaluation_budget(cfg: CampaignConfig, frame: pd.DataFrame) -> None:
+    budget = cfg.budget.evaluation_labels
+    n = len(people_labelled_evaluation(frame))
+    if budget is not None and n > budget:
+        raise SplitError(
+            f"{cfg.data_path}: the test set and calibration slice need {n} items labelled by people, more than "
+            f"[budget] evaluation_labels ({budget}); raise it, lower splits.test_size / splits.calibration_size, "
+            f"or name labelled files ([splits] test_path, calibration_path)")
 
 
 def _check_label_studio(cfg: CampaignConfig) -> None:
@@ -230,22 +326,34 @@ def _write_setup(c: Campaign, frame: pd.DataFrame) -> bool:
     from flows.round import push_pending
 
     s = c.cfg.splits
+    method = frame.attrs.get("seed_method") or s.seed_method
     split = frame["split"]
     train_side = frame[frame["split"].isin(["pool", "seed"])]
     if c.cfg.model.featurizer == "minilm":
         say(f"embedding {len(train_side)} pool texts with all-MiniLM-L6-v2 (once; cached by text hash) ...")
     c.save_featurizer(make_featurizer(c.cfg.model.featurizer, train_side["text"].tolist(),
                                       max_features=c.cfg.model.max_features, ngram_max=c.cfg.model.ngram_max))
-    c.ledger.add_items(frame)
+    with progress("ingesting", len(frame), "items") as bar:
+        c.ledger.add_items(frame, progress=bar.advance)
     seed_ids = frame.loc[frame["split"] == "seed", "id"].astype(str).tolist()
-    if s.seed_method == "keywords":
+    if method == "keywords":
         counts = frame.attrs.get("seed_counts") or split.attrs["seed_counts"]
         say("seed by keywords: " + ", ".join(f"{lab} {k}" for lab, k in counts.items()) + f" of {len(seed_ids)}"
             + ("; a label whose rules matched nothing has no seed example: add keywords"
                if 0 in [k for lab, k in counts.items() if lab in s.keywords] else ""))
     for arm in c.cfg.arms:
-        c.ledger.add_queries(arm, 0, [{"item_id": i, "strategy": f"seed-{s.seed_method}", "reason": "seed",
+        c.ledger.add_queries(arm, 0, [{"item_id": i, "strategy": f"seed-{method}", "reason": "seed",
                                        "score": None, "model_version": None} for i in seed_ids])
+    evaluation = people_labelled_evaluation(frame)
+    if len(evaluation):  # pushed with the seed, unmarked; the pseudo-arm keeps them out of every arm's budget
+        c.ledger.add_queries(EVAL_ARM, 0, [{"item_id": str(i), "strategy": f"evaluation-{sp}", "reason": "evaluation",
+                                            "score": None, "model_version": None}
+                                           for i, sp in zip(evaluation["id"], evaluation["split"])])
+        say(f"{len(evaluation)} test/calibration items have no known label: pushed with the seed for people to "
+            f"label (evaluation budget {c.cfg.budget.evaluation_labels or len(evaluation)}); rounds evaluate on the "
+            f"trusted ones ({s.min_test_labels} test items before a round judges its model)")
+    if method != s.seed_method:
+        say(f"seed by {method}: the data has no labels to stratify on ([splits] seed_method to choose)")
     push_pending(c, 0, {})
     c.ledger.set_meta("setup_done", "1")
     _write_marker(c)  # after the ledger says so: a set-up killed before this point simply runs again

@@ -17,14 +17,15 @@ import json
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.logs import say
+from flows.logs import progress, say
+from flows.scoring import transform_with_progress
 from integrations.sources import load_table
 from tasks import query
 from tasks.seed import carve_splits
@@ -158,14 +159,16 @@ def full_data_score(frame: pd.DataFrame, classes: list[str], vec: Any, X_all: An
 @task(cache_policy=NO_CACHE)
 def simulate_seed(frame: pd.DataFrame, classes: list[str], strategies: Sequence[str], seed: int, budget: int,
                   batch_size: int, seed_size: int, test_size: int, random_share: float, C: float,
-                  featurizer: str = "tfidf", random_ahead_share: float = 0.5) -> dict:
+                  featurizer: str = "tfidf", random_ahead_share: float = 0.5,
+                  on_arm: Callable[[], Any] | None = None) -> dict:
+    """One seed's split and every arm's curve on it (``on_arm`` is called as each arm finishes)."""
     f = frame.copy()
     f["split"] = carve_splits(f, test_size=test_size, calibration_size=1, seed_size=seed_size,
                               seed_method="stratified", random_state=seed)
     f.loc[f["split"] == "calibration", "split"] = "pool"  # simulate measures selection only: no calibration slice
     train_side = f[f["split"].isin(["pool", "seed"])]
     vec = make_featurizer(featurizer, train_side["text"].tolist())
-    X_all = vec.transform(f["text"].tolist())
+    X_all = transform_with_progress(vec, f["text"].tolist(), "featurising the texts")
     out = {"full_data_macro_f1": round(full_data_score(f, classes, vec, X_all, seed, C), 5), "arms": {}}
     # random first: the other arms run the campaigns' random-ahead guard against its curve
     for s in sorted(strategies, key=lambda x: x != "random"):
@@ -178,6 +181,8 @@ def simulate_seed(frame: pd.DataFrame, classes: list[str], strategies: Sequence[
         last = out["arms"][s]
         guard = f", random-ahead guard in {last['guard_rounds']} batch(es)" if last.get("guard_rounds") else ""
         say(f"  | {len(last['labels'])} rounds, {time.perf_counter() - t0:.1f}s{guard}")
+        if on_arm is not None:
+            on_arm()
     out["arms"] = {s: out["arms"][s] for s in strategies}  # the caller's order
     return out
 
@@ -265,9 +270,10 @@ def simulate_data_flow(
               f"budget {budget}, batch {batch_size}, strategies {strategies}, featurizer {featurizer}, "
               f"{seeds} seed(s)")
     per_seed = {}
-    for sd in range(seeds):
-        per_seed[sd] = simulate_seed(frame, classes, strategies, sd, budget, batch_size, seed_size, test_size,
-                                     random_share, C, featurizer, random_ahead_share)
+    with progress("simulating", seeds * len(strategies), "arms") as bar:
+        for sd in range(seeds):
+            per_seed[sd] = simulate_seed(frame, classes, strategies, sd, budget, batch_size, seed_size, test_size,
+                                         random_share, C, featurizer, random_ahead_share, on_arm=bar.advance)
     result = summarise(per_seed, strategies, target=target, cost_per_label=cost_per_label)
     result.update({"cost_per_label": cost_per_label,
                    "data": str(Path(data).resolve()), "n_rows": int(len(frame)), "classes": classes,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from flows.campaign_state import macro_f1_ci
 from flows.runtime import Campaign, open_campaign
 
 
@@ -26,12 +27,38 @@ def _rows(c: Campaign) -> list[dict]:
         rows.append({
             "round": r.round_no, "arm": r.arm, "status": r.status, "labels": r.n_labels,
             "macro_f1": m.get("test_macro_f1"), "accuracy": m.get("test_accuracy"),
+            "test_n": int(m["test_n"]) if m.get("test_n") is not None else None, "macro_f1_ci": macro_f1_ci(m),
             "ece": m.get("calibration_ece"), "ece_after": m.get("calibration_ece_after"),
             "agreement": m.get("krippendorff_alpha"), "quarantined_batches": m.get("n_quarantined_batches"),
             "flagged_annotators": m.get("n_annotators_flagged"), "warnings": "; ".join(str(n) for n in r.notes),
             "started_at": r.started_at, "finished_at": r.finished_at,
         })
     return rows
+
+
+def evaluation_status(c: Campaign) -> dict[str, Any]:
+    """The test set and calibration slice: their sizes, where their labels come from, and — when people
+    label them — the evaluation budget spent and how many are trusted so far (apart from the arms' labels)."""
+    from flows.trust import EVAL_ARM
+
+    items = c.ledger.items_frame(splits=["test", "calibration"])
+    q = c.ledger.queries_frame(arm=EVAL_ARM)
+    rounds = c.ledger.trust_rounds()
+    m = rounds[max(rounds)]["metrics"] if rounds else {}
+    known = items["known_label"].notna() if len(items) else None
+    out: dict[str, Any] = {
+        "test_size": int((items["split"] == "test").sum()) if len(items) else 0,
+        "calibration_size": int((items["split"] == "calibration").sum()) if len(items) else 0,
+        "known_labels": int(known.sum()) if known is not None else 0,
+        "labelled_by_people": int(len(q)),
+        "budget": c.cfg.budget.evaluation_labels if c.cfg.budget.evaluation_labels is not None else int(len(q)),
+        "answers": int(m.get("evaluation_answers") or 0),
+        "trusted_test": int(m.get("n_trusted_test") or 0),
+        "trusted_calibration": int(m.get("n_trusted_calibration") or 0),
+        "min_test_labels": c.cfg.splits.min_test_labels,
+        "min_calibration_labels": c.cfg.splits.min_calibration_labels,
+    }
+    return out
 
 
 def campaign_state(c: Campaign) -> dict[str, Any]:
@@ -108,6 +135,10 @@ def next_runs(campaign: str, timeout: float = 5.0) -> dict[str, Any]:
     return out
 
 
+def _ci_text(ci: list[float] | None) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-"
+
+
 def print_status(config: str) -> None:
     from flows.locking import lock_holder
     from flows.campaign_state import episodes
@@ -122,15 +153,17 @@ def print_status(config: str) -> None:
         print("  the next `labelloop round` trains once enough answers are in (or lower [run] batch_ready_share)")
     else:
         print(f"state: {state['state']}")
-    print(f"{'round':>5} {'arm':<7} {'status':<8} {'labels':>6} {'macro-F1':>9} {'ECE':>6} {'ECE cal':>7} "
-          f"{'alpha':>6}  warnings")
+    print(f"{'round':>5} {'arm':<7} {'status':<8} {'labels':>6} {'macro-F1':>9} {'95% CI':>13} {'test_n':>6} "
+          f"{'ECE':>6} {'ECE cal':>7} {'alpha':>6}  warnings")
 
     def f(v: object, w: int) -> str:
         return f"{v:>{w}.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{'-':>{w}}"
 
     for r in rows:
         print(f"{r['round']:>5} {r['arm']:<7} {r['status']:<8} {r['labels'] if r['labels'] is not None else '-':>6} "
-              f"{f(r['macro_f1'], 9)} {f(r['ece'], 6)} {f(r['ece_after'], 7)} {f(r['agreement'], 6)}  "
+              f"{f(r['macro_f1'], 9)} {_ci_text(r['macro_f1_ci']):>13} "
+              f"{r['test_n'] if r['test_n'] is not None else '-':>6} {f(r['ece'], 6)} {f(r['ece_after'], 7)} "
+              f"{f(r['agreement'], 6)}  "
               f"{r['warnings'] or '-'}")
     if not rows:
         print("  (no rounds yet)")
@@ -138,6 +171,11 @@ def print_status(config: str) -> None:
 
     for line in trust_summary(c):  # agreement, quarantine decisions, annotator quality, adjudication
         print(line)
+    ev = evaluation_status(c)
+    if ev["labelled_by_people"]:
+        print(f"evaluation: {ev['labelled_by_people']} test/calibration items labelled by people (budget "
+              f"{ev['budget']}, {ev['answers']} answers); trusted so far: {ev['trusted_test']} of {ev['test_size']} test "
+              f"(min {ev['min_test_labels']}), {ev['trusted_calibration']} of {ev['calibration_size']} calibration")
     pushed, pending = pending_tasks(c)
     print(f"annotation tasks pushed: {pushed}, pending (fewer than {c.cfg.annotation.overlap} annotations): {pending}")
 
@@ -171,5 +209,5 @@ def status_json(config: str) -> str:
     c = open_campaign(config)
     pushed, pending = pending_tasks(c)
     return json.dumps({"campaign": c.name, **campaign_state(c), "rounds": _rows(c), "tasks_pushed": pushed,
-                       "tasks_pending": pending,
+                       "tasks_pending": pending, "evaluation": evaluation_status(c),
                        "trust": trust_status(c), "schedule": next_runs(c.name)}, default=str, indent=2)

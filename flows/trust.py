@@ -40,6 +40,7 @@ from tasks import trust as policy_mod
 from tasks.labels import LabelHistory, history_from_config, migrate_labels
 
 GOLD_ARM = "gold"  # pseudo-arm of gold queries: not in cfg.arms, so it never trains and spends no budget
+EVAL_ARM = "evaluation"  # pseudo-arm of test/calibration items people label: never trains, own budget
 ADJUDICATOR = "adjudicator"
 
 
@@ -51,6 +52,9 @@ class TrustDecision:
     tags: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)  # run-relative path -> text (Data Docs pages, report)
     items: pd.DataFrame = field(default_factory=pd.DataFrame)  # every item's decision (tasks.trust.TrustResult.items)
+    # trusted labels of test / calibration items that people labelled (index item_id; label, confidence, ...):
+    # what rounds evaluate on, never what they train on
+    evaluation: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["label"]))
 
 
 # --------------------------------------------------------------------------- configuration
@@ -445,7 +449,8 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
             notes.append(f"annotations contract failed: {held_back} answer(s) held back from consensus")
         tags["labelloop.contract.annotations"] = "failed" if failures else "passed"
         frame = frame[~bad & (frame["status"] == "submitted")]
-        frame = frame[~frame["item_id"].isin(forbidden)]
+        # Answers on test / calibration items go through the same trust decision (overlap, gold, gates),
+        # and their trusted labels become evaluation labels below; they never reach a training set.
     else:
         frame = pd.DataFrame(columns=["item_id", "annotator", "label"])
 
@@ -497,10 +502,8 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
             notes.append(f"adjudicator decided {len(answers)} item(s) (their label wins)")
 
     trusted = result.trusted
-    leaked = sorted(set(trusted.index) & forbidden)
-    if leaked:  # cannot happen through the ledger; the contract below would name them
-        notes.append(f"{len(leaked)} test/calibration item(s) removed from the trusted labels: {leaked[:5]}")
-        trusted = trusted.drop(index=leaked)
+    evaluation = trusted[trusted.index.isin(forbidden)]
+    trusted = trusted[~trusted.index.isin(forbidden)]  # evaluation items never train
 
     # --- training-set contract, per arm (what each model is about to see)
     test_cal = forbidden
@@ -523,6 +526,13 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
     metrics["n_relabel"] = float(n_relabel)
     metrics["n_annotations_held_back"] = float(held_back)
     metrics["n_trusted"] = float(len(trusted))
+    split_of = items.set_index("item_id")["split"]
+    eval_split = split_of.reindex(evaluation.index)
+    metrics["n_trusted_test"] = float((eval_split == "test").sum())
+    metrics["n_trusted_calibration"] = float((eval_split == "calibration").sum())
+    eval_q = q[q["arm"] == EVAL_ARM] if len(q) else q
+    metrics["evaluation_items"] = float(len(eval_q))  # the evaluation budget spent (reported apart from the arms')
+    metrics["evaluation_answers"] = float(frame["item_id"].isin(set(eval_q["item_id"])).sum()) if len(eval_q) else 0.0
     notes = notes + result.notes
     tags.update(result.tags)
     tags["labelloop.label_set_version"] = str(history.current.version)
@@ -530,7 +540,8 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
                               metrics=metrics, notes=notes, tags=tags)
     artifacts["trust/report.md"] = trust_report_markdown(round_no, result, metrics, notes)
     consensus = trusted[["label", "confidence", "n_annotations", "source"]]
-    return TrustDecision(consensus, metrics=metrics, notes=notes, tags=tags, artifacts=artifacts, items=result.items)
+    return TrustDecision(consensus, metrics=metrics, notes=notes, tags=tags, artifacts=artifacts, items=result.items,
+                         evaluation=evaluation[["label", "confidence", "n_annotations", "source"]])
 
 
 # --------------------------------------------------------------------------- reporting

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
 from sqlalchemy import (
@@ -44,6 +44,16 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 SCHEMA_VERSION = 1
 
+
+
+def _tuples(result: Any) -> list[tuple]:
+    """Result rows as plain tuples, for ``pd.DataFrame``.
+
+    Why: given SQLAlchemy ``Row`` objects pandas probes each one for attributes it lacks
+    (every probe raises and is caught inside SQLAlchemy), which made reading the 10,000
+    items four times slower than building the same frame from tuples (issue 18).
+    """
+    return [tuple(r) for r in result]
 
 class LedgerError(RuntimeError):
     """The ledger cannot be opened or written. The message never contains a password."""
@@ -241,11 +251,12 @@ class Ledger:
                 conn.execute(meta.insert().values(key=k, value=value))
 
     # ----- items -------------------------------------------------------------
-    def add_items(self, frame: pd.DataFrame, *, episode: str | None = None) -> int:
+    def add_items(self, frame: pd.DataFrame, *, episode: str | None = None,
+                  progress: Callable[[int], Any] | None = None) -> int:
         """Insert items (columns id, text, label, split[, source_file]); existing ids are left alone.
 
         Returns the number of new rows. All rows go in one transaction: a
-        failure writes nothing.
+        failure writes nothing. ``progress(n)`` is told after each chunk of n rows is written.
         """
         now = _utcnow()
         rows = [
@@ -265,6 +276,8 @@ class Ledger:
             before = self._count(conn, items)
             for chunk in _chunks(rows, 2000):
                 conn.execute(_insert_ignore(conn, items, chunk))
+                if progress is not None:
+                    progress(len(chunk))
             return self._count(conn, items) - before
 
     def items_frame(self, splits: Sequence[str] | None = None) -> pd.DataFrame:
@@ -274,7 +287,7 @@ class Ledger:
         if splits:
             q = q.where(items.c.split.in_(list(splits)))
         with self.begin() as conn:
-            df = pd.DataFrame(conn.execute(q.order_by(items.c.item_id)).fetchall(),
+            df = pd.DataFrame(_tuples(conn.execute(q.order_by(items.c.item_id))),
                               columns=["item_id", "text", "known_label", "split", "episode"])
         return df
 
@@ -352,7 +365,7 @@ class Ledger:
         if round_no is not None:
             q = q.where(queries.c.round_no == round_no)
         with self.begin() as conn:
-            return pd.DataFrame(conn.execute(q.order_by(queries.c.id)).fetchall(),
+            return pd.DataFrame(_tuples(conn.execute(q.order_by(queries.c.id))),
                                 columns=["arm", "round_no", "item_id", "strategy", "reason", "score", "model_version"])
 
     # ----- tasks -------------------------------------------------------------
@@ -444,7 +457,7 @@ class Ledger:
         if submitted_only:
             q = q.where(annotations.c.status == "submitted")
         with self.begin() as conn:
-            return pd.DataFrame(conn.execute(q.order_by(annotations.c.id)).fetchall(),
+            return pd.DataFrame(_tuples(conn.execute(q.order_by(annotations.c.id))),
                                 columns=["backend_annotation_id", "backend_task_id", "item_id", "annotator", "label",
                                          "status", "created_at", "updated_at", "pulled_in_round", "model_version"])
 
@@ -836,7 +849,7 @@ class _TrustLedger:
                 annotations.c.model_version, annotation_label_versions.c.label_version]
         q = select(*cols).select_from(j).where(annotations.c.campaign == self.campaign).order_by(annotations.c.id)
         with self.begin() as conn:
-            return pd.DataFrame(conn.execute(q).fetchall(), columns=[c.name for c in cols])
+            return pd.DataFrame(_tuples(conn.execute(q)), columns=[c.name for c in cols])
 
 
     # ----- adaptive redundancy ------------------------------------------------

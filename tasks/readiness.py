@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["DECIDED", "Readiness", "batch_readiness", "batch_name"]
+__all__ = ["DECIDED", "Readiness", "batch_readiness", "batch_name", "with_evaluation"]
 
 #: trust statuses of an item whose first answers are in (the policy has judged it): it counts as
 #: answered even with fewer than ``need`` answers (an adjudicated item, a replayed item whose
@@ -74,7 +74,7 @@ def batch_readiness(batch: int | None, items: Sequence[str], answers: Mapping[st
     never = {str(i) for i in unanswerable}
     ids = [str(i) for i in items]
     counted = [i for i in ids if i not in never]
-    answered = [i for i in counted if answers.get(i, 0) >= need or status.get(i, "pending") in DECIDED]
+    answered = _answered(counted, answers, status, need)
     trusted = sum(1 for i in ids if status.get(i) == "trusted")
     required = math.ceil(ready_share * len(counted) - 1e-9)
     ready = len(answered) >= required
@@ -86,3 +86,30 @@ def batch_readiness(batch: int | None, items: Sequence[str], answers: Mapping[st
                f"{need} time{'s' if need != 1 else ''}{share}, {trusted} trusted{never_txt}")
     return Readiness(ready=ready, batch=batch, n_items=len(ids), n_answered=len(answered), n_trusted=trusted,
                      n_required=required, n_unanswerable=len(never & set(ids)), need=need, waiting_for=why)
+
+
+def _answered(ids: Sequence[str], answers: Mapping[str, int], status: Mapping[str, str], need: int) -> list[str]:
+    return [i for i in ids if answers.get(i, 0) >= need or status.get(i, "pending") in DECIDED]
+
+
+def with_evaluation(seed: Readiness, test_items: Sequence[str], answers: Mapping[str, int],
+                    status: Mapping[str, str], *, required: int, unanswerable: Iterable[str] = ()) -> Readiness:
+    """The seed batch's verdict with the test set people label: also ``required`` answered test items.
+
+    ``test_items``: the test items pushed for people to label (``required`` is capped at their
+    number); ``unanswerable``: those the backend says it cannot answer, named in the message.
+    """
+    ids = [str(i) for i in test_items]
+    never = {str(i) for i in unanswerable} & set(ids)
+    required = min(required, len(ids))
+    done = len(_answered(ids, answers, status, seed.need))
+    if done >= required:
+        return seed
+    stuck = (f"; {len(never)} have no answer the backend can give yet: lower [splits] min_test_labels or name a "
+             f"labelled [splits] test_path" if never else "")
+    gap = (f"{done} of {required} test items answered {seed.need} time{'s' if seed.need != 1 else ''} "
+           f"(min_test_labels: the first round waits until it can measure its model{stuck})")
+    why = (seed.waiting_for + "; " + gap) if seed.waiting_for else f"waiting for annotations: {gap}"
+    return Readiness(ready=False, batch=seed.batch, n_items=seed.n_items + len(ids),
+                     n_answered=seed.n_answered + done, n_trusted=seed.n_trusted, n_required=seed.n_required + required,
+                     n_unanswerable=seed.n_unanswerable + len(never), need=seed.need, waiting_for=why)

@@ -72,24 +72,35 @@ def carve_splits(
     """Assign each row of ``frame`` (columns id, text, label) a split.
 
     Returns a Series aligned with ``frame.index`` holding ``test``,
-    ``calibration``, ``seed`` or ``pool``. Test and calibration rows need
-    known labels; the seed may come from unlabelled rows (k-means).
+    ``calibration``, ``seed`` or ``pool``. With enough known labels the test set
+    and the calibration slice are stratified samples of the labelled rows.
+    With fewer (a corpus that arrives unlabelled) both are drawn uniformly at
+    random from all rows and people label them (``split.attrs["by_people"]`` is
+    True): uniform, because an evaluation set must look like the data the
+    model will meet, and nothing is known yet to stratify on. A size of 0
+    means the split comes from a file of its own (``[splits] test_path``).
     """
     rng = np.random.default_rng(random_state)
     split = pd.Series("pool", index=frame.index, dtype=object)
     labelled = frame["label"].notna() if "label" in frame else pd.Series(False, index=frame.index)
     need = test_size + calibration_size
-    if labelled.sum() < need:
+    if len(frame) <= need + seed_size:
         raise SplitError(
-            f"the frozen test set ({test_size}) and calibration slice ({calibration_size}) need {need} rows "
-            f"with known labels, but the data has {int(labelled.sum())}; lower splits.test_size / "
-            f"splits.calibration_size or provide more labelled rows"
+            f"the frozen test set ({test_size}), calibration slice ({calibration_size}) and seed ({seed_size}) "
+            f"need more than {need + seed_size} rows, but the data has {len(frame)}; lower splits.test_size / "
+            f"splits.calibration_size / splits.seed_size or provide more rows"
         )
-    lab = frame.loc[labelled, "label"].astype(str)
-    test_idx = stratified_sample(lab, test_size, rng)
-    split.loc[test_idx] = "test"
-    cal_idx = stratified_sample(lab.drop(index=test_idx), calibration_size, rng)
-    split.loc[cal_idx] = "calibration"
+    split.attrs["by_people"] = bool(need) and int(labelled.sum()) < need
+    if split.attrs["by_people"]:
+        order = rng.permutation(len(frame))
+        split.iloc[order[:test_size]] = "test"
+        split.iloc[order[test_size:need]] = "calibration"
+    else:
+        lab = frame.loc[labelled, "label"].astype(str)
+        test_idx = stratified_sample(lab, test_size, rng) if test_size else []
+        split.loc[test_idx] = "test"
+        cal_idx = stratified_sample(lab.drop(index=test_idx), calibration_size, rng) if calibration_size else []
+        split.loc[cal_idx] = "calibration"
 
     remaining = frame.index[split == "pool"]
     if len(remaining) <= seed_size:
@@ -117,6 +128,17 @@ def carve_splits(
         raise SplitError(f"unknown seed method {seed_method!r}")
     split.loc[seed_idx] = "seed"
     return split
+
+
+def default_seed_method(configured: str, explicit: bool, n_known: int, n_rows: int, has_keywords: bool) -> str:
+    """The seed method set-up uses: ``configured``, unless it is stratified and the pool rows lack
+    labels, in which case a method that needs none: keyword rules when the config has them, else
+    k-means representatives. Data with no label at all always switches (``labelloop init`` writes
+    ``seed_method = "stratified"`` into every config); partly labelled data switches only when the
+    method was not asked for, so an explicit choice gets set-up's row-by-row error instead."""
+    if configured != "stratified" or n_known >= n_rows or (explicit and n_known > 0):
+        return configured
+    return "keywords" if has_keywords else "kmeans"
 
 
 def kmeans_representatives(X: sparse.spmatrix | np.ndarray, k: int, random_state: int = 0) -> list[int]:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from tasks.seed import SplitError, carve_splits, kmeans_representatives, stratified_sample
+from tasks.seed import SplitError, carve_splits, default_seed_method, kmeans_representatives, stratified_sample
 
 
 def _frame(n=400, rare_every=10):
@@ -33,11 +33,35 @@ def test_splits_are_disjoint_stratified_and_deterministic():
     assert set(f.loc[a == "seed", "label"]) == {"rare", "x", "y"}
 
 
-def test_too_few_labelled_rows_is_a_clear_error():
+def test_too_few_labelled_rows_draws_evaluation_sets_at_random_for_people():
     f = _frame(100)
     f.loc[f.index[20:], "label"] = None
-    with pytest.raises(SplitError, match="need 30 rows with known labels, but the data has 20"):
-        carve_splits(f, test_size=20, calibration_size=10, seed_size=5)
+    split = carve_splits(f, test_size=20, calibration_size=10, seed_size=5, seed_method="kmeans",
+                         features=TfidfVectorizer().fit_transform(f["text"]))
+    assert split.attrs["by_people"] is True
+    assert split.value_counts().to_dict() == {"pool": 65, "test": 20, "calibration": 10, "seed": 5}
+    # uniform over all rows, not only the 20 labelled ones
+    assert f.loc[split.isin(["test", "calibration"]), "label"].isna().sum() > 10
+
+
+def test_too_few_rows_is_a_clear_error():
+    with pytest.raises(SplitError, match="need more than 35 rows, but the data has 30"):
+        carve_splits(_frame(30), test_size=20, calibration_size=10, seed_size=5)
+
+
+def test_zero_sized_splits_come_from_files():
+    split = carve_splits(_frame(100), test_size=0, calibration_size=0, seed_size=5)
+    assert split.attrs["by_people"] is False
+    assert split.value_counts().to_dict() == {"pool": 95, "seed": 5}
+
+
+def test_default_seed_method_needs_no_labels_when_the_data_has_none():
+    assert default_seed_method("stratified", False, 0, 100, False) == "kmeans"
+    assert default_seed_method("stratified", False, 0, 100, True) == "keywords"
+    assert default_seed_method("stratified", True, 0, 100, False) == "kmeans"  # `init` writes it: no label at all
+    assert default_seed_method("stratified", True, 30, 100, False) == "stratified"  # asked for: setup says why not
+    assert default_seed_method("stratified", False, 30, 100, False) == "kmeans"
+    assert default_seed_method("stratified", False, 100, 100, False) == "stratified"
 
 
 def test_kmeans_seed_takes_one_representative_per_cluster():

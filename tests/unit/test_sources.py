@@ -320,3 +320,26 @@ def test_every_corpus_file_is_exercised() -> None:
     assert not too_big, f"corpus files should stay small: {too_big}"
     readme = (BAD / "README.md").read_text()
     assert not [p.name for p in corpus if p.name not in readme], "README.md must describe every corpus file"
+
+
+def test_missing_csv_column_fails_on_the_header_before_any_row_is_parsed(tmp_path, monkeypatch):
+    """Issue 18: the column check reads the header line only; pandas never parses the rows."""
+    import integrations.sources as sources
+
+    path = tmp_path / "big.csv"
+    path.write_text("id,body\n" + "".join(f"{i},text {i}\n" for i in range(2000)), encoding="utf-8")
+
+    def no_full_read(*args, **kwargs):
+        raise AssertionError("pandas.read_csv called before the header check")
+
+    monkeypatch.setattr(sources.pd, "read_csv", no_full_read)
+    with pytest.raises(InputError, match=r"big\.csv: missing column\(s\) 'text' \(text_col\); available columns: 'id', 'body'"):
+        load_table(path, id_col="id", text_col="text")
+
+
+def test_header_only_csv_still_reports_no_data_rows_before_columns(tmp_path):
+    """The early header check leaves the old order for a file without rows (its message says so)."""
+    path = tmp_path / "head.csv"
+    path.write_text("id,body\n", encoding="utf-8")
+    with pytest.raises(InputError, match="no data rows"):
+        load_table(path, id_col="id", text_col="text")
