@@ -101,7 +101,7 @@ def test_labels_no_store_keeps_exactly_are_refused_at_config_time(tmp_path, name
 
 def test_label_limit_matches_the_ledger_columns():
     from flows.config import LABEL_MAX_CHARS
-    from integrations.ledger import annotations, items
+    from integrations.ledger.schema import annotations, items
 
     assert items.c.known_label.type.length == annotations.c.label.type.length == LABEL_MAX_CHARS
 
