@@ -7,7 +7,10 @@ read and rebuilt, but rebuilding it with today's code would produce a ledger at 
 revision, which tests nothing. Run it only from a checkout of the commit named in
 ``ledger_v1/digests.json`` (``generated_from_commit``):
 
-    git worktree add /tmp/old <commit> && cd /tmp/old && .venv/bin/python tests/data/make_ledger_fixture.py
+    git worktree add /tmp/old <commit> && cp tests/data/make_ledger_fixture.py /tmp/old/tests/data/
+    cd /tmp/old && /path/to/.venv/bin/python tests/data/make_ledger_fixture.py   # writes /tmp/old/tests/data/ledger_v1
+
+(the venv's editable install is found after the current folder, so the old commit's code runs).
 
 The generating commit was main at 966919c ("Merge candidate: start from unlabelled text
 (#14) and round overhead/progress (#18)"), the last commit whose ledger had no
@@ -18,7 +21,8 @@ active and random), ``setup`` and three rounds, with gold items mixed into every
 annotators of whom one answers at random (flagged and excluded: trust decisions), adaptive
 redundancy (answer targets) and the simulated adjudicator's answers on items still unsure.
 The folder keeps what a further round needs (config, data, gold file, the simulated backend's
-task store) but not MLflow's store (a round starts a fresh one). ``digests.json`` records the
+task store, the featuriser fitted at setup) but not MLflow's store (a round starts a fresh one)
+nor the per-round models. ``digests.json`` records the
 row count and a digest of every table, so the migration test can prove nothing was lost.
 """
 
@@ -39,7 +43,7 @@ ROOT = HERE.parents[1]
 FOLDER = HERE / "ledger_v1"  # the campaign folder, without MLflow's store, models and Prefect's state
 OUT = FOLDER / "ledger.db"
 META = FOLDER / "digests.json"
-KEEP = ["campaign.toml", "gold.csv", "simulated_backend.json", "data/pool.csv"]
+KEEP = ["campaign.toml", "gold.csv", "simulated_backend.json", "data/pool.csv", "models/featurizer.joblib"]
 
 # Tables and the columns that identify a row: the digest is order-independent and ignores
 # autoincrement ids only where they are surrogate keys.
@@ -118,6 +122,8 @@ min_confidence = 0.9
             print(f"labelloop {args[0]}: exit {r.returncode}\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
             if r.returncode != 0:
                 raise SystemExit(f"labelloop {args[0]} failed")
+        print("campaign folder:", sorted(f"{p.relative_to(work)} {p.stat().st_size}" for p in work.rglob("*")
+                                         if p.is_file() and "prefect" not in p.parts and "mlartifacts" not in p.parts))
         shutil.rmtree(FOLDER, ignore_errors=True)
         for name in KEEP:
             (FOLDER / name).parent.mkdir(parents=True, exist_ok=True)
