@@ -16,10 +16,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.errors import LabelloopError
 from tasks.strategies import STRATEGIES
 
 
-class ConfigError(ValueError):
+class ConfigError(LabelloopError, ValueError):
     """The campaign config is missing, unreadable or invalid."""
 
 

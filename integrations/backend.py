@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
+from tasks.errors import LabelloopError
+
 
 @dataclass(frozen=True)
 class TaskRequest:
@@ -38,7 +40,7 @@ class PulledAnnotation:
     updated_at: datetime
 
 
-class BackendError(RuntimeError):
+class BackendError(LabelloopError, RuntimeError):
     """The annotation backend could not do what was asked. Message is token-free."""
 
 
