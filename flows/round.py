@@ -30,7 +30,7 @@ from integrations.backend import TaskRequest
 from tasks import calibrate, health, query, stopping
 from tasks.readiness import Readiness, batch_readiness, with_evaluation
 from tasks.annotate import screen_annotations
-from tasks.evaluate import (classification_metrics, confusion_figure, cost_per_accuracy_point,
+from tasks.evaluate import (Evaluation, classification_metrics, confusion_figure, cost_per_accuracy_point,
                             learning_curve_figure, macro_f1_interval)
 from tasks.train import TrainingError, predict_proba_aligned, train_model
 
@@ -141,7 +141,7 @@ def evaluation_thresholds(c: Campaign, items: pd.DataFrame) -> tuple[int, int]:
 
 @stage
 def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.DataFrame, vec: Any,
-                       eval_labels: pd.Series | None = None) -> dict:
+                       eval_labels: pd.Series | None = None) -> Evaluation:
     """Train on the arm's trusted labels; evaluate on the test items labelled so far (with a 95 % bootstrap
     interval) and check calibration on the calibration items labelled so far."""
     cfg = c.cfg
@@ -165,16 +165,13 @@ def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.
     y_cal = np.array([idx[y] for y in eval_labels.reindex(cal["item_id"])], dtype=int)
     if len(cal) >= max(need_cal, 1):
         report = calibrate.calibration_report(p_cal, y_cal, method="temperature", gate=cfg.gates.calibration_ece)
-        report["judged"] = True
-        metrics["calibration_ece"] = report["ece_before"]
-        metrics["calibration_ece_after"] = report["ece_after"]
-        metrics["calibration_brier"] = report["brier_before"]
+        metrics["calibration_ece"] = report.ece_before
+        metrics["calibration_ece_after"] = report.ece_after
+        metrics["calibration_brier"] = report.brier_before
     else:  # too few to judge: no fallback on an ECE measured on a handful of items
-        report = {"judged": False, "gate_passed": True, "ece_before": float("nan"), "ece_after": float("nan"),
-                  "n_rows": len(cal), "needed": need_cal}
-    return {"model": model, "metrics": metrics, "p_test": p_test, "y_test": y_test,
-            "p_cal": p_cal, "y_cal": y_cal, "calibration": report, "judged": len(test) >= max(need_test, 1),
-            "need_test": need_test}
+        report = calibrate.CalibrationReport.not_judged(len(cal), need_cal, cfg.gates.calibration_ece)
+    return Evaluation(model=model, metrics=metrics, p_test=p_test, y_test=y_test, p_cal=p_cal, y_cal=y_cal,
+                      calibration=report, judged=len(test) >= max(need_test, 1), need_test=need_test)
 
 
 @stage
@@ -281,7 +278,7 @@ def _params(cfg: CampaignConfig) -> dict[str, Any]:
 
 
 @stage
-def log_round(c: Campaign, res: ArmResult, ev: dict | None, parent_id: str, batch: pd.DataFrame) -> None:
+def log_round(c: Campaign, res: ArmResult, ev: Evaluation | None, parent_id: str, batch: pd.DataFrame) -> None:
     tr = c.tracker
     run_id = res.run_id
     tr.log_params(run_id, {"arm": res.arm, "strategy": res.strategy, "round": res.round_no})
@@ -305,17 +302,17 @@ def log_round(c: Campaign, res: ArmResult, ev: dict | None, parent_id: str, batc
         tags["labelloop.stopped"] = res.stopped
     tr.set_tags(run_id, tags)
     if ev is not None:
-        if len(ev["y_test"]):
-            tr.log_figure(run_id, confusion_figure(ev["y_test"], ev["p_test"], c.labels,
-                                                   title=f"{res.arm} round {res.round_no} (test n={len(ev['y_test'])})"),
+        if len(ev.y_test):
+            tr.log_figure(run_id, confusion_figure(ev.y_test, ev.p_test, c.labels,
+                                                   title=f"{res.arm} round {res.round_no} (test n={len(ev.y_test)})"),
                           "plots/confusion_matrix.png")
-        if len(ev["y_cal"]):
-            tr.log_figure(run_id, calibrate.reliability_diagram(ev["p_cal"], ev["y_cal"],
+        if len(ev.y_cal):
+            tr.log_figure(run_id, calibrate.reliability_diagram(ev.p_cal, ev.y_cal,
                                                                 f"{res.arm} round {res.round_no} (calibration slice)"),
                           "plots/reliability_diagram.png")
         register = c.cfg.mlflow.register_model and res.arm == "active" or (
             c.cfg.mlflow.register_model and c.cfg.arms == ["random"])
-        version = tr.log_model(run_id, ev["model"], register=register)
+        version = tr.log_model(run_id, ev.model, register=register)
         if version is not None and "test_macro_f1" in metrics and res.judged:  # no champion on a handful of items
             promoted = tr.maybe_promote(version, metrics["test_macro_f1"])
             tr.set_tags(run_id, {"labelloop.model_version": version, "labelloop.champion": str(promoted).lower()})
@@ -394,7 +391,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     feats = RoundFeatures(vec, items, ScaleSettings.from_config(c.cfg.scale).partition_size)
 
     results: dict[str, ArmResult] = {}
-    evals: dict[str, dict | None] = {}
+    evals: dict[str, Evaluation | None] = {}
     predictions: dict[str, tuple[str, float, str]] = {}
     for arm in c.cfg.arms:
         prev = c.ledger.get_round(arm, round_no)
@@ -413,23 +410,23 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         ev = None
         try:
             ev = train_and_evaluate(c, arm, labelled, items, vec, eval_labels)
-            res.metrics = {**ev["metrics"], **trust.metrics}
-            res.judged = ev["judged"]
-            if not ev["judged"]:
+            res.metrics = {**ev.metrics, **trust.metrics}
+            res.judged = ev.judged
+            if not ev.judged:
                 res.notes.append(
-                    f"test set: {int(ev['metrics']['test_n'])} trusted item(s), below min_test_labels "
-                    f"({ev['need_test']}): metrics shown with their interval, but no champion alias, health checks "
+                    f"test set: {int(ev.metrics['test_n'])} trusted item(s), below min_test_labels "
+                    f"({ev.need_test}): metrics shown with their interval, but no champion alias, health checks "
                     f"or stopping on the metric this round (querying goes on)")
-            if not ev["calibration"]["judged"]:
+            if not ev.calibration.judged:
                 res.notes.append(
-                    f"calibration gate not judged: {ev['calibration']['n_rows']} trusted calibration item(s), "
-                    f"fewer than {ev['calibration']['needed']} (min_calibration_labels)")
+                    f"calibration gate not judged: {ev.calibration.n_rows} trusted calibration item(s), "
+                    f"fewer than {ev.calibration.needed} (min_calibration_labels)")
         except TrainingError as err:
             res.notes.append(f"not trained: {err}; this batch is chosen without a model (diversity + random)")
-        fallback = bool(ev is not None and not ev["calibration"]["gate_passed"] and arm == "active")
+        fallback = bool(ev is not None and not ev.calibration.gate_passed and arm == "active")
         if fallback:
             res.notes.append(
-                f"calibration gate: ECE after calibration {ev['calibration']['ece_after']:.3f} > "
+                f"calibration gate: ECE after calibration {ev.calibration.ece_after:.3f} > "
                 f"{c.cfg.gates.calibration_ece:.2f}; this batch uses diversity + random selection")
         remaining = c.cfg.budget.max_labels - spent
         res.stopped = _stop_reason(c, arm, round_no, spent, res, ev, items, feats)
@@ -440,7 +437,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                 res.notes.append(why)
             if arm == "active":
                 res.metrics["query_random_share"] = share
-            res.n_queried = query_batch(c, arm, round_no, ev["model"] if ev else None, items, feats, labelled, n,
+            res.n_queried = query_batch(c, arm, round_no, ev.model if ev else None, items, feats, labelled, n,
                                         run_id, fallback, share)
             c.ledger.update_round(arm, round_no, status="queried")
             checkpoint("after-query")
@@ -451,7 +448,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                 res.health_tags = health.health_tags(checks)
                 res.notes.extend(f"health: {h.name}: {h.message}" for h in checks if h.fired)
             if batch_ids and ev is not None:
-                proba = feats.proba(ev["model"], batch_ids, c.labels)
+                proba = feats.proba(ev.model, batch_ids, c.labels)
                 for i, p in zip(batch_ids, proba):
                     if arm == "active" or i not in predictions:
                         predictions[i] = (c.labels[int(p.argmax())], float(p.max()), run_id)
@@ -578,7 +575,7 @@ def _waiting(c: Campaign, round_no: int, ready: Readiness, pulled: dict) -> dict
             "pulled": {k: v for k, v in pulled.items() if k != "problems"}, "readiness": ready.as_dict()}
 
 
-def _stop_reason(c: Campaign, arm: str, round_no: int, spent: int, res: ArmResult, ev: dict | None,
+def _stop_reason(c: Campaign, arm: str, round_no: int, spent: int, res: ArmResult, ev: Evaluation | None,
                  items: pd.DataFrame, feats: RoundFeatures | None = None) -> str | None:
     """Why this arm stops after this round (budget, max rounds, target, marginal gain, stable predictions).
 
@@ -600,7 +597,7 @@ def _stop_reason(c: Campaign, arm: str, round_no: int, spent: int, res: ArmResul
     return reason if stop else None
 
 
-def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: dict | None, items: pd.DataFrame,
+def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: Evaluation | None, items: pd.DataFrame,
                           feats: RoundFeatures | None = None) -> list:
     """Predictions of this arm's successive models on a fixed unlabelled stop set (kept as .npy per round)."""
     folder = c.workdir / "stop_set"
@@ -608,15 +605,15 @@ def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: dict | None,
     if ev is not None:
         pool = items[items["split"] == "pool"].sort_values("item_id")
         sample = pool.sample(n=min(c.cfg.budget.stop_set_size, len(pool)), random_state=c.cfg.splits.random_state)
-        proba = (feats.proba(ev["model"], sample["item_id"], c.labels) if feats is not None
-                 else predict_proba_aligned(ev["model"], sample["text"].tolist(), c.labels))
+        proba = (feats.proba(ev.model, sample["item_id"], c.labels) if feats is not None
+                 else predict_proba_aligned(ev.model, sample["text"].tolist(), c.labels))
         pred = proba.argmax(axis=1)
         np.save(folder / f"{arm}-{round_no:04d}.npy", pred)
     files = sorted(folder.glob(f"{arm}-*.npy"))
     return [np.load(f) for f in files if int(f.stem.split("-")[-1]) <= round_no]
 
 
-def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: dict, items: pd.DataFrame,
+def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: Evaluation, items: pd.DataFrame,
             feats: RoundFeatures, batch_ids: list[str]) -> list:
     """This round's health checks for one arm (see tasks/health.py)."""
     prev_rounds = [r for r in c.ledger.list_rounds(arm=arm) if r.round_no < round_no and r.metrics]
@@ -632,7 +629,7 @@ def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: dict, item
     prev = c.ledger.queries_frame(arm=arm, round_no=round_no - 1)["item_id"].tolist()
     X_prev = feats.of(prev) if prev else None
     return health.run_health_checks(
-        recall_history=recall_history, ece=ev["calibration"]["ece_after"],
+        recall_history=recall_history, ece=ev.calibration.ece_after,
         active_curve=active_curve if arm == "active" else None,
         random_curve=curves.get("random") if arm == "active" else None,
         X_batch=X_batch, X_pool=X_pool, X_prev_batch=X_prev,
