@@ -150,3 +150,22 @@ def test_opening_without_create_does_not_make_a_ledger(tmp_path):
     with eng.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM sqlite_master")).scalar() == 0
     eng.dispose()
+
+
+def test_only_the_ledger_package_imports_sqlalchemy():
+    """All SQL is behind the ledger's methods (issue 15): no project module outside integrations/ledger/
+    imports SQLAlchemy or Alembic, at the top or inside a function."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for pkg in ("flows", "tasks", "integrations"):
+        for path in (root / pkg).rglob("*.py"):
+            if (root / "integrations" / "ledger") in path.parents:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                if any(n.split(".")[0] in ("sqlalchemy", "alembic") for n in names):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
