@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import pandas as pd
-from sqlalchemy import Table
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -50,6 +50,24 @@ def _insert_ignore(conn: Any, table: Table, rows: list[dict]) -> Any:
     if name == "sqlite":
         return sqlite_insert(table).values(rows).on_conflict_do_nothing()
     raise LedgerError(f"unsupported ledger database {name!r}: use SQLite or PostgreSQL")
+
+
+def _count(conn: Any, table: Table, campaign: str) -> int:
+    """Rows of ``table`` that belong to ``campaign``."""
+    return int(conn.execute(select(func.count()).select_from(table).where(table.c.campaign == campaign)).scalar())
+
+
+def _insert_new(conn: Any, table: Table, campaign: str, rows: list[dict]) -> int:
+    """Insert ``rows`` (in chunks), ignoring those whose key exists; returns how many were new.
+
+    Why count instead of rowcount: an "insert or ignore" reports no reliable rowcount on every
+    driver, and a re-run step must be able to say "0 new" truthfully."""
+    if not rows:
+        return 0
+    before = _count(conn, table, campaign)
+    for chunk in _chunks(rows, 2000):
+        conn.execute(_insert_ignore(conn, table, chunk))
+    return _count(conn, table, campaign) - before
 
 
 def _chunks(rows: list[dict], n: int) -> Iterator[list[dict]]:

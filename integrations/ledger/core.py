@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
-from sqlalchemy import Table, create_engine, event, func, select, update
+from sqlalchemy import Table, create_engine, event, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from integrations.ledger.base import LedgerError, _aware, _chunks, _insert_ignore, _tuples, _utcnow
+from integrations.ledger.base import LedgerError, _aware, _chunks, _count, _insert_ignore, _insert_new, _tuples, _utcnow
 from integrations.ledger.migrate import SchemaError, ensure_schema
 from integrations.ledger.schema import (
     SCHEMA_VERSION,
@@ -251,12 +251,8 @@ class Ledger:
         """
         now = _utcnow()
         rows = [{"campaign": self.campaign, "arm": arm, "round_no": round_no, "created_at": now, **p} for p in picks]
-        if not rows:
-            return 0
         with self.begin() as conn:
-            before = self._count(conn, queries)
-            conn.execute(_insert_ignore(conn, queries, rows))
-            return self._count(conn, queries) - before
+            return _insert_new(conn, queries, self.campaign, rows)
 
     def queries_frame(self, arm: str | None = None, round_no: int | None = None) -> pd.DataFrame:
         q = select(queries.c.arm, queries.c.round_no, queries.c.item_id, queries.c.strategy, queries.c.reason,
@@ -285,12 +281,8 @@ class Ledger:
                  "round_no": round_no, "model_version": model_version, "is_gold": i in gold, "pushed_at": now,
                  "missing_in_backend": False}
                 for i, t in mapping.items()]
-        if not rows:
-            return 0
         with self.begin() as conn:
-            before = self._count(conn, tasks_table)
-            conn.execute(_insert_ignore(conn, tasks_table, rows))
-            return self._count(conn, tasks_table) - before
+            return _insert_new(conn, tasks_table, self.campaign, rows)
 
     def mark_tasks_missing(self, task_ids: Iterable[str]) -> None:
         ids = list(task_ids)
@@ -414,7 +406,7 @@ class Ledger:
 
     # ----- helpers -----------------------------------------------------------
     def _count(self, conn: Any, table: Table) -> int:
-        return int(conn.execute(select(func.count()).select_from(table).where(table.c.campaign == self.campaign)).scalar())
+        return _count(conn, table, self.campaign)
 
     def dispose(self) -> None:
         self.engine.dispose()

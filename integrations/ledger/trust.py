@@ -10,9 +10,9 @@ import json
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import pandas as pd
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, delete, select, update
 
-from integrations.ledger.base import LedgerError, _aware, _chunks, _insert_ignore, _none_if_nan, _utcnow
+from integrations.ledger.base import LedgerError, _aware, _chunks, _insert_ignore, _insert_new, _none_if_nan, _utcnow
 from integrations.ledger.schema import (
     adjudications,
     annotation_label_versions,
@@ -46,9 +46,6 @@ class TrustStore:
 
     def begin(self) -> Any:
         return self.ledger.begin()
-
-    def _count(self, conn: Any, table: Table) -> int:
-        return int(conn.execute(select(func.count()).select_from(table).where(table.c.campaign == self.campaign)).scalar())
 
     def _replace_round_rows(self, table: Table, round_no: int, rows: list[dict]) -> None:
         """Replace one round's rows of ``table`` in one transaction (a re-run round rewrites them)."""
@@ -129,13 +126,8 @@ class TrustStore:
                  "consensus_confidence": _none_if_nan(r.get("confidence")), "status": "pending",
                  "requested_at": now}
                 for i, r in zip(queue.index, queue.to_dict("records"))]
-        if not rows:
-            return 0
         with self.begin() as conn:
-            before = self._count(conn, adjudications)
-            for chunk in _chunks(rows, 2000):
-                conn.execute(_insert_ignore(conn, adjudications, chunk))
-            return self._count(conn, adjudications) - before
+            return _insert_new(conn, adjudications, self.campaign, rows)
 
     def record_adjudication(self, item_id: str, label: str, *, adjudicator: str, round_no: int | None,
                             label_version: int | None = None) -> None:
@@ -168,13 +160,8 @@ class TrustStore:
         now = _utcnow()
         rows = [{"campaign": self.campaign, "item_id": str(i), "label": str(lbl), "source": source, "added_at": now}
                 for i, lbl in labels_by_item.items()]
-        if not rows:
-            return 0
         with self.begin() as conn:
-            before = self._count(conn, gold_labels)
-            for chunk in _chunks(rows, 2000):
-                conn.execute(_insert_ignore(conn, gold_labels, chunk))
-            return self._count(conn, gold_labels) - before
+            return _insert_new(conn, gold_labels, self.campaign, rows)
 
     def gold_labels(self) -> pd.Series:
         """item_id -> known label of every gold item."""
