@@ -49,8 +49,9 @@ def test_campaign_through_label_studio(prefect_api, label_studio, tmp_path: Path
     assert ann["lead_time"].notna().all() and ann["lead_time"].tolist() == pytest.approx(sent)
     for r in rounds:
         m = c.tracker.client.get_run(r.mlflow_run_id).data.metrics
-        mine = ann[(ann["pulled_in_round"] == r.round_no)
-                   & ann["item_id"].isin(c.ledger.queries_frame(arm=r.arm)["item_id"])]
+        q = c.ledger.queries_frame(arm=r.arm)
+        asked = q.loc[q["round_no"] <= r.round_no, "item_id"]  # the arm's items as of that round
+        mine = ann[(ann["pulled_in_round"] == r.round_no) & ann["item_id"].isin(asked)]
         if mine.empty:
             continue
         labels = (mine["status"] == "submitted").sum()
