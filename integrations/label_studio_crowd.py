@@ -1,8 +1,9 @@
 """Simulated annotators that work through a real Label Studio server as real users.
 
 Each :class:`SimAnnotator` is a Label Studio user (``annotator1`` ->
-``annotator1@labelloop.local``), created on first use, so Label Studio's UI and
-API show who labelled what, exactly as with human annotators.
+``annotator1@labelloop.local``, named e.g. "Ada Okafor" by :func:`tasks.annotate.person_name`),
+created on first use, so Label Studio's UI and API show who labelled what, exactly as with
+human annotators. Each answer is sent with a ``lead_time`` (:func:`tasks.annotate.simulated_lead_time`).
 
 Identity, verified against Label Studio 1.23.2:
 
