@@ -9,7 +9,8 @@ has an automation on that event (declared here for ``serve`` / ``deploy`` and in
 ``prefect.yaml``), so Prefect starts the round; the round's own lock and the deployment's
 concurrency limit keep it one round at a time, and the round checks readiness again itself.
 
-Two ways a check is started, per campaign (a :class:`BatchWatcher` thread):
+A check runs when serving starts (a batch answered meanwhile is found at once), then two
+ways, per campaign (a :class:`BatchWatcher` thread):
 
 * **webhook**: Label Studio calls the receiver (:mod:`integrations.webhook_receiver`) after
   every annotation; the check runs a second later (calls in a burst are checked once).
@@ -115,18 +116,22 @@ class BatchWatcher:
         self._thread.join(timeout=10)
 
     def _loop(self) -> None:
+        source = "start"  # a batch answered while nothing was serving is found at once
         while not self._stop.is_set():
-            woken = self._wake.wait(timeout=self.poll_seconds)
-            if self._stop.is_set():
-                return
-            if woken:
-                time.sleep(self.debounce_seconds)  # a burst of calls (bulk answers) is checked once
+            if source != "start":
+                woken = self._wake.wait(timeout=self.poll_seconds)
+                if self._stop.is_set():
+                    return
+                if woken:
+                    time.sleep(self.debounce_seconds)  # a burst of calls (bulk answers) is checked once
+                source = "webhook" if woken else "poll"
             self._wake.clear()
             try:
-                self.check("webhook" if woken else "poll")
+                self.check(source)
             except Exception as err:  # noqa: BLE001 - Label Studio down, ledger busy: the next check retries
                 log.warning("campaign %s: batch check failed (%s: %s); retrying in %.0f s",
                             self.name, type(err).__name__, str(err)[:300], self.poll_seconds)
+            source = "poll"
 
     def check(self, source: str) -> Readiness | None:
         """Check now; emit the event when the open batch is answered. Returns the verdict (None: nothing to do)."""
