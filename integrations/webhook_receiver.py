@@ -6,8 +6,9 @@ receiver does nothing but note *which campaign* changed and wake the caller's ch
 check itself (is the open batch complete?) reads Label Studio and the ledger, so a lost, late,
 duplicated or forged call can at worst cause one extra check, never a wrong round.
 
-Label Studio posts JSON to ``<base>/label-studio/<campaign>``; the receiver answers 204 at
-once (Label Studio waits for the answer inside the annotator's request, one second at most).
+Label Studio posts JSON to ``<base>/label-studio/<campaign>``; the receiver wakes the
+campaign's checker (``on_call`` must not block) and answers 204 at once (Label Studio waits
+for the answer inside the annotator's request, one second at most).
 ``GET /health`` answers 200. Any other path is 404; a body is never parsed beyond JSON
 (unknown campaigns are 404 too). Standard library only (``http.server``), one daemon thread.
 """
@@ -60,12 +61,12 @@ class WebhookReceiver:
                     action = str(json.loads(body or b"{}").get("action", "?"))
                 except (ValueError, AttributeError):
                     action = "?"
-                self._answer(204)
                 receiver.calls += 1
-                try:
+                try:  # the callback only wakes a checker (no I/O), so Label Studio is answered at once
                     receiver.on_call(campaign, action)
                 except Exception:  # noqa: BLE001 - a failing callback must not break the receiver
                     log.exception("webhook callback for campaign %s failed", campaign)
+                self._answer(204)
 
             def _answer(self, code: int) -> None:
                 self.send_response(code)
