@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
-from sqlalchemy import Table, create_engine, event, select, update
+from sqlalchemy import Table, create_engine, event, literal, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from integrations.ledger.base import LedgerError, _aware, _chunks, _count, _insert_ignore, _insert_new, _tuples, _utcnow
-from integrations.ledger.migrate import SchemaError, ensure_schema
+from integrations.ledger.migrate import SchemaError, ensure_schema, missing_columns
 from integrations.ledger.schema import (
     SCHEMA_VERSION,
     annotation_label_versions,
@@ -87,6 +87,9 @@ class Ledger:
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             self.migration = ensure_schema(self.engine, create=create)
+            # read-only below head: what the database lacks is read as NULL (see _column)
+            self._absent_columns = (missing_columns(self.engine) if self.migration.startswith("read-only")
+                                    else set())
             self._check_schema_version()
             self.trust = TrustStore(self)
         except SchemaError as err:
@@ -323,7 +326,8 @@ class Ledger:
             existing = {
                 r["backend_annotation_id"]: r
                 for r in conn.execute(select(annotations.c.backend_annotation_id, annotations.c.label,
-                                             annotations.c.status, annotations.c.updated_at)
+                                             annotations.c.status, annotations.c.updated_at,
+                                             annotations.c.lead_time)
                                       .where((annotations.c.campaign == self.campaign)
                                              & (annotations.c.backend == backend))).mappings()
             }
@@ -339,12 +343,15 @@ class Ledger:
                         "backend_task_id": str(a.backend_task_id), "item_id": a.item_id, "annotator": a.annotator,
                         "label": a.label, "status": a.status, "created_at": a.created_at, "updated_at": a.updated_at,
                         "pulled_in_round": round_no, "model_version": asked_by.get(a.item_id),
+                        "lead_time": _lead_time(a),
                     })
-                elif (old["label"], old["status"]) != (a.label, a.status) or _aware(old["updated_at"]) != _aware(a.updated_at):
+                elif ((old["label"], old["status"]) != (a.label, a.status) or _aware(old["updated_at"]) != _aware(a.updated_at)
+                      or _lead_time(a) not in (None, old["lead_time"])):  # Label Studio adds an edit's time
                     conn.execute(update(annotations).where(
                         (annotations.c.campaign == self.campaign) & (annotations.c.backend == backend)
                         & (annotations.c.backend_annotation_id == key)
-                    ).values(label=a.label, status=a.status, updated_at=a.updated_at))
+                    ).values(label=a.label, status=a.status, updated_at=a.updated_at,
+                             lead_time=_lead_time(a) if _lead_time(a) is not None else old["lead_time"]))
                     counts["updated"] += 1
                 else:
                     counts["unchanged"] += 1
@@ -356,14 +363,21 @@ class Ledger:
     def annotations_frame(self, *, submitted_only: bool = False) -> pd.DataFrame:
         q = select(annotations.c.backend_annotation_id, annotations.c.backend_task_id, annotations.c.item_id,
                    annotations.c.annotator, annotations.c.label, annotations.c.status, annotations.c.created_at,
-                   annotations.c.updated_at, annotations.c.pulled_in_round, annotations.c.model_version
-                   ).where(annotations.c.campaign == self.campaign)
+                   annotations.c.updated_at, annotations.c.pulled_in_round, annotations.c.model_version,
+                   self._column(annotations, "lead_time")).where(annotations.c.campaign == self.campaign)
         if submitted_only:
             q = q.where(annotations.c.status == "submitted")
         with self.begin() as conn:
             return pd.DataFrame(_tuples(conn.execute(q.order_by(annotations.c.id))),
                                 columns=["backend_annotation_id", "backend_task_id", "item_id", "annotator", "label",
-                                         "status", "created_at", "updated_at", "pulled_in_round", "model_version"])
+                                         "status", "created_at", "updated_at", "pulled_in_round", "model_version",
+                                         "lead_time"])
+
+    def _column(self, table: Table, name: str) -> Any:
+        """``table.c[name]``, or NULL under that name when a ledger opened read-only predates the column."""
+        if (table.name, name) in self._absent_columns:
+            return literal(None, table.c[name].type).label(name)
+        return table.c[name]
 
     def annotations_with_versions(self) -> pd.DataFrame:
         """``annotations_frame()`` plus ``backend`` and ``label_version`` (None if never stamped)."""
@@ -410,6 +424,16 @@ class Ledger:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _lead_time(a: Any) -> float | None:
+    """Seconds the annotator spent on ``a`` (``PulledAnnotation.lead_time``), None when unknown or invalid."""
+    v = getattr(a, "lead_time", None)
+    try:
+        v = None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if v is not None and v == v and v >= 0 else None
 
 
 def _busy_timeout_ms() -> int:

@@ -9,8 +9,10 @@ Three cases, decided on every open (the usual one costs one query):
   created (what the old open's ``create_all`` did), it is stamped at the baseline revision, then
   upgraded to head. An older versioned ledger is upgraded from its revision.
 
-A ledger at a revision this labelloop does not know was upgraded by a newer release: it is
-refused, never written. Two processes opening the same old ledger at once are serialised (a
+Opened with ``create=False`` (``labelloop export``: read-only in spirit) a ledger is never
+written: one that is not at head is read as it is, the columns it lacks read as NULL
+(:func:`missing_columns`). A ledger at a revision this labelloop does not know was upgraded by
+a newer release: it is refused, never written. Two processes opening the same old ledger at once are serialised (a
 file lock beside a SQLite file, an advisory transaction lock on PostgreSQL), so the upgrade
 runs once.
 """
@@ -62,8 +64,15 @@ def ensure_schema(engine: Engine, *, create: bool) -> str:
     must not write (newer, or missing with ``create=False``)."""
     head = head_revision()
     with engine.connect() as conn:
-        if current_revision(conn) == head:
+        found = current_revision(conn)
+        if found == head:
             return "current"
+        if not create:  # read-only: never create or upgrade, only check that it is a ledger we can read
+            if not set(inspect(conn).get_table_names()) & set(metadata.tables):
+                raise SchemaError("it holds no ledger tables (run `labelloop setup` first)")
+            if found is not None:
+                _known(found, head)
+            return f"read-only at {found or 'the pre-migration schema'}"
     with _migration_lock(engine), engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
@@ -89,13 +98,31 @@ def ensure_schema(engine: Engine, *, create: bool) -> str:
             command.stamp(cfg, BASELINE)
             found = BASELINE
         else:
-            try:
-                script.get_revision(found)
-            except Exception:  # noqa: BLE001 - alembic raises several kinds for an unknown id
-                raise SchemaError(f"it is at schema revision {found}, newer than this labelloop understands "
-                                  f"(newest: {head}); upgrade labelloop instead of writing to it") from None
+            _known(found, head)
         command.upgrade(cfg, "head")
         return f"upgraded from {found}"
+
+
+def _known(revision: str, head: str) -> None:
+    """Refuse a revision this release's migrations do not contain (a newer labelloop upgraded it)."""
+    try:
+        ScriptDirectory.from_config(alembic_config()).get_revision(revision)
+    except Exception:  # noqa: BLE001 - alembic raises several kinds for an unknown id
+        raise SchemaError(f"it is at schema revision {revision}, newer than this labelloop understands "
+                          f"(newest: {head}); upgrade labelloop instead of writing to it") from None
+
+
+def missing_columns(engine: Engine) -> set[tuple[str, str]]:
+    """(table, column) of the schema module that the database lacks, in the tables it has (a ledger
+    opened read-only below head reads them as NULL)."""
+    insp = inspect(engine)
+    have_tables = set(insp.get_table_names())
+    out: set[tuple[str, str]] = set()
+    for name, table in metadata.tables.items():
+        if name in have_tables:
+            have = {c["name"] for c in insp.get_columns(name)}
+            out |= {(name, c.name) for c in table.columns if c.name not in have}
+    return out
 
 
 class SchemaError(Exception):

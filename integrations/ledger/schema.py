@@ -115,6 +115,9 @@ annotations = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("pulled_in_round", Integer),
     Column("model_version", String(128)),  # the model that asked for this label
+    # seconds the annotator spent (Label Studio's ``lead_time``); NULL when the backend does not say.
+    # Added by migration 0003 (issue 17).
+    Column("lead_time", Float, nullable=True),
     UniqueConstraint("campaign", "backend", "backend_annotation_id", name="uq_annotation"),
 )
 

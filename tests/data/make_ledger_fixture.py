@@ -52,9 +52,10 @@ TABLES = ["meta", "items", "rounds", "queries", "tasks", "annotations", "trust_i
           "trust_rounds", "answer_targets"]
 
 
-def table_digest(con: sqlite3.Connection, table: str) -> tuple[int, str]:
-    """(row count, sha256 of the sorted rows): equal before and after a migration when nothing changed."""
-    cols = [r[1] for r in con.execute(f"PRAGMA table_info({table})")]
+def table_digest(con: sqlite3.Connection, table: str, cols: list[str] | None = None) -> tuple[int, str]:
+    """(row count, sha256 of the sorted rows over ``cols``, default all columns): equal before and after
+    a migration when nothing changed (pass the old columns: a migration may add some)."""
+    cols = cols or [r[1] for r in con.execute(f"PRAGMA table_info({table})")]
     rows = sorted(repr(tuple(r)) for r in con.execute(f"SELECT {', '.join(cols)} FROM {table}"))
     return len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest()
 

@@ -35,9 +35,13 @@ def old_ledger(tmp_path: Path) -> Path:
 
 
 def _digests(db: Path) -> dict[str, dict]:
+    """Each table's rows and digest over the columns the fixture was written with (migrations may add some)."""
+    old = sqlite3.connect(FOLDER / "ledger.db")
+    cols = {t: [r[1] for r in old.execute(f"PRAGMA table_info({t})")] for t in TABLES}
+    old.close()
     con = sqlite3.connect(db)
     try:
-        return {t: dict(zip(("rows", "sha256"), table_digest(con, t))) for t in TABLES}
+        return {t: dict(zip(("rows", "sha256"), table_digest(con, t, cols[t]))) for t in TABLES}
     finally:
         con.close()
 
@@ -74,6 +78,8 @@ def test_an_old_ledger_upgrades_in_place_with_everything_intact(old_ledger):
     assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(head_revision(),)]
     con.close()
     assert meta_rows.pop("schema_version") == str(SCHEMA_VERSION) == "2"
+    ann = led.annotations_frame()
+    assert "lead_time" in ann and ann["lead_time"].isna().all(), "0003 added lead_time, NULL for old answers"
     assert meta_rows["fixture:setup_done"] == "1" and len(meta_rows) == EXPECTED["tables"]["meta"]["rows"] - 1
 
     # ... and read back through the new code: rounds, annotations and trust decisions.
