@@ -547,10 +547,16 @@ def export(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
 
 @app.command()
 def serve(config: List[str] = typer.Argument(..., metavar="CONFIG...", help="one or more campaign configs"),
-          limit: Optional[int] = typer.Option(None, help="at most this many flow runs at once")) -> int:
+          limit: Optional[int] = typer.Option(None, help="at most this many flow runs at once (default 5)"),
+          isolated: bool = typer.Option(False, "--isolated",
+                                        help="Prefect's runner: every flow run in its own subprocess (slower: each "
+                                             "run imports everything again; a run cancelled in the UI is killed)")
+          ) -> int:
     """Serve a campaign's deployments in one process: scheduled rounds, drift check, reopen on drift.
 
-    Uses PREFECT_API_URL, else the shared local server (so `labelloop drift-alert` from another
+    Flow runs run in this process, warm (libraries, featuriser and contract suites stay loaded
+    between rounds); a run that comes while another runs here gets a subprocess. Uses
+    PREFECT_API_URL, else the shared local server (so `labelloop drift-alert` from another
     shell reaches it). Ctrl-C stops it cleanly; the schedules pause until the next serve.
 
     Example: labelloop serve campaign.toml
@@ -563,7 +569,7 @@ def serve(config: List[str] = typer.Argument(..., metavar="CONFIG...", help="one
     from flows.deploy import serve_campaigns
 
     say(f"serving on the Prefect API at {url} (Ctrl-C stops; the schedules pause until the next serve)")
-    serve_campaigns([str(Path(c).resolve()) for c in config], limit=limit)
+    serve_campaigns([str(Path(c).resolve()) for c in config], limit=limit, isolated=isolated)
     say("stopped")
     return EXIT_OK
 
