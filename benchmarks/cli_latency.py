@@ -257,7 +257,7 @@ def main() -> None:
     out += ["", "| import (same run, `python -c \"import X\"` minus bare start-up) | median (s) |", "|---|---:|"]
     out += [f"| {k} | {v:.2f} |" for k, v in imports.items()]
     out += ["", f"Once per machine (not in the medians): first start of the shared local Prefect server "
-                f"(`labelloop server start`, fresh database) {t_server:.1f} s; `setup` of the 10,000-text campaign "
+                f"(`labelloop server start`, fresh database) {t_server:.1f} s; `setup` of the {args.n:,}-text campaign "
                 f"{t_setup:.1f} s. Read-only and failing commands never import Prefect; `round` reaches the "
                 f"shared server instead of starting a temporary one (15–30 s before this change).", END]
     table = "\n".join(out)

@@ -8,7 +8,6 @@ backend task are pushed, and the MLflow runs are the same ones.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -362,16 +361,7 @@ def round_flow(config: str, round_no: int | None = None) -> dict[str, Any]:
     c = open_campaign(config)
     ensure_setup(c)
     with round_lock(c):
-        try:
-            summary = _run_round(c, round_no)
-        except BaseException:
-            if c._tracker is not None:
-                with contextlib.suppress(Exception):  # the round's own error is the one to report
-                    c.tracker.flush()
-            raise
-        if c._tracker is not None:
-            c.tracker.flush()  # MLflow's async writes: the runs are complete when the round returns
-        return summary
+        return _run_round(c, round_no)
 
 
 def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:

@@ -128,7 +128,6 @@ class Tracker:
         mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self._name_maps: dict[str, dict[str, str]] = {}  # run id -> stand-in -> exact metric name, as logged
-        self._pending: list[Any] = []  # MLflow async logging operations not waited for yet (see flush)
         try:
             exp = self.client.get_experiment_by_name(experiment)
             self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
@@ -157,7 +156,6 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=self.campaign,
                                      tags={"labelloop.campaign": self.campaign, "labelloop.kind": "campaign"})
         self.log_params(run.info.run_id, params)
-        self.flush()  # the campaign's params are in the store before the ledger points at the run
         ledger.set_meta("mlflow_parent_run", run.info.run_id)
         return run.info.run_id
 
@@ -184,7 +182,7 @@ class Tracker:
         existing = self.client.get_run(run_id).data.params
         todo = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
         if todo:
-            self._log_batch(run_id, params=todo)
+            self.client.log_batch(run_id, params=todo)
 
     @_store_call("logging metrics")
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
@@ -200,7 +198,7 @@ class Tracker:
             self._log_name_map(run_id, renamed)
         batch = [Metric(safe_metric_name(k), v, ts, step) for k, v in kept.items()]
         for i in range(0, len(batch), 900):
-            self._log_batch(run_id, metrics=batch[i : i + 900])
+            self.client.log_batch(run_id, metrics=batch[i : i + 900])
 
     def _log_name_map(self, run_id: str, renamed: Mapping[str, str]) -> None:
         """Keep ``metric_names.json`` (stand-in -> exact name) of ``run_id`` up to date, before the metrics:
@@ -226,26 +224,7 @@ class Tracker:
         from mlflow.entities import RunTag
 
         if tags:
-            self._log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
-
-    def _log_batch(self, run_id: str, **entities: Any) -> None:
-        """``log_batch`` with MLflow's async logging: the store writes on MLflow's logging thread while the
-        round goes on (renders figures, pickles the model); :meth:`flush` waits for them."""
-        ops = self.client.log_batch(run_id, synchronous=False, **entities)
-        if ops is not None:
-            self._pending.append(ops)
-
-    @_store_call("logging metrics, params and tags")
-    def flush(self) -> None:
-        """Wait until every metric, param and tag logged so far is in the store (raises if one failed).
-
-        Called before a run is closed (:meth:`finish`) and before a round returns, so a run's data is
-        complete when the round ends: a reader (the UI, ``labelloop status``, the next round) never sees
-        half of it, and a store that failed fails the round that wrote to it.
-        """
-        pending, self._pending = self._pending, []
-        for ops in pending:
-            ops.wait()
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
 
     @_store_call("logging a figure")
     def log_figure(self, run_id: str | Sequence[str], fig: Any, path: str) -> None:
@@ -337,7 +316,6 @@ class Tracker:
 
     @_store_call("closing a run")
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        self.flush()
         self.client.set_terminated(run_id, status=status)
 
 
