@@ -560,7 +560,7 @@ def serve(config: List[str] = typer.Argument(..., metavar="CONFIG...", help="one
           ) -> int:
     """Serve a campaign's deployments in one process: scheduled rounds, drift check, reopen on drift.
 
-    Flow runs run in this process, warm (libraries, featuriser and contract suites stay loaded
+    Flow runs run in this process, warm (libraries, the featuriser and the Great Expectations context stay loaded
     between rounds); a run that comes while another runs here gets a subprocess. Uses
     PREFECT_API_URL, else the shared local server (so `labelloop drift-alert` from another
     shell reaches it). Ctrl-C stops it cleanly; the schedules pause until the next serve.

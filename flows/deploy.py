@@ -6,7 +6,7 @@ Two ways to run them, same three deployments (named after the campaign):
   machine: it registers the deployments with the Prefect API and runs their flow
   runs *in that process* (:class:`WarmServer`): a served round pays no Python,
   Prefect, MLflow, scikit-learn or Great Expectations start-up, and finds the
-  featuriser and the contract suites already loaded. A run that arrives while
+  featuriser and the Great Expectations context already loaded. A run that arrives while
   another one runs here goes to a subprocess (as ``prefect.serve`` runs every
   run), so two deployments of a campaign still run side by side.
   ``labelloop serve --isolated`` is Prefect's own runner: every run in a
