@@ -506,15 +506,18 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
 
     load_table(data, id_col=id_col, text_col=text_col, label_col=label_col, encoding=encoding,
                delimiter=delimiter)  # a bad file: exit 2 before Prefect
-    orchestrate()
-    from flows.simulate import simulate_flow
+    import contextlib
 
     from flows.logs import heartbeat
 
-    import contextlib
+    def quiet() -> Any:  # with --json, progress goes to stderr and stdout is the JSON alone
+        return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
 
-    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
-    with heartbeat("simulating"), quiet:  # with --json, progress goes to stderr and stdout is the JSON
+    with quiet():  # reaching (or starting) Prefect says so, and beats while it loads
+        orchestrate()
+    from flows.simulate import simulate_flow
+
+    with heartbeat("simulating"), quiet():
         res = simulate_flow(data=data, out=out, text_col=text_col, label_col=label_col, id_col=id_col,
                             strategies=strategies, budget=budget, batch_size=batch_size, seeds=seeds,
                             seed_size=seed_size, test_size=test_size, random_share=random_share,
