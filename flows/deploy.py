@@ -176,7 +176,8 @@ class WarmServer:
     Ctrl-C or SIGTERM: a run in this process is interrupted (the engine marks it Crashed, and
     the ledger resumes the round next time, as after a killed ``labelloop round``), runs in
     subprocesses get SIGTERM, and the schedules are paused (as ``prefect.serve`` does).
-    Cancelling a run from the Prefect UI stops it only when it runs in a subprocess; use
+    A run cancelled from the Prefect UI is not acted on here (it runs to its end): Prefect's
+    runner kills the run's process, and a run in this process has none to kill. Use
     ``labelloop serve --isolated`` (Prefect's runner, a process per run) where that matters.
     """
 
