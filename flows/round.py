@@ -30,6 +30,7 @@ from integrations.backend import TaskRequest
 from tasks import calibrate, health, query, stopping
 from tasks.readiness import Readiness, batch_readiness, with_evaluation
 from tasks.annotate import screen_annotations
+from tasks.batch_order import order_for_people
 from tasks.evaluate import (classification_metrics, confusion_figure, cost_per_accuracy_point,
                             learning_curve_figure, macro_f1_interval)
 from tasks.train import TrainingError, predict_proba_aligned, train_model
@@ -243,6 +244,10 @@ def push_pending(c: Campaign, round_no: int, predictions: dict[str, tuple[str, f
                                 predicted_label=pred[0] if pred else None,
                                 confidence=pred[1] if pred else None,
                                 model_version=pred[2] if pred else r.model_version))
+    # people see a mix of hard and easier items, not a wall of the hardest (tasks/batch_order.py)
+    order = {i: k for k, i in enumerate(order_for_people([t.item_id for t in reqs],
+                                                         {t.item_id: t.confidence for t in reqs}))}
+    reqs.sort(key=lambda t: order[t.item_id])
     mapping = c.backend.push(reqs)
     checkpoint("after-import-before-ledger")
     c.ledger.record_tasks(c.backend.name, round_no, mapping)
@@ -288,7 +293,9 @@ def log_round(c: Campaign, res: ArmResult, ev: dict | None, parent_id: str, batc
     metrics = dict(res.metrics)
     metrics.update({"n_labels": res.n_labels, "labels_spent": res.labels_spent, "n_queried": res.n_queried,
                     "cost": res.labels_spent * c.cfg.budget.cost_per_label})
-    price = _price_per_point(c, res, metrics)
+    people = annotators_side(c, res)
+    metrics.update(people["metrics"])
+    price = _price_per_point(c, res, metrics, people["arm_answers"])
     metrics.update(price)
     res.metrics.update({"labels_spent": float(res.labels_spent), **price})  # the ledger keeps them for later rounds
     tr.log_metrics(run_id, metrics, step=res.n_labels)
@@ -321,28 +328,63 @@ def log_round(c: Campaign, res: ArmResult, ev: dict | None, parent_id: str, batc
             tr.set_tags(run_id, {"labelloop.model_version": version, "labelloop.champion": str(promoted).lower()})
     if len(batch):
         tr.log_table(run_id, batch, "queried_batch.json")
+    if len(people["annotators"]):
+        tr.log_table(run_id, people["annotators"].reset_index(), "annotators.json")
     tr.finish(run_id)
 
 
-def _price_per_point(c: Campaign, res: ArmResult, metrics: dict) -> dict[str, float]:
+def annotators_side(c: Campaign, res: ArmResult) -> dict[str, Any]:
+    """The people's side of this round for one arm (see :mod:`tasks.annotation_cost`).
+
+    ``metrics``: the arm's answers pulled this round (``annotation_seconds_per_label``,
+    ``annotation_hours``, ...), everyone's hours this round on any item
+    (``annotation_hours_all_items``: evaluation and gold items included) and per annotator
+    ``annotator_{answers,median_seconds,seconds_per_label,consensus_agreement,gold_accuracy}_<name>``;
+    ``annotators``: the per-annotator table; ``arm_answers``: the arm's answers to date.
+    """
+    from tasks.annotation_cost import annotator_metrics, annotator_table, effort, items_of
+    from tasks.trust import metric_name
+
+    ann = c.ledger.annotations_frame()
+    arm_ann = items_of(ann, c.ledger.queries_frame(arm=res.arm)["item_id"])
+    this_round = arm_ann[arm_ann["pulled_in_round"] == res.round_no] if len(arm_ann) else arm_ann
+    metrics = {k: v for k, v in effort(this_round).items()
+               if k in ("annotation_seconds_per_label", "annotation_hours", "annotation_answers", "annotation_timed")}
+    everyone = effort(ann[ann["pulled_in_round"] == res.round_no] if len(ann) else ann)
+    metrics["annotation_hours_all_items"] = everyone["annotation_hours"]
+    metrics["annotation_hours_total"] = effort(arm_ann)["annotation_hours"]
+    table = annotator_table(ann, res.round_no, c.ledger.annotator_status_frame(round_no=res.round_no))
+    metrics.update(annotator_metrics(table, metric_name))
+    return {"metrics": metrics, "annotators": table, "arm_answers": arm_ann}
+
+
+def _price_per_point(c: Campaign, res: ArmResult, metrics: dict, arm_answers: pd.DataFrame | None = None
+                     ) -> dict[str, float]:
     """What this arm paid per test-accuracy point gained since its first evaluated round.
 
-    ``labels_per_accuracy_point`` counts trusted labelled items; ``cost_per_accuracy_point``
-    (only with ``budget.cost_per_label`` > 0) prices the annotations bought, overlap
-    included, since that round. Earlier rounds come from the ledger.
+    ``labels_per_accuracy_point`` counts trusted labelled items; ``hours_per_accuracy_point`` the
+    annotators' hours (Label Studio's ``lead_time`` of the arm's answers, :mod:`tasks.annotation_cost`);
+    ``cost_per_accuracy_point`` (only with ``budget.cost_per_label`` > 0) prices the annotations
+    bought, overlap included, since that round. Earlier rounds come from the ledger.
     """
+    from tasks.annotation_cost import hours_per_accuracy_point
+
     if "test_accuracy" not in metrics:
         return {}
     hist = sorted((int(r.n_labels or 0), float(r.metrics.get("labels_spent", r.n_labels or 0)),
-                   float(r.metrics["test_accuracy"])) for r in c.ledger.list_rounds()
+                   float(r.metrics["test_accuracy"]), r.round_no) for r in c.ledger.list_rounds()
                   if r.arm == res.arm and r.round_no < res.round_no and r.status in ("done", "stopped")
                   and "test_accuracy" in r.metrics)
-    hist.append((int(res.n_labels), float(res.labels_spent), float(metrics["test_accuracy"])))
+    hist.append((int(res.n_labels), float(res.labels_spent), float(metrics["test_accuracy"]), res.round_no))
     acc = [h[2] for h in hist]
     out: dict[str, float] = {}
     per_item = cost_per_accuracy_point([h[0] for h in hist], acc, 1.0)
     if per_item is not None:
         out["labels_per_accuracy_point"] = per_item
+    if arm_answers is not None:
+        hours = hours_per_accuracy_point(arm_answers, sorted((h[3], h[2]) for h in hist))
+        if hours is not None:
+            out["hours_per_accuracy_point"] = hours
     if c.cfg.budget.cost_per_label > 0:
         priced = cost_per_accuracy_point([h[1] for h in hist], acc, c.cfg.budget.cost_per_label)
         if priced is not None:
@@ -521,7 +563,8 @@ def settle(c: Campaign, passes: int | None = None) -> dict[str, float]:
     return last
 
 
-def open_batch_readiness(c: Campaign, trust: TrustDecision) -> Readiness:
+def open_batch_readiness(c: Campaign, trust: TrustDecision | None,
+                         answers: dict[str, int] | None = None) -> Readiness:
     """Whether the open batch (the arms' items pushed most recently) is answered enough to train on.
 
     See :mod:`tasks.readiness` for the rule and why. Gold items are left out: they score
@@ -529,6 +572,10 @@ def open_batch_readiness(c: Campaign, trust: TrustDecision) -> Readiness:
     calibration items people label, pushed with the seed) are not part of any batch; while the
     seed is the open batch, the round also waits for ``min_test_labels`` answered test items
     (:func:`tasks.readiness.with_evaluation`).
+
+    ``trust`` None: the latest recorded trust decision's statuses; ``answers`` (item -> distinct
+    annotators' submitted answers) given: counted from there instead of the ledger -- the batch
+    trigger (flows/batch_trigger.py) asks the backend itself, before any round has pulled.
     """
     q = c.ledger.queries_frame()
     tasks = c.ledger.tasks_frame()
@@ -539,9 +586,14 @@ def open_batch_readiness(c: Campaign, trust: TrustDecision) -> Readiness:
         return batch_readiness(None, [], {}, {}, need=need, ready_share=c.cfg.run.batch_ready_share)
     batch = int(open_tasks["round_no"].max())
     ids = sorted(set(open_tasks.loc[open_tasks["round_no"] == batch, "item_id"].astype(str)))
-    ann = c.ledger.annotations_frame(submitted_only=True)
-    answers = ann.drop_duplicates(["item_id", "annotator"]).groupby("item_id").size().to_dict() if len(ann) else {}
-    status = trust.items["status"].to_dict() if len(trust.items) else {}
+    if answers is None:
+        ann = c.ledger.annotations_frame(submitted_only=True)
+        answers = ann.drop_duplicates(["item_id", "annotator"]).groupby("item_id").size().to_dict() if len(ann) else {}
+    if trust is None:
+        latest = c.ledger.trust_items_frame()
+        status = dict(zip(latest["item_id"].astype(str), latest["status"])) if len(latest) else {}
+    else:
+        status = trust.items["status"].to_dict() if len(trust.items) else {}
     never = getattr(c.backend, "unanswerable", None)
     ready = batch_readiness(batch, ids, answers, status, need=need, ready_share=c.cfg.run.batch_ready_share,
                             unanswerable=never(ids) if callable(never) else ())
