@@ -21,17 +21,21 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.config import CampaignConfig
 from flows.faults import checkpoint
-from flows.campaign_state import (active_random_share, campaign_finished, learning_curves,  # noqa: F401
-                                  macro_f1_ci, next_round_no)  # re-exported: read-only, Prefect-free (`labelloop status`)
+from flows.campaign_state import (active_random_share, campaign_finished, drift_boost,  # noqa: F401
+                                  learning_curves, macro_f1_ci, next_round_no,  # re-exported: `labelloop status`
+                                  random_ahead_fired_before)
 from flows.logs import say
 from flows.trust import EVAL_ARM, TrustDecision, decide_trust, queue_gold, trust_policy
 from flows.runtime import Campaign, open_campaign
+from flows.scoring import ScaleSettings, score_pool, transform_with_progress
 from integrations.backend import TaskRequest
-from tasks import calibrate, health, query, stopping
+from tasks import calibrate, health, query
 from tasks.readiness import Readiness, batch_readiness, with_evaluation
 from tasks.annotate import screen_annotations
-from tasks.evaluate import (classification_metrics, confusion_figure, cost_per_accuracy_point,
-                            learning_curve_figure, macro_f1_interval)
+from tasks.evaluate import classification_metrics, confusion_figure, learning_curve_figure, macro_f1_interval
+from tasks.policy import (ArmState, Calibration, Policy, RoundPlan, plan_round, price_per_point, round_rng,
+                          stop_reason)
+from tasks.strategies import strategy_for_arm
 from tasks.train import TrainingError, predict_proba_aligned, train_model
 
 stage = task(cache_policy=NO_CACHE)  # inputs are live objects (ledger, backend): never hash or cache them
@@ -83,8 +87,6 @@ class RoundFeatures:
         if not self.whole:
             return self.vec.transform(self._texts.loc[ids].tolist())
         if self._X is None:
-            from flows.scoring import transform_with_progress
-
             self._X = transform_with_progress(self.vec, self._texts.tolist(), "featurising the pool")
         return self._X[self._rows.loc[ids].to_numpy()]
 
@@ -178,12 +180,11 @@ def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.
 
 
 @stage
-def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.DataFrame, feats: RoundFeatures,
-                labelled: pd.DataFrame, n: int, model_version: str, fallback: bool, share: float) -> int:
-    """Select and record this round's batch for one arm; a re-run returns the recorded one.
-
-    ``share`` is the active arm's random share this round (:func:`active_random_share`).
-    """
+def query_batch(c: Campaign, plan: RoundPlan, model: Any, items: pd.DataFrame, feats: RoundFeatures,
+                labelled: pd.DataFrame, model_version: str) -> int:
+    """Select and record the batch ``plan`` asks for (:func:`tasks.policy.plan_round`); a re-run returns
+    the recorded one. The selection itself is :func:`tasks.query.select_round_batch`, as in ``simulate``."""
+    arm, round_no, n = plan.arm, plan.round_no, plan.batch_size
     existing = c.ledger.queries_frame(arm=arm, round_no=round_no)
     if len(existing):
         return len(existing)
@@ -191,37 +192,22 @@ def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.Data
     cand = items[(items["split"] == "pool") & ~items["item_id"].isin(queried)].reset_index(drop=True)
     if cand.empty or n <= 0:
         return 0
-    rng = np.random.default_rng([c.cfg.splits.random_state, round_no, 0 if arm == "active" else 1])
-    if model is None:  # cold start: the random arm stays random, the active arm spreads its batch out
-        strategy = "random" if c.cfg.strategy_for(arm) == "random" else "diversity-random"
-    else:
-        strategy = "diversity-random" if fallback else c.cfg.strategy_for(arm)
-    from flows.scoring import score_pool
-
-    vec = feats.vec
+    rng = round_rng(c.cfg.splits.random_state, round_no, arm)
     if model is None:  # cold start: nothing trusted to train on yet, so spread the batch out instead
         X_pool, proba = feats.of(cand["item_id"]), None
     elif feats.whole:  # = score_pool's in-process branch, on rows transformed once this round
         X_pool = feats.of(cand["item_id"])
         proba = predict_proba_aligned(model, X_pool, c.labels, features=True)
     else:
-        X_pool, proba = score_pool(model, vec, cand["text"].tolist(), c.labels, scale=c.cfg.scale)
-    X_lab = feats.of(labelled["item_id"]) if len(labelled) else None
-    committee = None
-    if strategy in ("qbc", "qbc-kl"):
-        from sklearn.base import clone
-
-        committee = query.bootstrap_committee_proba(lambda: clone(model.named_steps["clf"]), X_lab,
-                                                    labelled["label"].to_numpy(), X_pool, 5, rng,
-                                                    classes=c.labels)
-    picks = query.select_batch(
-        proba, n, strategy, rng,
-        random_share=share,
-        X_pool=X_pool, X_labelled=X_lab, committee_proba=committee,
-        class_quota=c.cfg.query.class_quota, near_duplicate_threshold=c.cfg.query.near_duplicate_threshold,
-    ) if strategy != "random" else query.select_batch(proba, n, "random", rng, X_pool=X_pool,
-                                                       near_duplicate_threshold=c.cfg.query.near_duplicate_threshold)
-    rows = [{"item_id": cand.loc[p.index, "item_id"], "strategy": strategy, "reason": p.reason,
+        X_pool, proba = score_pool(model, feats.vec, cand["text"].tolist(), c.labels, scale=c.cfg.scale)
+    q = c.cfg.query
+    picks = query.select_round_batch(
+        plan.strategy, n, rng, proba=proba, X_pool=X_pool,
+        X_labelled=feats.of(labelled["item_id"]) if len(labelled) else None,
+        y_labelled=labelled["label"].to_numpy(), estimator=model.named_steps["clf"] if model is not None else None,
+        classes=c.labels, random_share=plan.random_share, class_quota=q.class_quota,
+        near_duplicate_threshold=q.near_duplicate_threshold)
+    rows = [{"item_id": cand.loc[p.index, "item_id"], "strategy": plan.strategy, "reason": p.reason,
              "score": float(p.score), "model_version": model_version} for p in picks]
     return c.ledger.add_queries(arm, round_no, rows)
 
@@ -325,12 +311,7 @@ def log_round(c: Campaign, res: ArmResult, ev: dict | None, parent_id: str, batc
 
 
 def _price_per_point(c: Campaign, res: ArmResult, metrics: dict) -> dict[str, float]:
-    """What this arm paid per test-accuracy point gained since its first evaluated round.
-
-    ``labels_per_accuracy_point`` counts trusted labelled items; ``cost_per_accuracy_point``
-    (only with ``budget.cost_per_label`` > 0) prices the annotations bought, overlap
-    included, since that round. Earlier rounds come from the ledger.
-    """
+    """:func:`tasks.policy.price_per_point` of this arm: its earlier evaluated rounds from the ledger, then this one."""
     if "test_accuracy" not in metrics:
         return {}
     hist = sorted((int(r.n_labels or 0), float(r.metrics.get("labels_spent", r.n_labels or 0)),
@@ -338,16 +319,7 @@ def _price_per_point(c: Campaign, res: ArmResult, metrics: dict) -> dict[str, fl
                   if r.arm == res.arm and r.round_no < res.round_no and r.status in ("done", "stopped")
                   and "test_accuracy" in r.metrics)
     hist.append((int(res.n_labels), float(res.labels_spent), float(metrics["test_accuracy"])))
-    acc = [h[2] for h in hist]
-    out: dict[str, float] = {}
-    per_item = cost_per_accuracy_point([h[0] for h in hist], acc, 1.0)
-    if per_item is not None:
-        out["labels_per_accuracy_point"] = per_item
-    if c.cfg.budget.cost_per_label > 0:
-        priced = cost_per_accuracy_point([h[1] for h in hist], acc, c.cfg.budget.cost_per_label)
-        if priced is not None:
-            out["cost_per_accuracy_point"] = priced
-    return out
+    return price_per_point(hist, c.cfg.budget.cost_per_label)
 
 
 # --------------------------------------------------------------------------- the flow
@@ -389,8 +361,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     items = c.ledger.items_frame()
     vec = c.featurizer()
     eval_labels = evaluation_labels(items, trust, c.labels)  # the same trusted test items for every arm
-    from flows.scoring import ScaleSettings
-
+    policy = Policy.from_config(c.cfg)
     feats = RoundFeatures(vec, items, ScaleSettings.from_config(c.cfg.scale).partition_size)
 
     results: dict[str, ArmResult] = {}
@@ -402,7 +373,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
             results[arm] = ArmResult(arm, round_no, prev.strategy or "", n_labels=prev.n_labels or 0,
                                      metrics=prev.metrics, stopped="already finished")
             continue
-        strategy = c.cfg.strategy_for(arm)
+        strategy = strategy_for_arm(policy.query.strategy, arm)
         rec = c.ledger.start_round(arm, round_no, strategy)
         run_id = c.tracker.round_run(parent_id, arm, round_no, rec.mlflow_run_id)
         c.ledger.update_round(arm, round_no, mlflow_run_id=run_id, model_version=run_id)
@@ -426,22 +397,23 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                     f"fewer than {ev['calibration']['needed']} (min_calibration_labels)")
         except TrainingError as err:
             res.notes.append(f"not trained: {err}; this batch is chosen without a model (diversity + random)")
-        fallback = bool(ev is not None and not ev["calibration"]["gate_passed"] and arm == "active")
-        if fallback:
-            res.notes.append(
-                f"calibration gate: ECE after calibration {ev['calibration']['ece_after']:.3f} > "
-                f"{c.cfg.gates.calibration_ece:.2f}; this batch uses diversity + random selection")
-        remaining = c.cfg.budget.max_labels - spent
-        res.stopped = _stop_reason(c, arm, round_no, spent, res, ev, items, feats)
+        cal = ev["calibration"] if ev is not None else None
+        state = ArmState(arm=arm, round_no=round_no, spent=spent, trained=ev is not None,
+                         calibration=Calibration(bool(cal["judged"]), bool(cal["gate_passed"]), float(cal["ece_after"]))
+                         if cal is not None else None,
+                         boost=drift_boost(c) if arm == "active" else None,
+                         random_ahead_fired=arm == "active" and random_ahead_fired_before(c, round_no))
+        plan = plan_round(policy, state, stopped=_stop_reason(c, policy, state, res, ev, items, feats))
+        fallback = plan.fallback
+        if plan.fallback_reason:
+            res.notes.append(plan.fallback_reason)
+        res.stopped = plan.stopped
         if res.stopped is None:
-            n = min(c.cfg.query.batch_size, remaining)
-            share, why = active_random_share(c, round_no) if arm == "active" else (1.0, None)
-            if why:
-                res.notes.append(why)
+            if plan.share_reason:
+                res.notes.append(plan.share_reason)
             if arm == "active":
-                res.metrics["query_random_share"] = share
-            res.n_queried = query_batch(c, arm, round_no, ev["model"] if ev else None, items, feats, labelled, n,
-                                        run_id, fallback, share)
+                res.metrics["query_random_share"] = plan.random_share
+            res.n_queried = query_batch(c, plan, ev["model"] if ev else None, items, feats, labelled, run_id)
             c.ledger.update_round(arm, round_no, status="queried")
             checkpoint("after-query")
             batch_ids = c.ledger.queries_frame(arm=arm, round_no=round_no)["item_id"].tolist()
@@ -578,26 +550,18 @@ def _waiting(c: Campaign, round_no: int, ready: Readiness, pulled: dict) -> dict
             "pulled": {k: v for k, v in pulled.items() if k != "problems"}, "readiness": ready.as_dict()}
 
 
-def _stop_reason(c: Campaign, arm: str, round_no: int, spent: int, res: ArmResult, ev: dict | None,
+def _stop_reason(c: Campaign, policy: Policy, state: ArmState, res: ArmResult, ev: dict | None,
                  items: pd.DataFrame, feats: RoundFeatures | None = None) -> str | None:
-    """Why this arm stops after this round (budget, max rounds, target, marginal gain, stable predictions).
-
-    With too few trusted test items (``res.judged`` False) the metric-based rules (target, marginal
-    gain) are not applied: a target "reached" on 20 items is noise."""
-    b = c.cfg.budget
-    if round_no >= b.max_rounds and spent < b.max_labels:
-        return f"max_rounds ({b.max_rounds}) reached"
+    """:func:`tasks.policy.stop_reason` on this arm's history in the ledger plus this round."""
+    arm, round_no = state.arm, state.round_no
     history = [{"labels": int(r.n_labels or 0), "macro_f1": float(r.metrics["test_macro_f1"])}
                for r in c.ledger.list_rounds(arm=arm) if r.round_no < round_no and "test_macro_f1" in r.metrics]
     if ev is not None and "test_macro_f1" in res.metrics:
         history.append({"labels": res.n_labels, "macro_f1": res.metrics["test_macro_f1"]})
-    stop_preds = _stop_set_predictions(c, arm, round_no, ev, items, feats) if b.stability_kappa else None
-    judged = ev is not None and res.judged
-    stop, reason = stopping.should_stop(history, budget=b.max_labels, spent=spent,
-                                        target=b.target_macro_f1 if judged else None,
-                                        min_gain_per_label=b.min_gain_per_label if judged else None, window=b.stop_window,
-                                        stability_kappa=b.stability_kappa, stop_set_predictions=stop_preds)
-    return reason if stop else None
+    stop_preds = (_stop_set_predictions(c, arm, round_no, ev, items, feats) if policy.stop.stability_kappa
+                  else None)
+    return stop_reason(policy.stop, round_no, state.spent, history, judged=ev is not None and res.judged,
+                       stop_set_predictions=stop_preds)
 
 
 def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: dict | None, items: pd.DataFrame,
