@@ -25,6 +25,7 @@ from prefect import flow, get_run_logger
 from flows.config import CampaignConfig, load_config
 from flows.logs import progress, say
 from flows.runtime import Campaign, open_campaign
+from flows.stages import push_pending
 from flows.trust import EVAL_ARM
 from integrations.expectations import validate_pool
 from integrations.sources import InputError, load_table, load_table_maybe_unlabelled
@@ -323,8 +324,6 @@ def _say_what_was_kept(c: Campaign, err: Exception) -> None:
 
 
 def _write_setup(c: Campaign, frame: pd.DataFrame) -> bool:
-    from flows.round import push_pending
-
     s = c.cfg.splits
     method = frame.attrs.get("seed_method") or s.seed_method
     split = frame["split"]

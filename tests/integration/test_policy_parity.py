@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 
 SIZES = {"test": 150, "calibration": 60, "seed": 25, "batch": 25, "budget": 125}
 QUOTA, NEAR_DUP = 0.3, 0.9
+ECE_GATE = 0.15  # on this data the gate passes in some rounds and fails in others: both paths are compared
 
 
 def _data(folder: Path) -> Path:
@@ -52,6 +53,8 @@ class_quota = {QUOTA}
 near_duplicate_threshold = {NEAR_DUP}
 [budget]
 max_labels = {SIZES["budget"]}
+[gates]
+calibration_ece = {ECE_GATE}
 [annotation]
 backend = "simulated"
 overlap = 1
@@ -76,7 +79,7 @@ def test_simulate_and_a_campaign_query_the_same_items_in_every_round(prefect_api
                   "--budget", str(SIZES["budget"]), "--batch-size", str(SIZES["batch"]),
                   "--seed-size", str(SIZES["seed"]), "--test-size", str(SIZES["test"]),
                   "--calibration-size", str(SIZES["calibration"]), "--class-quota", str(QUOTA),
-                  "--near-duplicate-threshold", str(NEAR_DUP), "--out", str(out),
+                  "--near-duplicate-threshold", str(NEAR_DUP), "--ece-gate", str(ECE_GATE), "--out", str(out),
                   env={"PREFECT_API_URL": prefect_api}, timeout=600)
     assert sim.returncode == 0, sim.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
@@ -98,7 +101,8 @@ def test_simulate_and_a_campaign_query_the_same_items_in_every_round(prefect_api
         for r, (got, want) in enumerate(zip(campaign, simulated), start=1):
             assert got == want, f"{arm} round {r}: the campaign queried other items than simulate"
         assert q.loc[(q["arm"] == arm) & (q["round_no"] > n_batches)].empty, f"{arm} queried past its budget"
-    # the active batches ran the policy: a random share and model-driven picks (or the gate's fallback)
+    # the active batches ran the whole policy: margin picks, the random share, class-quota top-ups, and
+    # the calibration gate's fallback in the rounds where it failed
     active = q[(q["arm"] == "active") & (q["round_no"] >= 1)]
-    assert set(active["reason"]) >= {"strategy", "random"}, set(active["reason"])
-    assert set(active["strategy"]) <= {"margin", "diversity-random"}
+    assert set(active["reason"]) >= {"strategy", "random", "quota", "diversity"}, set(active["reason"])
+    assert set(active["strategy"]) == {"margin", "diversity-random"}
