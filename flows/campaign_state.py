@@ -2,8 +2,8 @@
 
 Why a module of its own, free of Prefect: the round and reopen flows use these, and so do the
 read-only commands (``labelloop status``), which must answer in a second or two without
-importing Prefect or scikit-learn. Moved here unchanged from flows/round.py and
-flows/reopen.py, which re-export them.
+importing Prefect or scikit-learn. The decisions themselves are tasks/policy.py; this module
+reads what they need from the ledger (the drift boost, last round's random-ahead check).
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ import scipy.sparse as sp
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from flows.logs import progress
 from tasks import query
 from tasks.train import predict_proba_aligned
 
@@ -193,8 +194,6 @@ def transform_with_progress(vec: Any, texts: Sequence[str], what: str) -> Any:
     (TF-IDF rows with frozen idf, per-text embeddings), so stacking the pieces' rows in order
     changes nothing. The bar (or plain line) shows only when the work lasts (flows.logs.progress).
     """
-    from flows.logs import progress
-
     texts = list(texts)
     if len(texts) <= PROGRESS_CHUNK:
         return vec.transform(texts)

@@ -25,7 +25,8 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.logs import progress, say
 from flows.scoring import transform_with_progress
-from integrations.sources import load_table
+from integrations.expectations import validate_pool
+from integrations.sources import InputError, load_table
 from tasks import calibrate, query
 from tasks.policy import (ArmState, Calibration, Policy, QueryPolicy, StopPolicy, plan_round, random_ahead_fired,
                           round_rng, stop_reason)
@@ -222,9 +223,6 @@ def load_simulation_data(data: str, *, text_col: str = "text", label_col: str = 
     starting Prefect or writing ``--out``. Identical texts are kept once (they would leak
     between test and training); blank texts and missing ids are errors (the pool contract).
     """
-    from integrations.expectations import validate_pool
-    from integrations.sources import InputError
-
     frame = load_table(data, id_col=id_col, text_col=text_col, label_col=label_col, encoding=encoding,
                        delimiter=delimiter)
     unique = frame.drop_duplicates("id") if id_col is None else frame
