@@ -29,7 +29,7 @@ demo:
 	  $(VENV)/bin/labelloop demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 ## More
 demo-simulated: $(STAMP)

@@ -19,7 +19,7 @@
 #   LABELLOOP_LS_DATA           data folder (default <repo>/.labelloop/label-studio)
 #   LABELLOOP_LS_VENV           server venv (default <repo>/.venv-labelstudio)
 #   LABELLOOP_LS_USERNAME       admin e-mail on first start (default admin@labelloop.local)
-#   LABELLOOP_LS_START_TIMEOUT  seconds to wait for /health (default 180)
+#   LABELLOOP_LS_START_TIMEOUT  seconds to wait for /health (default 300: the first start's migrations are slow on a busy machine)
 #   LABELLOOP_LS_PYTHON         python used to create the venv (default python3.11, else python3)
 #
 # API token: Label Studio >= 1.23 disables *legacy* API tokens for new organisations.
@@ -42,7 +42,7 @@ VENV="${LABELLOOP_LS_VENV:-$REPO_ROOT/.venv-labelstudio}"
 DATA="${LABELLOOP_LS_DATA:-$REPO_ROOT/.labelloop/label-studio}"
 PORT="${LABELLOOP_LS_PORT:-8089}"
 BIND="127.0.0.1"
-START_TIMEOUT="${LABELLOOP_LS_START_TIMEOUT:-180}"
+START_TIMEOUT="${LABELLOOP_LS_START_TIMEOUT:-300}"
 CREDS="$DATA/credentials.env"
 PIDFILE="$DATA/server.pid"
 PORTFILE="$DATA/server.port"

@@ -63,7 +63,7 @@ def label_studio(tmp_path_factory):
 
     run("install", timeout=900)
     try:
-        run("start", "--port", str(port), timeout=400)
+        run("start", "--port", str(port), timeout=600)
         token = run("token", timeout=30).strip()
         yield LabelStudioServer(f"http://127.0.0.1:{port}", token, data, env)
     finally:
