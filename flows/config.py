@@ -348,6 +348,21 @@ class ScheduleConfig(_Strict):
         default="0 * * * *", description="When the drift check looks at new arrivals (cron); empty: never")
     drift_interval_seconds: Annotated[int, Field(ge=5)] | None = None
     timezone: str = "UTC"
+    batch_trigger: bool | None = Field(
+        default=None, description="`labelloop serve`: start a round as soon as the open batch is answered "
+                                  "([run] batch_ready_share), from Label Studio webhooks and a polling check; "
+                                  "unset: on with the label_studio backend (the others answer at once, "
+                                  "where `labelloop run` is the way to go round after round)")
+    batch_poll_seconds: Annotated[int, Field(ge=5)] = Field(
+        default=30, description="How often the polling fallback checks whether the open batch is answered")
+    webhooks: bool = Field(
+        default=True, description="Register a Label Studio webhook (false: the polling check alone)")
+    webhook_host: str = Field(default="127.0.0.1", description="Address the webhook receiver listens on")
+    webhook_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=0, description="Port of the webhook receiver; 0: a free port")
+    webhook_url: str | None = Field(
+        default=None, description="The receiver's address as Label Studio reaches it (default "
+                                  "http://webhook_host:port); the campaign's path is appended")
 
     @field_validator("round_cron", "drift_cron")
     @classmethod
@@ -771,6 +786,13 @@ round_cron = "0 6 * * 1-5" # scheduled rounds; "" for none (rounds then run by h
 # round_interval_seconds = 600   # instead of the cron: every N seconds
 drift_cron = "0 * * * *"   # drift check of new arrivals; "" for none
 timezone = "UTC"
+# batch_trigger = true     # serve: a round as soon as the open batch is answered ([run] batch_ready_share);
+                           # unset: on with backend = "label_studio"
+batch_poll_seconds = 30    # ... checked this often (the fallback when Label Studio's webhooks cannot reach us)
+webhooks = true            # Label Studio backend: register a webhook so the check runs on every annotation
+webhook_host = "127.0.0.1" # the webhook receiver's address and port (0: any free port)
+webhook_port = 0
+# webhook_url = "http://labelloop.example.org:8787"  # how Label Studio reaches the receiver, if not host:port
 
 [drift]
 # arrivals = "arrivals/"   # file or folder of new unlabelled data (CSV / Parquet / JSONL, same columns as [data])

@@ -12,7 +12,9 @@ Two ways to run them, same three deployments (named after the campaign):
   variables it reads).
 
 =====================================  ==========================================================
-``labelloop-round/<campaign>``          ``[schedule] round_cron`` (or ``round_interval_seconds``)
+``labelloop-round/<campaign>``          ``[schedule] round_cron`` (or ``round_interval_seconds``), and
+                                        event trigger ``labelloop.batch.completed`` (the open batch is
+                                        answered: ``flows/batch_trigger.py``, started by ``serve``)
 ``labelloop-drift-check/<campaign>``    ``[schedule] drift_cron`` (or ``drift_interval_seconds``)
 ``labelloop-reopen/<campaign>``         event trigger: ``labelloop.drift.detected`` with resource
                                         ``labelloop.campaign.<campaign>``
@@ -89,6 +91,14 @@ def build_deployments(config: str | Path, cfg: CampaignConfig | None = None, *,
                               "tags": ["labelloop", f"campaign:{cfg.name}"]}
     if work_pool:
         common["work_pool_name"] = work_pool
+    from flows.batch_trigger import BATCH_EVENT
+
+    batch_done = DeploymentEventTrigger(  # flows/batch_trigger.py emits it when the open batch is answered
+        name=f"labelloop {cfg.name}: batch completed",
+        expect={BATCH_EVENT},
+        match={"prefect.resource.id": resource_id(cfg.name)},
+        parameters={"config": config_path},
+    )
     trigger = DeploymentEventTrigger(
         name=f"labelloop {cfg.name}: drift detected",
         expect={DRIFT_EVENT},
@@ -98,8 +108,9 @@ def build_deployments(config: str | Path, cfg: CampaignConfig | None = None, *,
     return [
         round_flow.to_deployment(
             schedules=_schedules(s.round_cron, s.round_interval_seconds, s.timezone),
-            parameters={"config": config_path}, concurrency_limit=one_enqueued,
-            description=f"Scheduled active-learning rounds of campaign {cfg.name}", **common),
+            triggers=[batch_done], parameters={"config": config_path}, concurrency_limit=one_enqueued,
+            description=f"Active-learning rounds of campaign {cfg.name}: on schedule and when a batch "
+                        "is answered", **common),
         drift_check_flow.to_deployment(
             schedules=_schedules(s.drift_cron, s.drift_interval_seconds, s.timezone),
             parameters={"config": config_path}, concurrency_limit=one_cancel,
@@ -117,6 +128,9 @@ def describe(cfg: CampaignConfig) -> str:
     drf = f"every {s.drift_interval_seconds}s" if s.drift_interval_seconds else (
         f"cron '{s.drift_cron}' ({s.timezone})" if s.drift_cron else "no schedule")
     n = deployment_names(cfg.name)
+    from flows.batch_trigger import BATCH_EVENT
+
+    rnd += f"; on event {BATCH_EVENT}"
     return (f"  {n['round']:<40} {rnd}\n  {n['drift']:<40} {drf}\n"
             f"  {n['reopen']:<40} on event {DRIFT_EVENT} (resource {resource_id(cfg.name)})")
 
@@ -136,10 +150,17 @@ def serve_campaigns(configs: list[str], *, limit: int | None = None) -> None:
             ensure_prefect_limit(prefect_limit_name(cfg.name))
         deployments.extend(build_deployments(path, cfg))
         print(f"campaign {cfg.name}:\n{describe(cfg)}", flush=True)
-    _serve_until_signal(deployments, limit=limit)
+    from flows.batch_trigger import start_batch_triggers
+
+    stops: list[Any] = []
+    try:  # webhooks + polling -> labelloop.batch.completed, once the deployments (and automations) exist
+        _serve_until_signal(deployments, limit=limit, on_registered=lambda: stops.append(start_batch_triggers(configs)))
+    finally:
+        for stop in stops:
+            stop()
 
 
-def _serve_until_signal(deployments: list[Any], *, limit: int | None) -> None:
+def _serve_until_signal(deployments: list[Any], *, limit: int | None, on_registered: Any = None) -> None:
     """Prefect's ``serve``, stopped cleanly by Ctrl-C or SIGTERM.
 
     Why not ``prefect.serve``: in 3.8 its runner swallowed Ctrl-C and on SIGTERM called the
@@ -154,7 +175,9 @@ def _serve_until_signal(deployments: list[Any], *, limit: int | None) -> None:
 
     runner = Runner(pause_on_shutdown=True, limit=limit)
     for d in deployments:
-        runner.add_deployment(d)
+        runner.add_deployment(d)  # registers it (and its trigger automations) with the API now
+    if on_registered is not None:
+        on_registered()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -229,7 +229,8 @@ def settle(c: Campaign, passes: int | None = None) -> dict[str, float]:
     return last
 
 
-def open_batch_readiness(c: Campaign, trust: TrustDecision) -> Readiness:
+def open_batch_readiness(c: Campaign, trust: TrustDecision | None,
+                         answers: dict[str, int] | None = None) -> Readiness:
     """Whether the open batch (the arms' items pushed most recently) is answered enough to train on.
 
     See :mod:`tasks.readiness` for the rule and why. Gold items are left out: they score
@@ -237,6 +238,10 @@ def open_batch_readiness(c: Campaign, trust: TrustDecision) -> Readiness:
     calibration items people label, pushed with the seed) are not part of any batch; while the
     seed is the open batch, the round also waits for ``min_test_labels`` answered test items
     (:func:`tasks.readiness.with_evaluation`).
+
+    ``trust`` None: the latest recorded trust decision's statuses; ``answers`` (item -> distinct
+    annotators' submitted answers) given: counted from there instead of the ledger -- the batch
+    trigger (flows/batch_trigger.py) asks the backend itself, before any round has pulled.
     """
     q = c.ledger.queries_frame()
     tasks = c.ledger.tasks_frame()
@@ -247,9 +252,14 @@ def open_batch_readiness(c: Campaign, trust: TrustDecision) -> Readiness:
         return batch_readiness(None, [], {}, {}, need=need, ready_share=c.cfg.run.batch_ready_share)
     batch = int(open_tasks["round_no"].max())
     ids = sorted(set(open_tasks.loc[open_tasks["round_no"] == batch, "item_id"].astype(str)))
-    ann = c.ledger.annotations_frame(submitted_only=True)
-    answers = ann.drop_duplicates(["item_id", "annotator"]).groupby("item_id").size().to_dict() if len(ann) else {}
-    status = trust.items["status"].to_dict() if len(trust.items) else {}
+    if answers is None:
+        ann = c.ledger.annotations_frame(submitted_only=True)
+        answers = ann.drop_duplicates(["item_id", "annotator"]).groupby("item_id").size().to_dict() if len(ann) else {}
+    if trust is None:
+        latest = c.ledger.trust_items_frame()
+        status = dict(zip(latest["item_id"].astype(str), latest["status"])) if len(latest) else {}
+    else:
+        status = trust.items["status"].to_dict() if len(trust.items) else {}
     never = getattr(c.backend, "unanswerable", None)
     ready = batch_readiness(batch, ids, answers, status, need=need, ready_share=c.cfg.run.batch_ready_share,
                             unanswerable=never(ids) if callable(never) else ())

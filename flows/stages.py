@@ -24,9 +24,12 @@ from integrations.faults import checkpoint
 from integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
 from tasks import calibrate, query
 from tasks.annotate import screen_annotations
+from tasks.annotation_cost import annotator_metrics, annotator_table, effort, hours_per_accuracy_point, items_of
+from tasks.batch_order import order_for_people
 from tasks.evaluate import classification_metrics, confusion_figure, macro_f1_interval
 from tasks.policy import RoundPlan, price_per_point, round_rng
 from tasks.train import predict_proba_aligned, train_model
+from tasks.trust import metric_name
 
 stage = task(cache_policy=NO_CACHE)  # inputs are live objects (ledger, backend): never hash or cache them
 
@@ -199,6 +202,10 @@ def push_pending(c: Campaign, round_no: int, predictions: dict[str, tuple[str, f
                                 predicted_label=pred[0] if pred else None,
                                 confidence=pred[1] if pred else None,
                                 model_version=pred[2] if pred else r.model_version))
+    # people see a mix of hard and easier items, not a wall of the hardest (tasks/batch_order.py)
+    order = {i: k for k, i in enumerate(order_for_people([t.item_id for t in reqs],
+                                                         {t.item_id: t.confidence for t in reqs}))}
+    reqs.sort(key=lambda t: order[t.item_id])
     mapping = c.backend.push(reqs)
     checkpoint("after-import-before-ledger")
     c.ledger.record_tasks(c.backend.name, round_no, mapping)
@@ -227,7 +234,9 @@ def log_round(c: Campaign, res: ArmResult, ev: dict | None, parent_id: str, batc
     metrics = dict(res.metrics)
     metrics.update({"n_labels": res.n_labels, "labels_spent": res.labels_spent, "n_queried": res.n_queried,
                     "cost": res.labels_spent * c.cfg.budget.cost_per_label})
-    price = _price_per_point(c, res, metrics)
+    people = annotators_side(c, res)
+    metrics.update(people["metrics"])
+    price = _price_per_point(c, res, metrics, people["arm_answers"])
     metrics.update(price)
     res.metrics.update({"labels_spent": float(res.labels_spent), **price})  # the ledger keeps them for later rounds
     tr.log_metrics(run_id, metrics, step=res.n_labels)
@@ -260,16 +269,48 @@ def log_round(c: Campaign, res: ArmResult, ev: dict | None, parent_id: str, batc
             tr.set_tags(run_id, {"labelloop.model_version": version, "labelloop.champion": str(promoted).lower()})
     if len(batch):
         tr.log_table(run_id, batch, "queried_batch.json")
+    if len(people["annotators"]):
+        tr.log_table(run_id, people["annotators"].reset_index(), "annotators.json")
     tr.finish(run_id)
 
 
-def _price_per_point(c: Campaign, res: ArmResult, metrics: dict) -> dict[str, float]:
-    """:func:`tasks.policy.price_per_point` of this arm: its earlier evaluated rounds from the ledger, then this one."""
+def annotators_side(c: Campaign, res: ArmResult) -> dict[str, Any]:
+    """The people's side of this round for one arm (see :mod:`tasks.annotation_cost`).
+
+    ``metrics``: the arm's answers pulled this round (``annotation_seconds_per_label``,
+    ``annotation_hours``, ...), everyone's hours this round on any item
+    (``annotation_hours_all_items``: evaluation and gold items included) and per annotator
+    ``annotator_{answers,median_seconds,seconds_per_label,consensus_agreement,gold_accuracy}_<name>``;
+    ``annotators``: the per-annotator table; ``arm_answers``: the arm's answers to date.
+    """
+    ann = c.ledger.annotations_frame()
+    arm_ann = items_of(ann, c.ledger.queries_frame(arm=res.arm)["item_id"])
+    this_round = arm_ann[arm_ann["pulled_in_round"] == res.round_no] if len(arm_ann) else arm_ann
+    metrics = {k: v for k, v in effort(this_round).items()
+               if k in ("annotation_seconds_per_label", "annotation_hours", "annotation_answers", "annotation_timed")}
+    everyone = effort(ann[ann["pulled_in_round"] == res.round_no] if len(ann) else ann)
+    metrics["annotation_hours_all_items"] = everyone["annotation_hours"]
+    metrics["annotation_hours_total"] = effort(arm_ann)["annotation_hours"]
+    table = annotator_table(ann, res.round_no, c.ledger.annotator_status_frame(round_no=res.round_no))
+    metrics.update(annotator_metrics(table, metric_name))
+    return {"metrics": metrics, "annotators": table, "arm_answers": arm_ann}
+
+
+def _price_per_point(c: Campaign, res: ArmResult, metrics: dict, arm_answers: pd.DataFrame | None = None
+                     ) -> dict[str, float]:
+    """:func:`tasks.policy.price_per_point` of this arm (its earlier evaluated rounds from the ledger, then
+    this one), plus ``hours_per_accuracy_point``: the annotators' hours (Label Studio's ``lead_time`` of
+    the arm's answers, :func:`tasks.annotation_cost.hours_per_accuracy_point`)."""
     if "test_accuracy" not in metrics:
         return {}
     hist = sorted((int(r.n_labels or 0), float(r.metrics.get("labels_spent", r.n_labels or 0)),
-                   float(r.metrics["test_accuracy"])) for r in c.ledger.list_rounds()
+                   float(r.metrics["test_accuracy"]), r.round_no) for r in c.ledger.list_rounds()
                   if r.arm == res.arm and r.round_no < res.round_no and r.status in ("done", "stopped")
                   and "test_accuracy" in r.metrics)
-    hist.append((int(res.n_labels), float(res.labels_spent), float(metrics["test_accuracy"])))
-    return price_per_point(hist, c.cfg.budget.cost_per_label)
+    hist.append((int(res.n_labels), float(res.labels_spent), float(metrics["test_accuracy"]), res.round_no))
+    out = price_per_point([h[:3] for h in hist], c.cfg.budget.cost_per_label)
+    if arm_answers is not None:
+        hours = hours_per_accuracy_point(arm_answers, sorted((h[3], h[2]) for h in hist))
+        if hours is not None:
+            out["hours_per_accuracy_point"] = hours
+    return out

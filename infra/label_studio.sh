@@ -21,6 +21,9 @@
 #   LABELLOOP_LS_USERNAME       admin e-mail on first start (default admin@labelloop.local)
 #   LABELLOOP_LS_START_TIMEOUT  seconds to wait for /health (default 300: the first start's migrations are slow on a busy machine)
 #   LABELLOOP_LS_PYTHON         python used to create the venv (default python3.11, else python3)
+#   LABELLOOP_LS_SSRF_PROTECTION  Label Studio's SSRF_PROTECTION_ENABLED (default false: this local server
+#                               may call webhooks on 127.0.0.1, i.e. `labelloop serve`'s receiver that
+#                               starts a round when a batch is done; set true to forbid local addresses)
 #
 # API token: Label Studio >= 1.23 disables *legacy* API tokens for new organisations.
 # We start the server with --enable-legacy-api-token (and LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true),
@@ -261,6 +264,7 @@ cmd_start() {
             LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
             LABEL_STUDIO_LATEST_VERSION_CHECK=false \
             LABEL_STUDIO_COLLECT_ANALYTICS=false \
+            SSRF_PROTECTION_ENABLED="${LABELLOOP_LS_SSRF_PROTECTION:-false}" \
             SENTRY_DSN= FRONTEND_SENTRY_DSN= \
             setsid sh -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$PIDFILE" \
             "$VENV/bin/label-studio" start --no-browser \

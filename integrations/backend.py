@@ -36,6 +36,7 @@ class PulledAnnotation:
     status: str  # "submitted", "skipped" (cancelled) or "invalid" (unusable result); label is set only when submitted
     created_at: datetime
     updated_at: datetime
+    lead_time: float | None = None  # seconds the annotator spent on it (Label Studio's lead_time); None: unknown
 
 
 class BackendError(RuntimeError):

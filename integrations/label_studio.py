@@ -57,6 +57,8 @@ DEFAULT_SECRET_BLOCK = "label-studio-api-key"
 FROM_NAME = "label"
 TO_NAME = "text"
 RETRYABLE_STATUS = {408, 429}
+#: Label Studio webhook actions after which the open batch may have become complete
+WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 
 
 # --------------------------------------------------------------------------- config
@@ -599,6 +601,7 @@ class LabelStudioBackend:
                     status=status,
                     created_at=created,
                     updated_at=_parse_time(ann.get("updated_at") or created),
+                    lead_time=_seconds(ann.get("lead_time")),
                 )
         return sorted(out.values(), key=lambda a: (int(a.backend_task_id), _int_or(a.backend_annotation_id)))
 
@@ -698,6 +701,47 @@ class LabelStudioBackend:
             max_backoff=self.max_backoff, page_size=self.page_size, import_chunk=self.import_chunk,
         )
 
+    # ------------------------------------------------------------------ webhooks
+
+    def ensure_webhook(self, url: str, *, stale_suffix: str | None = None) -> int:
+        """Have the project call ``url`` whenever an annotation is created, updated or deleted
+        (the trigger of a round when the batch is done); returns the webhook's id.
+
+        Idempotent: a webhook of the project with this exact URL is reused. Webhooks of the project
+        whose URL ends with ``stale_suffix`` but differs (an earlier ``labelloop serve`` on another
+        port) are deleted, so Label Studio does not keep calling dead addresses. Label Studio refuses
+        local addresses (127.0.0.1, localhost) while its SSRF protection is on: the local server is
+        started with ``SSRF_PROTECTION_ENABLED=false`` (infra/label_studio.sh); elsewhere the error
+        says which setting to change and the caller falls back to polling.
+        """
+
+        def go(att: _Attempt) -> int:
+            pid = self._pid(att)
+            hooks = self.client.webhooks.list(project=str(pid), request_options=att.request_options())
+            keep = None
+            for h in hooks:
+                if getattr(h, "project", None) not in (None, pid):
+                    continue
+                if h.url == url and keep is None:
+                    keep = int(h.id)
+                elif stale_suffix and h.url.endswith(stale_suffix) and h.url != url:
+                    self.client.webhooks.delete(int(h.id), request_options=att.request_options())
+            if keep is not None:
+                return keep
+            hook = self.client.webhooks.create(
+                url=url, project=pid, send_payload=True, send_for_all_actions=False, is_active=True,
+                actions=list(WEBHOOK_ACTIONS), request_options=att.request_options())
+            return int(hook.id)
+
+        try:
+            return self._call(f"registering a webhook for project {self.project_title!r}", go)
+        except BackendError as err:
+            if "HTTP 400" in str(err) and ("url" in str(err).lower()):
+                raise BackendError(
+                    f"{err} -- Label Studio refuses to call {url}: a Label Studio that should call a local "
+                    "address needs SSRF_PROTECTION_ENABLED=false in its environment") from None
+            raise
+
     # ------------------------------------------------------------------ misc
 
     def delete_project(self) -> None:
@@ -765,6 +809,16 @@ class LabelStudioReviewBackend(LabelStudioBackend):
         if updated:
             log.info("review project %r: %d open task(s) got newer votes", self.project_title, updated)
         return updated, len(settled)
+
+
+def _seconds(value: Any) -> float | None:
+    """Label Studio's ``lead_time`` (seconds the annotator had the task open, summed over edits) as a
+    float; None when absent or not a non-negative number."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v and v >= 0 else None
 
 
 def _int_or(value: str) -> int:

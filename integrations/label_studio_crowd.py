@@ -1,8 +1,9 @@
 """Simulated annotators that work through a real Label Studio server as real users.
 
 Each :class:`SimAnnotator` is a Label Studio user (``annotator1`` ->
-``annotator1@labelloop.local``), created on first use, so Label Studio's UI and
-API show who labelled what, exactly as with human annotators.
+``annotator1@labelloop.local``, named e.g. "Ada Okafor" by :func:`tasks.annotate.person_name`),
+created on first use, so Label Studio's UI and API show who labelled what, exactly as with
+human annotators. Each answer is sent with a ``lead_time`` (:func:`tasks.annotate.simulated_lead_time`).
 
 Identity, verified against Label Studio 1.23.2:
 
@@ -26,14 +27,13 @@ id (so load spreads evenly and a rerun picks the same people). Re-running
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from integrations.backend import BackendError
 from integrations.label_studio import LabelStudioBackend, choices_result
-from tasks.annotate import assign_annotators, stable_uniform
+from tasks.annotate import assign_annotators, person_name, simulated_lead_time, stable_uniform
 from tasks.annotate import simulated_answer as _answer
 
 log = logging.getLogger(__name__)
@@ -64,11 +64,6 @@ def default_annotators(k: int, accuracy: float | Sequence[float] = 0.85) -> list
     return [SimAnnotator(f"annotator{i + 1}", float(a)) for i, a in enumerate(accs)]
 
 
-def _digest(*parts: Any) -> int:
-    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(h[:8], "big")
-
-
 def assign(item_id: str, annotators: Sequence[SimAnnotator], overlap: int, seed: int) -> list[SimAnnotator]:
     """The ``overlap`` distinct annotators who answer ``item_id``.
 
@@ -92,26 +87,32 @@ def simulated_answer(
 
 
 def ensure_users(backend: LabelStudioBackend, annotators: Sequence[SimAnnotator]) -> dict[str, int]:
-    """Find or create a Label Studio user per annotator; e-mail -> user id."""
+    """Find or create a Label Studio user per annotator; e-mail -> user id.
+
+    Each gets a readable first and last name (:func:`tasks.annotate.person_name`), so Label
+    Studio's task list shows distinct initials; users created by an earlier labelloop (first name
+    = the annotator's name, no last name) are renamed once."""
 
     def go(att: Any) -> dict[str, int]:
         client = backend.client
-        by_email = {
-            (u.email or "").lower(): int(u.id) for u in client.users.list(request_options=att.request_options())
-        }
+        users = {(u.email or "").lower(): u for u in client.users.list(request_options=att.request_options())}
         out: dict[str, int] = {}
         for a in annotators:
-            uid = by_email.get(a.email.lower())
-            if uid is None:
+            first, last = person_name(a.name)
+            user = users.get(a.email.lower())
+            if user is None:
                 user = client.users.create(
                     username=a.email.split("@")[0],
                     email=a.email,
-                    first_name=a.name.split("@")[0],
+                    first_name=first,
+                    last_name=last,
                     request_options=att.request_options(),
                 )
-                uid = int(user.id)
-                log.info("created Label Studio user %s (id %d)", a.email, uid)
-            out[a.email] = uid
+                log.info("created Label Studio user %s (%s %s, id %d)", a.email, first, last, int(user.id))
+            elif not (user.last_name or "").strip():
+                client.users.update(int(user.id), first_name=first, last_name=last,
+                                    request_options=att.request_options())
+            out[a.email] = int(user.id)
         return out
 
     ids = backend._call(f"creating {len(annotators)} annotator users", go)
@@ -196,7 +197,7 @@ def answer_open_tasks(
             if a.email.lower() in done.get(task_id, set()):
                 continue
             label = simulated_answer(item_id, truth, labels, a, seed, skip_rate)
-            lead = 2.0 + (_digest(seed, "lead", item_id, a.email) % 1800) / 100.0
+            lead = simulated_lead_time(item_id, a.name, seed)
             try:
                 submitter.submit(task_id, a, label, lead)
             except BackendError as exc:

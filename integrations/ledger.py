@@ -146,8 +146,17 @@ annotations = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("pulled_in_round", Integer),
     Column("model_version", String(128)),  # the model that asked for this label
+    # seconds the annotator spent (Label Studio's ``lead_time``); NULL when the backend does not say.
+    # Added after schema version 1: an older ledger gains it on open (see ADDED_COLUMNS).
+    Column("lead_time", Float, nullable=True),
     UniqueConstraint("campaign", "backend", "backend_annotation_id", name="uq_annotation"),
 )
+
+#: Nullable columns added to existing tables after schema version 1. ``create_all`` creates missing
+#: tables but never alters an existing one, so :meth:`Ledger._add_missing_columns` adds these on open
+#: (``ALTER TABLE ... ADD COLUMN``, nullable, no default: the same on SQLite and PostgreSQL, and an
+#: older labelloop reading the ledger simply ignores them). Issue 15's migrations take these over.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"annotations": ("lead_time",)}
 
 
 def redact_url(url: str) -> str:
@@ -198,8 +207,12 @@ class Ledger:
             self.engine: Engine = create_engine(url, future=True)
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
+            self._absent_columns: set[tuple[str, str]] = set()
             if create:
                 metadata.create_all(self.engine)
+                self._add_missing_columns()
+            else:  # read-only opening (export): an older ledger is read as it is, the new columns as NULL
+                self._absent_columns = self._missing_added_columns()
             self._check_schema_version()
         except LedgerError:
             raise
@@ -210,6 +223,41 @@ class Ledger:
             raise LedgerError(f"cannot open the ledger at {self.safe_url}: {err.strerror or err}: {err.filename}") from None
 
     # ----- schema ------------------------------------------------------------
+    def _missing_added_columns(self) -> set[tuple[str, str]]:
+        """(table, column) of :data:`ADDED_COLUMNS` this database lacks (tables it lacks are skipped)."""
+        from sqlalchemy import inspect
+
+        insp = inspect(self.engine)
+        out: set[tuple[str, str]] = set()
+        for table_name, names in ADDED_COLUMNS.items():
+            if not insp.has_table(table_name):
+                continue
+            have = {c["name"] for c in insp.get_columns(table_name)}
+            out |= {(table_name, n) for n in names if n not in have}
+        return out
+
+    def _add_missing_columns(self) -> None:
+        """Give a ledger created by an earlier labelloop the nullable columns of :data:`ADDED_COLUMNS`."""
+        from sqlalchemy import text
+
+        for table_name, name in sorted(self._missing_added_columns()):
+            col_type = metadata.tables[table_name].c[name].type.compile(dialect=self.engine.dialect)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {name} {col_type}"))
+            except SQLAlchemyError:
+                if (table_name, name) in self._missing_added_columns():
+                    raise
+                # another process opening the same ledger added it first
+
+    def _column(self, table: Table, name: str) -> Any:
+        """``table.c[name]``, or NULL under that name when a read-only ledger predates the column."""
+        from sqlalchemy import literal
+
+        if (table.name, name) in self._absent_columns:
+            return literal(None, table.c[name].type).label(name)
+        return table.c[name]
+
     def _check_schema_version(self) -> None:
         with self.engine.begin() as conn:
             row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
@@ -419,7 +467,8 @@ class Ledger:
             existing = {
                 r["backend_annotation_id"]: r
                 for r in conn.execute(select(annotations.c.backend_annotation_id, annotations.c.label,
-                                             annotations.c.status, annotations.c.updated_at)
+                                             annotations.c.status, annotations.c.updated_at,
+                                             annotations.c.lead_time)
                                       .where((annotations.c.campaign == self.campaign)
                                              & (annotations.c.backend == backend))).mappings()
             }
@@ -435,12 +484,15 @@ class Ledger:
                         "backend_task_id": str(a.backend_task_id), "item_id": a.item_id, "annotator": a.annotator,
                         "label": a.label, "status": a.status, "created_at": a.created_at, "updated_at": a.updated_at,
                         "pulled_in_round": round_no, "model_version": asked_by.get(a.item_id),
+                        "lead_time": _lead_time(a),
                     })
-                elif (old["label"], old["status"]) != (a.label, a.status) or _aware(old["updated_at"]) != _aware(a.updated_at):
+                elif ((old["label"], old["status"]) != (a.label, a.status) or _aware(old["updated_at"]) != _aware(a.updated_at)
+                      or _lead_time(a) not in (None, old["lead_time"])):  # Label Studio adds an edit's time
                     conn.execute(update(annotations).where(
                         (annotations.c.campaign == self.campaign) & (annotations.c.backend == backend)
                         & (annotations.c.backend_annotation_id == key)
-                    ).values(label=a.label, status=a.status, updated_at=a.updated_at))
+                    ).values(label=a.label, status=a.status, updated_at=a.updated_at,
+                             lead_time=_lead_time(a) if _lead_time(a) is not None else old["lead_time"]))
                     counts["updated"] += 1
                 else:
                     counts["unchanged"] += 1
@@ -452,14 +504,15 @@ class Ledger:
     def annotations_frame(self, *, submitted_only: bool = False) -> pd.DataFrame:
         q = select(annotations.c.backend_annotation_id, annotations.c.backend_task_id, annotations.c.item_id,
                    annotations.c.annotator, annotations.c.label, annotations.c.status, annotations.c.created_at,
-                   annotations.c.updated_at, annotations.c.pulled_in_round, annotations.c.model_version
-                   ).where(annotations.c.campaign == self.campaign)
+                   annotations.c.updated_at, annotations.c.pulled_in_round, annotations.c.model_version,
+                   self._column(annotations, "lead_time")).where(annotations.c.campaign == self.campaign)
         if submitted_only:
             q = q.where(annotations.c.status == "submitted")
         with self.begin() as conn:
             return pd.DataFrame(_tuples(conn.execute(q.order_by(annotations.c.id))),
                                 columns=["backend_annotation_id", "backend_task_id", "item_id", "annotator", "label",
-                                         "status", "created_at", "updated_at", "pulled_in_round", "model_version"])
+                                         "status", "created_at", "updated_at", "pulled_in_round", "model_version",
+                                         "lead_time"])
 
     # ----- helpers -----------------------------------------------------------
     def _count(self, conn: Any, table: Table) -> int:
@@ -469,6 +522,16 @@ class Ledger:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _lead_time(a: Any) -> float | None:
+    """Seconds the annotator spent on ``a`` (``PulledAnnotation.lead_time``), None when unknown or invalid."""
+    v = getattr(a, "lead_time", None)
+    try:
+        v = None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if v is not None and v == v and v >= 0 else None
 
 
 def _busy_timeout_ms() -> int:

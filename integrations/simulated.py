@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from integrations.backend import BackendError, PulledAnnotation, TaskRequest
-from tasks.annotate import assign_annotators, simulated_answer
+from tasks.annotate import assign_annotators, simulated_answer, simulated_lead_time
 
 
 class FileTaskBackend:
@@ -119,8 +119,13 @@ class FileTaskBackend:
                 out.append(PulledAnnotation(
                     backend_annotation_id=f"{tid}:{annotator}", backend_task_id=tid, item_id=item,
                     annotator=annotator, label=label, status="submitted", created_at=ts, updated_at=ts,
+                    lead_time=self.lead_time(item, annotator),
                 ))
         return out
+
+    def lead_time(self, item_id: str, annotator: str) -> float | None:
+        """Seconds ``annotator`` spent on ``item_id``; None: this backend does not know."""
+        return None
 
     def close_tasks(self, backend_task_ids: Sequence[str]) -> None:
         state = self._load()
@@ -194,6 +199,9 @@ class SimulatedBackend(FileTaskBackend):
 
     def can_answer(self, item_id: str) -> bool:
         return item_id in self.true_labels
+
+    def lead_time(self, item_id: str, annotator: str) -> float | None:
+        return simulated_lead_time(item_id, annotator, self.seed)
 
     def available(self, item_id: str) -> int:
         return len(self.annotators) if item_id in self.true_labels else 0

@@ -9,6 +9,7 @@ carries it. A stable hash of (seed, item, annotator) gives exactly that.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
@@ -44,6 +45,37 @@ def simulated_answer(
         return true_label
     return wrong[int(stable_uniform(seed, "which", item_id, annotator) * len(wrong))]
 
+
+_FIRST_NAMES = ("Ada", "Bruno", "Chiara", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas",
+                "Kemi", "Luca", "Maya", "Nils", "Olga", "Priya", "Quentin", "Rosa", "Sami", "Tariq")
+_LAST_NAMES = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Novak", "Haddad", "Silva", "Kowalski", "Nakamura",
+               "Brennan", "Achebe", "Rossi", "Fischer", "Dubois", "Ivanova", "Mehta", "Costa", "Jensen", "Yilmaz",
+               "Walsh")
+
+
+def person_name(annotator: str) -> tuple[str, str]:
+    """A readable (first, last) name for a simulated annotator.
+
+    Why: Label Studio shows a user's initials on every task; simulated users named
+    ``ann-1``, ``ann-2``... all showed "AN", so nobody could tell who labelled what. The name is
+    fixed by the annotator's name (``...1`` -> the first pair, and so on; other names by a hash),
+    so the same simulated user keeps its name, and ten users get ten different initials.
+    """
+    base = annotator.split("@")[0]
+    digits = re.search(r"(\d{1,6})$", base)
+    if digits and int(digits.group(1)) > 0:
+        i = int(digits.group(1)) - 1
+    else:
+        i = int(stable_uniform("name", base) * len(_FIRST_NAMES) * len(_LAST_NAMES))
+    n = len(_FIRST_NAMES)
+    first, last = _FIRST_NAMES[i % n], _LAST_NAMES[(i % n + i // n) % len(_LAST_NAMES)]
+    return first, last
+
+
+def simulated_lead_time(item_id: str, annotator: str, seed: int = 0) -> float:
+    """Seconds a simulated annotator spends on an item: 2 to 20 s, fixed by (seed, item, annotator),
+    so the annotators' side (seconds per label, cost in hours) has numbers to show in demos and tests."""
+    return round(2.0 + 18.0 * stable_uniform(seed, "lead", item_id, annotator), 2)
 
 
 def screen_annotations(frame: "pd.DataFrame", *, known_items: set[str], labels: Sequence[str]) -> tuple["pd.DataFrame", list[str]]:

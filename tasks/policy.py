@@ -256,7 +256,7 @@ def price_per_point(history: Sequence[tuple[int, float, float]], cost_per_label:
     """
     from tasks.evaluate import cost_per_accuracy_point  # heavy (matplotlib): `labelloop status` never prices
 
-    hist = sorted(history)
+    hist = list(history)
     acc = [h[2] for h in hist]
     out: dict[str, float] = {}
     per_item = cost_per_accuracy_point([h[0] for h in hist], acc, 1.0)

@@ -38,6 +38,39 @@ def test_campaign_through_label_studio(prefect_api, label_studio, tmp_path: Path
     assert {(r.arm, r.round_no) for r in rounds} >= {(a, n) for a in ("active", "random") for n in (1, 2, 3)}
     assert rounds[-1].metrics["test_macro_f1"] > 0
 
+    # The annotators' side (issue 17): Label Studio's own lead_time of every answer is in the ledger
+    # (the simulated users submitted simulated_lead_time), and the round runs carry the time per label
+    # and per annotator.
+    from tasks.annotate import simulated_lead_time
+
+    ann = c.ledger.annotations_frame()
+    sent = [simulated_lead_time(i, a.split("@")[0], c.cfg.annotation.simulated.seed)
+            for i, a in zip(ann["item_id"], ann["annotator"])]
+    assert ann["lead_time"].notna().all() and ann["lead_time"].tolist() == pytest.approx(sent)
+    for r in rounds:
+        m = c.tracker.client.get_run(r.mlflow_run_id).data.metrics
+        q = c.ledger.queries_frame(arm=r.arm)
+        asked = q.loc[q["round_no"] <= r.round_no, "item_id"]  # the arm's items as of that round
+        mine = ann[(ann["pulled_in_round"] == r.round_no) & ann["item_id"].isin(asked)]
+        if mine.empty:
+            continue
+        labels = (mine["status"] == "submitted").sum()
+        assert m["annotation_seconds_per_label"] == pytest.approx(mine["lead_time"].sum() / labels)
+        assert m["annotation_hours"] == pytest.approx(mine["lead_time"].sum() / 3600)
+        so_far = ann[ann["pulled_in_round"] <= r.round_no]  # every item's answers pulled up to this round
+        for who in ("ann-1", "ann-2", "ann-3"):
+            key = f"annotator_median_seconds_{who}_labelloop.local"
+            assert m[key] == pytest.approx(so_far.loc[so_far["annotator"] == f"{who}@labelloop.local",
+                                                      "lead_time"].median())
+            assert f"annotator_answers_{who}_labelloop.local" in m
+            assert f"annotator_consensus_agreement_{who}_labelloop.local" in m
+    last = c.tracker.client.get_run(rounds[-1].mlflow_run_id).data.metrics
+    assert "labels_per_accuracy_point" not in last or "hours_per_accuracy_point" in last
+    users = {u.email: u for u in c.backend.client.users.list()}
+    names = {(users[f"ann-{k}@labelloop.local"].first_name, users[f"ann-{k}@labelloop.local"].last_name)
+             for k in (1, 2, 3)}
+    assert len({f[0] + la[0] for f, la in names}) == 3, f"readable, distinct initials: {names}"
+
     # Every queried item has exactly one Label Studio task, and the ledger knows them all.
     ls_tasks = c.backend.existing_tasks()
     assert set(ls_tasks) == set(c.ledger.task_ids())

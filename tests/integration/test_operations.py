@@ -325,6 +325,12 @@ timezone = "Europe/Berlin"
             mine = [a for a in automations
                     if any(getattr(act, "deployment_id", None) == rep.id for act in a.actions)]
             assert len(mine) == 1, f"{name}: one trigger automation for the reopen deployment"
+            batch = [a for a in automations
+                     if any(getattr(act, "deployment_id", None) == rnd.id for act in a.actions)]
+            assert len(batch) == 1 and batch[0].trigger.expect == {"labelloop.batch.completed"}, (
+                f"{name}: the round deployment starts on a completed batch (issue 17)")
+            assert batch[0].trigger.match.model_dump().get("prefect.resource.id") in (
+                f"labelloop.campaign.{name}", [f"labelloop.campaign.{name}"])
             trig = mine[0].trigger
             assert trig.expect == {"labelloop.drift.detected"}
             assert trig.match.model_dump().get("prefect.resource.id") in (
