@@ -76,6 +76,7 @@ if str(REPO_ROOT) not in sys.path:  # running as a script puts benchmarks/ first
     sys.path.insert(0, str(REPO_ROOT))
 
 from tasks import query  # noqa: E402
+from tasks.policy import QueryPolicy, random_ahead_fired, random_share  # noqa: E402
 from tasks.evaluate import labels_to_reach  # noqa: E402
 from tasks.seed import stratified_sample  # noqa: E402
 from tasks.train import build_model, fit_featurizer  # noqa: E402
@@ -289,17 +290,15 @@ class LabelloopArm(Arm):
 
     def query(self, n: int) -> np.ndarray:
         pool = np.flatnonzero(~self.labelled)
-        if self.strategy == "random":
+        if self.strategy == "random":  # the baseline: a plain uniform sample, not labelloop's random arm
             return self.rng.choice(pool, size=min(n, pool.size), replace=False)
         X_pool = self.d.X_pool[pool]
-        proba = aligned_proba(self.model, X_pool, self.k)
-        committee = None
         lab = np.flatnonzero(self.labelled)
-        if self.strategy in ("qbc", "qbc-kl"):
-            committee = query.bootstrap_committee_proba(self.model, self.d.X_pool[lab], self.d.y_pool[lab], X_pool,
-                                                        5, self.rng, classes=np.arange(self.k))
-        picks = query.select_batch(proba, n, self.strategy, self.rng, X_pool=X_pool, X_labelled=self.d.X_pool[lab],
-                                   committee_proba=committee, **self.policy)
+        # the campaigns' batch selection (tasks.query.select_round_batch); one random stream per arm and
+        # trial (not the campaigns' per-round stream), so the published curves stay reproducible
+        picks = query.select_round_batch(self.strategy, n, self.rng, proba=aligned_proba(self.model, X_pool, self.k),
+                                         X_pool=X_pool, X_labelled=self.d.X_pool[lab], y_labelled=self.d.y_pool[lab],
+                                         estimator=self.model, classes=np.arange(self.k), **self.policy)
         return pool[[p.index for p in picks]]
 
     def update(self, idx: np.ndarray) -> None:
@@ -438,7 +437,7 @@ class SkactivemlArm(Arm):
 
 
 class GuardedLabelloopArm(LabelloopArm):
-    """labelloop's policy plus the campaign's random-ahead guard (flows.round.active_random_share).
+    """labelloop's policy plus the campaign's random-ahead guard (:func:`tasks.policy.random_share`).
 
     After each evaluation the arm compares its curve with the random arm's curve of the same
     trial, up to the same label count, using the round's own check
@@ -452,18 +451,19 @@ class GuardedLabelloopArm(LabelloopArm):
 
     def __init__(self, data: Data, seed: int, strategy: str, guard_share: float = 0.5, **policy: Any) -> None:
         super().__init__(data, seed, strategy, **policy)
-        self.base_share = float(policy.get("random_share", 0.10))
-        self.guard_share = guard_share
+        self.query_policy = QueryPolicy(strategy=strategy, random_share=float(policy.get("random_share", 0.10)),
+                                        random_ahead_share=guard_share)
         self.curve: list[tuple[int, float]] = []
         self.guard_rounds = 0
         self.boost = False
 
     def observe(self, n_labels: int, f1: float, random_curve: dict) -> None:
-        from tasks.health import guarded_random_share
-
         self.curve.append((n_labels, f1))
-        self.policy["random_share"], self.boost = guarded_random_share(self.curve, random_curve, self.base_share,
-                                                                       self.guard_share)
+        rx, ry = random_curve["labels"], random_curve["macro_f1"]
+        seen = [(x, y) for x, y in zip(rx, ry) if x <= n_labels]  # random's points up to this label count
+        fired = random_ahead_fired(self.curve, seen)
+        share, why = random_share(self.query_policy, "active", len(self.curve) + 1, random_ahead_fired=fired)
+        self.policy["random_share"], self.boost = share, why is not None
 
     def query(self, n: int) -> np.ndarray:
         self.guard_rounds += int(self.boost)

@@ -5,10 +5,15 @@ One run measures, on a generated 10,000-text campaign with the simulated backend
 * the median of ``--runs`` runs (default 5) of each command, as a user runs it (the
   installed entry point in a fresh process): ``--help``, ``status``, ``setup`` failing on
   its config / a missing file / a missing column / the data contract, and ``round``;
-* a round in a warm process (``round_flow`` called again in a Python process that already
-  ran one: what a long-lived worker pays);
-* the bare model work of one round (both arms: fit, score the pool, evaluate on the test
-  and calibration sets), without Prefect, the ledger or MLflow;
+* a round served by ``labelloop serve`` (warm: the serve process runs its flow runs itself),
+  timed from creating the flow run (``run_deployment``, as a schedule or a trigger would) to
+  its final state, after one warm-up run; the poll interval is 1 s
+  (``PREFECT_RUNNER_POLL_FREQUENCY=1``) and counts in the time;
+* the bare model work of those same served rounds (both arms: fit on the labels each arm
+  trained on in that round, score the pool, evaluate on the test and calibration sets),
+  without Prefect, the ledger or MLflow. The labels are the majority answer of each item the
+  arm queried before that round (the round itself trains on the trusted consensus: nearly
+  the same items and labels; the fit's cost depends on them, more than on their number);
 * the import time of great_expectations, mlflow, prefect and scikit-learn (``python -c
   "import X"`` minus ``python -c "pass"``), in the same run, so the targets are judged
   against this machine's load at the time.
@@ -70,44 +75,81 @@ sys.path.insert(0, sys.argv[2])
 from flows.runtime import open_campaign
 from tasks import calibrate
 from tasks.evaluate import classification_metrics
-from tasks.train import build_model, predict_proba_aligned
+from tasks.train import train_model, predict_proba_aligned
 import numpy as np
 c = open_campaign(sys.argv[1])
 items = c.ledger.items_frame()
 vec = c.featurizer()
-n_lab = int(sys.argv[3])
-lab = items[items["split"].isin(["pool", "seed"])].sample(n=n_lab, random_state=0)
+text = items.set_index("item_id")["text"]
 test, cal = items[items["split"] == "test"], items[items["split"] == "calibration"]
 pool = items[items["split"] == "pool"]
-times = []
-for _ in range(int(sys.argv[4])):
-    t0 = time.perf_counter()
+ann = c.ledger.annotations_frame(submitted_only=True)
+majority = ann.groupby("item_id")["label"].agg(lambda s: s.value_counts().index[0])
+idx = {l: i for i, l in enumerate(c.labels)}
+times, sizes = [], []
+for round_no in json.loads(sys.argv[3]):
+    sets = {}
     for arm in c.cfg.arms:
-        model = build_model(vec, C=c.cfg.model.C).fit(lab["text"].tolist(), lab["known_label"].tolist())
+        q = c.ledger.queries_frame(arm=arm)
+        ids = [i for i in q.loc[q["round_no"] < round_no, "item_id"] if i in majority.index]
+        sets[arm] = (text.loc[ids].tolist(), majority.loc[ids].tolist())
+    t0 = time.perf_counter()
+    for arm, (x, y) in sets.items():
+        model = train_model(vec, x, y, C=c.cfg.model.C, random_state=c.cfg.splits.random_state)
         p = predict_proba_aligned(model, test["text"], c.labels)
         classification_metrics(test["known_label"].tolist(), p, c.labels)
         p_cal = predict_proba_aligned(model, cal["text"], c.labels)
-        idx = {l: i for i, l in enumerate(c.labels)}
         calibrate.calibration_report(p_cal, np.array([idx[y] for y in cal["known_label"]]), method="temperature",
                                      gate=0.1)
         predict_proba_aligned(model, pool["text"], c.labels)  # score the pool
     times.append(time.perf_counter() - t0)
-print(json.dumps(times))
+    sizes.append({a: len(v[1]) for a, v in sets.items()})
+print(json.dumps({"times": times, "sizes": sizes}))
 '''
 
-WARM = r'''
-import json, sys, time
-sys.path.insert(0, sys.argv[2])
-from flows.cli import orchestrate
-orchestrate()
-from flows.round import round_flow
-round_flow(sys.argv[1])  # warm-up: imports, first MLflow/Prefect calls
-times = []
-for _ in range(int(sys.argv[3])):
-    t0 = time.perf_counter(); round_flow(sys.argv[1]); times.append(time.perf_counter() - t0)
-mods = [m for m in ("great_expectations", "mlflow", "prefect", "sklearn") if m in sys.modules]
-print(json.dumps({"times": times, "modules": mods}))
-'''
+
+def served_rounds(cli: list[str], cfg: Path, name: str, runs: int, env: dict, log: Path) -> list[dict]:
+    """Start ``labelloop serve``, run one warm-up round and ``runs`` measured rounds through the API."""
+    import signal
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    serve_env = {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([*cli, "serve", str(cfg)], cwd=ROOT, env=serve_env, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    out = []
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"labelloop serve did not register its deployments:\n{log.read_text()[-3000:]}")
+            try:
+                with get_client(sync_client=True) as client:
+                    client.read_deployment_by_name(f"labelloop-round/{name}")
+                break
+            except Exception:  # noqa: BLE001 - not registered yet
+                time.sleep(0.5)
+        for i in range(runs + 1):
+            t0 = time.perf_counter()
+            fr = run_deployment(f"labelloop-round/{name}", timeout=900, poll_interval=0.25)
+            wall = time.perf_counter() - t0
+            if fr.state is None or fr.state.type.value != "COMPLETED":
+                raise SystemExit(f"served round {i}: {fr.state}\n{log.read_text()[-3000:]}")
+            if i:  # the first served round is the warm-up (imports, first MLflow/Prefect calls)
+                out.append({"wall": wall, "run": fr.total_run_time.total_seconds()})
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text(errors="replace")
+    if text.count("in this process") < runs + 1:
+        raise SystemExit(f"served rounds did not all run in the serve process:\n{text[-3000:]}")
+    return out
 
 
 def main() -> None:
@@ -162,24 +204,35 @@ def main() -> None:
         gx = imports["great_expectations"]
         rows.append(("labelloop setup: data contract fails", med, xs, f"≤ GX import + 2 s = {gx + 2:.1f} s"))
 
-        res = subprocess.run([sys.executable, "-c", BARE, str(cfg), str(ROOT), "300", str(args.runs)], env=env,
-                             capture_output=True, text=True, check=True)
-        bare_xs = json.loads(res.stdout.strip().splitlines()[-1])
-        bare = statistics.median(bare_xs)
-
         med_cli, xs_cli = median_of(args.runs, lambda: timed([*cli, "round", str(cfg)], env))
-        res = subprocess.run([sys.executable, "-c", WARM, str(cfg), str(ROOT), str(args.runs)], env=env,
+        from flows.cli import orchestrate
+        from flows.config import load_config
+        from flows.runtime import open_campaign
+
+        os.environ.update({k: v for k, v in env.items() if k.startswith(("LABELLOOP_", "PREFECT_"))})
+        orchestrate()  # this process reaches the same shared server (run_deployment)
+        name = load_config(cfg).name
+        first_served = max(r.round_no for r in open_campaign(cfg).ledger.list_rounds()) + 2  # after the warm-up
+        served = served_rounds(cli, cfg, name, args.runs, env, work / "serve.log")
+        rounds = list(range(first_served, first_served + args.runs))
+        res = subprocess.run([sys.executable, "-c", BARE, str(cfg), str(ROOT), json.dumps(rounds)], env=env,
                              capture_output=True, text=True)
         if res.returncode != 0:
-            raise SystemExit(f"warm rounds failed:\n{res.stderr[-3000:]}")
-        warm = json.loads(res.stdout.strip().splitlines()[-1])
-        round_libs = [k for k, m in LIBS.items() if m in warm["modules"]]
+            raise SystemExit(f"bare model work failed:\n{res.stderr[-3000:]}")
+        bare_out = json.loads(res.stdout.strip().splitlines()[-1])
+        bare_xs, sizes = bare_out["times"], bare_out["sizes"]
+        bare = statistics.median(bare_xs)
+        round_libs = list(LIBS)  # a round imports all four (GX for its contracts)
         lib_import = sum(imports[k] for k in round_libs)
         rows.append(("labelloop round (CLI, fresh process)", med_cli, xs_cli,
                      f"≤ bare + imports ({', '.join(round_libs)}) + 5 s = {bare + lib_import + 5:.1f} s"))
-        rows.append(("round in a warm process", statistics.median(warm["times"]), warm["times"],
-                     f"≤ bare + 5 s = {bare + 5:.1f} s"))
-        rows.append(("bare model work of a round (2 arms)", bare, bare_xs, "reference"))
+        walls = [x["wall"] for x in served]
+        rows.append(("round served by `labelloop serve` (warm; run created → final state)", statistics.median(walls),
+                     walls, f"≤ bare + 5 s = {bare + 5:.1f} s"))
+        rows.append(("  of which the flow run itself (Running → final)", statistics.median(x["run"] for x in served),
+                     [x["run"] for x in served], "reference"))
+        rows.append((f"bare model work of the same rounds (2 arms; labels {sizes[0]} … {sizes[-1]})", bare,
+                     bare_xs, "reference"))
     finally:
         subprocess.run([*cli, "server", "stop"], env=env, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
@@ -204,7 +257,7 @@ def main() -> None:
     out += ["", "| import (same run, `python -c \"import X\"` minus bare start-up) | median (s) |", "|---|---:|"]
     out += [f"| {k} | {v:.2f} |" for k, v in imports.items()]
     out += ["", f"Once per machine (not in the medians): first start of the shared local Prefect server "
-                f"(`labelloop server start`, fresh database) {t_server:.1f} s; `setup` of the 10,000-text campaign "
+                f"(`labelloop server start`, fresh database) {t_server:.1f} s; `setup` of the {args.n:,}-text campaign "
                 f"{t_setup:.1f} s. Read-only and failing commands never import Prefect; `round` reaches the "
                 f"shared server instead of starting a temporary one (15–30 s before this change).", END]
     table = "\n".join(out)

@@ -2,8 +2,8 @@
 
 Why a module of its own, free of Prefect: the round and reopen flows use these, and so do the
 read-only commands (``labelloop status``), which must answer in a second or two without
-importing Prefect or scikit-learn. Moved here unchanged from flows/round.py and
-flows/reopen.py, which re-export them.
+importing Prefect or scikit-learn. The decisions themselves are tasks/policy.py; this module
+reads what they need from the ledger (the drift boost, last round's random-ahead check).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from flows.runtime import Campaign
+from tasks.policy import Boost, QueryPolicy, random_share
 
 BOOST_KEY = "reopen_boost"
 EPISODES_KEY = "drift_episodes"
@@ -19,26 +20,27 @@ EPISODES_KEY = "drift_episodes"
 
 def reopen_boost(c: Campaign, round_no: int) -> dict[str, Any] | None:
     """The drift boost active for ``round_no`` (``episode``, ``share``, ``first_round``, ``rounds``), or None."""
+    boost = drift_boost(c)
+    return boost.__dict__.copy() if boost is not None and boost.covers(round_no) else None
+
+
+def drift_boost(c: Campaign) -> Boost | None:
+    """The latest drift reopen's boost as stored in the ledger (whatever rounds it covers), or None."""
     raw = c.ledger.get_meta(BOOST_KEY)
     if not raw:
         return None
     try:
-        boost = json.loads(raw)
-        first, n = int(boost["first_round"]), int(boost["rounds"])
+        b = json.loads(raw)
+        return Boost(episode=str(b["episode"]), share=float(b["share"]), first_round=int(b["first_round"]),
+                     rounds=int(b["rounds"]))
     except (ValueError, KeyError, TypeError):
         return None
-    return boost if first <= round_no < first + n else None
 
 
 def effective_random_share(c: Campaign, round_no: int) -> float:
-    """The random share of the active arm's batch in ``round_no``.
-
-    ``[query] random_share`` normally; ``[drift] reopen_random_share`` (if higher)
-    for the ``[drift] reopen_rounds`` rounds that follow a drift reopen.
-    """
-    base = float(c.cfg.query.random_share)
-    boost = reopen_boost(c, round_no)
-    return max(base, float(boost["share"])) if boost else base
+    """The random share of the active arm's batch in ``round_no`` from ``[query] random_share`` and a
+    drift reopen alone (``[drift] reopen_random_share`` for ``reopen_rounds`` rounds), without the guard."""
+    return random_share(QueryPolicy.from_config(c.cfg.query), "active", round_no, boost=drift_boost(c))[0]
 
 
 def episodes(c: Campaign) -> list[dict[str, Any]]:
@@ -71,36 +73,17 @@ def learning_curves(c: Campaign, *, with_ci: bool = False) -> dict[str, list[tup
     return curves
 
 
+def random_ahead_fired_before(c: Campaign, round_no: int) -> bool:
+    """Whether the active arm's previous round recorded its ``random_ahead`` health check as fired."""
+    prev = next((r for r in c.ledger.list_rounds(arm="active") if r.round_no == round_no - 1), None)
+    return prev is not None and (prev.metrics or {}).get("health_random_ahead_fired") == 1.0
+
+
 def active_random_share(c: Campaign, round_no: int) -> tuple[float, str | None]:
-    """The active arm's random share this round, and why it is above ``[query] random_share`` (or None).
-
-    Two things raise it, the higher one wins:
-
-    * a drift reopen (``[drift] reopen_random_share`` for ``reopen_rounds`` rounds,
-      :func:`effective_random_share`);
-    * the random-ahead guard: when last round's ``random_ahead`` health check fired (the
-      parallel random arm's curve above the active arm's at its latest points), this batch
-      uses ``[query] random_ahead_share``.
-
-    Why the guard: a health check that only logs lets active learning keep hurting until
-    someone reads the dashboard. Selection that trails random is usually a sampling-bias
-    problem (the model keeps asking about one region), and more uniform draws are the
-    direct remedy; the share falls back to normal as soon as the check clears. It needs the
-    parallel random arm (``[query] random_arm``); set ``random_ahead_share`` to
-    ``random_share`` to turn it off.
-    """
-    q = c.cfg.query
-    share = effective_random_share(c, round_no)
-    why = None
-    if share > q.random_share:
-        why = f"random share raised to {share:.2f} after drift episode {reopen_boost(c, round_no)['episode']}"
-    if q.random_arm and round_no > 1 and q.random_ahead_share > share:
-        prev = next((r for r in c.ledger.list_rounds(arm="active") if r.round_no == round_no - 1), None)
-        if prev is not None and (prev.metrics or {}).get("health_random_ahead_fired") == 1.0:
-            share = float(q.random_ahead_share)
-            why = (f"random-ahead guard: the random arm was ahead in round {round_no - 1}; random share "
-                   f"{share:.2f} for this batch ([query] random_ahead_share)")
-    return share, why
+    """The active arm's random share this round, and why it is above ``[query] random_share`` (or None):
+    :func:`tasks.policy.random_share` on the drift boost and last round's health check in the ledger."""
+    return random_share(QueryPolicy.from_config(c.cfg.query), "active", round_no, boost=drift_boost(c),
+                        random_ahead_fired=random_ahead_fired_before(c, round_no))
 
 
 def next_round_no(c: Campaign) -> int:

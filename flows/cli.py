@@ -97,13 +97,14 @@ def say(msg: str) -> None:
 
 def orchestrate() -> str:
     """Reach Prefect (after validation, before the first flow): the configured API or the shared local server."""
-    from flows.logs import configure_prefect_console, quiet_third_party
+    from flows.logs import configure_prefect_console, heartbeat, quiet_third_party
     from flows.prefect_server import ensure_api
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # run logs keep INFO; the console filter hides it
-    url = ensure_api(progress=lambda m: say(m))
-    configure_prefect_console(_STATE["verbose"])
-    quiet_third_party()
+    with heartbeat("loading Prefect"):  # its import alone can take 20 s on a busy 2-core machine
+        url = ensure_api(progress=lambda m: say(m))
+        configure_prefect_console(_STATE["verbose"])
+        quiet_third_party()
     return url
 
 
@@ -211,9 +212,10 @@ def round_(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
     validate_campaign(config)
     orchestrate()
     from flows.logs import heartbeat
-    from flows.round import round_flow
 
     with heartbeat("round running"):
+        from flows.round import round_flow  # scikit-learn, pandas, MLflow: seconds on a busy machine
+
         summary = round_flow(str(config), round_no)
     return _exit_for(summary)
 
@@ -235,7 +237,6 @@ def run(config: str = typer.Argument(..., metavar="CONFIG", help="campaign confi
     """
     validate_campaign(config)
     orchestrate()
-    from flows.campaign import campaign_flow
 
     kwargs: dict[str, Any] = {}
     if poll_interval is not None:
@@ -245,6 +246,8 @@ def run(config: str = typer.Argument(..., metavar="CONFIG", help="campaign confi
     from flows.logs import heartbeat
 
     with heartbeat("rounds running"):
+        from flows.campaign import campaign_flow
+
         summaries = campaign_flow(str(config), rounds, **kwargs)
     _print_curves(str(config))
     why = _waiting(summaries)
@@ -345,6 +348,9 @@ def ui(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config
         link = f"{url}/#/experiments/{c.tracker.experiment_id}"  # the campaign's experiment (tagged for training)
         say(f"MLflow UI: {link}  (answered after {time.monotonic() - t0:.0f}s; Ctrl-C to stop)")
         return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C is how the UI is meant to stop: not the "interrupted, re-run" message
+        say("stopped the MLflow UI")
+        return EXIT_OK
     finally:
         _stop_group(proc)
 
@@ -420,12 +426,12 @@ def demo(dir: Path = typer.Option(Path("labelloop-demo"), "--dir", help="folder 
         f"batch {batch_size}" + ("; unlabelled text: people label the test set and the calibration slice too"
                                  if unlabelled else ""))
     orchestrate()
-    from flows.campaign import campaign_flow
+    from flows.logs import heartbeat
     from flows.runtime import open_campaign
 
-    from flows.logs import heartbeat
-
     with heartbeat("demo campaign running"):
+        from flows.campaign import campaign_flow
+
         campaign_flow(str(cfg))
     _print_curves(str(cfg))
     c = open_campaign(str(cfg))
@@ -469,8 +475,22 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
                                                                 "random_ahead_share; = --random-share turns it off)"),
              target: float = typer.Option(0.95, help="share of the full-data macro-F1 to reach"),
              cost_per_label: float = typer.Option(1.0, help="price of one label, for the cost per test-accuracy point"),
+             class_quota: float = typer.Option(0.0, help="minimum share of a batch per predicted class, as [query] "
+                                                         "class_quota"),
+             near_duplicate_threshold: float = typer.Option(0.95, help="cosine similarity above which two texts "
+                                                                       "never share a batch ([query])"),
+             calibration_size: int = typer.Option(0, help="rows of a calibration slice; > 0 runs a campaign's "
+                                                          "calibration gate (diversity + random when it fails)"),
+             ece_gate: float = typer.Option(0.10, help="the calibration gate's ECE ([gates] calibration_ece)"),
+             max_rounds: int = typer.Option(50, help="rounds per arm at most ([budget] max_rounds)"),
+             random_state: int = typer.Option(0, help="first seed ([splits] random_state of a campaign to compare "
+                                                      "with); seeds random_state .. random_state + seeds - 1"),
              as_json: bool = typer.Option(False, "--json", help="print the results as JSON at the end")) -> int:
     """Will active learning pay off on this labelled file? Replays strategies against random sampling.
+
+    The arms follow a campaign's policy (tasks/policy.py): the same splits, random streams, batch
+    selection, random-ahead guard and stop rules, so a campaign with the same settings and a perfect
+    annotator queries the same items.
 
     Example: labelloop simulate --data my_labelled.csv --strategy margin,entropy --out sim/
     """
@@ -488,7 +508,13 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
               (0.0 <= random_ahead_share <= 0.5,
                f"--random-ahead-share must be between 0 and 0.5, got {random_ahead_share}"),
               (0.0 < target <= 1.0, f"--target is a share of the full-data macro-F1 in (0, 1], got {target}"),
-              (cost_per_label >= 0, f"--cost-per-label must be >= 0, got {cost_per_label}")]
+              (cost_per_label >= 0, f"--cost-per-label must be >= 0, got {cost_per_label}"),
+              (0.0 <= class_quota < 1.0, f"--class-quota must be in [0, 1), got {class_quota}"),
+              (0.0 < near_duplicate_threshold <= 1.0,
+               f"--near-duplicate-threshold must be in (0, 1], got {near_duplicate_threshold}"),
+              (calibration_size >= 0, f"--calibration-size must be >= 0, got {calibration_size}"),
+              (0.0 < ece_gate <= 1.0, f"--ece-gate must be in (0, 1], got {ece_gate}"),
+              (max_rounds >= 1, f"--max-rounds must be >= 1, got {max_rounds}")]
     for ok, msg in checks:
         if not ok:
             raise Stop(EXIT_BAD_INPUT, msg)
@@ -500,20 +526,26 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
 
     load_table(data, id_col=id_col, text_col=text_col, label_col=label_col, encoding=encoding,
                delimiter=delimiter)  # a bad file: exit 2 before Prefect
-    orchestrate()
-    from flows.simulate import simulate_flow
+    import contextlib
 
     from flows.logs import heartbeat
 
-    import contextlib
+    def quiet() -> Any:  # with --json, progress goes to stderr and stdout is the JSON alone
+        return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
 
-    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
-    with heartbeat("simulating"), quiet:  # with --json, progress goes to stderr and stdout is the JSON
+    with quiet():  # reaching (or starting) Prefect says so, and beats while it loads
+        orchestrate()
+    from flows.simulate import simulate_flow
+
+    with heartbeat("simulating"), quiet():
         res = simulate_flow(data=data, out=out, text_col=text_col, label_col=label_col, id_col=id_col,
                             strategies=strategies, budget=budget, batch_size=batch_size, seeds=seeds,
                             seed_size=seed_size, test_size=test_size, random_share=random_share,
                             random_ahead_share=random_ahead_share, target=target, featurizer=featurizer,
-                            cost_per_label=cost_per_label, encoding=encoding, delimiter=delimiter)
+                            cost_per_label=cost_per_label, class_quota=class_quota,
+                            near_duplicate_threshold=near_duplicate_threshold, calibration_size=calibration_size,
+                            calibration_ece=ece_gate, max_rounds=max_rounds, random_state=random_state,
+                            encoding=encoding, delimiter=delimiter)
     if as_json:
         import json
 
@@ -547,10 +579,16 @@ def export(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
 
 @app.command()
 def serve(config: List[str] = typer.Argument(..., metavar="CONFIG...", help="one or more campaign configs"),
-          limit: Optional[int] = typer.Option(None, help="at most this many flow runs at once")) -> int:
+          limit: Optional[int] = typer.Option(None, help="at most this many flow runs at once (default 5)"),
+          isolated: bool = typer.Option(False, "--isolated",
+                                        help="Prefect's runner: every flow run in its own subprocess (slower: each "
+                                             "run imports everything again; a run cancelled in the UI is killed)")
+          ) -> int:
     """Serve a campaign's deployments in one process: scheduled rounds, drift check, reopen on drift.
 
-    Uses PREFECT_API_URL, else the shared local server (so `labelloop drift-alert` from another
+    Flow runs run in this process, warm (libraries, the featuriser and the Great Expectations context stay loaded
+    between rounds); a run that comes while another runs here gets a subprocess. Uses
+    PREFECT_API_URL, else the shared local server (so `labelloop drift-alert` from another
     shell reaches it). Ctrl-C stops it cleanly; the schedules pause until the next serve.
 
     Example: labelloop serve campaign.toml
@@ -563,7 +601,7 @@ def serve(config: List[str] = typer.Argument(..., metavar="CONFIG...", help="one
     from flows.deploy import serve_campaigns
 
     say(f"serving on the Prefect API at {url} (Ctrl-C stops; the schedules pause until the next serve)")
-    serve_campaigns([str(Path(c).resolve()) for c in config], limit=limit)
+    serve_campaigns([str(Path(c).resolve()) for c in config], limit=limit, isolated=isolated)
     say("stopped")
     return EXIT_OK
 
@@ -761,10 +799,6 @@ def _quiet_interrupt_crash() -> None:
         for h in getattr(logging.getLogger(name), "handlers", []):
             if not any(isinstance(f, _InterruptCrashFilter) for f in h.filters):
                 h.addFilter(_InterruptCrashFilter())
-
-
-INTERRUPTED = ("interrupted; re-run the same command to resume (what was recorded is kept: a round resumes "
-               "from its last recorded stage with the batch it already drew, and its lock was released)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -608,6 +608,21 @@ class CampaignConfig(_Strict):
         return "random" if arm == "random" else self.query.strategy
 
 
+def tracking_params(cfg: CampaignConfig) -> dict[str, Any]:
+    """Campaign params for MLflow: choices only, never URLs or secrets (the round, drift and doctor log them)."""
+    return {
+        "strategy": cfg.query.strategy, "batch_size": cfg.query.batch_size, "random_share": cfg.query.random_share,
+        "class_quota": cfg.query.class_quota, "budget": cfg.budget.max_labels, "seed_size": cfg.splits.seed_size,
+        "seed_method": cfg.splits.seed_method, "test_size": cfg.splits.test_size,
+        "calibration_size": cfg.splits.calibration_size, "featurizer": cfg.model.featurizer,
+        "min_test_labels": cfg.splits.min_test_labels, "min_calibration_labels": cfg.splits.min_calibration_labels,
+        "evaluation_labels": cfg.budget.evaluation_labels if cfg.budget.evaluation_labels is not None else "splits",
+        "classifier": cfg.model.classifier, "C": cfg.model.C, "backend": cfg.annotation.backend,
+        "overlap": cfg.annotation.overlap, "labels": ",".join(cfg.labels.names),
+        "label_set_version": cfg.labels.version, "ece_gate": cfg.gates.calibration_ece,
+    }
+
+
 def _resolve(path: str, base_dir: Path) -> Path:
     """``path`` against ``base_dir``, symlinks resolved; a symlink loop stays unresolved (absolute)
     so that reading it reports the loop with the file's name instead of a RuntimeError traceback."""

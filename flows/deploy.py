@@ -3,8 +3,14 @@
 Two ways to run them, same three deployments (named after the campaign):
 
 * ``labelloop serve CONFIG [CONFIG ...]`` — one long-running process on one
-  machine (``prefect.serve``): it registers the deployments with the Prefect
-  API and runs their flow runs as subprocesses. Nothing else to install.
+  machine: it registers the deployments with the Prefect API and runs their flow
+  runs *in that process* (:class:`WarmServer`): a served round pays no Python,
+  Prefect, MLflow, scikit-learn or Great Expectations start-up, and finds the
+  featuriser and the Great Expectations context already loaded. A run that arrives while
+  another one runs here goes to a subprocess (as ``prefect.serve`` runs every
+  run), so two deployments of a campaign still run side by side.
+  ``labelloop serve --isolated`` is Prefect's own runner: every run in a
+  subprocess (and cancellation from the UI kills it). Nothing else to install.
 * ``labelloop deploy CONFIG --pool NAME`` — registers the same deployments for
   a work pool; workers (``prefect worker start --pool NAME``) run them.
   ``prefect.yaml`` at the repository root describes the same deployments for
@@ -33,13 +39,16 @@ environment of the process that runs the flow.
 
 from __future__ import annotations
 
+import queue
 import shlex
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from flows.config import CampaignConfig, load_config
 from flows.drift import DRIFT_EVENT, resource_id
+from flows.logs import say
 
 ROUND_FLOW, DRIFT_FLOW, REOPEN_FLOW = "labelloop-round", "labelloop-drift-check", "labelloop-reopen"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -135,8 +144,11 @@ def describe(cfg: CampaignConfig) -> str:
             f"  {n['reopen']:<40} on event {DRIFT_EVENT} (resource {resource_id(cfg.name)})")
 
 
-def serve_campaigns(configs: list[str], *, limit: int | None = None) -> None:
-    """Serve every deployment of the given campaigns from this process (blocks until interrupted)."""
+def serve_campaigns(configs: list[str], *, limit: int | None = None, isolated: bool = False) -> None:
+    """Serve every deployment of the given campaigns from this process (blocks until interrupted).
+
+    ``isolated``: Prefect's runner (each flow run in its own subprocess); else :class:`WarmServer`.
+    """
     from flows.locking import ensure_prefect_limit, prefect_limit_name
 
     deployments: list[Any] = []
@@ -153,11 +165,199 @@ def serve_campaigns(configs: list[str], *, limit: int | None = None) -> None:
     from flows.batch_trigger import start_batch_triggers
 
     stops: list[Any] = []
-    try:  # webhooks + polling -> labelloop.batch.completed, once the deployments (and automations) exist
-        _serve_until_signal(deployments, limit=limit, on_registered=lambda: stops.append(start_batch_triggers(configs)))
+
+    def on_registered() -> None:  # webhooks + polling -> labelloop.batch.completed, once the deployments exist
+        stops.append(start_batch_triggers(configs))
+
+    try:
+        if isolated:
+            _serve_until_signal(deployments, limit=limit, on_registered=on_registered)
+        else:
+            WarmServer(deployments, limit=limit).serve(on_registered=on_registered)
     finally:
         for stop in stops:
             stop()
+
+
+class WarmServer:
+    """Serve deployments with their flow runs in this process: what keeps a served round warm.
+
+    Why not Prefect's runner: in Prefect 3.8 it starts every flow run of a served deployment
+    with ``run_flow_in_subprocess``, a *spawned* Python process, so each scheduled round
+    imports Prefect, MLflow, scikit-learn and Great Expectations again and loads the
+    featuriser again (10-20 s on two cores before any work, issue 18). Here:
+
+    * a poller thread asks the API for the deployments' scheduled runs every
+      ``PREFECT_RUNNER_POLL_FREQUENCY`` seconds (the call Prefect's runner makes, which also
+      marks the deployments ready), claims each one by proposing Pending (the server's
+      deployment concurrency limits apply there, as for the runner) and
+    * hands it to the main thread, which runs it with ``prefect.flow_engine.run_flow`` (the
+      engine the subprocess would run: states, logs and results go to the API the same way);
+    * a run that comes while the main thread is busy starts in a subprocess instead
+      (``run_flow_in_subprocess``, exactly as ``prefect.serve`` would), up to ``limit`` runs
+      at once, so a reopen round waiting on the campaign's round lock never holds back a round
+      of another deployment.
+
+    Ctrl-C or SIGTERM: a run in this process is interrupted (the engine marks it Crashed, and
+    the ledger resumes the round next time, as after a killed ``labelloop round``), runs in
+    subprocesses get SIGTERM, and the schedules are paused (as ``prefect.serve`` does).
+    A run cancelled from the Prefect UI is not acted on here (it runs to its end): Prefect's
+    runner kills the run's process, and a run in this process has none to kill. Use
+    ``labelloop serve --isolated`` (Prefect's runner, a process per run) where that matters.
+    """
+
+    def __init__(self, deployments: list[Any], *, limit: int | None = None) -> None:
+        from flows.drift import drift_check_flow
+        from flows.reopen import reopen_flow
+        from flows.round import round_flow
+
+        self._by_name = {f.name: f for f in (round_flow, drift_check_flow, reopen_flow)}
+        self._deployments = deployments
+        self._flows: dict[Any, Any] = {}  # deployment id -> flow object
+        self._limit = max(1, limit or 5)  # Prefect's runner default (PREFECT_RUNNER_PROCESS_LIMIT)
+        self._here: "queue.Queue[Any]" = queue.Queue()
+        self._busy = False  # the main thread has (or is about to get) a run
+        self._procs: dict[Any, Any] = {}  # flow run id -> spawned process
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def serve(self, on_registered: Any = None) -> None:
+        """Register the deployments (then call ``on_registered``), run their flow runs until Ctrl-C or SIGTERM."""
+        import signal
+
+        from prefect.exceptions import TerminationSignal
+        from prefect.settings import get_current_settings
+
+        for d in self._deployments:
+            self._flows[d.apply()] = self._by_name[d.flow_name]  # with its trigger automations
+        if on_registered is not None:
+            on_registered()
+        poll = float(get_current_settings().runner.poll_frequency)
+
+        def interrupt(signum: int, frame: Any) -> None:
+            # The flag, not only the exception: Prefect's engine swallows a KeyboardInterrupt that lands
+            # after a run's final state is reported (its teardown), and serving must stop anyway.
+            self._stop.set()
+            raise KeyboardInterrupt
+
+        previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+        poller = threading.Thread(target=self._poll, args=(poll,), name="labelloop-serve-poller", daemon=True)
+        poller.start()
+        try:
+            while not self._stop.is_set():
+                try:
+                    flow_run = self._here.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                self._run_here(flow_run)
+        except (KeyboardInterrupt, TerminationSignal):
+            pass
+        finally:
+            self._stop.set()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            poller.join(timeout=poll + 30)
+            self._shutdown()
+
+    # ------------------------------------------------------------------ main thread
+    def _run_here(self, flow_run: Any) -> None:
+        from prefect.flow_engine import run_flow
+
+        try:
+            say(f"flow run {flow_run.name} ({self._flows[flow_run.deployment_id].name}): in this process")
+            run_flow(self._flows[flow_run.deployment_id], flow_run=flow_run, return_type="state")
+        except Exception:  # noqa: BLE001 - the engine has recorded the failure in the run's state and logs
+            pass
+        finally:
+            with self._lock:
+                self._busy = False
+
+    # ------------------------------------------------------------------ poller thread
+    def _poll(self, poll: float) -> None:
+        import datetime as dt
+
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            while not self._stop.is_set():
+                try:
+                    self._reap(client)
+                    runs = client.get_scheduled_flow_runs_for_deployments(
+                        deployment_ids=list(self._flows),
+                        scheduled_before=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=10))
+                    for flow_run in sorted(runs, key=lambda r: (r.next_scheduled_start_time is None,
+                                                                r.next_scheduled_start_time)):
+                        if self._stop.is_set() or not self._submit(client, flow_run):
+                            break
+                except Exception as err:  # noqa: BLE001 - the API restarting: try again next poll
+                    say(f"serve: polling the Prefect API failed ({type(err).__name__}: {err}); retrying")
+                self._stop.wait(poll)
+
+    def _submit(self, client: Any, flow_run: Any) -> bool:
+        """Claim and start one run; False when at the limit (the run stays scheduled for the next poll)."""
+        from prefect.exceptions import Abort
+        from prefect.flow_engine import run_flow_in_subprocess
+        from prefect.states import Pending
+        from prefect.utilities.engine import propose_state_sync
+
+        with self._lock:
+            if int(self._busy) + sum(p.is_alive() for p in self._procs.values()) >= self._limit:
+                return False
+        try:
+            if not propose_state_sync(client, Pending(), flow_run_id=flow_run.id).is_pending():
+                return True  # e.g. the deployment's concurrency slot is taken: the server keeps it waiting
+        except Abort:
+            return True  # someone else claimed it
+        with self._lock:
+            here = not self._busy
+            self._busy = self._busy or here
+        if here:
+            self._here.put(flow_run)
+        else:
+            say(f"flow run {flow_run.name} ({self._flows[flow_run.deployment_id].name}): in a subprocess "
+                "(another run is in this process)")
+            proc = run_flow_in_subprocess(self._flows[flow_run.deployment_id], flow_run=flow_run)
+            with self._lock:
+                self._procs[flow_run.id] = proc
+        return True
+
+    def _reap(self, client: Any) -> None:
+        """Forget finished subprocesses; a run whose process died before reporting a final state is Crashed."""
+        from prefect.states import Crashed
+        from prefect.utilities.engine import propose_state_sync
+
+        with self._lock:
+            done = {k: p for k, p in self._procs.items() if not p.is_alive()}
+            for k in done:
+                del self._procs[k]
+        for run_id, proc in done.items():
+            if proc.exitcode == 0:
+                continue
+            state = client.read_flow_run(run_id).state
+            if state is not None and not state.is_final():
+                propose_state_sync(client, Crashed(message=f"flow run process exited with {proc.exitcode}"),
+                                   flow_run_id=run_id, force=True)
+
+    # ------------------------------------------------------------------ shutdown
+    def _shutdown(self) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Scheduled
+        from prefect.utilities.engine import propose_state_sync
+
+        procs = list(self._procs.values())
+        for p in procs:
+            p.terminate()  # SIGTERM: the engine in the child marks its run Crashed
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+        with get_client(sync_client=True) as client:
+            self._reap(client)
+            while not self._here.empty():  # claimed but never started: back to the schedule
+                propose_state_sync(client, Scheduled(), flow_run_id=self._here.get().id, force=True)
+            for dep_id in self._flows:
+                client.pause_deployment(dep_id)
 
 
 def _serve_until_signal(deployments: list[Any], *, limit: int | None, on_registered: Any = None) -> None:

@@ -29,7 +29,11 @@ import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
 
+from flows.config import tracking_params
+from flows.locking import round_lock
 from flows.runtime import Campaign, open_campaign
+from flows.setup import ensure_setup
+from integrations.sources import InputError, load_table
 
 DRIFT_EVENT = "labelloop.drift.detected"
 SCORE_KEYS = ("domain_auc", "confidence_psi", "label_shift", "oov_rate")
@@ -42,8 +46,6 @@ def resource_id(campaign: str) -> str:
 # --------------------------------------------------------------------------- arrivals
 def load_arrivals(c: Campaign, path: str | Path) -> pd.DataFrame:
     """Read arrivals with the campaign's column names; a missing label column is fine (new data is unlabelled)."""
-    from integrations.sources import InputError, load_table
-
     d = c.cfg.data
     how = {"encoding": d.encoding, "delimiter": d.delimiter, "skip_unsupported": d.skip_unsupported_files}
     try:
@@ -95,7 +97,7 @@ def thresholds(cfg: Any) -> dict[str, float]:
 def compute_report(reference_texts: list[str], new_texts: list[str], *, proba_reference: np.ndarray | None,
                    proba_new: np.ndarray | None, labels: list[str], cfg: Any, seed: int = 0) -> dict[str, Any]:
     """``tasks.drift.drift_report`` on texts and (when a model exists) its probabilities."""
-    from tasks.drift import drift_report
+    from tasks.drift import drift_report  # heavy (scipy, scikit-learn): `labelloop drift emit` never needs it
 
     have_model = proba_reference is not None and proba_new is not None
     return drift_report(
@@ -145,7 +147,7 @@ def _report_markdown(c: Campaign, result: dict[str, Any]) -> str:
 
 def check(c: Campaign, arrivals: Path) -> dict[str, Any]:
     """Compute the drift verdict for the arrivals not yet in the ledger (no MLflow, no event)."""
-    from tasks.train import predict_proba_aligned
+    from tasks.train import predict_proba_aligned  # heavy (scikit-learn): only the check needs it
 
     d = c.cfg.drift
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -192,10 +194,8 @@ def _jsonable(obj: Any) -> Any:
 
 
 def log_drift_run(c: Campaign, result: dict[str, Any]) -> str:
-    from flows.round import _params
-
     tr = c.tracker
-    parent = tr.parent_run(c.ledger, _params(c.cfg))
+    parent = tr.parent_run(c.ledger, tracking_params(c.cfg))
     run = tr.client.create_run(
         tr.experiment_id, run_name=f"drift-{result['checked_at'].replace(':', '')}",
         tags={"mlflow.parentRunId": parent, "labelloop.campaign": c.name, "labelloop.kind": "drift",
@@ -244,8 +244,6 @@ def drain_events(timeout: float = 30.0) -> None:
 @flow(name="labelloop-drift-check", log_prints=True)
 def drift_check_flow(config: str, arrivals: str | None = None) -> dict[str, Any]:
     """Compare new arrivals with the reference data; log an MLflow drift run; on drift, emit the event."""
-    from flows.setup import ensure_setup
-
     logger = get_run_logger()
     c = open_campaign(config)
     path = arrivals_path(c, arrivals)
@@ -254,8 +252,6 @@ def drift_check_flow(config: str, arrivals: str | None = None) -> dict[str, Any]
         logger.info("campaign %s: %s", c.name, msg)
         return {"campaign": c.name, "status": msg, "drifted": False}
     if c.ledger.get_meta("setup_done") != "1":
-        from flows.locking import round_lock
-
         with round_lock(c):
             ensure_setup(c)
     result = check(c, path)

@@ -12,6 +12,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from integrations.backend import BackendError
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "infra" / "label_studio.sh"
 
@@ -19,8 +21,6 @@ SCRIPT = ROOT / "infra" / "label_studio.sh"
 def _run(*args: str) -> str:
     res = subprocess.run([str(SCRIPT), *args], cwd=ROOT, text=True, capture_output=True)
     if res.returncode != 0:
-        from integrations.backend import BackendError
-
         raise BackendError(f"infra/label_studio.sh {' '.join(args)} failed (exit {res.returncode}): "
                            f"{(res.stderr or res.stdout).strip()[-800:]}")
     return res.stdout.strip()
@@ -32,8 +32,6 @@ def ensure_running() -> str:
     subprocess.run([str(SCRIPT), "install"], cwd=ROOT, check=False)
     res = subprocess.run([str(SCRIPT), "start"], cwd=ROOT, text=True)
     if res.returncode not in (0,):
-        from integrations.backend import BackendError
-
         raise BackendError(f"could not start the local Label Studio (infra/label_studio.sh start exit "
                            f"{res.returncode}); see the messages above")
     url = _run("url")

@@ -10,8 +10,8 @@ It
 2. refits the TF-IDF featuriser on the enlarged pool (``[drift]
    refit_featurizer``), so the new vocabulary counts;
 3. raises the random/diversity share of the next ``[drift] reopen_rounds``
-   rounds to ``reopen_random_share`` (stored in the ledger; the round flow asks
-   :func:`effective_random_share`);
+   rounds to ``reopen_random_share`` (stored in the ledger; the round's plan,
+   :func:`tasks.policy.random_share`, reads it through :func:`flows.campaign_state.drift_boost`);
 4. starts a round (a subflow; it takes the campaign's round lock like any
    other round, so it never queries at the same time as a scheduled one).
 
@@ -29,10 +29,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.locking import round_lock
 from flows.campaign_state import (BOOST_KEY, EPISODES_KEY, effective_random_share,  # noqa: F401
-                                  episodes, reopen_boost)  # re-exported: read-only, Prefect-free
+                                  episodes, next_round_no, reopen_boost)  # re-exported: read-only, Prefect-free
+from flows.drift import episode_id, load_arrivals
+from flows.locking import round_lock
+from flows.round import round_flow
 from flows.runtime import Campaign, open_campaign
+from flows.setup import ensure_setup
+from integrations.expectations import validate_pool
+from tasks.train import make_featurizer
 
 # --------------------------------------------------------------------------- ingest
 def _blank(v: str | None) -> bool:
@@ -41,9 +46,6 @@ def _blank(v: str | None) -> bool:
 
 def ingest_arrivals(c: Campaign, path: Path, episode: str) -> dict[str, Any]:
     """Validate the arrivals and add the new ones to the pool (insert-or-ignore). Writes nothing on a bad file."""
-    from flows.drift import load_arrivals
-    from integrations.expectations import validate_pool
-
     frame = load_arrivals(c, path)
     validate_pool(frame, label_set=c.labels, max_text_length=c.cfg.data.max_text_length, source=str(path))
     frame = frame.copy()
@@ -56,8 +58,6 @@ def ingest_arrivals(c: Campaign, path: Path, episode: str) -> dict[str, Any]:
 def refit_featurizer(c: Campaign) -> int:
     """Refit the campaign's featuriser on every pool + seed text (never test / calibration), like
     set-up does: TF-IDF learns the new vocabulary; MiniLM (frozen) embeds the new texts into its cache."""
-    from tasks.train import make_featurizer
-
     items = c.ledger.items_frame(splits=["pool", "seed"])
     c.save_featurizer(make_featurizer(c.cfg.model.featurizer, items["text"].tolist(),
                                       max_features=c.cfg.model.max_features, ngram_max=c.cfg.model.ngram_max))
@@ -67,10 +67,6 @@ def refit_featurizer(c: Campaign) -> int:
 def reopen(c: Campaign, *, arrivals: str | None, episode: str | None, reason: str | None,
            event_id: str | None) -> dict[str, Any]:
     """Steps 1-3 of the flow, under the round lock. Returns what happened (``new_episode`` says if anything did)."""
-    from flows.drift import episode_id
-    from flows.round import next_round_no
-    from flows.setup import ensure_setup
-
     path = Path(arrivals) if not _blank(arrivals) else c.cfg.arrivals_path
     if path is not None and not path.is_absolute():
         path = (c.cfg.base_dir / path).resolve()
@@ -116,8 +112,6 @@ def reopen_flow(config: str, arrivals: str | None = None, episode: str | None = 
     ``episode``, ``reason`` and ``event_id`` from its payload); empty values fall
     back to ``[drift] arrivals`` of the config.
     """
-    from flows.round import round_flow
-
     logger = get_run_logger()
     c = open_campaign(config)
     result = reopen(c, arrivals=arrivals, episode=episode, reason=reason, event_id=event_id)

@@ -1,6 +1,8 @@
 """The round flow: pull → agree → train → evaluate → query → push → log.
 
-Every stage is a Prefect task; the ones that talk to the outside retry. The
+This module is the loop; the stages are Prefect tasks in flows/stages.py and the decisions
+(strategy, batch size, random share, calibration fallback, stop rule) come from
+:func:`tasks.policy.plan_round`. The
 ledger records how far a round got, so a round killed anywhere and run again
 resumes: its queries are reused (never re-drawn), only items without a
 backend task are pushed, and the MLflow runs are the same ones.
@@ -10,105 +12,33 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 
-from flows.config import CampaignConfig
-from flows.faults import checkpoint
-from flows.campaign_state import (active_random_share, campaign_finished, learning_curves,  # noqa: F401
-                                  macro_f1_ci, next_round_no)  # re-exported: read-only, Prefect-free (`labelloop status`)
-from flows.logs import say
-from flows.trust import EVAL_ARM, TrustDecision, decide_trust, queue_gold, trust_policy
+from flows.campaign_state import (active_random_share, campaign_finished, drift_boost,  # noqa: F401
+                                  learning_curves, macro_f1_ci, next_round_no,  # re-exported: `labelloop status`
+                                  random_ahead_fired_before)
+from flows.config import tracking_params
+from flows.locking import round_lock
 from flows.runtime import Campaign, open_campaign
-from integrations.backend import TaskRequest
-from tasks import calibrate, health, query, stopping
+from flows.scoring import ScaleSettings
+from flows.setup import ensure_setup
+from flows.stages import (ArmResult, RoundFeatures, evaluation_thresholds, log_round,  # noqa: F401 - re-exported
+                          pull_annotations, push_pending, query_batch, train_and_evaluate)
+from flows.trust import EVAL_ARM, TrustDecision, decide_trust, queue_gold, trust_policy
+from integrations.faults import checkpoint
+from tasks import health
+from tasks.evaluate import Evaluation, learning_curve_figure
+from tasks.policy import ArmState, Calibration, Policy, plan_round, stop_reason
 from tasks.readiness import Readiness, batch_readiness, with_evaluation
-from tasks.annotate import screen_annotations
-from tasks.batch_order import order_for_people
-from tasks.evaluate import (Evaluation, classification_metrics, confusion_figure, cost_per_accuracy_point,
-                            learning_curve_figure, macro_f1_interval)
-from tasks.train import TrainingError, predict_proba_aligned, train_model
+from tasks.strategies import strategy_for_arm
+from tasks.train import TrainingError, predict_proba_aligned
 
-stage = task(cache_policy=NO_CACHE)  # inputs are live objects (ledger, backend): never hash or cache them
-
-
-@dataclass
-class ArmResult:
-    arm: str
-    round_no: int
-    strategy: str
-    n_labels: int = 0
-    labels_spent: int = 0
-    metrics: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    n_queried: int = 0
-    stopped: str | None = None  # reason the arm stopped, if it did
-    run_id: str | None = None
-    health_tags: dict[str, str] = field(default_factory=dict)
-    judged: bool = True  # enough trusted test items to judge the model (champion, health, stopping on the metric)
-
-
-class RoundFeatures:
-    """The featuriser's rows for the campaign's items, transformed at most once per round.
-
-    Why: a round used to transform the same texts again and again (the pool once per arm in
-    scoring, a pool sample per arm in the health checks, the stop set per arm, the queried
-    batch for its predictions): about 25,000 transforms for a 10,000-text campaign, several
-    seconds of repeated work (issue 18). The featuriser is frozen and transforms each text on
-    its own (TF-IDF rows, per-text embeddings), so a row taken from the whole matrix equals the
-    row of a transform of that text alone. Campaigns larger than one scoring partition keep
-    transforming on demand (the whole matrix would not be one piece of memory).
-    """
-
-    def __init__(self, vec: Any, items: pd.DataFrame, limit: int) -> None:
-        self.vec = vec
-        self._texts = items.set_index("item_id")["text"]
-        self._rows = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())
-        self._limit = limit
-        self._X: Any = None
-
-    @property
-    def whole(self) -> bool:
-        """Whether rows come from one matrix of all items (small enough to hold)."""
-        return len(self._rows) <= self._limit
-
-    def of(self, item_ids: Sequence[str]) -> Any:
-        """Feature rows of ``item_ids``, in that order."""
-        ids = list(item_ids)
-        if not self.whole:
-            return self.vec.transform(self._texts.loc[ids].tolist())
-        if self._X is None:
-            from flows.scoring import transform_with_progress
-
-            self._X = transform_with_progress(self.vec, self._texts.tolist(), "featurising the pool")
-        return self._X[self._rows.loc[ids].to_numpy()]
-
-    def proba(self, model: Any, item_ids: Sequence[str], classes: Sequence[str]) -> np.ndarray:
-        """``predict_proba_aligned`` of ``model`` on these items, from their feature rows."""
-        return predict_proba_aligned(model, self.of(item_ids), classes, features=True)
-
-
-# --------------------------------------------------------------------------- pull / agreement
-@task(name="pull-annotations", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
-def pull_annotations(c: Campaign, round_no: int) -> dict[str, Any]:
-    """Pull everything the backend has, screen it, store it (idempotently by backend annotation id)."""
-    pulled = c.backend.pull()
-    frame = pd.DataFrame([a.__dict__ for a in pulled]) if pulled else pd.DataFrame(
-        columns=["backend_annotation_id", "backend_task_id", "item_id", "annotator", "label", "status"])
-    known = c.ledger.task_ids()
-    good, problems = screen_annotations(frame, known_items=set(known), labels=c.labels)
-    keep = set(good["backend_annotation_id"]) if len(good) else set()
-    counts = c.ledger.upsert_annotations([a for a in pulled if a.backend_annotation_id in keep],
-                                         backend=c.backend.name, round_no=round_no)
-    counts["rejected"] = len(frame) - len(good)
-    counts["problems"] = problems
-    return counts
+_params = tracking_params  # the old name (flows/doctor.py, flows/drift.py)
 
 
 # --------------------------------------------------------------------------- per arm
@@ -132,271 +62,10 @@ def evaluation_labels(items: pd.DataFrame, trust: TrustDecision, labels: list[st
     return out[out.isin(labels)]
 
 
-def evaluation_thresholds(c: Campaign, items: pd.DataFrame) -> tuple[int, int]:
-    """Trusted test and calibration items a round needs before it judges the model / the calibration gate:
-    ``[splits] min_test_labels`` / ``min_calibration_labels``, or the whole split when it is smaller."""
-    s = c.cfg.splits
-    return (min(s.min_test_labels, int((items["split"] == "test").sum())),
-            min(s.min_calibration_labels, int((items["split"] == "calibration").sum())))
-
-
-@stage
-def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.DataFrame, vec: Any,
-                       eval_labels: pd.Series | None = None) -> Evaluation:
-    """Train on the arm's trusted labels; evaluate on the test items labelled so far (with a 95 % bootstrap
-    interval) and check calibration on the calibration items labelled so far."""
-    cfg = c.cfg
-    if eval_labels is None:  # callers without a trust decision: the known labels only
-        ev = items[items["split"].isin(["test", "calibration"])].set_index("item_id")["known_label"]
-        eval_labels = ev[ev.isin(c.labels)]
-    texts = items.set_index("item_id").loc[labelled["item_id"], "text"].tolist()
-    model = train_model(vec, texts, labelled["label"].tolist(), C=cfg.model.C, random_state=cfg.splits.random_state)
-    test = items[(items["split"] == "test") & items["item_id"].isin(eval_labels.index)]
-    cal = items[(items["split"] == "calibration") & items["item_id"].isin(eval_labels.index)]
-    need_test, need_cal = evaluation_thresholds(c, items)
-    y_test = eval_labels.reindex(test["item_id"]).tolist()
-    p_test = predict_proba_aligned(model, test["text"], c.labels) if len(test) else np.zeros((0, len(c.labels)))
-    metrics: dict[str, float] = {"test_n": float(len(test)), "calibration_n": float(len(cal))}
-    if len(test):
-        metrics.update({f"test_{k}": v for k, v in classification_metrics(y_test, p_test, c.labels).items()})
-        lo, hi = macro_f1_interval(y_test, p_test, c.labels, seed=cfg.splits.random_state)
-        metrics["test_macro_f1_ci_low"], metrics["test_macro_f1_ci_high"] = lo, hi
-    idx = {lbl: i for i, lbl in enumerate(c.labels)}
-    p_cal = predict_proba_aligned(model, cal["text"], c.labels) if len(cal) else np.zeros((0, len(c.labels)))
-    y_cal = np.array([idx[y] for y in eval_labels.reindex(cal["item_id"])], dtype=int)
-    if len(cal) >= max(need_cal, 1):
-        report = calibrate.calibration_report(p_cal, y_cal, method="temperature", gate=cfg.gates.calibration_ece)
-        metrics["calibration_ece"] = report.ece_before
-        metrics["calibration_ece_after"] = report.ece_after
-        metrics["calibration_brier"] = report.brier_before
-    else:  # too few to judge: no fallback on an ECE measured on a handful of items
-        report = calibrate.CalibrationReport.not_judged(len(cal), need_cal, cfg.gates.calibration_ece)
-    return Evaluation(model=model, metrics=metrics, p_test=p_test, y_test=y_test, p_cal=p_cal, y_cal=y_cal,
-                      calibration=report, judged=len(test) >= max(need_test, 1), need_test=need_test)
-
-
-@stage
-def query_batch(c: Campaign, arm: str, round_no: int, model: Any, items: pd.DataFrame, feats: RoundFeatures,
-                labelled: pd.DataFrame, n: int, model_version: str, fallback: bool, share: float) -> int:
-    """Select and record this round's batch for one arm; a re-run returns the recorded one.
-
-    ``share`` is the active arm's random share this round (:func:`active_random_share`).
-    """
-    existing = c.ledger.queries_frame(arm=arm, round_no=round_no)
-    if len(existing):
-        return len(existing)
-    queried = set(c.ledger.queries_frame(arm=arm)["item_id"])
-    cand = items[(items["split"] == "pool") & ~items["item_id"].isin(queried)].reset_index(drop=True)
-    if cand.empty or n <= 0:
-        return 0
-    rng = np.random.default_rng([c.cfg.splits.random_state, round_no, 0 if arm == "active" else 1])
-    if model is None:  # cold start: the random arm stays random, the active arm spreads its batch out
-        strategy = "random" if c.cfg.strategy_for(arm) == "random" else "diversity-random"
-    else:
-        strategy = "diversity-random" if fallback else c.cfg.strategy_for(arm)
-    from flows.scoring import score_pool
-
-    vec = feats.vec
-    if model is None:  # cold start: nothing trusted to train on yet, so spread the batch out instead
-        X_pool, proba = feats.of(cand["item_id"]), None
-    elif feats.whole:  # = score_pool's in-process branch, on rows transformed once this round
-        X_pool = feats.of(cand["item_id"])
-        proba = predict_proba_aligned(model, X_pool, c.labels, features=True)
-    else:
-        X_pool, proba = score_pool(model, vec, cand["text"].tolist(), c.labels, scale=c.cfg.scale)
-    X_lab = feats.of(labelled["item_id"]) if len(labelled) else None
-    committee = None
-    if strategy in ("qbc", "qbc-kl"):
-        from sklearn.base import clone
-
-        committee = query.bootstrap_committee_proba(lambda: clone(model.named_steps["clf"]), X_lab,
-                                                    labelled["label"].to_numpy(), X_pool, 5, rng,
-                                                    classes=c.labels)
-    picks = query.select_batch(
-        proba, n, strategy, rng,
-        random_share=share,
-        X_pool=X_pool, X_labelled=X_lab, committee_proba=committee,
-        class_quota=c.cfg.query.class_quota, near_duplicate_threshold=c.cfg.query.near_duplicate_threshold,
-    ) if strategy != "random" else query.select_batch(proba, n, "random", rng, X_pool=X_pool,
-                                                       near_duplicate_threshold=c.cfg.query.near_duplicate_threshold)
-    rows = [{"item_id": cand.loc[p.index, "item_id"], "strategy": strategy, "reason": p.reason,
-             "score": float(p.score), "model_version": model_version} for p in picks]
-    return c.ledger.add_queries(arm, round_no, rows)
-
-
-# --------------------------------------------------------------------------- push
-@task(name="push-batch", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
-def push_pending(c: Campaign, round_no: int, predictions: dict[str, tuple[str, float, str]]) -> int:
-    """Push every queried item that has no backend task yet (this round's and any a crash left behind)."""
-    q = c.ledger.queries_frame()
-    have = c.ledger.task_ids()
-    todo = q[~q["item_id"].isin(have)].drop_duplicates("item_id")
-    if todo.empty:
-        return 0
-    texts = c.ledger.items_frame().set_index("item_id")["text"]
-    reqs = []
-    for r in todo.itertuples():
-        pred = predictions.get(r.item_id)
-        reqs.append(TaskRequest(item_id=r.item_id, text=texts[r.item_id],
-                                predicted_label=pred[0] if pred else None,
-                                confidence=pred[1] if pred else None,
-                                model_version=pred[2] if pred else r.model_version))
-    # people see a mix of hard and easier items, not a wall of the hardest (tasks/batch_order.py)
-    order = {i: k for k, i in enumerate(order_for_people([t.item_id for t in reqs],
-                                                         {t.item_id: t.confidence for t in reqs}))}
-    reqs.sort(key=lambda t: order[t.item_id])
-    mapping = c.backend.push(reqs)
-    checkpoint("after-import-before-ledger")
-    c.ledger.record_tasks(c.backend.name, round_no, mapping)
-    _after_push(c)
-    return len(reqs)
-
-
-def _after_push(c: Campaign) -> None:
-    """Demo / tests: simulated annotators answer through real Label Studio users."""
-    ls = c.cfg.annotation.label_studio
-    if c.cfg.annotation.backend != "label_studio" or not ls.simulate_annotators:
-        return
-    from integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
-
-    known = c.ledger.items_frame()
-    truth = {r.item_id: r.known_label for r in known.itertuples() if r.known_label is not None}
-    answer_open_tasks(c.backend, truth,
-                      [SimAnnotator(a.name, a.accuracy) for a in c.cfg.annotation.simulated.annotators],
-                      overlap=c.cfg.annotation.overlap, seed=c.cfg.annotation.simulated.seed)
-
-
-# --------------------------------------------------------------------------- log
-def _params(cfg: CampaignConfig) -> dict[str, Any]:
-    """Campaign params for MLflow: choices only, never URLs or secrets."""
-    return {
-        "strategy": cfg.query.strategy, "batch_size": cfg.query.batch_size, "random_share": cfg.query.random_share,
-        "class_quota": cfg.query.class_quota, "budget": cfg.budget.max_labels, "seed_size": cfg.splits.seed_size,
-        "seed_method": cfg.splits.seed_method, "test_size": cfg.splits.test_size,
-        "calibration_size": cfg.splits.calibration_size, "featurizer": cfg.model.featurizer,
-        "min_test_labels": cfg.splits.min_test_labels, "min_calibration_labels": cfg.splits.min_calibration_labels,
-        "evaluation_labels": cfg.budget.evaluation_labels if cfg.budget.evaluation_labels is not None else "splits",
-        "classifier": cfg.model.classifier, "C": cfg.model.C, "backend": cfg.annotation.backend,
-        "overlap": cfg.annotation.overlap, "labels": ",".join(cfg.labels.names),
-        "label_set_version": cfg.labels.version, "ece_gate": cfg.gates.calibration_ece,
-    }
-
-
-@stage
-def log_round(c: Campaign, res: ArmResult, ev: Evaluation | None, parent_id: str, batch: pd.DataFrame) -> None:
-    tr = c.tracker
-    run_id = res.run_id
-    tr.log_params(run_id, {"arm": res.arm, "strategy": res.strategy, "round": res.round_no})
-    metrics = dict(res.metrics)
-    metrics.update({"n_labels": res.n_labels, "labels_spent": res.labels_spent, "n_queried": res.n_queried,
-                    "cost": res.labels_spent * c.cfg.budget.cost_per_label})
-    people = annotators_side(c, res)
-    metrics.update(people["metrics"])
-    price = _price_per_point(c, res, metrics, people["arm_answers"])
-    metrics.update(price)
-    res.metrics.update({"labels_spent": float(res.labels_spent), **price})  # the ledger keeps them for later rounds
-    tr.log_metrics(run_id, metrics, step=res.n_labels)
-    checkpoint("during-log")
-    # The parent run carries each arm's curve too, so one chart compares the arms.
-    tr.log_metrics(parent_id, {f"{res.arm}_test_macro_f1": metrics.get("test_macro_f1"),
-                               f"{res.arm}_test_accuracy": metrics.get("test_accuracy"),
-                               f"{res.arm}_test_n": metrics.get("test_n"),
-                               f"{res.arm}_test_macro_f1_ci_low": metrics.get("test_macro_f1_ci_low"),
-                               f"{res.arm}_test_macro_f1_ci_high": metrics.get("test_macro_f1_ci_high")},
-                   step=res.n_labels)
-    tags = {"labelloop.notes": "; ".join(res.notes) if res.notes else "none", **res.health_tags}
-    if res.stopped:
-        tags["labelloop.stopped"] = res.stopped
-    tr.set_tags(run_id, tags)
-    if ev is not None:
-        if len(ev.y_test):
-            tr.log_figure(run_id, confusion_figure(ev.y_test, ev.p_test, c.labels,
-                                                   title=f"{res.arm} round {res.round_no} (test n={len(ev.y_test)})"),
-                          "plots/confusion_matrix.png")
-        if len(ev.y_cal):
-            tr.log_figure(run_id, calibrate.reliability_diagram(ev.p_cal, ev.y_cal,
-                                                                f"{res.arm} round {res.round_no} (calibration slice)"),
-                          "plots/reliability_diagram.png")
-        register = c.cfg.mlflow.register_model and res.arm == "active" or (
-            c.cfg.mlflow.register_model and c.cfg.arms == ["random"])
-        version = tr.log_model(run_id, ev.model, register=register)
-        if version is not None and "test_macro_f1" in metrics and res.judged:  # no champion on a handful of items
-            promoted = tr.maybe_promote(version, metrics["test_macro_f1"])
-            tr.set_tags(run_id, {"labelloop.model_version": version, "labelloop.champion": str(promoted).lower()})
-    if len(batch):
-        tr.log_table(run_id, batch, "queried_batch.json")
-    if len(people["annotators"]):
-        tr.log_table(run_id, people["annotators"].reset_index(), "annotators.json")
-    tr.finish(run_id)
-
-
-def annotators_side(c: Campaign, res: ArmResult) -> dict[str, Any]:
-    """The people's side of this round for one arm (see :mod:`tasks.annotation_cost`).
-
-    ``metrics``: the arm's answers pulled this round (``annotation_seconds_per_label``,
-    ``annotation_hours``, ...), everyone's hours this round on any item
-    (``annotation_hours_all_items``: evaluation and gold items included) and per annotator
-    ``annotator_{answers,median_seconds,seconds_per_label,consensus_agreement,gold_accuracy}_<name>``;
-    ``annotators``: the per-annotator table; ``arm_answers``: the arm's answers to date.
-    """
-    from tasks.annotation_cost import annotator_metrics, annotator_table, effort, items_of
-    from tasks.trust import metric_name
-
-    ann = c.ledger.annotations_frame()
-    arm_ann = items_of(ann, c.ledger.queries_frame(arm=res.arm)["item_id"])
-    this_round = arm_ann[arm_ann["pulled_in_round"] == res.round_no] if len(arm_ann) else arm_ann
-    metrics = {k: v for k, v in effort(this_round).items()
-               if k in ("annotation_seconds_per_label", "annotation_hours", "annotation_answers", "annotation_timed")}
-    everyone = effort(ann[ann["pulled_in_round"] == res.round_no] if len(ann) else ann)
-    metrics["annotation_hours_all_items"] = everyone["annotation_hours"]
-    metrics["annotation_hours_total"] = effort(arm_ann)["annotation_hours"]
-    table = annotator_table(ann, res.round_no, c.ledger.trust.annotator_status_frame(round_no=res.round_no))
-    metrics.update(annotator_metrics(table, metric_name))
-    return {"metrics": metrics, "annotators": table, "arm_answers": arm_ann}
-
-
-def _price_per_point(c: Campaign, res: ArmResult, metrics: dict, arm_answers: pd.DataFrame | None = None
-                     ) -> dict[str, float]:
-    """What this arm paid per test-accuracy point gained since its first evaluated round.
-
-    ``labels_per_accuracy_point`` counts trusted labelled items; ``hours_per_accuracy_point`` the
-    annotators' hours (Label Studio's ``lead_time`` of the arm's answers, :mod:`tasks.annotation_cost`);
-    ``cost_per_accuracy_point`` (only with ``budget.cost_per_label`` > 0) prices the annotations
-    bought, overlap included, since that round. Earlier rounds come from the ledger.
-    """
-    from tasks.annotation_cost import hours_per_accuracy_point
-
-    if "test_accuracy" not in metrics:
-        return {}
-    hist = sorted((int(r.n_labels or 0), float(r.metrics.get("labels_spent", r.n_labels or 0)),
-                   float(r.metrics["test_accuracy"]), r.round_no) for r in c.ledger.list_rounds()
-                  if r.arm == res.arm and r.round_no < res.round_no and r.status in ("done", "stopped")
-                  and "test_accuracy" in r.metrics)
-    hist.append((int(res.n_labels), float(res.labels_spent), float(metrics["test_accuracy"]), res.round_no))
-    acc = [h[2] for h in hist]
-    out: dict[str, float] = {}
-    per_item = cost_per_accuracy_point([h[0] for h in hist], acc, 1.0)
-    if per_item is not None:
-        out["labels_per_accuracy_point"] = per_item
-    if arm_answers is not None:
-        hours = hours_per_accuracy_point(arm_answers, sorted((h[3], h[2]) for h in hist))
-        if hours is not None:
-            out["hours_per_accuracy_point"] = hours
-    if c.cfg.budget.cost_per_label > 0:
-        priced = cost_per_accuracy_point([h[1] for h in hist], acc, c.cfg.budget.cost_per_label)
-        if priced is not None:
-            out["cost_per_accuracy_point"] = priced
-    return out
-
-
 # --------------------------------------------------------------------------- the flow
 @flow(name="labelloop-round")
 def round_flow(config: str, round_no: int | None = None) -> dict[str, Any]:
     """Run (or resume) one round of the campaign described by ``config`` for every arm."""
-    from flows.setup import ensure_setup
-
-    from flows.locking import round_lock
-
     c = open_campaign(config)
     ensure_setup(c)
     with round_lock(c):
@@ -408,7 +77,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     round_no = round_no if round_no is not None else next_round_no(c)
     t0 = time.perf_counter()
     # MLflow first: a tracking store that is down fails the round before the ledger changes
-    parent_id = c.tracker.parent_run(c.ledger, _params(c.cfg))
+    parent_id = c.tracker.parent_run(c.ledger, tracking_params(c.cfg))
 
     pulled = pull_annotations(c, round_no)
     checkpoint("after-pull")
@@ -428,8 +97,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     items = c.ledger.items_frame()
     vec = c.featurizer()
     eval_labels = evaluation_labels(items, trust, c.labels)  # the same trusted test items for every arm
-    from flows.scoring import ScaleSettings
-
+    policy = Policy.from_config(c.cfg)
     feats = RoundFeatures(vec, items, ScaleSettings.from_config(c.cfg.scale).partition_size)
 
     results: dict[str, ArmResult] = {}
@@ -441,7 +109,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
             results[arm] = ArmResult(arm, round_no, prev.strategy or "", n_labels=prev.n_labels or 0,
                                      metrics=prev.metrics, stopped="already finished")
             continue
-        strategy = c.cfg.strategy_for(arm)
+        strategy = strategy_for_arm(policy.query.strategy, arm)
         rec = c.ledger.start_round(arm, round_no, strategy)
         run_id = c.tracker.round_run(parent_id, arm, round_no, rec.mlflow_run_id)
         c.ledger.update_round(arm, round_no, mlflow_run_id=run_id, model_version=run_id)
@@ -465,22 +133,23 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                     f"fewer than {ev.calibration.needed} (min_calibration_labels)")
         except TrainingError as err:
             res.notes.append(f"not trained: {err}; this batch is chosen without a model (diversity + random)")
-        fallback = bool(ev is not None and not ev.calibration.gate_passed and arm == "active")
-        if fallback:
-            res.notes.append(
-                f"calibration gate: ECE after calibration {ev.calibration.ece_after:.3f} > "
-                f"{c.cfg.gates.calibration_ece:.2f}; this batch uses diversity + random selection")
-        remaining = c.cfg.budget.max_labels - spent
-        res.stopped = _stop_reason(c, arm, round_no, spent, res, ev, items, feats)
+        cal = ev.calibration if ev is not None else None
+        state = ArmState(arm=arm, round_no=round_no, spent=spent, trained=ev is not None,
+                         calibration=Calibration(cal.judged, cal.gate_passed, cal.ece_after)
+                         if cal is not None else None,
+                         boost=drift_boost(c) if arm == "active" else None,
+                         random_ahead_fired=arm == "active" and random_ahead_fired_before(c, round_no))
+        plan = plan_round(policy, state, stopped=_stop_reason(c, policy, state, res, ev, items, feats))
+        fallback = plan.fallback
+        if plan.fallback_reason:
+            res.notes.append(plan.fallback_reason)
+        res.stopped = plan.stopped
         if res.stopped is None:
-            n = min(c.cfg.query.batch_size, remaining)
-            share, why = active_random_share(c, round_no) if arm == "active" else (1.0, None)
-            if why:
-                res.notes.append(why)
+            if plan.share_reason:
+                res.notes.append(plan.share_reason)
             if arm == "active":
-                res.metrics["query_random_share"] = share
-            res.n_queried = query_batch(c, arm, round_no, ev.model if ev else None, items, feats, labelled, n,
-                                        run_id, fallback, share)
+                res.metrics["query_random_share"] = plan.random_share
+            res.n_queried = query_batch(c, plan, ev.model if ev else None, items, feats, labelled, run_id)
             c.ledger.update_round(arm, round_no, status="queried")
             checkpoint("after-query")
             batch_ids = c.ledger.queries_frame(arm=arm, round_no=round_no)["item_id"].tolist()
@@ -627,26 +296,18 @@ def _waiting(c: Campaign, round_no: int, ready: Readiness, pulled: dict) -> dict
             "pulled": {k: v for k, v in pulled.items() if k != "problems"}, "readiness": ready.as_dict()}
 
 
-def _stop_reason(c: Campaign, arm: str, round_no: int, spent: int, res: ArmResult, ev: Evaluation | None,
+def _stop_reason(c: Campaign, policy: Policy, state: ArmState, res: ArmResult, ev: Evaluation | None,
                  items: pd.DataFrame, feats: RoundFeatures | None = None) -> str | None:
-    """Why this arm stops after this round (budget, max rounds, target, marginal gain, stable predictions).
-
-    With too few trusted test items (``res.judged`` False) the metric-based rules (target, marginal
-    gain) are not applied: a target "reached" on 20 items is noise."""
-    b = c.cfg.budget
-    if round_no >= b.max_rounds and spent < b.max_labels:
-        return f"max_rounds ({b.max_rounds}) reached"
+    """:func:`tasks.policy.stop_reason` on this arm's history in the ledger plus this round."""
+    arm, round_no = state.arm, state.round_no
     history = [{"labels": int(r.n_labels or 0), "macro_f1": float(r.metrics["test_macro_f1"])}
                for r in c.ledger.list_rounds(arm=arm) if r.round_no < round_no and "test_macro_f1" in r.metrics]
     if ev is not None and "test_macro_f1" in res.metrics:
         history.append({"labels": res.n_labels, "macro_f1": res.metrics["test_macro_f1"]})
-    stop_preds = _stop_set_predictions(c, arm, round_no, ev, items, feats) if b.stability_kappa else None
-    judged = ev is not None and res.judged
-    stop, reason = stopping.should_stop(history, budget=b.max_labels, spent=spent,
-                                        target=b.target_macro_f1 if judged else None,
-                                        min_gain_per_label=b.min_gain_per_label if judged else None, window=b.stop_window,
-                                        stability_kappa=b.stability_kappa, stop_set_predictions=stop_preds)
-    return reason if stop else None
+    stop_preds = (_stop_set_predictions(c, arm, round_no, ev, items, feats) if policy.stop.stability_kappa
+                  else None)
+    return stop_reason(policy.stop, round_no, state.spent, history, judged=ev is not None and res.judged,
+                       stop_set_predictions=stop_preds)
 
 
 def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: Evaluation | None, items: pd.DataFrame,

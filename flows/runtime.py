@@ -16,7 +16,7 @@ from typing import Any
 
 import joblib
 
-from flows.config import CampaignConfig, load_config
+from flows.config import CampaignConfig, ConfigError, load_config
 from integrations.backend import AnnotationBackend
 from integrations.ledger import Ledger
 
@@ -149,8 +149,6 @@ def make_backend(c: Campaign) -> AnnotationBackend:
     ls = ann.label_studio
     explicit = os.environ.get(ls.api_key_env)
     if not explicit and not ls.secret_block:
-        from flows.config import ConfigError
-
         raise ConfigError(
             f"no Label Studio API key: set the environment variable {ls.api_key_env} "
             f"(for the local server: `export {ls.api_key_env}=$(infra/label_studio.sh token)`) "

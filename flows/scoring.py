@@ -49,11 +49,11 @@ import scipy.sparse as sp
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from flows.logs import progress
 from tasks import query
 from tasks.train import predict_proba_aligned
 
 DEFAULT_PARTITION_SIZE = 50_000
-PER_ITEM_STRATEGIES = ("least-confidence", "margin", "entropy", "cluster-margin")
 
 
 @dataclass(frozen=True)
@@ -194,8 +194,6 @@ def transform_with_progress(vec: Any, texts: Sequence[str], what: str) -> Any:
     (TF-IDF rows with frozen idf, per-text embeddings), so stacking the pieces' rows in order
     changes nothing. The bar (or plain line) shows only when the work lasts (flows.logs.progress).
     """
-    from flows.logs import progress
-
     texts = list(texts)
     if len(texts) <= PROGRESS_CHUNK:
         return vec.transform(texts)
@@ -300,9 +298,10 @@ def _keep(c: Candidates, k_score: int, k_random: int, k_class: int) -> Candidate
 
 def _proxy(strategy: str) -> str | None:
     """The per-item score used to short-list candidates for ``strategy`` (None: draws only)."""
-    if strategy in PER_ITEM_STRATEGIES:
+    kind = query.get_strategy(strategy).kind
+    if kind == "per-item":
         return strategy
-    if strategy == "random":
+    if kind == "random":
         return None
     return "entropy"  # pool-wide strategies (qbc, density, coreset, diversity-random) see uncertain + random rows
 
@@ -357,12 +356,7 @@ def select_from_pool(model: Any, vec: Any, texts: Sequence[str], classes: Sequen
     if batch_size <= 0 or n == 0:
         return []
     batch = min(batch_size, n)
-    if strategy == "random":
-        n_random = batch
-    elif strategy == query.FALLBACK_STRATEGY:
-        n_random = batch // 2
-    else:
-        n_random = min(batch, int(round(batch * random_share)))
+    n_random = query.random_count(strategy, batch, random_share)
     need = batch - n_random
     k_score = max(candidate_factor * max(need, 1), need + 50) if strategy != "random" else 0
     k_random = max(4 * n_random, n_random + 50)
@@ -396,22 +390,15 @@ def select_from_pool(model: Any, vec: Any, texts: Sequence[str], classes: Sequen
     if not len(rest.rows):
         return picks
     rng = np.random.default_rng([seed, 7])
-    committee = None
     sub_strategy = "coreset" if strategy == query.FALLBACK_STRATEGY else strategy
-    if strategy in ("qbc", "qbc-kl"):
-        if X_labelled is None or y_labelled is None:
-            raise ValueError(f"strategy {strategy!r} needs X_labelled and y_labelled")
-        from sklearn.base import clone
-
-        committee = query.bootstrap_committee_proba(lambda: clone(model.named_steps["clf"]), X_labelled,
-                                                    np.asarray(y_labelled), rest.X, 5, rng, classes=list(classes))
     # The diversity candidates are capped at a share of the *pool's* unlabelled rows (as on the dense
     # path); this call sees only the short list, so the cap is handed over as a row count.
     cap = int(math.ceil(query.CANDIDATE_SHARE * (n - len(picks))))
-    sub = query.select_batch(rest.proba, need, sub_strategy, rng, random_share=0.0, X_pool=rest.X,
-                             X_labelled=X_labelled, committee_proba=committee, class_quota=class_quota,
-                             near_duplicate_threshold=near_duplicate_threshold, candidate_factor=candidate_factor,
-                             candidate_share=1.0, max_candidates=cap)
+    sub = query.select_round_batch(sub_strategy, need, rng, proba=rest.proba, X_pool=rest.X, X_labelled=X_labelled,
+                                   y_labelled=y_labelled, estimator=model.named_steps["clf"], classes=list(classes),
+                                   random_share=0.0, class_quota=class_quota,
+                                   near_duplicate_threshold=near_duplicate_threshold,
+                                   candidate_factor=candidate_factor, candidate_share=1.0, max_candidates=cap)
     for p in sub:
         reason = "diversity" if strategy == query.FALLBACK_STRATEGY and p.reason == "strategy" else p.reason
         picks.append(query.Pick(index=int(rest.rows[p.index]), score=float(p.score), reason=reason))

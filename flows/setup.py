@@ -17,6 +17,9 @@ Order of ``setup_flow`` (what ``labelloop setup`` calls):
 
 from __future__ import annotations
 
+import json
+import logging
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -24,9 +27,11 @@ from prefect import flow, get_run_logger
 
 from flows.config import CampaignConfig, load_config
 from flows.logs import progress, say
-from flows.runtime import Campaign, open_campaign
+from flows.runtime import Campaign, make_backend, open_campaign
+from flows.stages import push_pending
 from flows.trust import EVAL_ARM
 from integrations.expectations import validate_pool
+from integrations.ledger import LedgerError
 from integrations.sources import InputError, load_table, load_table_maybe_unlabelled
 from tasks.seed import SplitError, carve_splits, default_seed_method
 from tasks.train import fit_featurizer, make_featurizer
@@ -212,10 +217,6 @@ def _check_evaluation_budget(cfg: CampaignConfig, frame: pd.DataFrame) -> None:
 def _check_label_studio(cfg: CampaignConfig) -> None:
     """Reach Label Studio (token, server, project) before the first write: an unreachable server
     then leaves the campaign folder as it was instead of a ledger without its seed pushed."""
-    import logging
-
-    from flows.runtime import make_backend
-
     class _DropFinalError(logging.Filter):
         """The adapter logs its give-up at ERROR with the very text of the exception the CLI prints:
         keep its retry warnings (they explain the wait), drop the duplicate."""
@@ -252,10 +253,6 @@ def _check_not_lost(c: Campaign) -> None:
     re-created empty and the campaign would silently start over (round 1 again, new MLflow runs, tasks
     pushed again), losing the record of what was asked and answered.
     """
-    import json
-
-    from integrations.ledger import LedgerError
-
     marker = c.workdir / SETUP_MARKER
     if not marker.is_file():
         return
@@ -273,9 +270,6 @@ def _check_not_lost(c: Campaign) -> None:
 
 
 def _write_marker(c: Campaign) -> None:
-    import json
-    from datetime import datetime, timezone
-
     marker = c.workdir / SETUP_MARKER
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(json.dumps({"campaign": c.name, "ledger": c.ledger.safe_url,
@@ -323,8 +317,6 @@ def _say_what_was_kept(c: Campaign, err: Exception) -> None:
 
 
 def _write_setup(c: Campaign, frame: pd.DataFrame) -> bool:
-    from flows.round import push_pending
-
     s = c.cfg.splits
     method = frame.attrs.get("seed_method") or s.seed_method
     split = frame["split"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,8 +25,11 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.logs import progress, say
 from flows.scoring import transform_with_progress
-from integrations.sources import load_table
-from tasks import query
+from integrations.expectations import validate_pool
+from integrations.sources import InputError, load_table
+from tasks import calibrate, query
+from tasks.policy import (ArmState, Calibration, Policy, QueryPolicy, StopPolicy, plan_round, random_ahead_fired,
+                          round_rng, stop_reason)
 from tasks.seed import carve_splits
 from tasks.evaluate import (
     area_under_curve,
@@ -38,8 +40,8 @@ from tasks.evaluate import (
     labels_to_reach,
     learning_curve_figure,
 )
-from tasks.health import guarded_random_share, per_class_recall_check, random_ahead_check
-from tasks.train import TrainingError, build_model, fit_featurizer, predict_proba_aligned
+from tasks.health import per_class_recall_check, random_ahead_check
+from tasks.train import TrainingError, build_model, make_featurizer, predict_proba_aligned
 
 FEATURIZERS = ("tfidf", "minilm")
 
@@ -59,27 +61,48 @@ def run_arm(
     progress: bool = False,
     random_curve: dict[str, Any] | None = None,
     random_ahead_share: float = 0.5,
+    class_quota: float = 0.0,
+    near_duplicate_threshold: float | None = 0.95,
+    calibration_ece: float = 0.10,
+    max_rounds: int = 50,
 ) -> dict[str, Any]:
-    """One arm, one seed: seed batch, then query/train until the budget is spent.
+    """One arm, one seed: the seed batch, then a campaign's rounds with an oracle until the arm stops.
 
-    With ``progress`` each round appends ``labels:macro-F1`` to the current stdout line.
-    With ``random_curve`` (the random arm's curve of the same seed) the arm runs the
-    campaigns' random-ahead guard (:func:`flows.round.active_random_share`): when the
-    round's ``random_ahead`` check fires against random's curve up to the same label
-    count, the next batch's random share is ``random_ahead_share``; ``guard_rounds`` in
-    the returned curve counts those batches.
+    Each round plans the arm's batch with the campaign's policy (:func:`tasks.policy.plan_round`:
+    random share, the calibration gate's fallback when the frame has a ``calibration`` split,
+    the stop rules) and selects it with :func:`tasks.query.select_round_batch` on the campaign's
+    random stream (:func:`tasks.policy.round_rng` with ``seed`` as ``[splits] random_state``),
+    over the pool in the campaign's order (by item id): a campaign on the same data with a
+    perfect annotator queries the same items in every round. With ``random_curve`` (the random
+    arm's curve of the same seed) the arm runs the campaigns' random-ahead guard as a round
+    does: the check of round r (this arm's curve up to r, random's up to r - 1) raises the share
+    of round r + 1; ``guard_rounds`` counts those batches. With ``progress`` each round appends
+    ``labels:macro-F1`` to the current stdout line.
     """
-    rng = np.random.default_rng([seed, zlib.crc32(strategy.encode())])
+    arm = "random" if strategy == "random" else "active"
+    policy = Policy(query=QueryPolicy(strategy=strategy, batch_size=batch_size, random_share=random_share,
+                                      random_ahead_share=random_ahead_share, class_quota=class_quota,
+                                      near_duplicate_threshold=near_duplicate_threshold,
+                                      random_arm=random_curve is not None),
+                    stop=StopPolicy(max_labels=budget, max_rounds=max_rounds), calibration_ece=calibration_ece)
+    order = frame["id"].astype(str) if "id" in frame else pd.Series(frame.index, index=frame.index).astype(str)
     pos = {i: k for k, i in enumerate(frame.index)}
     test = frame[frame["split"] == "test"]
     X_test = X_all[[pos[i] for i in test.index]]
+    cal = frame.loc[order[frame["split"] == "calibration"].sort_values().index]  # the campaign's item order
+    X_cal = X_all[[pos[i] for i in cal.index]]
+    y_cal = np.array([classes.index(str(y)) for y in cal["label"]], dtype=int)
     labelled = list(frame.index[frame["split"] == "seed"])
-    pool = [i for i in frame.index[frame["split"] == "pool"]]
+    pool = list(order[frame["split"] == "pool"].sort_values(kind="stable").index)
     curve: dict[str, Any] = {"labels": [], "macro_f1": [], "accuracy": [], "seconds": [],
                              "recall": {c: [] for c in classes}}
     if random_curve is not None:
         curve["guard_rounds"] = 0
+    random_pts = list(zip(random_curve["labels"], random_curve["macro_f1"])) if random_curve is not None else None
+    fired_before = False
+    round_no = 0
     while True:
+        round_no += 1
         t0 = time.perf_counter()
         y_lab = frame.loc[labelled, "label"].tolist()
         model = fit_on_features(vec, X_all[[pos[i] for i in labelled]], y_lab, C=C, random_state=seed)
@@ -92,28 +115,36 @@ def run_arm(
             curve["recall"][c].append(round(m[f"recall_{c}"], 5))
         if progress:
             say(f" {len(labelled)}:{m['macro_f1']:.3f}", end="")
-        n = min(batch_size, budget - len(labelled), len(pool))
+        gate = None
+        if len(cal):
+            p_cal = predict_proba_aligned(model, X_cal, classes, features=True)
+            report = calibrate.calibration_report(p_cal, y_cal, method="temperature", gate=calibration_ece)
+            gate = Calibration(judged=True, passed=report.gate_passed, ece_after=report.ece_after)
+        state = ArmState(arm=arm, round_no=round_no, spent=len(labelled), calibration=gate,
+                         random_ahead_fired=fired_before)
+        history = [{"labels": n, "macro_f1": f} for n, f in zip(curve["labels"], curve["macro_f1"])]
+        plan = plan_round(policy, state, stopped=stop_reason(policy.stop, round_no, len(labelled), history,
+                                                             judged=True))
+        if random_pts is not None:  # this round's check, as the campaign records it for the next round
+            fired_before = random_ahead_fired(list(zip(curve["labels"], curve["macro_f1"])), random_pts[:round_no - 1])
+        n = min(plan.batch_size, len(pool)) if plan.queries else 0
         if n <= 0:
             curve["seconds"].append(round(time.perf_counter() - t0, 4))
             break
+        if random_curve is not None and plan.random_share > random_share:
+            curve["guard_rounds"] += 1
         X_pool = X_all[[pos[i] for i in pool]]
-        proba = predict_proba_aligned(model, X_pool, classes, features=True)
-        committee = None
-        X_lab = X_all[[pos[i] for i in labelled]]
-        if strategy in ("qbc", "qbc-kl"):
-            from sklearn.base import clone
-
-            committee = query.bootstrap_committee_proba(lambda: clone(model.named_steps["clf"]), X_lab,
-                                                        np.asarray(y_lab), X_pool, 5, rng, classes=classes)
-        share = random_share if strategy != "random" else 1.0
-        if random_curve is not None and strategy != "random":
-            share, guarded = guarded_random_share(curve, random_curve, share, random_ahead_share)
-            curve["guard_rounds"] += int(guarded)
-        picks = query.select_batch(proba, n, strategy, rng, random_share=share,
-                                   X_pool=X_pool, X_labelled=X_lab, committee_proba=committee)
-        chosen = {pool[p.index] for p in picks}
-        labelled.extend(pool[p.index] for p in picks)
-        pool = [i for i in pool if i not in chosen]
+        picks = query.select_round_batch(
+            plan.strategy, n, round_rng(seed, round_no, arm),
+            proba=predict_proba_aligned(model, X_pool, classes, features=True), X_pool=X_pool,
+            X_labelled=X_all[[pos[i] for i in labelled]], y_labelled=np.asarray(y_lab),
+            estimator=model.named_steps["clf"], classes=classes, random_share=plan.random_share,
+            class_quota=class_quota, near_duplicate_threshold=near_duplicate_threshold)
+        chosen = [pool[p.index] for p in picks]
+        curve.setdefault("queried", []).append([str(order[i]) for i in chosen])
+        labelled.extend(chosen)
+        taken = set(chosen)
+        pool = [i for i in pool if i not in taken]
         curve["seconds"].append(round(time.perf_counter() - t0, 4))
     return curve
 
@@ -134,17 +165,6 @@ def fit_on_features(vec: Any, X_lab: Any, y_lab: Sequence[str], *, C: float, ran
     return model
 
 
-def make_featurizer(name: str, texts: Sequence[str]) -> Any:
-    """A fitted featuriser: TF-IDF fitted on ``texts`` (the pool), or the frozen MiniLM encoder."""
-    if name == "tfidf":
-        return fit_featurizer(texts)
-    if name == "minilm":
-        from tasks.embeddings import MiniLMFeaturizer
-
-        return MiniLMFeaturizer().fit(texts)
-    raise ValueError(f"unknown featurizer {name!r}; choose one of {', '.join(FEATURIZERS)}")
-
-
 def full_data_score(frame: pd.DataFrame, classes: list[str], vec: Any, X_all: Any, seed: int, C: float) -> float:
     """Macro-F1 of the model trained on every non-test row: the ceiling the target is a share of."""
     pos = {i: k for k, i in enumerate(frame.index)}
@@ -160,14 +180,20 @@ def full_data_score(frame: pd.DataFrame, classes: list[str], vec: Any, X_all: An
 def simulate_seed(frame: pd.DataFrame, classes: list[str], strategies: Sequence[str], seed: int, budget: int,
                   batch_size: int, seed_size: int, test_size: int, random_share: float, C: float,
                   featurizer: str = "tfidf", random_ahead_share: float = 0.5,
-                  on_arm: Callable[[], Any] | None = None) -> dict:
-    """One seed's split and every arm's curve on it (``on_arm`` is called as each arm finishes)."""
+                  on_arm: Callable[[], Any] | None = None, *, calibration_size: int = 0, class_quota: float = 0.0,
+                  near_duplicate_threshold: float | None = 0.95, calibration_ece: float = 0.10,
+                  max_rounds: int = 50) -> dict:
+    """One seed's split and every arm's curve on it (``on_arm`` is called as each arm finishes).
+
+    The split is a campaign's with ``[splits] random_state = seed`` (stratified seed); with
+    ``calibration_size`` > 0 the calibration slice is carved too and the active arms run the
+    calibration gate on it (:func:`tasks.policy.plan_round`), else there is no gate.
+    """
     f = frame.copy()
-    f["split"] = carve_splits(f, test_size=test_size, calibration_size=1, seed_size=seed_size,
+    f["split"] = carve_splits(f, test_size=test_size, calibration_size=calibration_size, seed_size=seed_size,
                               seed_method="stratified", random_state=seed)
-    f.loc[f["split"] == "calibration", "split"] = "pool"  # simulate measures selection only: no calibration slice
     train_side = f[f["split"].isin(["pool", "seed"])]
-    vec = make_featurizer(featurizer, train_side["text"].tolist())
+    vec = make_featurizer(featurizer, train_side["text"].tolist())  # as set-up fits the campaign's
     X_all = transform_with_progress(vec, f["text"].tolist(), "featurising the texts")
     out = {"full_data_macro_f1": round(full_data_score(f, classes, vec, X_all, seed, C), 5), "arms": {}}
     # random first: the other arms run the campaigns' random-ahead guard against its curve
@@ -177,7 +203,9 @@ def simulate_seed(frame: pd.DataFrame, classes: list[str], strategies: Sequence[
         out["arms"][s] = run_arm(f, classes, vec, X_all, s, seed=seed, budget=budget, batch_size=batch_size,
                                  random_share=random_share, C=C, progress=True,
                                  random_curve=out["arms"].get("random") if s != "random" else None,
-                                 random_ahead_share=random_ahead_share)
+                                 random_ahead_share=random_ahead_share, class_quota=class_quota,
+                                 near_duplicate_threshold=near_duplicate_threshold, calibration_ece=calibration_ece,
+                                 max_rounds=max_rounds)
         last = out["arms"][s]
         guard = f", random-ahead guard in {last['guard_rounds']} batch(es)" if last.get("guard_rounds") else ""
         say(f"  | {len(last['labels'])} rounds, {time.perf_counter() - t0:.1f}s{guard}")
@@ -195,9 +223,6 @@ def load_simulation_data(data: str, *, text_col: str = "text", label_col: str = 
     starting Prefect or writing ``--out``. Identical texts are kept once (they would leak
     between test and training); blank texts and missing ids are errors (the pool contract).
     """
-    from integrations.expectations import validate_pool
-    from integrations.sources import InputError
-
     frame = load_table(data, id_col=id_col, text_col=text_col, label_col=label_col, encoding=encoding,
                        delimiter=delimiter)
     unique = frame.drop_duplicates("id") if id_col is None else frame
@@ -249,7 +274,15 @@ def simulate_data_flow(
     C: float = 10.0,
     featurizer: str = "tfidf",
     cost_per_label: float = 1.0,
+    class_quota: float = 0.0,
+    near_duplicate_threshold: float = 0.95,
+    calibration_size: int = 0,
+    calibration_ece: float = 0.10,
+    max_rounds: int = 50,
+    random_state: int = 0,
 ) -> dict:
+    """Simulate ``strategies`` and a random arm under a campaign's policy (``[query]``, ``[budget]``
+    max_rounds, ``[gates] calibration_ece``), seeds ``random_state`` .. ``random_state + seeds - 1``."""
     if cost_per_label < 0:
         raise ValueError(f"cost_per_label must be >= 0, got {cost_per_label}")
     if featurizer not in FEATURIZERS:
@@ -271,14 +304,20 @@ def simulate_data_flow(
               f"{seeds} seed(s)")
     per_seed = {}
     with progress("simulating", seeds * len(strategies), "arms") as bar:
-        for sd in range(seeds):
+        for sd in range(random_state, random_state + seeds):
             per_seed[sd] = simulate_seed(frame, classes, strategies, sd, budget, batch_size, seed_size, test_size,
-                                         random_share, C, featurizer, random_ahead_share, on_arm=bar.advance)
+                                         random_share, C, featurizer, random_ahead_share, on_arm=bar.advance,
+                                         calibration_size=calibration_size, class_quota=class_quota,
+                                         near_duplicate_threshold=near_duplicate_threshold,
+                                         calibration_ece=calibration_ece, max_rounds=max_rounds)
     result = summarise(per_seed, strategies, target=target, cost_per_label=cost_per_label)
     result.update({"cost_per_label": cost_per_label,
                    "data": str(Path(data).resolve()), "n_rows": int(len(frame)), "classes": classes,
                    "budget": budget, "batch_size": batch_size, "seed_size": seed_size, "test_size": test_size,
                    "random_share": random_share, "random_ahead_share": random_ahead_share, "target": target,
+                   "class_quota": class_quota, "near_duplicate_threshold": near_duplicate_threshold,
+                   "calibration_size": calibration_size, "calibration_ece": calibration_ece, "max_rounds": max_rounds,
+                   "random_state": random_state,
                    "n_seeds": seeds, "featurizer": featurizer, "C": C})
     write_outputs(result, Path(out))
     return result

@@ -29,6 +29,7 @@ Per round, in order:
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,10 @@ from typing import Any
 import pandas as pd
 
 from flows.runtime import Campaign
+from integrations.expectations import (DataContractError, validate_annotations, validate_pool,
+                                       validate_training_set)
+from integrations.sources import load_table
+from tasks.annotate import simulated_answer
 from tasks import trust as policy_mod
 from tasks.labels import LabelHistory, history_from_config, migrate_labels
 
@@ -116,8 +121,6 @@ def ensure_gold(c: Campaign) -> list[str]:
     seed/test/calibration items or already queried are skipped with a note.
     Returns notes. Safe to call from set-up as well.
     """
-    from integrations.expectations import validate_pool
-    from integrations.sources import load_table
 
     path = c.cfg.gold_file
     if path is None:
@@ -264,7 +267,6 @@ def simulated_adjudicate(c: Campaign, item_ids: list[str]) -> dict[str, str]:
     """The simulated adjudicator: ``tasks.annotate.simulated_answer`` as annotator "adjudicator"
     with ``trust.adjudicator_accuracy`` (deterministic; items whose known label is missing or not in
     the current label set stay queued)."""
-    from tasks.annotate import simulated_answer
 
     if not item_ids:
         return {}
@@ -294,8 +296,6 @@ def request_review_tasks(c: Campaign, queue: pd.DataFrame, votes: pd.DataFrame) 
     A backend without review support (no ``review_backend``) leaves the items queued in the
     ledger (``adjudications``, status ``pending``) for :func:`record_adjudication` and logs so.
     """
-    import logging
-
     log = logging.getLogger("labelloop.trust")
     make = getattr(c.backend, "review_backend", None)
     if make is None:
@@ -355,7 +355,6 @@ def _adjudicated_labels(c: Campaign, history: LabelHistory) -> tuple[pd.Series, 
 
 def _validate(fn: Any, frame: pd.DataFrame, **kw: Any) -> tuple[Any, list[Any]]:
     """Run a contract; returns (summary or None, failures). Never raises a DataContractError."""
-    from integrations.expectations import DataContractError
 
     try:
         return fn(frame, **kw), []
@@ -405,7 +404,6 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
     agreement gate, whose consensus is confident or was adjudicated. Gold
     items never appear there.
     """
-    from integrations.expectations import validate_annotations, validate_training_set
 
     cfg = c.cfg
     pol = trust_policy(c)

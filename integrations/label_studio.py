@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 from xml.sax.saxutils import quoteattr
 
 from integrations.backend import BackendError, PulledAnnotation, TaskRequest, missing_items
+from integrations.faults import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -464,7 +465,7 @@ class LabelStudioBackend:
             seen += len(items)
             if not items or len(items) < self.page_size or (total is not None and seen >= total):
                 return
-            __import__("flows.faults").faults.checkpoint("during-pull-page")  # fault tests: kill between pages
+            checkpoint("during-pull-page")  # fault tests: kill between pages
             page += 1
 
     def _existing(self, att: _Attempt) -> dict[str, str]:
@@ -520,7 +521,7 @@ class LabelStudioBackend:
                     return_task_ids=True,
                     request_options=att.request_options(),
                 )
-                __import__("flows.faults").faults.checkpoint("during-import")  # fault tests: kill between chunks
+                checkpoint("during-import")  # fault tests: kill between chunks
             if todo:
                 existing = self._existing(att)
             log.info(

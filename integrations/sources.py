@@ -55,7 +55,6 @@ __all__ = [
     "check_encoding",
     "sniff_file_kind",
     "derive_id",
-    "load_label_set",
     "load_table",
     "normalise_id",
 ]
@@ -830,41 +829,6 @@ def load_table(
     frame = frame[OUTPUT_COLUMNS].reset_index(drop=True)
     frame.attrs["skipped_files"] = skipped
     return frame
-
-
-def load_label_set(path: str | Path, *, encoding: str = "utf-8") -> list[str]:
-    """Read a label-set file and check it (``expectations.validate_label_set``).
-
-    Formats: ``.json`` holding a list of strings, or any text file with one label per
-    line (trailing blank lines ignored; a blank line *between* labels is reported as an
-    empty label name, because it usually means a label was deleted by accident).
-    Positions in error messages are line numbers (text) or 1-based list positions (JSON).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such label-set file", path=path)
-    try:
-        raw = path.read_text(encoding=_encoding_for_text(encoding))
-    except UnicodeError as exc:
-        raise _encoding_error(path, encoding, exc) from None
-    if path.suffix.lower() == ".json":
-        try:
-            labels = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})", path=path, line=exc.lineno
-            ) from None
-        if not isinstance(labels, list):
-            raise InputError(
-                f"{path}: expected a JSON list of label names, got {type(labels).__name__}", path=path
-            )
-    else:
-        labels = raw.splitlines()
-        while labels and not labels[-1].strip():
-            labels.pop()
-    from integrations.expectations import validate_label_set  # no GE import: pure Python
-
-    return validate_label_set(labels, source=str(path), where="position" if path.suffix.lower() == ".json" else "line")
 
 
 def load_table_maybe_unlabelled(path: str | Path, *, id_col: str | None, text_col: str, label_col: str | None,

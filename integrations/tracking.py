@@ -221,8 +221,11 @@ class Tracker:
 
     @_store_call("setting tags")
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(run_id, k, str(v)[:5000])
+        """All tags in one ``log_batch`` (one store transaction; a ``set_tag`` each was ~0.2 s a round)."""
+        from mlflow.entities import RunTag
+
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
 
     @_store_call("logging a figure")
     def log_figure(self, run_id: str | Sequence[str], fig: Any, path: str) -> None:

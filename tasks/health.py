@@ -174,7 +174,7 @@ def random_ahead_check(
 ) -> HealthCheck:
     """The random arm ahead of the active arm at equal labels.
 
-    Curves are ``[(labels, score), ...]`` (what ``flows.round.learning_curves``
+    Curves are ``[(labels, score), ...]`` (what ``flows.campaign_state.learning_curves``
     returns per arm), ``(labels, scores)`` or ``{"labels": ..., "macro_f1": ...}``.
     The random curve is linearly interpolated at the active arm's last
     ``last_k`` label counts that lie within its range (no extrapolation).  Fires
@@ -201,26 +201,6 @@ def random_ahead_check(
                            "not paying off here: raise the random share or switch strategy")
     return HealthCheck(name, False, mean_gap, tolerance,
                        f"random not ahead at all of the last {last_k} label counts (mean gap {mean_gap:+.3f})")
-
-
-def guarded_random_share(active_curve: Any, random_curve: Any, base_share: float, guard_share: float
-                         ) -> tuple[float, bool]:
-    """The next batch's random share under the random-ahead guard, and whether the guard acts.
-
-    The guard (a campaign's ``[query] random_ahead_share``) answers :func:`random_ahead_check`
-    firing with more uniform draws: ``max(base_share, guard_share)`` instead of
-    ``base_share``. Only the random arm's points up to the active arm's latest label count are
-    used, as a campaign running both arms side by side would have them. ``labelloop
-    simulate`` and the benchmark call this; a campaign round reads the check it recorded in
-    the ledger the round before (``flows.round.active_random_share``), with the same rule.
-    """
-    ax, _ay = _as_curve(active_curve)
-    if ax.size == 0 or random_curve is None:
-        return base_share, False
-    rx, ry = _as_curve(random_curve)
-    seen = rx <= ax[-1]
-    fired = bool(seen.any()) and random_ahead_check(active_curve, (rx[seen], ry[seen])).fired
-    return (max(base_share, guard_share) if fired else base_share), fired
 
 
 # ---------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from sklearn.preprocessing import normalize
 
 Matrix = Union[np.ndarray, sp.spmatrix, sp.sparray]
 
-from tasks.strategies import STRATEGIES  # noqa: E402 - re-exported; its own module so configs load without sklearn
+from tasks.strategies import FALLBACK_STRATEGY, STRATEGIES, get_strategy  # noqa: E402 - re-exported (the registry)
 
 CANDIDATE_SHARE = 0.25
 """Diversity picks among the ``candidate_factor x batch`` most uncertain rows, but never among more than
@@ -50,10 +50,6 @@ the pool, and clustering it spreads the batch over everything instead of over th
 (on the 1,920-row hurricane pool with batch 200 the policy fell to 0.98x random). 0.25 was chosen on
 held-out data (Banking77 and MD-Agreement cut to 2,000-row pools), not on the benchmark datasets;
 see benchmarks/RESULTS.md. On AG News (10.6k rows, batches up to 200, 3,000 labels) it never binds."""
-
-FALLBACK_STRATEGY = "diversity-random"
-"""Used when the calibration gate fails: the model's scores are not trusted, so
-half the batch is spread over the pool by k-center and half is uniform random."""
 
 REASONS: tuple[str, ...] = ("strategy", "random", "quota", "diversity")
 
@@ -772,8 +768,7 @@ def select_batch(
     ``diversity-random`` without quotas.  ``beta`` is the density exponent.
     """
     rng = _as_rng(rng)
-    if strategy not in STRATEGIES and strategy != FALLBACK_STRATEGY:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES + (FALLBACK_STRATEGY,))}")
+    get_strategy(strategy)  # ValueError naming the choices
     if not 0.0 <= random_share <= 1.0:
         raise ValueError("random_share must be in [0, 1]")
     if not 0.0 <= class_quota < 1.0:
@@ -816,12 +811,7 @@ def select_batch(
         return True
 
     # 1. uniform random share ------------------------------------------------
-    if strategy == "random":
-        n_random = batch
-    elif strategy == FALLBACK_STRATEGY:
-        n_random = batch // 2 if Xn is not None else batch  # no features, no spread
-    else:
-        n_random = min(batch, int(round(batch * random_share)))
+    n_random = random_count(strategy, batch, random_share, spread=Xn is not None)
     if n_random > 0:
         draws = rng.random(n)
         got = 0
@@ -870,6 +860,60 @@ def select_batch(
     if class_quota > 0 and p is not None and p.shape[1] >= 2:
         _apply_quota(picks, p, scores, batch, class_quota, taken, guard)
     return picks
+
+
+def random_count(strategy: str, batch: int, random_share: float, *, spread: bool = True) -> int:
+    """Rows of a batch of ``batch`` drawn uniformly at random (step 1 of :func:`select_batch`).
+
+    ``random``: all of them; the fallback (``diversity-random``): half (all without features to
+    spread over, ``spread`` False); else ``round(batch * random_share)`` (Python ``round``).
+    """
+    if strategy == "random":
+        return batch
+    if strategy == FALLBACK_STRATEGY:
+        return batch // 2 if spread else batch
+    return min(batch, int(round(batch * random_share)))
+
+
+def select_round_batch(
+    strategy: str,
+    batch_size: int,
+    rng: np.random.Generator,
+    *,
+    proba: np.ndarray | None,
+    X_pool: Matrix | None,
+    X_labelled: Matrix | None = None,
+    y_labelled: Any = None,
+    estimator: Any = None,
+    classes: Any = None,
+    random_share: float = 0.10,
+    class_quota: float = 0.0,
+    near_duplicate_threshold: float | None = 0.95,
+    diversity: bool = True,
+    committee_size: int = 5,
+    **select_kwargs: Any,
+) -> list[Pick]:
+    """An arm's batch for its round: the committee (for committee strategies) and :func:`select_batch`.
+
+    The one place the campaign round, ``labelloop simulate``, the large-pool short list
+    (flows/scoring.py) and the benchmark's labelloop arms choose a batch, so they cannot drift
+    apart. ``estimator``: the round model's classifier (cloned per committee member, trained on
+    ``X_labelled`` / ``y_labelled``); ``classes``: the committee's columns, aligned with
+    ``proba``. The random arm takes no class quota (its batch is a uniform sample), nor does a
+    cold start (``proba`` None: no predicted classes to count).
+    ``select_kwargs``: :func:`select_batch`'s candidate knobs (``candidate_factor``, ...).
+    """
+    committee = None
+    if get_strategy(strategy).committee and batch_size > 0:
+        if estimator is None or X_labelled is None or y_labelled is None:
+            raise ValueError(f"strategy {strategy!r} needs estimator, X_labelled and y_labelled")
+        committee = bootstrap_committee_proba(estimator, X_labelled, np.asarray(y_labelled), X_pool, committee_size,
+                                              rng, classes=classes)
+    if strategy == "random" or proba is None:  # a uniform sample, or no predictions to count classes by
+        class_quota = 0.0
+    return select_batch(proba, batch_size, strategy, rng, random_share=random_share, X_pool=X_pool,
+                        X_labelled=X_labelled, committee_proba=committee, class_quota=class_quota,
+                        near_duplicate_threshold=near_duplicate_threshold, diversity=diversity, **select_kwargs)
 
 
 def _apply_quota(

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from prefect import task
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
@@ -108,4 +107,3 @@ def predict_proba_aligned(model: Pipeline, X: Sequence[str] | object, classes: S
     return out
 
 
-train_task = task(name="train", retries=0)(train_model)

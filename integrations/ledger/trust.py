@@ -7,7 +7,8 @@ are now :class:`TrustStore`, composed into every ``Ledger`` as ``ledger.trust``.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Iterable, Protocol, Sequence
 
 import pandas as pd
 from sqlalchemy import Table, delete, select, update
@@ -26,8 +27,13 @@ from integrations.ledger.schema import (
     trust_rounds,
 )
 
-if TYPE_CHECKING:
-    from integrations.ledger.core import Ledger
+
+class _Ledger(Protocol):
+    """What TrustStore needs of its Ledger (integrations.ledger.core imports this module, not the reverse)."""
+
+    campaign: str
+
+    def begin(self) -> AbstractContextManager[Any]: ...
 
 
 class TrustStore:
@@ -40,7 +46,7 @@ class TrustStore:
     transactions (``ledger.begin``), so its writes fail and roll back the same way.
     """
 
-    def __init__(self, ledger: Ledger):
+    def __init__(self, ledger: _Ledger):
         self.ledger = ledger
         self.campaign = ledger.campaign
 

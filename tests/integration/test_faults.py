@@ -1,7 +1,7 @@
 """kill -9 the round process at every stage boundary and inside push, pull and logging; then `labelloop doctor`.
 
 Real processes (the `labelloop` CLI in a subprocess), a real Label Studio, a real
-Prefect API and MLflow store. A kill point is a named ``flows.faults.checkpoint``;
+Prefect API and MLflow store. A kill point is a named ``integrations.faults.checkpoint``;
 ``LABELLOOP_KILL_AT=<name>`` makes the process SIGKILL itself there.
 
 To keep CI short, one small campaign (500 texts, batch 10, 3 annotators) is

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -139,6 +140,8 @@ reopen_rounds = 2
         done = _wait("a completed scheduled round", scheduled_done, 180, 2, no_runs_hint)
         assert _state(done[0]) == "COMPLETED", f"{done[0].state}\n{_log_tail(log)}"
         assert done[0].auto_scheduled, "the run came from the schedule, not from the test"
+        # warm: the serve process ran it itself (no spawned Python that imports everything again)
+        assert f"{done[0].name} (labelloop-round): in this process" in log.read_text(), _log_tail(log)
         a = open_campaign(sched_cfg)
         assert a.ledger.get_round("active", 1) is not None and a.ledger.get_round("active", 1).status == "done"
         nxt = next_runs(A)["runs"]
@@ -251,6 +254,13 @@ reopen_rounds = 2
         assert _state(again[0]) == "COMPLETED"
         assert b.ledger.n_items() == n_before + 300
         assert len(b.ledger.list_rounds()) == rounds_before
+
+        # SIGTERM (as Ctrl-C): serve stops by itself, pauses the schedules, exits 0
+        os.killpg(serve.pid, signal.SIGTERM)
+        assert serve.wait(timeout=90) == 0, _log_tail(log)
+        assert _log_tail(log, 3).splitlines()[-1] == "stopped", _log_tail(log)
+        with _client() as client:
+            assert client.read_deployment_by_name(f"labelloop-round/{B}").paused
     finally:
         stop_group(serve)
 

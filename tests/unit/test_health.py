@@ -187,26 +187,17 @@ def test_run_health_checks_with_nothing_skips_everything():
     assert len(checks) == 5 and all(c.skipped and not c.fired for c in checks)
 
 
-def test_guarded_random_share_rises_only_when_the_check_fires():
-    from tasks.health import guarded_random_share
+def test_the_guard_fires_only_with_the_check_and_never_lowers_the_share():
+    from tasks.policy import QueryPolicy, random_ahead_fired, random_share
 
     active = [(100, 0.50), (150, 0.55), (200, 0.60)]
     ahead = [(100, 0.60), (150, 0.65), (200, 0.70), (250, 0.99)]
-    assert guarded_random_share(active, ahead, 0.1, 0.5) == (0.5, True)
-    assert guarded_random_share(active, ahead, 0.1, 0.05) == (0.1, True), "never below the configured share"
+    assert random_ahead_fired(active, ahead)
     behind = [(100, 0.40), (150, 0.65), (200, 0.70)]  # not ahead at every one of the last 3 points
-    assert guarded_random_share(active, behind, 0.1, 0.5) == (0.1, False)
-    assert guarded_random_share(active[:2], ahead, 0.1, 0.5) == (0.1, False), "needs 3 matched points"
-    assert guarded_random_share([], ahead, 0.1, 0.5) == (0.1, False)
-    assert guarded_random_share(active, None, 0.1, 0.5) == (0.1, False)
-
-
-def test_guarded_random_share_ignores_random_points_beyond_the_active_arm():
-    from tasks.health import guarded_random_share
-
-    active = [(100, 0.50), (150, 0.55), (200, 0.60)]
-    # random's next point (260 labels) lies beyond the active arm's 200: interpolating towards it would use
-    # a result a campaign does not have yet; without it only 2 label counts match, so no guard
-    rnd = {"labels": [100, 150, 260], "macro_f1": [0.60, 0.65, 0.99]}
-    assert guarded_random_share(active, rnd, 0.1, 0.5) == (0.1, False)
-    assert h.random_ahead_check(active, rnd).fired, "the unfiltered check would have fired"
+    assert not random_ahead_fired(active, behind)
+    assert not random_ahead_fired(active[:2], ahead), "needs 3 matched points"
+    assert not random_ahead_fired([], ahead) and not random_ahead_fired(active, None)
+    # a campaign's round sees random's curve only up to the previous round: 2 matched points, no guard
+    assert not random_ahead_fired(active, ahead[:2]) and h.random_ahead_check(active, ahead).fired
+    low = QueryPolicy(random_share=0.1, random_ahead_share=0.05)
+    assert random_share(low, "active", 4, random_ahead_fired=True) == (0.1, None), "never below the configured share"

@@ -1,4 +1,4 @@
-"""`labelloop simulate` runs the campaigns' random-ahead guard (flows/simulate.run_arm).
+"""`labelloop simulate` runs the campaigns' random-ahead guard (flows/simulate.run_arm, tasks/policy.py).
 
 Why here: simulate is how a team decides whether active learning pays on their data,
 so its active arm must follow the same policy a campaign would, guard included.
@@ -27,7 +27,7 @@ def setting():
 
 def _run(setting, random_curve, **kw):
     frame, classes, vec, X = setting
-    return run_arm(frame, classes, vec, X, "margin", seed=0, budget=150, batch_size=25, random_share=0.1,
+    return run_arm(frame, classes, vec, X, "margin", seed=0, budget=175, batch_size=25, random_share=0.1,
                    random_curve=random_curve, **kw)
 
 
@@ -36,10 +36,13 @@ def test_guard_fires_while_random_is_ahead_and_changes_the_batches(setting):
     assert "guard_rounds" not in plain
     ahead = {"labels": plain["labels"], "macro_f1": [1.0] * len(plain["labels"])}  # random far ahead throughout
     guarded = _run(setting, ahead)
-    # the check needs 3 points of the active curve: rounds 3..5 query with the raised share
+    # as in a campaign: round r's check sees the active curve up to r and random's up to r - 1, needs 3
+    # active points inside random's range (first fires in round 4) and raises the share of round r + 1
     n_queries = len(guarded["labels"]) - 1
-    assert guarded["guard_rounds"] == n_queries - 2
-    assert guarded["macro_f1"][:3] == plain["macro_f1"][:3], "identical until the guard first acts"
+    assert n_queries == 6
+    assert guarded["guard_rounds"] == n_queries - 4
+    assert guarded["queried"][:4] == plain["queried"][:4], "identical until the guard first acts"
+    assert guarded["queried"][4] != plain["queried"][4], "the raised random share picked other items"
     assert guarded["macro_f1"] != plain["macro_f1"], "the raised random share picked other items"
 
 
@@ -47,10 +50,10 @@ def test_guard_stays_off_while_active_is_ahead_or_when_disabled(setting):
     plain = _run(setting, None)
     behind = {"labels": plain["labels"], "macro_f1": [0.0] * len(plain["labels"])}
     quiet = _run(setting, behind)
-    assert quiet["guard_rounds"] == 0 and quiet["macro_f1"] == plain["macro_f1"]
+    assert quiet["guard_rounds"] == 0 and quiet["queried"] == plain["queried"]
     ahead = {"labels": plain["labels"], "macro_f1": [1.0] * len(plain["labels"])}
     off = _run(setting, ahead, random_ahead_share=0.1)  # = random_share: the guard changes nothing
-    assert off["macro_f1"] == plain["macro_f1"]
+    assert off["queried"] == plain["queried"]
 
 
 def test_simulate_seed_keeps_the_callers_arm_order(setting):

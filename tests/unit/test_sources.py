@@ -17,12 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from integrations.expectations import DataContractError
+from integrations.expectations import DataContractError, load_label_set
 from integrations.sources import (
     OUTPUT_COLUMNS,
     InputError,
     derive_id,
-    load_label_set,
     load_table,
     normalise_id,
 )

@@ -327,3 +327,23 @@ def test_policy_rejects_unknown_choices() -> None:
         T.TrustPolicy(consensus="vote")
     with pytest.raises(ValueError, match="annotator_policy"):
         T.TrustPolicy(annotator_policy="ban")
+def test_vectorised_bootstrap_alpha_matches_the_krippendorff_package_draw_by_draw():
+    """The batch gate's upper bound: every resample's alpha equals the package's, NaN where undefined."""
+    from tasks.trust import _alpha_from_counts, _alpha_of_resamples, _alpha_upper_bound
+
+    rng = np.random.default_rng(7)
+    for trial in range(25):
+        n_items, n_labels = int(rng.integers(3, 60)), int(rng.integers(2, 6))
+        counts = np.zeros((n_items, n_labels), dtype=int)
+        for i in range(n_items):
+            for _ in range(int(rng.integers(2, 6))):
+                counts[i, rng.choice(n_labels, p=rng.dirichlet(np.ones(n_labels) * 0.3))] += 1
+        idx = rng.integers(0, n_items, (20, n_items))
+        fast = _alpha_of_resamples(counts, idx)
+        for b in range(len(idx)):
+            slow = _alpha_from_counts(counts[idx[b]])
+            assert (math.isnan(slow) and math.isnan(fast[b])) or abs(slow - fast[b]) < 1e-9, (trial, b, slow, fast[b])
+    perfect = np.array([[3, 0], [0, 3]] * 10)
+    assert _alpha_upper_bound(perfect, batch=1) == 1.0
+    split = np.array([[2, 1], [1, 2]] * 10)
+    assert _alpha_upper_bound(split, batch=1) < 0.2

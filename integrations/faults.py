@@ -11,6 +11,9 @@ checkpoint instead: it writes ``<dir>/paused-<name>`` and waits until
 middle of a paged pull) while the round is between two requests.
 
 Unset (always, in normal use) a checkpoint costs two dictionary lookups.
+
+Why in integrations/: the adapters (Label Studio's paged pull and chunked import) and the
+flows both mark checkpoints, and an adapter must not import a flow module.
 """
 
 from __future__ import annotations
