@@ -32,6 +32,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 import typer  # noqa: E402 - after the environment defaults
 
+from tasks.errors import LabelloopError  # noqa: E402 - a module without imports: the error path stays light
+
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_WAITING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 INTERRUPTED = ("interrupted; re-run the same command to resume (what was recorded is kept: a round resumes "
                "from its last recorded stage with the batch it already drew, and its lock was released)")
@@ -56,15 +58,9 @@ server_app = typer.Typer(help="The shared local Prefect server labelloop starts 
                          no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(server_app, name="server")
 
-# Errors the user can act on: (module, class name). Matched by name, so the error path imports nothing.
-_KNOWN_ERRORS = {
-    ("flows.config", "ConfigError"), ("integrations.sources", "InputError"),
-    ("integrations.expectations", "DataContractError"), ("integrations.ledger", "LedgerError"),
-    ("integrations.backend", "BackendError"), ("integrations.tracking", "TrackingError"),
-    ("tasks.seed", "SplitError"), ("tasks.train", "TrainingError"), ("tasks.embeddings", "EmbeddingsUnavailable"),
-    ("tasks.labels", "LabelSchemaError"), ("flows.export", "ExportError"), ("builtins", "FileNotFoundError"), ("builtins", "FileExistsError"),
-    ("builtins", "PermissionError"), ("builtins", "IsADirectoryError"),
-}
+# Errors the user can act on besides labelloop's own (tasks.errors.LabelloopError): a file that is
+# not there, not readable or not a file, named on the command line.
+_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError)
 
 
 class Stop(Exception):
@@ -75,8 +71,12 @@ class Stop(Exception):
         self.code = code
 
 
-def known_error(err: BaseException) -> bool:
-    return any((k.__module__, k.__name__) in _KNOWN_ERRORS for k in type(err).__mro__)
+def known_error(err: BaseException) -> int | None:
+    """The exit code of an error worded for the user (LabelloopError: its ``exit_code``; a file the
+    command could not open: 2), None for anything else (a bug: exit 1)."""
+    if isinstance(err, LabelloopError):
+        return err.exit_code
+    return EXIT_BAD_INPUT if isinstance(err, _OS_ERRORS) else None
 
 
 _STATE: dict[str, Any] = {"verbose": False}
@@ -831,9 +831,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - one line each; the traceback only with --verbose
         msg = _one_line(err)
-        if known_error(err):  # worded for the user (it may name several rows): as it is
+        code = known_error(err)
+        if code is not None:  # worded for the user (it may name several rows): as it is
             print(f"error: {str(err).strip() or msg}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return code
         if _STATE["verbose"]:
             import traceback
 

@@ -12,14 +12,16 @@ import os
 import tomllib
 import unicodedata
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Mapping
 
+import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.errors import LabelloopError
 from tasks.strategies import STRATEGIES
 
 
-class ConfigError(ValueError):
+class ConfigError(LabelloopError, ValueError):
     """The campaign config is missing, unreadable or invalid."""
 
 
@@ -668,186 +670,25 @@ def load_config(path: str | Path) -> CampaignConfig:
     return parse_config(data, base_dir=p.parent, source=str(p))
 
 
-EXAMPLE_CONFIG = '''\
-# labelloop campaign config. Every key below is valid; delete what you don't need.
-# Relative paths resolve against this file's folder.
-
-name = "{name}"            # letters, digits, . _ - ; names the MLflow experiment and the Label Studio project
-workdir = "."              # campaign folder: ledger.db, mlflow.db, models/
-
-[data]
-path = "pool.csv"          # CSV / Parquet / JSONL, or a folder of them
-id_column = "id"           # omit to derive ids from a hash of the text
-text_column = "text"
-label_column = "label"     # known labels: the frozen test / calibration splits come from labelled rows
-max_text_length = 10000
-encoding = "utf-8"         # of CSV/TSV/JSONL files (utf-16, cp1252, latin-1, ...)
-# delimiter = ";"          # CSV delimiter; unset: sniffed from each file's header (, ; tab |)
-skip_unsupported_files = false   # a folder holding other files (.txt, .xlsx, ...) is an error unless true
-
-[labels]
-names = {labels}
-version = 1
-# When the label set changes, bump `version` and keep the old one here: answers given
-# under it are mapped (rename/merge) or flagged for re-labelling (split/removed).
-# [[labels.previous]]
-# version = 1
-# names = ["pos", "neg", "neutral"]
-# mapping = {{ pos = "positive", neg = "negative", neutral = "" }}   # "" = re-label
-
-[splits]
-test_size = 500            # frozen test set, never offered to a query strategy
-calibration_size = 300     # random calibration slice, never queried
-seed_size = 50             # first batch; counts against the budget
-seed_method = "stratified" # stratified (labels known) | kmeans (cluster representatives) | keywords
-                           # (data without labels: kmeans, or keywords when [splits.keywords] is given)
-random_state = 0
-min_test_labels = 100      # below this many trusted test items: no champion alias, health checks or early stop
-min_calibration_labels = 50  # below this many trusted calibration items the calibration gate is not judged
-# test_path = "test.csv"   # labelled files for the test set / calibration slice; unset and the data lacks
-# calibration_path = "calibration.csv"   # labels: people label them, pushed with the seed as unmarked tasks
-# seed_method = "keywords": tell-tale words per label pick the seed (whole words, any case;
-# labels take turns; topped up at random when the rules match too few items)
-# [splits.keywords]
-# billing = ["invoice", "refund", "charged twice"]
-
-[model]
-featurizer = "tfidf"       # tfidf | minilm (all-MiniLM-L6-v2 sentence embeddings: the `embeddings` extra + CPU torch)
-classifier = "logistic_regression"
-C = 10.0
-max_features = 50000
-ngram_max = 2
-
-[query]
-strategy = "margin"        # least-confidence | margin | entropy | qbc | qbc-kl | coreset | cluster-margin | density | random
-batch_size = 50
-random_share = 0.10        # share of each batch drawn uniformly at random (0 - 0.5)
-random_ahead_share = 0.5   # ... raised to this for the batch after a round where the random arm was ahead
-class_quota = 0.0          # minimum share of a batch for each predicted class (0 - <1)
-near_duplicate_threshold = 0.95
-random_arm = true          # run a parallel random arm of equal budget: AL is measured against random every round
-
-[budget]
-max_labels = 500           # per arm, seed included
-max_rounds = 50
-# target_macro_f1 = 0.9    # stop early when reached
-cost_per_label = 0.0       # logged as `cost` (labels spent x this) and `cost_per_accuracy_point`
-# min_gain_per_label = 0.0002  # stop when macro-F1 gains less than this per label over stop_window rounds
-stop_window = 3
-# stability_kappa = 0.99   # stop when successive models agree this much on a fixed unlabelled stop set
-stop_set_size = 500
-# evaluation_labels = 800  # test + calibration items people may label (own budget; default: what the splits need)
-
-[gates]
-calibration_ece = 0.10     # above this after calibration, the round falls back to diversity + random selection
-agreement_mode = "relative" # relative: quarantine a batch far below this campaign's own agreement | absolute
-agreement_drop = 0.25      # relative: how far (in Krippendorff alpha) below the other batches a batch may fall
-agreement_min_items = 10   # relative: items with >= 2 answers before a batch is judged
-agreement_alpha = 0.67     # absolute only: a batch below this alpha is quarantined
-
-[annotation]
-backend = "simulated"      # simulated | label_studio | replay (recorded answers, see [annotation.replay])
-overlap = 3                # annotators per item
-max_overlap = 5            # an unsure item gets one more annotator at a time up to this, then adjudication
-
-[annotation.simulated]
-seed = 0
-annotators = [
-  {{ name = "ann-1", accuracy = 0.95 }},
-  {{ name = "ann-2", accuracy = 0.90 }},
-  {{ name = "ann-3", accuracy = 0.85 }},
-]
-
-# [annotation.replay]       # backend = "replay": recorded answers answer the pushed items
-# path = "answers.csv"     # CSV or Parquet, one row per answer; items without an answer stay unanswered
-# item_column = "item_id"
-# annotator_column = "annotator_id"
-# label_column = "label"
-# seed = 0                 # fixes which `overlap` recorded workers answer each item
-
-[annotation.label_studio]
-url = "http://127.0.0.1:8089"
-api_key_env = "LABEL_STUDIO_API_KEY"   # the token is read from this variable, never from this file
-# secret_block = "label-studio-token"  # or from a Prefect Secret block
-instructions = "Pick the label that fits the text best."
-simulate_annotators = false
-
-[ledger]
-# url = "postgresql+psycopg://user@db/labelloop"   # default: SQLite file in workdir
-# url_env = "LABELLOOP_LEDGER_URL"                 # a URL with a password belongs in the environment
-
-[mlflow]
-# tracking_uri = "http://127.0.0.1:5000"           # default: SQLite file in workdir
-# experiment = "labelloop-{name}"
-register_model = true
-
-[schedule]                 # used by `labelloop serve` / `labelloop deploy`
-round_cron = "0 6 * * 1-5" # scheduled rounds; "" for none (rounds then run by hand or on drift)
-# round_interval_seconds = 600   # instead of the cron: every N seconds
-drift_cron = "0 * * * *"   # drift check of new arrivals; "" for none
-timezone = "UTC"
-# batch_trigger = true     # serve: a round as soon as the open batch is answered ([run] batch_ready_share);
-                           # unset: on with backend = "label_studio"
-batch_poll_seconds = 30    # ... checked this often (the fallback when Label Studio's webhooks cannot reach us)
-webhooks = true            # Label Studio backend: register a webhook so the check runs on every annotation
-webhook_host = "127.0.0.1" # the webhook receiver's address and port (0: any free port)
-webhook_port = 0
-# webhook_url = "http://labelloop.example.org:8787"  # how Label Studio reaches the receiver, if not host:port
-
-[drift]
-# arrivals = "arrivals/"   # file or folder of new unlabelled data (CSV / Parquet / JSONL, same columns as [data])
-reference_size = 2000      # reference sample drawn from the campaign's items
-min_new_items = 30         # fewer new arrivals than this: no verdict
-domain_auc = 0.75          # a statistic fires at or above its threshold: domain classifier ROC-AUC (reference vs new)
-confidence_psi = 0.25      # population stability index of the model's confidence
-label_shift = 0.20         # total variation distance of the predicted label mix
-oov_rate = 0.20            # share of new tokens never seen in the reference sample
-min_signals = 1            # how many of the four must fire
-reopen_random_share = 0.30 # after a reopen: random/diversity share of each batch ...
-reopen_rounds = 2          # ... for this many rounds
-refit_featurizer = true    # refit TF-IDF on reopen so the new vocabulary counts
-
-[lock]                     # one round at a time per campaign
-backend = "ledger"         # ledger (a lock row, works without a server) | prefect (global concurrency limit) | both
-on_busy = "wait"           # wait | exit (a second round exits with a clear message)
-timeout_seconds = 21600    # give up waiting after this long
-lease_seconds = 300        # a crashed round's lock expires after this long (renewed while the round runs)
-
-[run]                      # how rounds wait for people
-batch_ready_share = 0.9    # a round trains once this share of the open batch has its answers; else it waits (exit 3)
-poll_interval_seconds = 30 # `labelloop run`: how often a waiting campaign asks the backend again
-wait_timeout_seconds = 3600 # `labelloop run`: stop waiting after this long (exit 3; run it again later)
-
-[trust]                    # which labels are trusted enough to train on (the batch gate is [gates])
-consensus = "auto"         # auto (by the crowd's shape) | dawid_skene | one_coin | majority
-min_confidence = 0.7       # trusted at or above this confidence; below it (or a tie): one more answer, then adjudication
-min_answers = 2            # counted answers before an item's consensus can be trusted
-annotator_margin = 0.25    # an annotator this far below the median annotator is flagged (besides the floor below)
-adjudication = true
-adjudicator_accuracy = 0.98          # simulated backend only
-# gold_path = "gold.csv"   # gold items: id, text, label (known labels, mixed into batches unmarked)
-gold_rate = 0.0            # share of each pushed batch that is gold (0 - 0.5; needs gold_path)
-min_annotator_accuracy = 0.6
-min_gold_answers = 10      # gold answers before an annotator can be flagged on gold
-min_consensus_answers = 30 # without gold: answers checked against the other annotators
-annotator_policy = "exclude"         # exclude | downweight (a flagged annotator's labels)
-downweight = 0.25
-adjudicated_as_gold = false
-min_per_class = 1          # training-set contract: trusted examples per class
-al_agreement_margin = 0.10 # health warning when AL items are this much harder to agree on than random ones
-quarantine_undefined_alpha = false
-# ds_min_items = 125       # items with >= 2 answers before Dawid-Skene is used (default max(10, 5 x labels^2))
-
-[scale]                    # pool scoring in partitions on a Prefect task runner (flows/scoring.py)
-partition_size = 50000     # texts per partition (one task each); pools up to this size are scored in one piece
-task_runner = "threads"    # threads (this machine) | dask (prefect-dask)
-# dask_address = "tcp://dask-scheduler:8786"   # an existing Dask cluster; unset with "dask": a local cluster
-dask_workers = 2           # local Dask cluster only
-# max_workers = 2          # threads only (default: one per core)
-'''
+EXAMPLE_CONFIG = Path(__file__).resolve().parent / "templates" / "campaign.toml"
 
 
-def example_config(name: str = "my-campaign", labels: list[str] | None = None) -> str:
-    labels = labels or ["positive", "negative"]
-    rendered = "[" + ", ".join(f'"{lbl}"' for lbl in labels) + "]"
-    return EXAMPLE_CONFIG.format(name=name, labels=rendered)
+def example_config(name: str = "my-campaign", labels: list[str] | None = None,
+                   values: Mapping[str, Any] | None = None) -> str:
+    """The commented example config (``flows/templates/campaign.toml``) with its name, labels and any
+    ``values`` (dotted keys: ``{"budget.max_labels": 200}``) set, every comment kept.
+
+    Why tomlkit: the template is a real TOML file a test validates against the schema, and the
+    values are set as TOML values (quoted, escaped), never by editing its text.
+    """
+    doc = tomlkit.parse(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    settings: dict[str, Any] = {"name": name, **({"labels.names": list(labels)} if labels else {}), **(values or {})}
+    for dotted, value in settings.items():
+        *parents, key = dotted.split(".")
+        table = doc
+        for part in parents:
+            if part not in table:
+                table[part] = tomlkit.table()
+            table = table[part]
+        table[key] = value
+    return tomlkit.dumps(doc)

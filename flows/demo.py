@@ -34,18 +34,16 @@ def prepare_demo(folder: Path, *, n: int, budget: int, batch_size: int, backend:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text("created by `labelloop demo`; safe to delete\n")
     files = write_demo_files(folder / "data", n=n, seed=seed)
-    text = example_config(name="demo", labels=list(CLASSES))
-    text = text.replace('path = "pool.csv"', f'path = "{Path("data") / files["pool"].name}"')
-    text = text.replace("max_labels = 500 ", f"max_labels = {budget} ")
-    text = text.replace("batch_size = 50\n", f"batch_size = {batch_size}\n")
-    text = text.replace("seed_size = 50 ", f"seed_size = {batch_size} ")
-    text = text.replace('backend = "simulated" ', f'backend = "{backend}" ')
+    values: dict[str, object] = {"data.path": str(Path("data") / files["pool"].name), "budget.max_labels": budget,
+                                 "query.batch_size": batch_size, "splits.seed_size": batch_size,
+                                 "annotation.backend": backend}
     if backend == "label_studio":
-        text = text.replace("simulate_annotators = false", "simulate_annotators = true")
+        values["annotation.label_studio.simulate_annotators"] = True
         if ls_url:
-            text = text.replace('url = "http://127.0.0.1:8089"', f'url = "{ls_url}"')
+            values["annotation.label_studio.url"] = ls_url
     if unlabelled:
-        text = _unlabelled(folder, files["pool"], text, n=n, seed=seed)
+        values.update(_unlabelled(folder, files["pool"], n=n, seed=seed))
+    text = example_config(name="demo", labels=list(CLASSES), values=values)
     cfg = folder / "campaign.toml"
     cfg.write_text(text, encoding="utf-8")
     return cfg
@@ -54,8 +52,9 @@ def prepare_demo(folder: Path, *, n: int, budget: int, batch_size: int, backend:
 DEMO_PEOPLE = (("ann-1", 0.95), ("ann-2", 0.9), ("ann-3", 0.85))
 
 
-def _unlabelled(folder: Path, pool_path: Path, text: str, *, n: int, seed: int) -> str:
-    """Strip the pool's labels into people's answers and point the config at them (replay backend)."""
+def _unlabelled(folder: Path, pool_path: Path, *, n: int, seed: int) -> dict[str, object]:
+    """Strip the pool's labels into people's answers; returns the config values that point the campaign
+    at them (replay backend)."""
     import pandas as pd
 
     from tasks.annotate import simulated_answer
@@ -67,13 +66,8 @@ def _unlabelled(folder: Path, pool_path: Path, text: str, *, n: int, seed: int) 
     pool.drop(columns=["label"]).to_csv(pool_path, index=False)
     answers.to_csv(folder / "data" / "answers.csv", index=False)
     test, cal = max(60, n // 10), max(40, n // 20)  # people label them too: keep the evaluation budget modest
-    text = text.replace("test_size = 500 ", f"test_size = {test} ").replace(
-        "calibration_size = 300 ", f"calibration_size = {cal} ")
-    text = text.replace("min_calibration_labels = 50 ", f"min_calibration_labels = {min(50, cal)} ")
-    text = text.replace('backend = "label_studio" ', 'backend = "replay" ').replace(
-        'backend = "simulated" ', 'backend = "replay" ')
-    return text + '\n[annotation.replay]\npath = "data/answers.csv"   # people\'s answers (from the hidden truth)\n'
-
+    return {"splits.test_size": test, "splits.calibration_size": cal, "splits.min_calibration_labels": min(50, cal),
+            "annotation.backend": "replay", "annotation.replay.path": "data/answers.csv"}
 
 
 def results_table(summaries_by_arm: dict[str, list[tuple]]) -> str:

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import update
 
 from flows.runtime import Campaign, open_campaign
 
@@ -208,8 +207,6 @@ def check_ledger(c: Campaign, rep: Report, repair: bool) -> None:
 
 
 def check_backend(c: Campaign, rep: Report, repair: bool) -> None:
-    from integrations.ledger import tasks_table
-
     view = _view(c)
     backend_tasks = view.tasks()
     ledger_tasks = c.ledger.tasks_frame()
@@ -256,12 +253,8 @@ def check_backend(c: Campaign, rep: Report, repair: bool) -> None:
         f = rep.add("backend", "missing-in-backend", f"{len(gone)} ledger tasks no longer exist in the backend "
                     f"(first items: {sorted(gone)[:5]}); {len(repointed)} of those items have another task there")
         if repair:
-            with c.ledger.begin() as conn:
-                for item, ts in repointed.items():
-                    tid = min(ts, key=lambda t: int(t.task_id) if t.task_id.isdigit() else 0).task_id
-                    conn.execute(update(tasks_table).where(
-                        (tasks_table.c.campaign == c.ledger.campaign) & (tasks_table.c.item_id == item)
-                    ).values(backend_task_id=tid, missing_in_backend=False))
+            c.ledger.repoint_tasks({item: min(ts, key=lambda t: int(t.task_id) if t.task_id.isdigit() else 0).task_id
+                                    for item, ts in repointed.items()})
             really_gone = [t for i, t in gone.items() if i not in repointed]
             c.ledger.mark_tasks_missing(really_gone)
             f.repaired = True

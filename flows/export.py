@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.errors import LabelloopError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -58,7 +60,7 @@ STATUS_MAP = {"trusted": "trusted", "adjudication": "needs_more", "needs_more": 
               "quarantined": "quarantined", "pending": "pending", "gold": "gold"}
 
 
-class ExportError(ValueError):
+class ExportError(LabelloopError, ValueError):
     """The export cannot be written (bad format, no ledger, missing folder); the message says why."""
 
 
@@ -107,13 +109,8 @@ def _schema_version(ledger: Any, decided_at: Any, fallback: int) -> int:
     """The label-set version in force when the latest decision was taken (labels are migrated to the
     current version before deciding): the newest version recorded by then."""
     import pandas as pd
-    from sqlalchemy import select
 
-    from integrations.ledger import label_versions
-
-    with ledger.begin() as conn:
-        rows = conn.execute(select(label_versions.c.version, label_versions.c.recorded_at)
-                            .where(label_versions.c.campaign == ledger.campaign)).all()
+    rows = list(ledger.trust.label_version_times().items())
     if not rows:
         return fallback
     if decided_at is None:
@@ -135,7 +132,7 @@ def export_frame(ledger: Any, *, label_version: int, include_all: bool = False) 
     import pandas as pd
 
     ann = ledger.annotations_frame(submitted_only=True)
-    rounds_ = ledger.trust_rounds()
+    rounds_ = ledger.trust.trust_rounds()
     decided_round = max(rounds_) if rounds_ else None
     info: dict[str, Any] = {"answered_items": 0, "all_counts": {}, "decided_round": decided_round}
     if ann.empty:
@@ -149,7 +146,7 @@ def export_frame(ledger: Any, *, label_version: int, include_all: bool = False) 
     tasks = ledger.tasks_frame()
     pushed_round = tasks.set_index("item_id")["round_no"] if len(tasks) else pd.Series(dtype="Int64")
 
-    decision = ledger.trust_items_frame()
+    decision = ledger.trust.trust_items_frame()
     decision = decision.set_index("item_id") if len(decision) else pd.DataFrame(
         columns=["status", "label", "confidence", "source", "method"])
     version = label_version

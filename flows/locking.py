@@ -42,10 +42,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from sqlalchemy import select, update
-
 from flows.runtime import Campaign
-from integrations.ledger import Ledger, LedgerError, _insert_ignore, meta
+from integrations.ledger import Ledger, LedgerError
 
 log = logging.getLogger("labelloop.lock")
 
@@ -109,20 +107,18 @@ def _owner_label() -> str:
 
 
 class LedgerLock:
-    """A lease in the ledger's meta table. ``try_acquire`` is one transaction."""
+    """A lease in the ledger (``Ledger.update_lease``): each step is one transaction that holds the row."""
 
     def __init__(self, ledger: Ledger, lease_seconds: float = 300.0, key: str = LOCK_KEY):
         self.ledger = ledger
         self.lease = float(lease_seconds)
-        self.key = f"{ledger.campaign}:{key}"
+        self.name = key
         self.token = uuid.uuid4().hex
         self.label = _owner_label()
 
     def read(self) -> dict[str, Any] | None:
         """The current holder (``owner``, ``label``, ``since``, ``expires``) or None when free."""
-        with self.ledger.begin() as conn:
-            row = conn.execute(select(meta.c.value).where(meta.c.key == self.key)).first()
-        info = _parse(row[0] if row else "")
+        info = _parse(self.ledger.lease(self.name))
         if info is None or info.get("expires", 0) < _now() or _holder_is_dead(info):
             return None
         return info
@@ -132,37 +128,40 @@ class LedgerLock:
         now = _now()
         mine = {"owner": self.token, "label": self.label, "since": now, "expires": now + self.lease,
                 "host": socket.gethostname(), "pid": os.getpid()}
-        with self.ledger.begin() as conn:
-            # The insert comes first: on SQLite it takes the database's write lock, so the read
-            # and the update below are serialised with every other writer; on PostgreSQL the row
-            # then exists and SELECT ... FOR UPDATE locks it.
-            conn.execute(_insert_ignore(conn, meta, [{"key": self.key, "value": ""}]))
-            row = conn.execute(select(meta.c.value).where(meta.c.key == self.key).with_for_update()).first()
-            cur = _parse(row[0] if row else "")
+        busy: list[dict[str, Any]] = []
+
+        def decide(value: str) -> str | None:
+            cur = _parse(value)
             if cur is not None and cur.get("owner") != self.token and cur.get("expires", 0) >= now:
                 if not _holder_is_dead(cur):
-                    return cur
+                    busy.append(cur)
+                    return None
                 log.warning("taking over the round lock of %s: that process is gone (killed?)", cur.get("label"))
-            conn.execute(update(meta).where(meta.c.key == self.key).values(value=json.dumps(mine)))
-        return None
+            return json.dumps(mine)
+
+        self.ledger.update_lease(self.name, decide)
+        return busy[0] if busy else None
 
     def renew(self) -> bool:
         now = _now()
-        with self.ledger.begin() as conn:
-            row = conn.execute(select(meta.c.value).where(meta.c.key == self.key).with_for_update()).first()
-            cur = _parse(row[0] if row else "")
+        renewed: list[bool] = []
+
+        def decide(value: str) -> str | None:
+            cur = _parse(value)
             if cur is None or cur.get("owner") != self.token:
-                return False
-            cur["expires"] = now + self.lease
-            conn.execute(update(meta).where(meta.c.key == self.key).values(value=json.dumps(cur)))
-        return True
+                return None
+            renewed.append(True)
+            return json.dumps({**cur, "expires": now + self.lease})
+
+        self.ledger.update_lease(self.name, decide)
+        return bool(renewed)
 
     def release(self) -> None:
-        with self.ledger.begin() as conn:
-            row = conn.execute(select(meta.c.value).where(meta.c.key == self.key).with_for_update()).first()
-            cur = _parse(row[0] if row else "")
-            if cur is not None and cur.get("owner") == self.token:
-                conn.execute(update(meta).where(meta.c.key == self.key).values(value=""))
+        def decide(value: str) -> str | None:
+            cur = _parse(value)
+            return "" if cur is not None and cur.get("owner") == self.token else None
+
+        self.ledger.update_lease(self.name, decide)
 
 
 def _parse(value: str) -> dict[str, Any] | None:

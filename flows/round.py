@@ -32,7 +32,7 @@ from flows.stages import (ArmResult, RoundFeatures, evaluation_thresholds, log_r
 from flows.trust import EVAL_ARM, TrustDecision, decide_trust, queue_gold, trust_policy
 from integrations.faults import checkpoint
 from tasks import health
-from tasks.evaluate import learning_curve_figure
+from tasks.evaluate import Evaluation, learning_curve_figure
 from tasks.policy import ArmState, Calibration, Policy, plan_round, stop_reason
 from tasks.readiness import Readiness, batch_readiness, with_evaluation
 from tasks.strategies import strategy_for_arm
@@ -101,7 +101,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     feats = RoundFeatures(vec, items, ScaleSettings.from_config(c.cfg.scale).partition_size)
 
     results: dict[str, ArmResult] = {}
-    evals: dict[str, dict | None] = {}
+    evals: dict[str, Evaluation | None] = {}
     predictions: dict[str, tuple[str, float, str]] = {}
     for arm in c.cfg.arms:
         prev = c.ledger.get_round(arm, round_no)
@@ -120,22 +120,22 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         ev = None
         try:
             ev = train_and_evaluate(c, arm, labelled, items, vec, eval_labels)
-            res.metrics = {**ev["metrics"], **trust.metrics}
-            res.judged = ev["judged"]
-            if not ev["judged"]:
+            res.metrics = {**ev.metrics, **trust.metrics}
+            res.judged = ev.judged
+            if not ev.judged:
                 res.notes.append(
-                    f"test set: {int(ev['metrics']['test_n'])} trusted item(s), below min_test_labels "
-                    f"({ev['need_test']}): metrics shown with their interval, but no champion alias, health checks "
+                    f"test set: {int(ev.metrics['test_n'])} trusted item(s), below min_test_labels "
+                    f"({ev.need_test}): metrics shown with their interval, but no champion alias, health checks "
                     f"or stopping on the metric this round (querying goes on)")
-            if not ev["calibration"]["judged"]:
+            if not ev.calibration.judged:
                 res.notes.append(
-                    f"calibration gate not judged: {ev['calibration']['n_rows']} trusted calibration item(s), "
-                    f"fewer than {ev['calibration']['needed']} (min_calibration_labels)")
+                    f"calibration gate not judged: {ev.calibration.n_rows} trusted calibration item(s), "
+                    f"fewer than {ev.calibration.needed} (min_calibration_labels)")
         except TrainingError as err:
             res.notes.append(f"not trained: {err}; this batch is chosen without a model (diversity + random)")
-        cal = ev["calibration"] if ev is not None else None
+        cal = ev.calibration if ev is not None else None
         state = ArmState(arm=arm, round_no=round_no, spent=spent, trained=ev is not None,
-                         calibration=Calibration(bool(cal["judged"]), bool(cal["gate_passed"]), float(cal["ece_after"]))
+                         calibration=Calibration(cal.judged, cal.gate_passed, cal.ece_after)
                          if cal is not None else None,
                          boost=drift_boost(c) if arm == "active" else None,
                          random_ahead_fired=arm == "active" and random_ahead_fired_before(c, round_no))
@@ -149,7 +149,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                 res.notes.append(plan.share_reason)
             if arm == "active":
                 res.metrics["query_random_share"] = plan.random_share
-            res.n_queried = query_batch(c, plan, ev["model"] if ev else None, items, feats, labelled, run_id)
+            res.n_queried = query_batch(c, plan, ev.model if ev else None, items, feats, labelled, run_id)
             c.ledger.update_round(arm, round_no, status="queried")
             checkpoint("after-query")
             batch_ids = c.ledger.queries_frame(arm=arm, round_no=round_no)["item_id"].tolist()
@@ -159,7 +159,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                 res.health_tags = health.health_tags(checks)
                 res.notes.extend(f"health: {h.name}: {h.message}" for h in checks if h.fired)
             if batch_ids and ev is not None:
-                proba = feats.proba(ev["model"], batch_ids, c.labels)
+                proba = feats.proba(ev.model, batch_ids, c.labels)
                 for i, p in zip(batch_ids, proba):
                     if arm == "active" or i not in predictions:
                         predictions[i] = (c.labels[int(p.argmax())], float(p.max()), run_id)
@@ -256,7 +256,7 @@ def open_batch_readiness(c: Campaign, trust: TrustDecision | None,
         ann = c.ledger.annotations_frame(submitted_only=True)
         answers = ann.drop_duplicates(["item_id", "annotator"]).groupby("item_id").size().to_dict() if len(ann) else {}
     if trust is None:
-        latest = c.ledger.trust_items_frame()
+        latest = c.ledger.trust.trust_items_frame()
         status = dict(zip(latest["item_id"].astype(str), latest["status"])) if len(latest) else {}
     else:
         status = trust.items["status"].to_dict() if len(trust.items) else {}
@@ -296,7 +296,7 @@ def _waiting(c: Campaign, round_no: int, ready: Readiness, pulled: dict) -> dict
             "pulled": {k: v for k, v in pulled.items() if k != "problems"}, "readiness": ready.as_dict()}
 
 
-def _stop_reason(c: Campaign, policy: Policy, state: ArmState, res: ArmResult, ev: dict | None,
+def _stop_reason(c: Campaign, policy: Policy, state: ArmState, res: ArmResult, ev: Evaluation | None,
                  items: pd.DataFrame, feats: RoundFeatures | None = None) -> str | None:
     """:func:`tasks.policy.stop_reason` on this arm's history in the ledger plus this round."""
     arm, round_no = state.arm, state.round_no
@@ -310,7 +310,7 @@ def _stop_reason(c: Campaign, policy: Policy, state: ArmState, res: ArmResult, e
                        stop_set_predictions=stop_preds)
 
 
-def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: dict | None, items: pd.DataFrame,
+def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: Evaluation | None, items: pd.DataFrame,
                           feats: RoundFeatures | None = None) -> list:
     """Predictions of this arm's successive models on a fixed unlabelled stop set (kept as .npy per round)."""
     folder = c.workdir / "stop_set"
@@ -318,15 +318,15 @@ def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: dict | None,
     if ev is not None:
         pool = items[items["split"] == "pool"].sort_values("item_id")
         sample = pool.sample(n=min(c.cfg.budget.stop_set_size, len(pool)), random_state=c.cfg.splits.random_state)
-        proba = (feats.proba(ev["model"], sample["item_id"], c.labels) if feats is not None
-                 else predict_proba_aligned(ev["model"], sample["text"].tolist(), c.labels))
+        proba = (feats.proba(ev.model, sample["item_id"], c.labels) if feats is not None
+                 else predict_proba_aligned(ev.model, sample["text"].tolist(), c.labels))
         pred = proba.argmax(axis=1)
         np.save(folder / f"{arm}-{round_no:04d}.npy", pred)
     files = sorted(folder.glob(f"{arm}-*.npy"))
     return [np.load(f) for f in files if int(f.stem.split("-")[-1]) <= round_no]
 
 
-def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: dict, items: pd.DataFrame,
+def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: Evaluation, items: pd.DataFrame,
             feats: RoundFeatures, batch_ids: list[str]) -> list:
     """This round's health checks for one arm (see tasks/health.py)."""
     prev_rounds = [r for r in c.ledger.list_rounds(arm=arm) if r.round_no < round_no and r.metrics]
@@ -342,7 +342,7 @@ def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: dict, item
     prev = c.ledger.queries_frame(arm=arm, round_no=round_no - 1)["item_id"].tolist()
     X_prev = feats.of(prev) if prev else None
     return health.run_health_checks(
-        recall_history=recall_history, ece=ev["calibration"]["ece_after"],
+        recall_history=recall_history, ece=ev.calibration.ece_after,
         active_curve=active_curve if arm == "active" else None,
         random_curve=curves.get("random") if arm == "active" else None,
         X_batch=X_batch, X_pool=X_pool, X_prev_batch=X_prev,

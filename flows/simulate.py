@@ -119,7 +119,7 @@ def run_arm(
         if len(cal):
             p_cal = predict_proba_aligned(model, X_cal, classes, features=True)
             report = calibrate.calibration_report(p_cal, y_cal, method="temperature", gate=calibration_ece)
-            gate = Calibration(judged=True, passed=bool(report["gate_passed"]), ece_after=float(report["ece_after"]))
+            gate = Calibration(judged=True, passed=report.gate_passed, ece_after=report.ece_after)
         state = ArmState(arm=arm, round_no=round_no, spent=len(labelled), calibration=gate,
                          random_ahead_fired=fired_before)
         history = [{"labels": n, "macro_f1": f} for n, f in zip(curve["labels"], curve["macro_f1"])]

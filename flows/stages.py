@@ -26,7 +26,7 @@ from tasks import calibrate, query
 from tasks.annotate import screen_annotations
 from tasks.annotation_cost import annotator_metrics, annotator_table, effort, hours_per_accuracy_point, items_of
 from tasks.batch_order import order_for_people
-from tasks.evaluate import classification_metrics, confusion_figure, macro_f1_interval
+from tasks.evaluate import Evaluation, classification_metrics, confusion_figure, macro_f1_interval
 from tasks.policy import RoundPlan, price_per_point, round_rng
 from tasks.train import predict_proba_aligned, train_model
 from tasks.trust import metric_name
@@ -116,7 +116,7 @@ def evaluation_thresholds(c: Campaign, items: pd.DataFrame) -> tuple[int, int]:
 
 @stage
 def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.DataFrame, vec: Any,
-                       eval_labels: pd.Series | None = None) -> dict:
+                       eval_labels: pd.Series | None = None) -> Evaluation:
     """Train on the arm's trusted labels; evaluate on the test items labelled so far (with a 95 % bootstrap
     interval) and check calibration on the calibration items labelled so far."""
     cfg = c.cfg
@@ -140,16 +140,13 @@ def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.
     y_cal = np.array([idx[y] for y in eval_labels.reindex(cal["item_id"])], dtype=int)
     if len(cal) >= max(need_cal, 1):
         report = calibrate.calibration_report(p_cal, y_cal, method="temperature", gate=cfg.gates.calibration_ece)
-        report["judged"] = True
-        metrics["calibration_ece"] = report["ece_before"]
-        metrics["calibration_ece_after"] = report["ece_after"]
-        metrics["calibration_brier"] = report["brier_before"]
+        metrics["calibration_ece"] = report.ece_before
+        metrics["calibration_ece_after"] = report.ece_after
+        metrics["calibration_brier"] = report.brier_before
     else:  # too few to judge: no fallback on an ECE measured on a handful of items
-        report = {"judged": False, "gate_passed": True, "ece_before": float("nan"), "ece_after": float("nan"),
-                  "n_rows": len(cal), "needed": need_cal}
-    return {"model": model, "metrics": metrics, "p_test": p_test, "y_test": y_test,
-            "p_cal": p_cal, "y_cal": y_cal, "calibration": report, "judged": len(test) >= max(need_test, 1),
-            "need_test": need_test}
+        report = calibrate.CalibrationReport.not_judged(len(cal), need_cal, cfg.gates.calibration_ece)
+    return Evaluation(model=model, metrics=metrics, p_test=p_test, y_test=y_test, p_cal=p_cal, y_cal=y_cal,
+                      calibration=report, judged=len(test) >= max(need_test, 1), need_test=need_test)
 
 
 @stage
@@ -227,7 +224,7 @@ def _after_push(c: Campaign) -> None:
 
 # --------------------------------------------------------------------------- log
 @stage
-def log_round(c: Campaign, res: ArmResult, ev: dict | None, parent_id: str, batch: pd.DataFrame) -> None:
+def log_round(c: Campaign, res: ArmResult, ev: Evaluation | None, parent_id: str, batch: pd.DataFrame) -> None:
     tr = c.tracker
     run_id = res.run_id
     tr.log_params(run_id, {"arm": res.arm, "strategy": res.strategy, "round": res.round_no})
@@ -253,17 +250,17 @@ def log_round(c: Campaign, res: ArmResult, ev: dict | None, parent_id: str, batc
         tags["labelloop.stopped"] = res.stopped
     tr.set_tags(run_id, tags)
     if ev is not None:
-        if len(ev["y_test"]):
-            tr.log_figure(run_id, confusion_figure(ev["y_test"], ev["p_test"], c.labels,
-                                                   title=f"{res.arm} round {res.round_no} (test n={len(ev['y_test'])})"),
+        if len(ev.y_test):
+            tr.log_figure(run_id, confusion_figure(ev.y_test, ev.p_test, c.labels,
+                                                   title=f"{res.arm} round {res.round_no} (test n={len(ev.y_test)})"),
                           "plots/confusion_matrix.png")
-        if len(ev["y_cal"]):
-            tr.log_figure(run_id, calibrate.reliability_diagram(ev["p_cal"], ev["y_cal"],
+        if len(ev.y_cal):
+            tr.log_figure(run_id, calibrate.reliability_diagram(ev.p_cal, ev.y_cal,
                                                                 f"{res.arm} round {res.round_no} (calibration slice)"),
                           "plots/reliability_diagram.png")
         register = c.cfg.mlflow.register_model and res.arm == "active" or (
             c.cfg.mlflow.register_model and c.cfg.arms == ["random"])
-        version = tr.log_model(run_id, ev["model"], register=register)
+        version = tr.log_model(run_id, ev.model, register=register)
         if version is not None and "test_macro_f1" in metrics and res.judged:  # no champion on a handful of items
             promoted = tr.maybe_promote(version, metrics["test_macro_f1"])
             tr.set_tags(run_id, {"labelloop.model_version": version, "labelloop.champion": str(promoted).lower()})
@@ -291,7 +288,7 @@ def annotators_side(c: Campaign, res: ArmResult) -> dict[str, Any]:
     everyone = effort(ann[ann["pulled_in_round"] == res.round_no] if len(ann) else ann)
     metrics["annotation_hours_all_items"] = everyone["annotation_hours"]
     metrics["annotation_hours_total"] = effort(arm_ann)["annotation_hours"]
-    table = annotator_table(ann, res.round_no, c.ledger.annotator_status_frame(round_no=res.round_no))
+    table = annotator_table(ann, res.round_no, c.ledger.trust.annotator_status_frame(round_no=res.round_no))
     metrics.update(annotator_metrics(table, metric_name))
     return {"metrics": metrics, "annotators": table, "arm_answers": arm_ann}
 

@@ -43,7 +43,7 @@ def evaluation_status(c: Campaign) -> dict[str, Any]:
 
     items = c.ledger.items_frame(splits=["test", "calibration"])
     q = c.ledger.queries_frame(arm=EVAL_ARM)
-    rounds = c.ledger.trust_rounds()
+    rounds = c.ledger.trust.trust_rounds()
     m = rounds[max(rounds)]["metrics"] if rounds else {}
     known = items["known_label"].notna() if len(items) else None
     out: dict[str, Any] = {

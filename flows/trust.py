@@ -97,7 +97,7 @@ def label_history(c: Campaign, *, record: bool = True) -> LabelHistory:
     if record:
         for v in sorted(history.schemas):
             m = history.migrations.get(v)
-            c.ledger.record_label_version(v, list(history.schemas[v].names), None if m is None else dict(m.mapping))
+            c.ledger.trust.record_label_version(v, list(history.schemas[v].names), None if m is None else dict(m.mapping))
     return history
 
 
@@ -151,7 +151,7 @@ def ensure_gold(c: Campaign) -> list[str]:
             c._backend = None  # the simulated annotators read known labels when built: rebuild with the gold items
     c.ledger.move_items_to_split(movable, "gold")
     accepted = frame[frame["id"].isin(list(new["id"]) + movable)]
-    c.ledger.add_gold_labels(dict(zip(accepted["id"], accepted["label"])), source="file")
+    c.ledger.trust.add_gold_labels(dict(zip(accepted["id"], accepted["label"])), source="file")
     if skipped:
         notes.append(f"gold file: {len(skipped)} id(s) are seed/test/calibration or already queried items and "
                      f"were not used as gold, e.g. {skipped[:5]}")
@@ -173,7 +173,7 @@ def gold_items_for_round(c: Campaign, round_no: int, batch_size: int) -> list[st
     n = policy_mod.gold_count(c.cfg.trust.gold_rate, batch_size)
     if n == 0:
         return []
-    gold = c.ledger.gold_labels()
+    gold = c.ledger.trust.gold_labels()
     gold_split = set(c.ledger.items_frame(splits=["gold"])["item_id"])
     used = set(q["item_id"]) | set(c.ledger.task_ids())
     return policy_mod.select_gold([i for i in gold.index if i in gold_split], used, n,
@@ -242,14 +242,14 @@ def ask_for_more(c: Campaign, result: policy_mod.TrustResult, targets: dict[str,
         return [], set()
     request = getattr(c.backend, "request_more", None)
     if request is None:
-        c.ledger.set_answer_targets({}, ask, round_no)
+        c.ledger.trust.set_answer_targets({}, ask, round_no)
         return [f"the {c.backend.name} backend cannot ask for more answers: {len(ask)} unsure item(s) go to "
                 "adjudication instead"], set(ask)
     now = {str(k): int(v) for k, v in request(ask, pol.max_overlap).items()}
     before = {i: int(need[i]) for i in ask}
     raised = {i: now[i] for i in ask if now.get(i, 0) > before[i]}
     stuck = set(ask) - set(raised)
-    c.ledger.set_answer_targets(raised, stuck, round_no)
+    c.ledger.trust.set_answer_targets(raised, stuck, round_no)
     notes = []
     if raised:
         notes.append(f"asked for one more answer on {len(raised)} unsure item(s) (adaptive redundancy, at most "
@@ -303,7 +303,7 @@ def request_review_tasks(c: Campaign, queue: pd.DataFrame, votes: pd.DataFrame) 
                     "flows.trust.record_adjudication", len(queue), getattr(c.backend, "name", "?"))
         return {}
     review = make()
-    waiting = set(queue.index) | set(c.ledger.adjudications_frame(status="pending")["item_id"])
+    waiting = set(queue.index) | set(c.ledger.trust.adjudications_frame(status="pending")["item_id"])
     answers: dict[str, tuple[str, str]] = {}
     latest: dict[str, Any] = {}
     for a in review.pull():
@@ -331,21 +331,21 @@ def record_adjudication(c: Campaign, item_id: str, label: str, adjudicator: str 
     """Store a human adjudicator's label; it wins over the consensus from the next round on."""
     if label not in c.labels:
         raise ValueError(f"label {label!r} is not in the label set {c.labels}")
-    c.ledger.record_adjudication(item_id, label, adjudicator=adjudicator, round_no=round_no,
+    c.ledger.trust.record_adjudication(item_id, label, adjudicator=adjudicator, round_no=round_no,
                                  label_version=c.cfg.labels.version)
 
 
 def _adjudicated_labels(c: Campaign, history: LabelHistory) -> tuple[pd.Series, set[str]]:
     """Done adjudications mapped to the current label set; ones a label-set change invalidated
     are sent back to the queue and returned as items to re-label."""
-    adj = c.ledger.adjudications_frame(status="done")
+    adj = c.ledger.trust.adjudications_frame(status="done")
     if adj.empty:
         return pd.Series(dtype=object), set()
     frame = adj[["item_id", "label", "label_version"]]
     mapped = migrate_labels(frame, history)
     redo = mapped[mapped["needs_relabel"]]["item_id"].tolist()
     if redo:
-        c.ledger.reopen_adjudications(redo, "label set changed: adjudicated label no longer exists")
+        c.ledger.trust.reopen_adjudications(redo, "label set changed: adjudicated label no longer exists")
     ok = mapped[~mapped["needs_relabel"]]
     return pd.Series(ok["label"].to_numpy(), index=ok["item_id"].to_numpy(), dtype=object), set(redo)
 
@@ -413,7 +413,7 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
 
     history = label_history(c)
     notes.extend(ensure_gold(c))
-    c.ledger.stamp_label_version(history.current.version)
+    c.ledger.trust.stamp_label_version(history.current.version)
     ann, relabel_items, n_relabel, n_unknown_version = _annotation_frame(c, history)
     if n_unknown_version:
         notes.append(f"{n_unknown_version} answer(s) carry a label-set version missing from [labels] / "
@@ -453,12 +453,12 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
         frame = pd.DataFrame(columns=["item_id", "annotator", "label"])
 
     # --- the decision
-    gold = c.ledger.gold_labels()
+    gold = c.ledger.trust.gold_labels()
     adjudicated, reopened = _adjudicated_labels(c, history)
     relabel_items |= reopened
     q = c.ledger.queries_frame()
     reasons = q[["item_id", "reason"]] if len(q) else None
-    targets, exhausted = c.ledger.answer_targets()
+    targets, exhausted = c.ledger.trust.answer_targets()
     targets, exhausted = _with_backend_capacity(c, targets, exhausted, pol.need)
     decide = lambda: policy_mod.decide(  # noqa: E731 - decided again when redundancy hits its limit
         frame[["item_id", "annotator", "label"]], c.labels, pol, batch_of=batch_of, gold=gold,
@@ -477,10 +477,10 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
     # With Label Studio, earlier review tasks are read back (and kept current) even in a round
     # that queues nothing new: a reviewer's answer must not wait for the next low-confidence item.
     pending_reviews = (cfg.annotation.backend == "label_studio" and cfg.trust.adjudication
-                       and len(c.ledger.adjudications_frame(status="pending")) > 0)
+                       and len(c.ledger.trust.adjudications_frame(status="pending")) > 0)
     if (len(queue) or pending_reviews) and cfg.trust.adjudication:
         if len(queue):
-            c.ledger.request_adjudications(round_no, queue)
+            c.ledger.trust.request_adjudications(round_no, queue)
         who: dict[str, str] = {}
         if cfg.annotation.backend == "label_studio":
             reviewed = request_review_tasks(c, queue, frame)
@@ -493,7 +493,7 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
         else:
             answers = simulated_adjudicate(c, list(queue.index))
         for item, label in answers.items():
-            c.ledger.record_adjudication(item, label, adjudicator=who.get(item, ADJUDICATOR), round_no=round_no,
+            c.ledger.trust.record_adjudication(item, label, adjudicator=who.get(item, ADJUDICATOR), round_no=round_no,
                                          label_version=history.current.version)
         if answers:
             result = policy_mod.apply_adjudications(result, answers, c.labels, frame, pol)
@@ -534,7 +534,7 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
     notes = notes + result.notes
     tags.update(result.tags)
     tags["labelloop.label_set_version"] = str(history.current.version)
-    c.ledger.save_trust_round(round_no, items=result.items, batches=result.batches, annotators=result.annotators,
+    c.ledger.trust.save_trust_round(round_no, items=result.items, batches=result.batches, annotators=result.annotators,
                               metrics=metrics, notes=notes, tags=tags)
     artifacts["trust/report.md"] = trust_report_markdown(round_no, result, metrics, notes)
     consensus = trusted[["label", "confidence", "n_annotations", "source"]]
@@ -577,7 +577,7 @@ def trust_report_markdown(round_no: int, result: policy_mod.TrustResult, metrics
 
 def trust_summary(c: Campaign) -> list[str]:
     """Lines for ``labelloop status``: agreement, quarantine decisions, annotator quality, queue."""
-    rounds = c.ledger.trust_rounds()
+    rounds = c.ledger.trust.trust_rounds()
     if not rounds:
         return ["trust: no round decided yet"]
     last = max(rounds)
@@ -593,12 +593,12 @@ def trust_summary(c: Campaign) -> list[str]:
         f"{int(m.get('n_pending') or 0)} waiting for answers, {int(m.get('n_gold_items') or 0)} gold; "
         f"label set v{int(m.get('label_set_version') or 1)}",
     ]
-    batches = c.ledger.batch_decisions_frame(round_no=last)
+    batches = c.ledger.trust.batch_decisions_frame(round_no=last)
     if len(batches):
         parts = [f"{int(r.batch)} {'QUARANTINED' if r.status == 'quarantined' else r.status} "
                  f"a={_fmt(r.krippendorff_alpha)}" for r in batches.itertuples()]
         out.append("  batches: " + " | ".join(parts))
-    ann = c.ledger.annotator_status_frame(round_no=last)
+    ann = c.ledger.trust.annotator_status_frame(round_no=last)
     if len(ann):
         parts = []
         for r in ann.itertuples():
@@ -607,14 +607,14 @@ def trust_summary(c: Campaign) -> list[str]:
             flag = f" ALERT {r.action}" if r.flagged else ""
             parts.append(f"{r.annotator}: {gold}, {cons}, others {_fmt(r.loo_accuracy)} ({r.n_loo}){flag}")
         out.append("  annotators: " + " | ".join(parts))
-    q = quarantined_batches(c.ledger.batch_decisions_frame())
+    q = quarantined_batches(c.ledger.trust.batch_decisions_frame())
     if len(q):
         out.append("  quarantined batches: " + " | ".join(
             f"batch {int(r.batch)} (round {int(r.round_no)}, a={_fmt(r.krippendorff_alpha)}): {r.reason}"
             for r in q.itertuples()))
     history = " ".join(f"r{n}={_fmt(rounds[n]['metrics'].get('krippendorff_alpha'))}" for n in sorted(rounds))
     out.append(f"  alpha per round: {history}")
-    adj = c.ledger.adjudications_frame()
+    adj = c.ledger.trust.adjudications_frame()
     if len(adj):
         n_pending = int((adj["status"] == "pending").sum())
         where = " (Label Studio review project)" if c.cfg.annotation.backend == "label_studio" else ""
@@ -636,7 +636,7 @@ def quarantined_batches(decisions: pd.DataFrame) -> pd.DataFrame:
 
 def trust_status(c: Campaign) -> dict[str, Any]:
     """The trust part of ``labelloop status`` as plain data (for ``status_json``)."""
-    rounds = c.ledger.trust_rounds()
+    rounds = c.ledger.trust.trust_rounds()
     if not rounds:
         return {"rounds": {}, "batches": [], "annotators": [], "adjudication": {}}
 
@@ -644,9 +644,9 @@ def trust_status(c: Campaign) -> dict[str, Any]:
         return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in records]
 
     last = max(rounds)
-    batches = c.ledger.batch_decisions_frame()
-    ann = c.ledger.annotator_status_frame(round_no=last)
-    adj = c.ledger.adjudications_frame()
+    batches = c.ledger.trust.batch_decisions_frame()
+    ann = c.ledger.trust.annotator_status_frame(round_no=last)
+    adj = c.ledger.trust.adjudications_frame()
     return {
         "latest_round": last,
         "rounds": {n: {"metrics": r["metrics"], "tags": r["tags"], "notes": r["notes"]} for n, r in rounds.items()},

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
+from tasks.errors import LabelloopError
+
 
 @dataclass(frozen=True)
 class TaskRequest:
@@ -39,7 +41,7 @@ class PulledAnnotation:
     lead_time: float | None = None  # seconds the annotator spent on it (Label Studio's lead_time); None: unknown
 
 
-class BackendError(RuntimeError):
+class BackendError(LabelloopError, RuntimeError):
     """The annotation backend could not do what was asked. Message is token-free."""
 
 

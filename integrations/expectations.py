@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 import pandas as pd
 
 from integrations.sources import InputError, _encoding_error, _encoding_for_text, normalise_id
+from tasks.errors import LabelloopError
 
 __all__ = [
     "ContractFailure",
@@ -93,7 +94,7 @@ class ExpectationOutcome(NamedTuple):
     n_unexpected: int
 
 
-class DataContractError(ValueError):
+class DataContractError(LabelloopError, ValueError):
     """The data broke its contract. ``failures`` lists every failed rule; ``summary``
     (when GX ran) is the full report, so a caller can still log it before stopping."""
 

@@ -46,6 +46,8 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from tasks.errors import LabelloopError
+
 __all__ = [
     "DELIMITERS",
     "InputError",
@@ -67,7 +69,7 @@ DELIMITERS: dict[str, str] = {",": "comma", ";": "semicolon", "\t": "tab", "|": 
 _MAX_REPORTED = 10  # how many offending items an error message lists
 
 
-class InputError(ValueError):
+class InputError(LabelloopError, ValueError):
     """Bad input that could not be read; the message names file, row/line and field.
 
     Subclasses ValueError so callers that only know "bad value" still catch it.

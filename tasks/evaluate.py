@@ -7,7 +7,8 @@ which class a strategy starves.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -16,6 +17,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score  # noqa: E402
+
+from tasks.calibrate import CalibrationReport  # noqa: E402
+
+
+@dataclass
+class Evaluation:
+    """One arm's model after a round: trained on its trusted labels, scored on the test and calibration
+    items labelled so far (flows/round.py ``train_and_evaluate``).
+
+    ``metrics`` is the flat name -> value map logged to MLflow and the ledger (``test_macro_f1``,
+    ``test_recall_<class>``, ``calibration_ece`` ...; per-class keys make it a mapping, not fields).
+    ``judged``: the test set had the ``need_test`` trusted items a verdict needs (champion alias,
+    health checks, early stop); below that the metrics are shown with their interval only.
+    """
+
+    model: Any  # the fitted scikit-learn Pipeline (tasks.train.train_model)
+    metrics: dict[str, float]
+    p_test: np.ndarray
+    y_test: list[str]
+    p_cal: np.ndarray
+    y_cal: np.ndarray
+    calibration: CalibrationReport
+    judged: bool
+    need_test: int
 
 
 def classification_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str]) -> dict[str, float]:

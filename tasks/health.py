@@ -127,7 +127,7 @@ def recalls_from_metrics(metrics: Mapping[str, Any], prefix: str = "recall_") ->
 
 
 def ece_check(ece: float | None, gate: float = 0.10) -> HealthCheck:
-    """ECE above the calibration gate (pass the calibrated ECE, ``calibration_report(...)["ece_after"]``).
+    """ECE above the calibration gate (pass the calibrated ECE, ``calibration_report(...).ece_after``).
 
     NaN (no calibration rows) fires: the scores are then unmeasured.
     """
@@ -380,7 +380,7 @@ def run_health_checks(
     """Every health check, in a fixed order; checks without their inputs come back ``skipped``.
 
     * ``recall_history`` — per round ``{class: recall}`` on the frozen test set (oldest first, this round last)
-    * ``ece`` — this round's calibrated ECE (``calibration_report(...)["ece_after"]``); gate from ``thresholds``
+    * ``ece`` — this round's calibrated ECE (``calibration_report(...).ece_after``); gate from ``thresholds``
     * ``active_curve``, ``random_curve`` — ``[(labels, macro_f1), ...]`` per arm up to this round
     * ``X_batch`` — features of this round's batch; ``X_pool`` — features of the candidates it was chosen from
     * ``X_prev_batch`` — features of the previous round's batch (same featuriser)

@@ -25,6 +25,8 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from tasks.errors import LabelloopError
+
 __all__ = [
     "LabelSchemaError",
     "LabelSchema",
@@ -42,7 +44,7 @@ __all__ = [
 ]
 
 
-class LabelSchemaError(ValueError):
+class LabelSchemaError(LabelloopError, ValueError):
     """A label schema or migration is inconsistent, or labels of unknown versions were given."""
 
 

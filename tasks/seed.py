@@ -22,8 +22,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from tasks.errors import LabelloopError
 
-class SplitError(ValueError):
+
+class SplitError(LabelloopError, ValueError):
     """The data cannot be split as configured (too few labelled rows, ...)."""
 
 

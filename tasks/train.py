@@ -20,8 +20,10 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from tasks.errors import LabelloopError
 
-class TrainingError(ValueError):
+
+class TrainingError(LabelloopError, ValueError):
     """The model cannot be trained on the labels at hand."""
 
 

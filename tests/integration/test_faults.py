@@ -155,8 +155,8 @@ def test_doctor_finds_and_repairs_a_desynchronised_ledger(campaign):
     from mlflow.tracking import MlflowClient
 
     from flows.round import pull_annotations
-    from integrations.ledger import annotations as ann_table
-    from integrations.ledger import tasks_table
+    from integrations.ledger.schema import annotations as ann_table
+    from integrations.ledger.schema import tasks_table
 
     cfg, env = campaign
     c = open_campaign(cfg)

@@ -72,3 +72,45 @@ def test_unreachable_or_wrong_password_is_a_clear_error_without_the_password(pos
     # the variable named by url_env is not set
     res = run_cli("status", str(cfg), env={URL_ENV: "", "PREFECT_API_URL": ""}, timeout=120)
     assert res.returncode == 2 and f"{URL_ENV!r} but that variable is not set" in res.stderr, res.stderr[-2000:]
+
+
+def test_an_old_ledger_upgrades_in_place_on_postgres(postgres):
+    """The fixture's pre-Alembic ledger, copied row for row into PostgreSQL (as the old code's
+    ``create_all`` laid it out), is stamped and upgraded on open with every row kept (issue 15)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine, func, select
+
+    from integrations.ledger import Ledger
+    from integrations.ledger.migrate import alembic_config, head_revision
+    from integrations.ledger.schema import metadata
+    from tests.data.make_ledger_fixture import FOLDER
+
+    baseline = ScriptDirectory.from_config(alembic_config()).get_revision("0001").module.metadata
+    src, dst = create_engine(f"sqlite:///{FOLDER / 'ledger.db'}"), create_engine(postgres.url)
+    counts = {}
+    try:
+        with src.connect() as s, dst.begin() as d:
+            baseline.drop_all(d)
+            d.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+            baseline.create_all(d)
+            for table in baseline.sorted_tables:
+                rows = [dict(r) for r in s.execute(select(table)).mappings()]
+                counts[table.name] = len(rows)
+                if rows:
+                    d.execute(table.insert(), rows)
+        led = Ledger(postgres.url, "fixture")
+        assert led.migration == "upgraded from 0001"
+        with dst.connect() as d:
+            assert d.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
+            for table in baseline.sorted_tables:
+                assert d.execute(select(func.count()).select_from(table)).scalar() == counts[table.name], table.name
+            assert d.exec_driver_sql("SELECT value FROM meta WHERE key = 'schema_version'").scalar() == "2"
+            assert compare_metadata(MigrationContext.configure(d), metadata) == []
+        assert len(led.list_rounds()) == 6 and sorted(led.trust.trust_rounds()) == [1, 2, 3]
+        assert len(led.trust.adjudications_frame(status="done")) == 2
+        assert Ledger(postgres.url, "fixture").migration == "current"
+    finally:
+        src.dispose()
+        dst.dispose()

@@ -110,8 +110,8 @@ def test_a_round_waits_for_people_then_trains(tmp_path: Path, prefect_api: str, 
     # adaptive redundancy through Label Studio's own task overlap: unsure seed items (2-1 splits)
     # ask for a fourth answer, and the crowd's fourth member gets them
     c = open_campaign(str(cfg))
-    targets, exhausted = c.ledger.answer_targets()
-    unsure = c.ledger.trust_items_frame(round_no=1)
+    targets, exhausted = c.ledger.trust.answer_targets()
+    unsure = c.ledger.trust.trust_items_frame(round_no=1)
     unsure = set(unsure.loc[unsure["status"] == "needs_more", "item_id"])
     assert unsure and set(targets) == unsure and not exhausted, (targets, unsure)
     overlaps = c.backend.task_overlaps()

@@ -67,7 +67,7 @@ def test_random_annotator_is_flagged_excluded_and_never_trains(prefect_api, tmp_
     assert len(q[q["arm"] == "active"]) == 100  # seed + 3 batches: exactly the budget, gold on top
 
     # The random annotator is flagged, on gold once there is enough of it, and excluded.
-    status = led.annotator_status_frame()
+    status = led.trust.annotator_status_frame()
     last = status[status["round_no"] == status["round_no"].max()].set_index("annotator")
     assert bool(last.loc[RANDOM, "flagged"]) and last.loc[RANDOM, "action"] == "excluded"
     assert last.loc[RANDOM, "basis"] == "gold", last.loc[RANDOM].to_dict()
@@ -90,7 +90,7 @@ def test_random_annotator_is_flagged_excluded_and_never_trains(prefect_api, tmp_
     # its arm, and no trusted label rests on the random annotator alone.
     ann = led.annotations_frame(submitted_only=True)
     for r in rounds:
-        ti = led.trust_items_frame(round_no=r.round_no).set_index("item_id")
+        ti = led.trust.trust_items_frame(round_no=r.round_no).set_index("item_id")
         assert r.metrics["n_trusted"] == (ti["status"] == "trusted").sum()
         trusted = ti[ti["status"] == "trusted"]
         arm_items = set(q[(q["arm"] == "active")]["item_id"])
@@ -106,7 +106,7 @@ def test_random_annotator_is_flagged_excluded_and_never_trains(prefect_api, tmp_
 
     # Excluding the random annotator keeps the batches above the gate (nothing quarantined),
     # though with them the raw agreement would be far lower.
-    bd = led.batch_decisions_frame(round_no=rounds[-1].round_no)
+    bd = led.trust.batch_decisions_frame(round_no=rounds[-1].round_no)
     assert (bd["status"] == "passed").all(), bd
     assert (bd["alpha_all_annotators"] < bd["krippendorff_alpha"]).all()
 
@@ -172,9 +172,9 @@ min_consensus_answers = 1000
     c = open_campaign(cfg)
     ensure_setup(c)
     round_flow(str(cfg), 1)
-    bd = c.ledger.batch_decisions_frame(round_no=1)
+    bd = c.ledger.trust.batch_decisions_frame(round_no=1)
     assert list(bd["status"]) == ["quarantined"]
-    ti = c.ledger.trust_items_frame(round_no=1)
+    ti = c.ledger.trust.trust_items_frame(round_no=1)
     assert (ti["status"] == "quarantined").all() and len(ti) == 25
     r = c.ledger.get_round("active", 1)
     assert (r.n_labels or 0) == 0
@@ -229,7 +229,7 @@ def test_label_set_change_maps_or_relabels_and_is_never_mixed(tmp_path: Path):
     cfg = _manual_setup(tmp_path)
     c = open_campaign(cfg)
     d1 = decide_trust(c, 1)
-    assert c.ledger.label_versions() == {1: list(CLASSES)}
+    assert c.ledger.trust.label_versions() == {1: list(CLASSES)}
     assert d1.metrics["label_set_version"] == 1.0 and len(d1.consensus) > 0
     old_labels = d1.consensus["label"]
 
@@ -244,7 +244,7 @@ def test_label_set_change_maps_or_relabels_and_is_never_mixed(tmp_path: Path):
     cfg.write_text(v2)
     c2 = open_campaign(cfg)
     d2 = decide_trust(c2, 2)
-    assert c2.ledger.label_versions() == {1: list(CLASSES), 2: names}
+    assert c2.ledger.trust.label_versions() == {1: list(CLASSES), 2: names}
     assert set(d2.consensus["label"]) <= set(names), "no label of the old set reaches training"
     renamed = old_labels[old_labels == "technical"].index
     assert (d2.consensus.loc[d2.consensus.index.intersection(renamed), "label"] == "tech").all()
@@ -253,7 +253,7 @@ def test_label_set_change_maps_or_relabels_and_is_never_mixed(tmp_path: Path):
     # items whose answers were "account" cannot be mapped: re-labelled, never guessed
     assert not relabel & set(d2.consensus.index)
     assert d2.metrics["n_relabel"] > 0 and any("need re-labelling" in n for n in d2.notes)
-    queued = set(c2.ledger.adjudications_frame(status="pending")["item_id"])
+    queued = set(c2.ledger.trust.adjudications_frame(status="pending")["item_id"])
     assert relabel <= queued
     assert d2.tags["labelloop.label_set_version"] == "2"
 
@@ -282,7 +282,7 @@ def test_annotations_contract_holds_back_offenders_and_documents_them(tmp_path: 
     page = d.artifacts["data_docs/annotations.html"]
     assert "FAIL" in page and "x-1" in page
     assert "data_docs/training_set_active.html" in d.artifacts and "trust/report.md" in d.artifacts
-    ti = c.ledger.trust_items_frame(round_no=1).set_index("item_id")
+    ti = c.ledger.trust.trust_items_frame(round_no=1).set_index("item_id")
     assert ti.loc[item, "n_annotations"] == 3, "mallory's answer never counted"
 
     # A reviewer's adjudication wins from the next decision on.
@@ -341,7 +341,7 @@ min_consensus_answers = 1000
         n_main = len(c.backend.pull())
 
         d1 = decide_trust(c, 1)
-        queued = set(c.ledger.adjudications_frame(status="pending")["item_id"])
+        queued = set(c.ledger.trust.adjudications_frame(status="pending")["item_id"])
         assert queued and d1.metrics["n_adjudication_queue"] == len(queued)
         assert any("sent for review to Label Studio" in n for n in d1.notes), d1.notes
         tasks = review.existing_tasks()
@@ -361,9 +361,9 @@ min_consensus_answers = 1000
         d2 = decide_trust(c, 2)
         for i in decided:
             assert d2.consensus.loc[i, "label"] == truth[i] and d2.consensus.loc[i, "source"] == "adjudicated"
-        done = c.ledger.adjudications_frame(status="done").set_index("item_id")
+        done = c.ledger.trust.adjudications_frame(status="done").set_index("item_id")
         assert set(done.index) == set(decided) and done["adjudicator"].str.startswith("label_studio:").all()
-        assert set(c.ledger.adjudications_frame(status="pending")["item_id"]) == queued - set(decided)
+        assert set(c.ledger.trust.adjudications_frame(status="pending")["item_id"]) == queued - set(decided)
         assert review.existing_tasks() == tasks, "a re-run opens no second review task"
         assert len(c.backend.pull()) == n_main, "reviews never mix into the annotators' answers"
 
@@ -406,7 +406,7 @@ min_consensus_answers = 1000
         review.client.annotations.create(id=int(tasks[answered_late]), result=choices_result(truth[answered_late]))
         d4 = decide_trust(c, 4)
         assert d4.metrics["n_adjudication_queue"] == 0, d4.metrics
-        done = c.ledger.adjudications_frame(status="done").set_index("item_id")
+        done = c.ledger.trust.adjudications_frame(status="done").set_index("item_id")
         assert answered_late in done.index and done.at[answered_late, "adjudicator"].startswith("label_studio:")
     finally:
         for b in (review, c.backend):

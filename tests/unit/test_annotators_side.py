@@ -47,8 +47,10 @@ def test_a_ledger_from_before_lead_time_still_opens_and_gains_the_column(tmp_pat
     led.record_tasks("ls", 1, {"i0": "t-i0"})
     led.upsert_annotations([_pulled(1, "i0", "ann")], "ls", 1)
     led.dispose()
-    with sqlite3.connect(path) as con:  # what an earlier labelloop created: no lead_time column
+    with sqlite3.connect(path) as con:  # what an earlier labelloop created: no lead_time column, no migrations
         con.execute("ALTER TABLE annotations DROP COLUMN lead_time")
+        con.execute("DROP TABLE alembic_version")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         assert "lead_time" not in {r[1] for r in con.execute("PRAGMA table_info(annotations)")}
 
     ro = Ledger(f"sqlite:///{path}", "c", create=False)  # export opens read-only: nothing altered

@@ -162,49 +162,40 @@ def test_cross_fitted_proba_is_out_of_fold():
 def test_calibration_report_overconfident_model_passes_gate():
     _, _, p_over, y = _synthetic(n=2000, seed=5)
     rep = cal.calibration_report(p_over, y, method="temperature", gate=0.10)
-    for key in (
-        "ece_before",
-        "ece_after",
-        "ece_adaptive_before",
-        "ece_adaptive_after",
-        "brier_before",
-        "brier_after",
-        "temperature",
-        "gate",
-        "gate_passed",
-        "note",
-    ):
-        assert key in rep
-    assert rep["ece_before"] == pytest.approx(cal.expected_calibration_error(p_over, y))
-    assert rep["ece_after"] < rep["ece_before"] and rep["brier_after"] < rep["brier_before"]
-    assert rep["gate_passed"] is (rep["ece_after"] <= 0.10) and rep["gate_passed"]
-    assert rep["temperature"] == pytest.approx(cal.fit_temperature(p_over, y))
-    assert rep["cross_fitted"] is True
-    strict = cal.calibration_report(p_over, y, gate=rep["ece_after"] / 2)
-    assert strict["gate_passed"] is False
+    assert isinstance(rep, cal.CalibrationReport) and rep.judged
+    for key in ("ece_before", "ece_after", "ece_adaptive_before", "ece_adaptive_after", "brier_before", "brier_after",
+                "temperature", "gate", "gate_passed", "note"):
+        assert key in rep.as_dict()
+    assert rep.ece_before == pytest.approx(cal.expected_calibration_error(p_over, y))
+    assert rep.ece_after < rep.ece_before and rep.brier_after < rep.brier_before
+    assert rep.gate_passed is (rep.ece_after <= 0.10) and rep.gate_passed
+    assert rep.temperature == pytest.approx(cal.fit_temperature(p_over, y))
+    assert rep.cross_fitted is True
+    strict = cal.calibration_report(p_over, y, gate=rep.ece_after / 2)
+    assert strict.gate_passed is False
 
 
 @pytest.mark.parametrize("method", ["platt", "isotonic"])
 def test_calibration_report_other_methods(method):
     _, _, p_over, y = _synthetic(n=1000, seed=6)
     rep = cal.calibration_report(p_over, y, method=method)
-    assert "temperature" not in rep
-    assert rep["ece_after"] < rep["ece_before"]
+    assert rep.temperature is None and "temperature" not in rep.as_dict()
+    assert rep.ece_after < rep.ece_before
 
 
 def test_calibration_report_skips_tiny_or_single_class_slices():
     p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     rep = cal.calibration_report(p, np.array([0, 1, 0]))
-    assert "skipped" in rep["note"] and rep["cross_fitted"] is False
-    assert rep["ece_after"] == rep["ece_before"] == pytest.approx(cal.expected_calibration_error(p, [0, 1, 0]))
-    assert rep["temperature"] == 1.0
+    assert "skipped" in rep.note and rep.cross_fitted is False
+    assert rep.ece_after == rep.ece_before == pytest.approx(cal.expected_calibration_error(p, [0, 1, 0]))
+    assert rep.temperature == 1.0
     p12 = np.tile([[0.7, 0.3]], (12, 1))
     one_class = cal.calibration_report(p12, np.zeros(12, dtype=int))
-    assert "skipped" in one_class["note"]
+    assert "skipped" in one_class.note
     # ECE = |1 - 0.7| = 0.3 > gate
-    assert one_class["ece_after"] == pytest.approx(0.3) and one_class["gate_passed"] is False
+    assert one_class.ece_after == pytest.approx(0.3) and one_class.gate_passed is False
     empty = cal.calibration_report(np.zeros((0, 2)), np.zeros(0, dtype=int))
-    assert math.isnan(empty["ece_after"]) and empty["gate_passed"] is False
+    assert math.isnan(empty.ece_after) and empty.gate_passed is False
 
 
 def test_reliability_diagram_figure():

@@ -26,6 +26,36 @@ def test_example_config_is_valid_and_resolves_paths(tmp_path: Path):
     assert cfg.arms == ["active", "random"]
 
 
+def test_the_example_config_file_is_valid_as_shipped(tmp_path: Path):
+    """flows/templates/campaign.toml is a real TOML file that validates against the schema as it is, sets
+    every section of the schema, and is shipped with the package (package-data)."""
+    from importlib.resources import files
+
+    from flows.config import EXAMPLE_CONFIG, CampaignConfig
+
+    shipped = files("flows").joinpath("templates", "campaign.toml")
+    assert shipped.is_file() and Path(str(shipped)).resolve() == EXAMPLE_CONFIG.resolve()
+    text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
+    assert "{" + "name}" not in text and "{{" not in text, "no format placeholders left"
+    data = tomllib.loads(text)
+    cfg = parse_config(data, base_dir=tmp_path, source=str(EXAMPLE_CONFIG))
+    assert cfg.name == "my-campaign" and cfg.labels.names == ["positive", "negative"]
+    sections = {n for n, f in CampaignConfig.model_fields.items() if n not in ("name", "workdir", "base_dir")}
+    assert sections <= set(data), f"sections the example does not show: {sorted(sections - set(data))}"
+    assert '"templates/*.toml"' in (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+
+
+def test_init_sets_values_and_keeps_every_comment(tmp_path: Path):
+    from flows.config import EXAMPLE_CONFIG
+
+    out = example_config("tickets", ["billing", "ship \"fast\""], {"budget.max_labels": 200, "annotation.replay.path": "a.csv"})
+    cfg = parse_config(tomllib.loads(out), base_dir=tmp_path)
+    assert cfg.name == "tickets" and cfg.labels.names == ["billing", 'ship "fast"'], "quoted as TOML, not pasted"
+    assert cfg.budget.max_labels == 200 and cfg.annotation.replay.path == "a.csv"
+    comments = [ln.split("#", 1)[1] for ln in EXAMPLE_CONFIG.read_text(encoding="utf-8").splitlines() if "#" in ln]
+    assert comments and all(c in out for c in comments)
+
+
 def test_unknown_key_is_named(tmp_path):
     d = _base(query__batchsize=10)
     with pytest.raises(ConfigError) as e:
@@ -101,7 +131,7 @@ def test_labels_no_store_keeps_exactly_are_refused_at_config_time(tmp_path, name
 
 def test_label_limit_matches_the_ledger_columns():
     from flows.config import LABEL_MAX_CHARS
-    from integrations.ledger import annotations, items
+    from integrations.ledger.schema import annotations, items
 
     assert items.c.known_label.type.length == annotations.c.label.type.length == LABEL_MAX_CHARS
 

@@ -51,8 +51,8 @@ def _fill(led: Ledger, *, decide: bool = True) -> None:
               _ann("b", "w2", "neg"), _ann("b", "w1", "neg"), _ann("c", "w1", "pos"), _ann("d", "w1", "neg"),
               _ann("e", "w3", "pos"), _ann("f", "w2", "neg"), _ann("g", "w1", "pos"), _ann("h", "w9", "neg")]
     led.upsert_annotations(pulled, backend="replay", round_no=1)
-    led.record_label_version(1, ["good", "bad"], None)
-    led.record_label_version(2, ["pos", "neg"], {"good": "pos", "bad": "neg"})
+    led.trust.record_label_version(1, ["good", "bad"], None)
+    led.trust.record_label_version(2, ["pos", "neg"], {"good": "pos", "bad": "neg"})
     if not decide:
         return
     rows = {"a": ("trusted", "pos", 0.93, "consensus", "dawid_skene"),
@@ -65,7 +65,7 @@ def _fill(led: Ledger, *, decide: bool = True) -> None:
     items = pd.DataFrame([dict(zip(["status", "label", "confidence", "source", "method"], v), batch=0,
                                n_annotations=1, n_trusted_annotations=1, reason="")
                           for v in rows.values()], index=list(rows))
-    led.save_trust_round(3, items=items, batches=pd.DataFrame(), annotators=pd.DataFrame(), metrics={}, notes=[],
+    led.trust.save_trust_round(3, items=items, batches=pd.DataFrame(), annotators=pd.DataFrame(), metrics={}, notes=[],
                          tags={})
 
 

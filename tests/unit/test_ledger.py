@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import update
 
 from integrations.backend import PulledAnnotation
-from integrations.ledger import Ledger, LedgerError, meta, redact_url
+from integrations.ledger import Ledger, LedgerError, redact_url
+from integrations.ledger.schema import meta
 
 
 @pytest.fixture

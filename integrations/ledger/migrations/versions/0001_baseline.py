@@ -1,0 +1,261 @@
+"""Baseline: the ledger as labelloop wrote it before Alembic (``meta.schema_version`` = 1).
+
+Why the tables are copied here instead of imported from ``integrations.ledger.schema``: a
+migration describes the schema *at its revision* and must never change when the live schema
+does. This is the schema of main at 966919c, which grew by ``create_all`` on every open.
+
+Ledgers written before Alembic have no ``alembic_version`` table; on open they are brought
+to this revision by creating whatever of these tables they lack (exactly what the old
+``create_all`` did on open, so a ledger from before the trust tables gains them) and
+stamping it, then upgraded to head (integrations/ledger/migrate.py). ``upgrade`` here does
+the same with ``checkfirst``, so running it on such a ledger is harmless.
+
+Revision ID: 0001
+Revises: (none)
+"""
+
+from __future__ import annotations
+
+from alembic import op
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("item_id", String(256), primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("known_label", String(256)),  # from the input file; hidden from the model except test/calibration
+    Column("split", String(16), nullable=False),  # pool | seed | test | calibration
+    Column("source_file", Text),
+    Column("episode", String(64)),  # drift episode that brought the item in (None: initial ingest)
+    Column("added_at", DateTime(timezone=True), nullable=False),
+)
+
+rounds = Table(
+    "rounds",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign", String(64), nullable=False),
+    Column("arm", String(32), nullable=False),
+    Column("round_no", Integer, nullable=False),
+    Column("status", String(32), nullable=False),  # started | queried | pushed | done | stopped
+    Column("strategy", String(64)),
+    Column("model_version", String(128)),
+    Column("mlflow_run_id", String(64)),
+    Column("n_labels", Integer),
+    Column("metrics", Text),  # JSON
+    Column("notes", Text),  # JSON list of gate decisions / warnings
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    UniqueConstraint("campaign", "arm", "round_no", name="uq_round"),
+)
+
+queries = Table(
+    "queries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign", String(64), nullable=False),
+    Column("arm", String(32), nullable=False),
+    Column("round_no", Integer, nullable=False),
+    Column("item_id", String(256), nullable=False),
+    Column("strategy", String(64), nullable=False),
+    Column("reason", String(32), nullable=False),  # seed | strategy | random | quota | diversity | gold
+    Column("score", Float),
+    Column("model_version", String(128)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("campaign", "arm", "item_id", name="uq_query_arm_item"),
+)
+
+tasks_table = Table(
+    "tasks",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("item_id", String(256), primary_key=True),
+    Column("backend", String(32), nullable=False),
+    Column("backend_task_id", String(64), nullable=False),
+    Column("round_no", Integer, nullable=False),
+    Column("model_version", String(128)),
+    Column("is_gold", Boolean, nullable=False, default=False),
+    Column("pushed_at", DateTime(timezone=True), nullable=False),
+    Column("missing_in_backend", Boolean, nullable=False, default=False),
+)
+
+annotations = Table(
+    "annotations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign", String(64), nullable=False),
+    Column("backend", String(32), nullable=False),
+    Column("backend_annotation_id", String(64), nullable=False),
+    Column("backend_task_id", String(64), nullable=False),
+    Column("item_id", String(256), nullable=False),
+    Column("annotator", String(256), nullable=False),
+    Column("label", String(256)),
+    Column("status", String(16), nullable=False),  # submitted | skipped
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("pulled_in_round", Integer),
+    Column("model_version", String(128)),  # the model that asked for this label
+    UniqueConstraint("campaign", "backend", "backend_annotation_id", name="uq_annotation"),
+)
+
+
+# ----- trust (issue 5): trusted labels, gold, adjudication, label-set versions, adaptive redundancy
+
+
+trust_items = Table(  # the trust decision per round and item: what trained the models of that round
+    "trust_items",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("round_no", Integer, primary_key=True),
+    Column("item_id", String(256), primary_key=True),
+    Column("batch", Integer),  # tasks.round_no of the item
+    Column("status", String(16), nullable=False),  # trusted | adjudication | quarantined | pending | gold
+    Column("label", String(256)),
+    Column("confidence", Float),
+    Column("source", String(16)),  # consensus | adjudicated
+    Column("method", String(32)),  # dawid_skene | majority | adjudicator
+    Column("n_annotations", Integer),
+    Column("n_trusted_annotations", Integer),
+    Column("reason", Text),
+)
+
+batch_decisions = Table(  # quarantine gate per batch, as decided in each round
+    "batch_decisions",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("round_no", Integer, primary_key=True),  # the round that decided
+    Column("batch", Integer, primary_key=True),
+    Column("n_items", Integer),
+    Column("n_annotations", Integer),
+    Column("krippendorff_alpha", Float),
+    Column("alpha_all_annotators", Float),
+    Column("percent_agreement", Float),
+    Column("status", String(16), nullable=False),  # passed | quarantined | undefined
+    Column("reason", Text),
+)
+
+annotator_status = Table(  # annotator quality over time
+    "annotator_status",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("round_no", Integer, primary_key=True),
+    Column("annotator", String(256), primary_key=True),
+    Column("n_gold", Integer),
+    Column("gold_accuracy", Float),
+    Column("n_loo", Integer),
+    Column("loo_accuracy", Float),
+    Column("n_consensus", Integer),
+    Column("consensus_accuracy", Float),
+    Column("basis", String(16)),  # gold | consensus | insufficient
+    Column("flagged", Boolean, nullable=False, default=False),
+    Column("action", String(64)),  # "" | excluded | weight 0.25
+)
+
+adjudications = Table(  # the adjudication queue and its answers (one row per item; the answer wins)
+    "adjudications",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("item_id", String(256), primary_key=True),
+    Column("requested_round", Integer, nullable=False),
+    Column("reason", Text),
+    Column("consensus_label", String(256)),
+    Column("consensus_confidence", Float),
+    Column("status", String(16), nullable=False),  # pending | done
+    Column("label", String(256)),
+    Column("label_version", Integer),
+    Column("adjudicator", String(256)),
+    Column("decided_round", Integer),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True)),
+)
+
+gold_labels = Table(  # known labels of gold items (mixed unmarked into batches)
+    "gold_labels",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("item_id", String(256), primary_key=True),
+    Column("label", String(256), nullable=False),
+    Column("source", String(32), nullable=False),  # file | adjudicated
+    Column("added_at", DateTime(timezone=True), nullable=False),
+)
+
+label_versions = Table(  # every version of the label set, with the mapping from the previous one
+    "label_versions",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("names", Text, nullable=False),  # JSON list
+    Column("mapping_from_previous", Text),  # JSON {old label: new label | null}
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+annotation_label_versions = Table(  # the label-set version each annotation was given under
+    "annotation_label_versions",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("backend", String(32), primary_key=True),
+    Column("backend_annotation_id", String(64), primary_key=True),
+    Column("label_version", Integer, nullable=False),
+)
+
+trust_rounds = Table(  # the round's trust summary (read by `labelloop status` even when no arm trained)
+    "trust_rounds",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("round_no", Integer, primary_key=True),
+    Column("metrics", Text, nullable=False),  # JSON
+    Column("notes", Text, nullable=False),  # JSON list
+    Column("tags", Text, nullable=False),  # JSON
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+)
+
+answer_targets = Table(  # adaptive redundancy: items asked for more answers than the campaign's overlap
+    "answer_targets",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("item_id", String(256), primary_key=True),
+    Column("target", Integer, nullable=False),  # answers now asked for
+    Column("exhausted", Boolean, nullable=False, default=False),  # the backend can give no further answer
+    Column("round_no", Integer),  # the round that last changed it
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def create_missing(bind) -> None:
+    """Create the baseline tables a ledger lacks (the old open's ``create_all``)."""
+    metadata.create_all(bind, checkfirst=True)
+
+
+def upgrade() -> None:
+    create_missing(op.get_bind())
+
+
+def downgrade() -> None:
+    metadata.drop_all(op.get_bind(), checkfirst=True)
