@@ -50,7 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # running as a script puts benchmarks/ first, not the repo
     sys.path.insert(0, str(REPO_ROOT))
 
-from tasks.agreement import (  # noqa: E402
+from labelloop.tasks.agreement import (  # noqa: E402
     consensus,
     crowd_shape,
     dawid_skene,

@@ -75,11 +75,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # running as a script puts benchmarks/ first, not the repo
     sys.path.insert(0, str(REPO_ROOT))
 
-from tasks import query  # noqa: E402
-from tasks.policy import QueryPolicy, random_ahead_fired, random_share  # noqa: E402
-from tasks.evaluate import labels_to_reach  # noqa: E402
-from tasks.seed import stratified_sample  # noqa: E402
-from tasks.train import build_model, fit_featurizer  # noqa: E402
+from labelloop.tasks import query  # noqa: E402
+from labelloop.tasks.policy import QueryPolicy, random_ahead_fired, random_share  # noqa: E402
+from labelloop.tasks.evaluate import labels_to_reach  # noqa: E402
+from labelloop.tasks.seed import stratified_sample  # noqa: E402
+from labelloop.tasks.train import build_model, fit_featurizer  # noqa: E402
 
 DEFAULT_DATA_DIR = (REPO_ROOT / ".." / "shared" / "datasets").resolve()
 BENCH_DIR = REPO_ROOT / "benchmarks"
@@ -203,7 +203,7 @@ def load_dataset(spec: DatasetSpec, data_dir: Path, *, max_test: int = 5000, max
     classes = sorted(set(train["label"]) | set(test["label"]))
     idx = {c: i for i, c in enumerate(classes)}
     if featurizer == "minilm":  # frozen sentence embeddings (dense), the Ghose & Nguyen setting
-        from tasks.embeddings import MiniLMFeaturizer
+        from labelloop.tasks.embeddings import MiniLMFeaturizer
 
         vec = MiniLMFeaturizer().fit(train["text"].tolist())
         as_matrix: Callable[[Any], Any] = np.asarray

@@ -72,10 +72,10 @@ def import_times(runs: int, env: dict) -> dict[str, float]:
 BARE = r'''
 import json, sys, time
 sys.path.insert(0, sys.argv[2])
-from flows.runtime import open_campaign
-from tasks import calibrate
-from tasks.evaluate import classification_metrics
-from tasks.train import train_model, predict_proba_aligned
+from labelloop.flows.runtime import open_campaign
+from labelloop.tasks import calibrate
+from labelloop.tasks.evaluate import classification_metrics
+from labelloop.tasks.train import train_model, predict_proba_aligned
 import numpy as np
 c = open_campaign(sys.argv[1])
 items = c.ledger.items_frame()
@@ -159,7 +159,7 @@ def main() -> None:
     ap.add_argument("--write-results", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = ap.parse_args()
 
-    from flows.demo import prepare_demo
+    from labelloop.flows.demo import prepare_demo
 
     work = Path(tempfile.mkdtemp(prefix="labelloop-cli-latency-"))
     env = {**os.environ, "PREFECT_API_URL": "", "LABELLOOP_PREFECT_HOME": str(work / "prefect"),
@@ -167,7 +167,7 @@ def main() -> None:
     from tests.conftest import free_port
 
     env["LABELLOOP_PREFECT_PORT"] = str(free_port())
-    cli = [sys.executable, "-m", "flows.cli"]
+    cli = [sys.executable, "-m", "labelloop.flows.cli"]
     rounds_needed = 2 * args.runs + 2
     cfg = prepare_demo(work / "campaign", n=args.n, budget=50 * (rounds_needed + 2), batch_size=50,
                        backend="simulated")
@@ -205,9 +205,9 @@ def main() -> None:
         rows.append(("labelloop setup: data contract fails", med, xs, f"≤ GX import + 2 s = {gx + 2:.1f} s"))
 
         med_cli, xs_cli = median_of(args.runs, lambda: timed([*cli, "round", str(cfg)], env))
-        from flows.cli import orchestrate
-        from flows.config import load_config
-        from flows.runtime import open_campaign
+        from labelloop.flows.cli import orchestrate
+        from labelloop.flows.config import load_config
+        from labelloop.flows.runtime import open_campaign
 
         os.environ.update({k: v for k, v in env.items() if k.startswith(("LABELLOOP_", "PREFECT_"))})
         orchestrate()  # this process reaches the same shared server (run_deployment)

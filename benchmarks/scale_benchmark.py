@@ -72,7 +72,7 @@ def pool_file(n: int, cache: Path) -> Path:
     """A Parquet file with at least ``n`` generated support tickets (tasks/demo_data.py), cached."""
     import pandas as pd
 
-    from tasks.demo_data import generate_demo_corpus
+    from labelloop.tasks.demo_data import generate_demo_corpus
 
     cache.mkdir(parents=True, exist_ok=True)
     have = sorted(cache.glob("pool-*.parquet"), key=lambda p: int(p.stem.split("-")[1]))
@@ -144,9 +144,9 @@ def _round_query(bounded: bool) -> dict:
     """What one arm of a round does after pulling labels: train, then score + select over the pool."""
     import numpy as np
 
-    from flows.scoring import score_pool, select_from_pool
-    from tasks import query
-    from tasks.train import train_model
+    from labelloop.flows.scoring import score_pool, select_from_pool
+    from labelloop.tasks import query
+    from labelloop.tasks.train import train_model
 
     s = _STATE
     t0 = time.perf_counter()
@@ -172,9 +172,9 @@ def measure(n: int, path: Path, runner: str, partition_size: int, repeats: int, 
             batch: int, dask_workers: int) -> dict:
     import pandas as pd
 
-    from flows.scoring import ScaleSettings
-    from tasks.demo_data import CLASSES
-    from tasks.train import build_model, fit_featurizer
+    from labelloop.flows.scoring import ScaleSettings
+    from labelloop.tasks.demo_data import CLASSES
+    from labelloop.tasks.train import build_model, fit_featurizer
 
     df = pd.read_parquet(path).iloc[: n + n_labelled]
     lab = df.iloc[:n_labelled]

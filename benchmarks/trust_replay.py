@@ -37,11 +37,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from integrations.backend import TaskRequest  # noqa: E402
-from integrations.replay import ReplayBackend, load_replay  # noqa: E402
-from tasks import agreement  # noqa: E402
-from tasks import trust as T  # noqa: E402
-from tasks.annotate import simulated_answer  # noqa: E402
+from labelloop.integrations.backend import TaskRequest  # noqa: E402
+from labelloop.integrations.replay import ReplayBackend, load_replay  # noqa: E402
+from labelloop.tasks import agreement  # noqa: E402
+from labelloop.tasks import trust as T  # noqa: E402
+from labelloop.tasks.annotate import simulated_answer  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO_ROOT / ".." / "shared" / "datasets"
 AGREEMENT_MD = REPO_ROOT / "benchmarks" / "AGREEMENT.md"

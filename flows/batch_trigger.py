@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from flows.config import CampaignConfig, load_config
-from flows.drift import resource_id
-from tasks.readiness import Readiness, batch_name
+from labelloop.flows.config import CampaignConfig, load_config
+from labelloop.flows.drift import resource_id
+from labelloop.tasks.readiness import Readiness, batch_name
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ def backend_answers(c: Any) -> dict[str, int]:
 def check_open_batch(c: Any) -> Readiness | None:
     """The open batch's readiness from the backend's answers now; None when there is nothing to
     trigger (not set up, finished, or the round for this batch already started)."""
-    from flows.campaign_state import campaign_finished
-    from flows.round import open_batch_readiness
+    from labelloop.flows.campaign_state import campaign_finished
+    from labelloop.flows.round import open_batch_readiness
 
     if c.ledger.get_meta("setup_done") != "1" or campaign_finished(c):
         return None
@@ -136,7 +136,7 @@ class BatchWatcher:
     def check(self, source: str) -> Readiness | None:
         """Check now; emit the event when the open batch is answered. Returns the verdict (None: nothing to do)."""
         if self._campaign is None:
-            from flows.runtime import open_campaign
+            from labelloop.flows.runtime import open_campaign
 
             self._campaign = open_campaign(self.cfg)
         ready = check_open_batch(self._campaign)
@@ -155,8 +155,8 @@ class BatchWatcher:
 def start_batch_triggers(configs: list[str]) -> Callable[[], None]:
     """Start a watcher per campaign that wants one, the webhook receivers they need, and register
     the Label Studio webhooks. Returns a function that stops them all."""
-    from integrations.backend import BackendError
-    from integrations.webhook_receiver import WebhookReceiver, campaign_path
+    from labelloop.integrations.backend import BackendError
+    from labelloop.integrations.webhook_receiver import WebhookReceiver, campaign_path
 
     watchers = [BatchWatcher(p) for p in configs if trigger_enabled(load_config(p))]
     receivers: list[WebhookReceiver] = []
@@ -173,7 +173,7 @@ def start_batch_triggers(configs: list[str]) -> Callable[[], None]:
             base = (w.cfg.schedule.webhook_url or receiver.base_url).rstrip("/")
             url = base + campaign_path(w.name)
             try:
-                from flows.runtime import open_campaign
+                from labelloop.flows.runtime import open_campaign
 
                 open_campaign(w.cfg).backend.ensure_webhook(url, stale_suffix=campaign_path(w.name))
                 print(f"campaign {w.name}: Label Studio calls {url} after each annotation; "

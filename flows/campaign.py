@@ -18,10 +18,10 @@ import time
 
 from prefect import flow
 
-from flows.logs import say
-from flows.round import campaign_finished, next_round_no, round_flow, settle
-from flows.runtime import open_campaign
-from flows.setup import ensure_setup
+from labelloop.flows.logs import say
+from labelloop.flows.round import campaign_finished, next_round_no, round_flow, settle
+from labelloop.flows.runtime import open_campaign
+from labelloop.flows.setup import ensure_setup
 
 
 @flow(name="labelloop-campaign", log_prints=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flows.runtime import Campaign
-from tasks.policy import Boost, QueryPolicy, random_share
+from labelloop.flows.runtime import Campaign
+from labelloop.tasks.policy import Boost, QueryPolicy, random_share
 
 BOOST_KEY = "reopen_boost"
 EPISODES_KEY = "drift_episodes"

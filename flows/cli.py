@@ -32,7 +32,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 import typer  # noqa: E402 - after the environment defaults
 
-from tasks.errors import LabelloopError  # noqa: E402 - a module without imports: the error path stays light
+from labelloop.tasks.errors import LabelloopError  # noqa: E402 - a module without imports: the error path stays light
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_WAITING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 INTERRUPTED = ("interrupted; re-run the same command to resume (what was recorded is kept: a round resumes "
@@ -90,15 +90,15 @@ def console(stderr: bool = False) -> Any:
 
 
 def say(msg: str) -> None:
-    from flows.logs import say as _say
+    from labelloop.flows.logs import say as _say
 
     _say(msg)
 
 
 def orchestrate() -> str:
     """Reach Prefect (after validation, before the first flow): the configured API or the shared local server."""
-    from flows.logs import configure_prefect_console, heartbeat, quiet_third_party
-    from flows.prefect_server import ensure_api
+    from labelloop.flows.logs import configure_prefect_console, heartbeat, quiet_third_party
+    from labelloop.flows.prefect_server import ensure_api
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # run logs keep INFO; the console filter hides it
     with heartbeat("loading Prefect"):  # its import alone can take 20 s on a busy 2-core machine
@@ -116,13 +116,13 @@ def validate_campaign(config: str) -> None:
     contract (Great Expectations, imported only for it). A subset of ``flows.setup.preflight``
     (which imports Prefect, and runs again, fully, in ``setup_flow`` before its flow starts).
     """
-    from flows.config import load_config
+    from labelloop.flows.config import load_config
 
     cfg = load_config(config)
     if (cfg.workdir_path / SETUP_MARKER).is_file():
         return  # set up: the data was checked then (the same rule as flows.setup._looks_set_up)
-    from integrations.expectations import validate_pool
-    from integrations.sources import load_table_maybe_unlabelled
+    from labelloop.integrations.expectations import validate_pool
+    from labelloop.integrations.sources import load_table_maybe_unlabelled
 
     d = cfg.data
     frame = load_table_maybe_unlabelled(cfg.data_path, id_col=d.id_column, text_col=d.text_column,
@@ -148,7 +148,7 @@ def init(path: Path = typer.Argument(Path("campaign.toml"), metavar="[PATH]", he
 
     Example: labelloop init campaign.toml --name tickets --labels billing,shipping,other
     """
-    from flows.config import example_config
+    from labelloop.flows.config import example_config
 
     if path.exists() and not force:
         raise Stop(EXIT_BAD_INPUT, f"{path} exists; use --force to overwrite")
@@ -168,9 +168,9 @@ def setup(config: str = typer.Argument(..., metavar="CONFIG", help="campaign con
     Example: labelloop setup campaign.toml
     """
     validate_campaign(config)  # the common mistakes, without Prefect
-    from flows import setup as setup_mod
-    from flows.config import load_config
-    from flows.logs import heartbeat
+    from labelloop.flows import setup as setup_mod
+    from labelloop.flows.config import load_config
+    from labelloop.flows.logs import heartbeat
 
     cfg = load_config(config)
     if not setup_mod._looks_set_up(cfg):
@@ -211,10 +211,10 @@ def round_(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
     """
     validate_campaign(config)
     orchestrate()
-    from flows.logs import heartbeat
+    from labelloop.flows.logs import heartbeat
 
     with heartbeat("round running"):
-        from flows.round import round_flow  # scikit-learn, pandas, MLflow: seconds on a busy machine
+        from labelloop.flows.round import round_flow  # scikit-learn, pandas, MLflow: seconds on a busy machine
 
         summary = round_flow(str(config), round_no)
     return _exit_for(summary)
@@ -243,10 +243,10 @@ def run(config: str = typer.Argument(..., metavar="CONFIG", help="campaign confi
         kwargs["poll_interval"] = poll_interval
     if timeout is not None:
         kwargs["wait_timeout"] = timeout
-    from flows.logs import heartbeat
+    from labelloop.flows.logs import heartbeat
 
     with heartbeat("rounds running"):
-        from flows.campaign import campaign_flow
+        from labelloop.flows.campaign import campaign_flow
 
         summaries = campaign_flow(str(config), rounds, **kwargs)
     _print_curves(str(config))
@@ -258,9 +258,9 @@ def run(config: str = typer.Argument(..., metavar="CONFIG", help="campaign confi
 
 
 def _print_curves(config: str) -> None:
-    from flows.demo import results_table
-    from flows.round import learning_curves
-    from flows.runtime import open_campaign
+    from labelloop.flows.demo import results_table
+    from labelloop.flows.round import learning_curves
+    from labelloop.flows.runtime import open_campaign
 
     say("\n" + results_table(learning_curves(open_campaign(config), with_ci=True)))
 
@@ -273,7 +273,7 @@ def status(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
 
     Example: labelloop status campaign.toml --json
     """
-    from flows.status import print_status, status_json
+    from labelloop.flows.status import print_status, status_json
 
     if as_json:
         say(status_json(str(config)))
@@ -291,11 +291,11 @@ def doctor(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
     Example: labelloop doctor campaign.toml --repair
     """
     if repair:
-        from flows.runtime import open_campaign
+        from labelloop.flows.runtime import open_campaign
 
         open_campaign(config)
         orchestrate()
-    from flows.doctor import diagnose
+    from labelloop.flows.doctor import diagnose
 
     rep = diagnose(str(config), repair=repair)
     if as_json:
@@ -317,19 +317,19 @@ def ui(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config
 
     Example: labelloop ui campaign.toml --port 5001
     """
-    from flows.runtime import open_campaign
+    from labelloop.flows.runtime import open_campaign
 
     c = open_campaign(config)
     uri = c.cfg.tracking_uri
     if not uri.startswith(("sqlite:", "file:", "/")) and "://" in uri:
-        from integrations.tracking import _safe_uri
+        from labelloop.integrations.tracking import _safe_uri
 
         say(f"this campaign logs to a tracking server: open {_safe_uri(uri)} in a browser")
         return EXIT_OK
     import subprocess
     import time
 
-    from flows.prefect_server import healthy
+    from labelloop.flows.prefect_server import healthy
 
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
            "--workers", "1"]
@@ -412,12 +412,12 @@ def demo(dir: Path = typer.Option(Path("labelloop-demo"), "--dir", help="folder 
 
     if backend not in ("label_studio", "simulated"):
         raise Stop(EXIT_BAD_INPUT, f"--backend must be label_studio or simulated, got {backend!r}")
-    from flows.demo import prepare_demo
+    from labelloop.flows.demo import prepare_demo
 
     t0 = time.perf_counter()
     ls_url = None
     if backend == "label_studio" and not unlabelled:
-        from flows.label_studio_local import ensure_running
+        from labelloop.flows.label_studio_local import ensure_running
 
         ls_url = ensure_running()
     cfg = prepare_demo(dir, n=n, budget=budget, batch_size=batch_size, backend=backend, ls_url=ls_url,
@@ -426,11 +426,11 @@ def demo(dir: Path = typer.Option(Path("labelloop-demo"), "--dir", help="folder 
         f"batch {batch_size}" + ("; unlabelled text: people label the test set and the calibration slice too"
                                  if unlabelled else ""))
     orchestrate()
-    from flows.logs import heartbeat
-    from flows.runtime import open_campaign
+    from labelloop.flows.logs import heartbeat
+    from labelloop.flows.runtime import open_campaign
 
     with heartbeat("demo campaign running"):
-        from flows.campaign import campaign_flow
+        from labelloop.flows.campaign import campaign_flow
 
         campaign_flow(str(cfg))
     _print_curves(str(cfg))
@@ -439,7 +439,7 @@ def demo(dir: Path = typer.Option(Path("labelloop-demo"), "--dir", help="folder 
     say(f"  labelloop ui {cfg}")
     say(f"  # or: mlflow ui --backend-store-uri {c.cfg.tracking_uri} --port 5000")
     if backend == "label_studio" and not unlabelled:
-        from flows.label_studio_local import describe
+        from labelloop.flows.label_studio_local import describe
 
         say(describe())
     return EXIT_OK
@@ -494,7 +494,7 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
 
     Example: labelloop simulate --data my_labelled.csv --strategy margin,entropy --out sim/
     """
-    from flows.config import STRATEGY_NAMES
+    from labelloop.flows.config import STRATEGY_NAMES
 
     strategies = [s.strip() for s in strategy.split(",") if s.strip()]
     bad = [s for s in strategies if s not in STRATEGY_NAMES]
@@ -519,23 +519,23 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
         if not ok:
             raise Stop(EXIT_BAD_INPUT, msg)
     if featurizer == "minilm":
-        from tasks.embeddings import require_minilm
+        from labelloop.tasks.embeddings import require_minilm
 
         require_minilm()
-    from integrations.sources import load_table
+    from labelloop.integrations.sources import load_table
 
     load_table(data, id_col=id_col, text_col=text_col, label_col=label_col, encoding=encoding,
                delimiter=delimiter)  # a bad file: exit 2 before Prefect
     import contextlib
 
-    from flows.logs import heartbeat
+    from labelloop.flows.logs import heartbeat
 
     def quiet() -> Any:  # with --json, progress goes to stderr and stdout is the JSON alone
         return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
 
     with quiet():  # reaching (or starting) Prefect says so, and beats while it loads
         orchestrate()
-    from flows.simulate import simulate_flow
+    from labelloop.flows.simulate import simulate_flow
 
     with heartbeat("simulating"), quiet():
         res = simulate_flow(data=data, out=out, text_col=text_col, label_col=label_col, id_col=id_col,
@@ -567,7 +567,7 @@ def export(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
     """
     from types import SimpleNamespace
 
-    from flows.export import cmd_export
+    from labelloop.flows.export import cmd_export
 
     if fmt is not None and fmt not in ("csv", "parquet", "jsonl"):
         raise Stop(EXIT_BAD_INPUT, f"--format must be csv, parquet or jsonl, got {fmt!r}")
@@ -593,12 +593,12 @@ def serve(config: List[str] = typer.Argument(..., metavar="CONFIG...", help="one
 
     Example: labelloop serve campaign.toml
     """
-    from flows.config import load_config
+    from labelloop.flows.config import load_config
 
     for c in config:
         load_config(c)
     url = orchestrate()
-    from flows.deploy import serve_campaigns
+    from labelloop.flows.deploy import serve_campaigns
 
     say(f"serving on the Prefect API at {url} (Ctrl-C stops; the schedules pause until the next serve)")
     serve_campaigns([str(Path(c).resolve()) for c in config], limit=limit, isolated=isolated)
@@ -620,11 +620,11 @@ def deploy(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
     """
     import json
 
-    from flows.config import load_config
-    from flows.prefect_server import api_url
+    from labelloop.flows.config import load_config
+    from labelloop.flows.prefect_server import api_url
 
     if print_env:
-        from flows.deploy import prefect_yaml_env
+        from labelloop.flows.deploy import prefect_yaml_env
 
         for k, v in prefect_yaml_env(config).items():
             say(f"export {k}={json.dumps(v)}")
@@ -636,7 +636,7 @@ def deploy(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
                                    "reach: set PREFECT_API_URL (e.g. `labelloop server start` prints one)")
     cfg = load_config(config)
     orchestrate()
-    from flows.deploy import deploy_campaign, deployment_names, describe
+    from labelloop.flows.deploy import deploy_campaign, deployment_names, describe
 
     deploy_campaign(config, pool=pool, image=image)
     names = deployment_names(cfg.name)
@@ -656,11 +656,11 @@ def drift_check(config: str = typer.Argument(..., metavar="CONFIG", help="campai
     """
     import json
 
-    from flows.config import load_config
+    from labelloop.flows.config import load_config
 
     load_config(config)
     orchestrate()
-    from flows.drift import drain_events, drift_check_flow
+    from labelloop.flows.drift import drain_events, drift_check_flow
 
     result = drift_check_flow(str(Path(config).resolve()), str(Path(arrivals).resolve()) if arrivals else None)
     drain_events()
@@ -689,7 +689,7 @@ def drift_alert(config: str = typer.Argument(..., metavar="CONFIG", help="campai
 
     Example: labelloop drift-alert campaign.toml --reason "PSI alert" --score psi=0.4
     """
-    from flows.prefect_server import api_url, running_url
+    from labelloop.flows.prefect_server import api_url, running_url
 
     url = api_url() or running_url()
     if not url:
@@ -704,12 +704,12 @@ def drift_alert(config: str = typer.Argument(..., metavar="CONFIG", help="campai
             sep = ""
         if not sep or not name.strip():
             raise Stop(EXIT_BAD_INPUT, f"--score takes NAME=NUMBER, got {item!r}")
-    from flows.runtime import open_campaign
+    from labelloop.flows.runtime import open_campaign
 
     c = open_campaign(config)
     os.environ["PREFECT_API_URL"] = url
     orchestrate()
-    from flows.drift import DRIFT_EVENT, drain_events, emit_drift_event, episode_id, resource_id
+    from labelloop.flows.drift import DRIFT_EVENT, drain_events, emit_drift_event, episode_id, resource_id
 
     path = Path(arrivals).resolve() if arrivals else c.cfg.arrivals_path
     episode = episode_id(c, path) if path is not None else None
@@ -724,7 +724,7 @@ def drift_alert(config: str = typer.Argument(..., metavar="CONFIG", help="campai
 @server_app.command("start")
 def server_start() -> int:
     """Start the shared local Prefect server (or find it running) and print its API URL."""
-    from flows.prefect_server import api_url, home, start
+    from labelloop.flows.prefect_server import api_url, home, start
 
     if api_url():
         say(f"PREFECT_API_URL is set ({api_url()}): labelloop uses that server, not a local one")
@@ -738,7 +738,7 @@ def server_start() -> int:
 @server_app.command("stop")
 def server_stop() -> int:
     """Stop the shared local Prefect server (harmless when it is not running)."""
-    from flows.prefect_server import stop
+    from labelloop.flows.prefect_server import stop
 
     pid = stop()
     say(f"stopped the local Prefect server (pid {pid})" if pid else "the local Prefect server is not running")
@@ -748,7 +748,7 @@ def server_stop() -> int:
 @server_app.command("status")
 def server_status() -> int:
     """Is the shared local Prefect server running? (exit 3 when not)."""
-    from flows.prefect_server import api_url, home, running_url
+    from labelloop.flows.prefect_server import api_url, home, running_url
 
     if api_url():
         say(f"PREFECT_API_URL is set: {api_url()}")
@@ -803,7 +803,7 @@ def _quiet_interrupt_crash() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _prepare(list(sys.argv[1:] if argv is None else argv))
-    from flows.logs import quiet_third_party
+    from labelloop.flows.logs import quiet_third_party
 
     quiet_third_party()
     command = typer.main.get_command(app)

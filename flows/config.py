@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal, Mapping
 import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.errors import LabelloopError
-from tasks.strategies import STRATEGIES
+from labelloop.tasks.errors import LabelloopError
+from labelloop.tasks.strategies import STRATEGIES
 
 
 class ConfigError(LabelloopError, ValueError):

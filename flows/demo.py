@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from flows.config import example_config
+from labelloop.flows.config import example_config
 
 MARKER = ".labelloop-demo"
 
@@ -24,7 +24,7 @@ def prepare_demo(folder: Path, *, n: int, budget: int, batch_size: int, backend:
     generator's hidden truth, replayed by the replay backend), so set-up pushes the test set and
     the calibration slice with the seed and every round reports how many test items it stands on.
     """
-    from tasks.demo_data import CLASSES, write_demo_files
+    from labelloop.tasks.demo_data import CLASSES, write_demo_files
 
     folder = folder.resolve()
     if folder.exists() and (folder / MARKER).exists():
@@ -57,7 +57,7 @@ def _unlabelled(folder: Path, pool_path: Path, *, n: int, seed: int) -> dict[str
     at them (replay backend)."""
     import pandas as pd
 
-    from tasks.annotate import simulated_answer
+    from labelloop.tasks.annotate import simulated_answer
 
     pool = pd.read_csv(pool_path, dtype=str, keep_default_na=False)
     labels = sorted(set(pool["label"]))

@@ -46,9 +46,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flows.config import CampaignConfig, load_config
-from flows.drift import DRIFT_EVENT, resource_id
-from flows.logs import say
+from labelloop.flows.config import CampaignConfig, load_config
+from labelloop.flows.drift import DRIFT_EVENT, resource_id
+from labelloop.flows.logs import say
 
 ROUND_FLOW, DRIFT_FLOW, REOPEN_FLOW = "labelloop-round", "labelloop-drift-check", "labelloop-reopen"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -87,9 +87,9 @@ def build_deployments(config: str | Path, cfg: CampaignConfig | None = None, *,
     from prefect.deployments.runner import EntrypointType
     from prefect.events import DeploymentEventTrigger
 
-    from flows.drift import drift_check_flow
-    from flows.reopen import reopen_flow
-    from flows.round import round_flow
+    from labelloop.flows.drift import drift_check_flow
+    from labelloop.flows.reopen import reopen_flow
+    from labelloop.flows.round import round_flow
 
     config_path = str(Path(config).resolve())
     cfg = cfg or load_config(config_path)
@@ -100,7 +100,7 @@ def build_deployments(config: str | Path, cfg: CampaignConfig | None = None, *,
                               "tags": ["labelloop", f"campaign:{cfg.name}"]}
     if work_pool:
         common["work_pool_name"] = work_pool
-    from flows.batch_trigger import BATCH_EVENT
+    from labelloop.flows.batch_trigger import BATCH_EVENT
 
     batch_done = DeploymentEventTrigger(  # flows/batch_trigger.py emits it when the open batch is answered
         name=f"labelloop {cfg.name}: batch completed",
@@ -137,7 +137,7 @@ def describe(cfg: CampaignConfig) -> str:
     drf = f"every {s.drift_interval_seconds}s" if s.drift_interval_seconds else (
         f"cron '{s.drift_cron}' ({s.timezone})" if s.drift_cron else "no schedule")
     n = deployment_names(cfg.name)
-    from flows.batch_trigger import BATCH_EVENT
+    from labelloop.flows.batch_trigger import BATCH_EVENT
 
     rnd += f"; on event {BATCH_EVENT}"
     return (f"  {n['round']:<40} {rnd}\n  {n['drift']:<40} {drf}\n"
@@ -149,7 +149,7 @@ def serve_campaigns(configs: list[str], *, limit: int | None = None, isolated: b
 
     ``isolated``: Prefect's runner (each flow run in its own subprocess); else :class:`WarmServer`.
     """
-    from flows.locking import ensure_prefect_limit, prefect_limit_name
+    from labelloop.flows.locking import ensure_prefect_limit, prefect_limit_name
 
     deployments: list[Any] = []
     seen: set[str] = set()
@@ -162,7 +162,7 @@ def serve_campaigns(configs: list[str], *, limit: int | None = None, isolated: b
             ensure_prefect_limit(prefect_limit_name(cfg.name))
         deployments.extend(build_deployments(path, cfg))
         print(f"campaign {cfg.name}:\n{describe(cfg)}", flush=True)
-    from flows.batch_trigger import start_batch_triggers
+    from labelloop.flows.batch_trigger import start_batch_triggers
 
     stops: list[Any] = []
 
@@ -207,9 +207,9 @@ class WarmServer:
     """
 
     def __init__(self, deployments: list[Any], *, limit: int | None = None) -> None:
-        from flows.drift import drift_check_flow
-        from flows.reopen import reopen_flow
-        from flows.round import round_flow
+        from labelloop.flows.drift import drift_check_flow
+        from labelloop.flows.reopen import reopen_flow
+        from labelloop.flows.round import round_flow
 
         self._by_name = {f.name: f for f in (round_flow, drift_check_flow, reopen_flow)}
         self._deployments = deployments
@@ -405,7 +405,7 @@ def deploy_campaign(config: str, *, pool: str, image: str | None = None) -> list
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    from flows.locking import ensure_prefect_limit, prefect_limit_name
+    from labelloop.flows.locking import ensure_prefect_limit, prefect_limit_name
 
     cfg = load_config(config)
     with get_client(sync_client=True) as client:

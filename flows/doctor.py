@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from flows.runtime import Campaign, open_campaign
+from labelloop.flows.runtime import Campaign, open_campaign
 
 log = logging.getLogger("labelloop.doctor")
 
@@ -146,7 +146,7 @@ class _SimulatedView:
 
 
 def _view(c: Campaign) -> Any:
-    from integrations.simulated import FileTaskBackend
+    from labelloop.integrations.simulated import FileTaskBackend
 
     return _SimulatedView(c.backend) if isinstance(c.backend, FileTaskBackend) else _LabelStudioView(c.backend)
 
@@ -196,7 +196,7 @@ def check_ledger(c: Campaign, rep: Report, repair: bool) -> None:
             f = rep.add("ledger", "finished-round-not-pushed",
                         f"{len(bad)} queried items of finished rounds have no backend task")
             if repair:
-                from flows.round import push_pending
+                from labelloop.flows.round import push_pending
 
                 push_pending.fn(c, int(bad["round_no"].max()), {})
                 f.repaired = True
@@ -310,7 +310,7 @@ def check_backend(c: Campaign, rep: Report, repair: bool) -> None:
         rep.add("backend", "annotations-since-last-pull", f"{new} annotations were made or edited after the last "
                 "pull; the next round pulls them", drift=False)
     if repair and (missing or stale):
-        from flows.round import pull_annotations  # here, not above: a read-only doctor never imports Prefect
+        from labelloop.flows.round import pull_annotations  # here, not above: a read-only doctor never imports Prefect
 
         counts = pull_annotations.fn(c, None)
         if counts.get("problems"):
@@ -336,7 +336,7 @@ def _last_pull(c: Campaign) -> Any:
 
 
 def check_mlflow(c: Campaign, rep: Report, repair: bool) -> None:
-    from integrations.tracking import TrackingError
+    from labelloop.integrations.tracking import TrackingError
 
     try:
         tr = c.tracker
@@ -358,7 +358,7 @@ def check_mlflow(c: Campaign, rep: Report, repair: bool) -> None:
         f = rep.add("mlflow", "parent-run-missing", f"the campaign's parent run {parent or '(none recorded)'} "
                     "is not in the tracking store")
         if repair:
-            from flows.round import _params  # repair only: a read-only doctor never imports Prefect
+            from labelloop.flows.round import _params  # repair only: a read-only doctor never imports Prefect
 
             c.ledger.set_meta("mlflow_parent_run", "")
             parent = tr.parent_run(c.ledger, _params(c.cfg))
@@ -378,7 +378,7 @@ def check_mlflow(c: Campaign, rep: Report, repair: bool) -> None:
         f = rep.add("mlflow", "round-run-not-finished", f"round {r.round_no} ({r.arm}) is {r.status} in the ledger "
                     f"but {what}")
         if repair:
-            from flows.round import _params
+            from labelloop.flows.round import _params
 
             run_id = r.mlflow_run_id if run is not None else tr.round_run(parent or tr.parent_run(c.ledger, _params(c.cfg)),
                                                                           r.arm, r.round_no, None)
@@ -424,7 +424,7 @@ def diagnose(config: str, *, repair: bool = False, mlflow: bool = True) -> Repor
             check_mlflow(c, rep, repair)
 
     if repair:
-        from flows.locking import round_lock
+        from labelloop.flows.locking import round_lock
 
         with round_lock(c):
             run()

@@ -29,11 +29,12 @@ import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from flows.config import tracking_params
-from flows.locking import round_lock
-from flows.runtime import Campaign, open_campaign
-from flows.setup import ensure_setup
-from integrations.sources import InputError, load_table
+from labelloop.flows.config import tracking_params
+from labelloop.flows.locking import round_lock
+from labelloop.flows.runtime import Campaign, open_campaign
+from labelloop.flows.setup import ensure_setup
+from labelloop.integrations.artifacts import load_pickled
+from labelloop.integrations.sources import InputError, load_table
 
 DRIFT_EVENT = "labelloop.drift.detected"
 SCORE_KEYS = ("domain_auc", "confidence_psi", "label_shift", "oov_rate")
@@ -97,7 +98,7 @@ def thresholds(cfg: Any) -> dict[str, float]:
 def compute_report(reference_texts: list[str], new_texts: list[str], *, proba_reference: np.ndarray | None,
                    proba_new: np.ndarray | None, labels: list[str], cfg: Any, seed: int = 0) -> dict[str, Any]:
     """``tasks.drift.drift_report`` on texts and (when a model exists) its probabilities."""
-    from tasks.drift import drift_report  # heavy (scipy, scikit-learn): `labelloop drift emit` never needs it
+    from labelloop.tasks.drift import drift_report  # heavy (scipy, scikit-learn): `labelloop drift emit` never needs it
 
     have_model = proba_reference is not None and proba_new is not None
     return drift_report(
@@ -113,13 +114,15 @@ def current_model(c: Campaign) -> tuple[Any, str | None]:
     tr = c.tracker
     try:
         mv = tr.client.get_model_version_by_alias(tr.registered_model_name, "champion")
-        return tr.mlflow.sklearn.load_model(f"models:/{tr.registered_model_name}@champion"), f"v{mv.version}"
+        uri = f"models:/{tr.registered_model_name}@champion"
+        return load_pickled(lambda: tr.mlflow.sklearn.load_model(uri)), f"v{mv.version}"
     except Exception:  # noqa: BLE001 - no registry / no champion yet
         pass
     for r in reversed(c.ledger.list_rounds()):
         if r.arm in ("active", "random") and r.mlflow_run_id and r.status in ("done", "stopped"):
             try:
-                return tr.mlflow.sklearn.load_model(f"runs:/{r.mlflow_run_id}/model"), r.mlflow_run_id
+                uri = f"runs:/{r.mlflow_run_id}/model"
+                return load_pickled(lambda: tr.mlflow.sklearn.load_model(uri)), r.mlflow_run_id
             except Exception:  # noqa: BLE001 - that round logged no model
                 continue
     return None, None
@@ -147,7 +150,7 @@ def _report_markdown(c: Campaign, result: dict[str, Any]) -> str:
 
 def check(c: Campaign, arrivals: Path) -> dict[str, Any]:
     """Compute the drift verdict for the arrivals not yet in the ledger (no MLflow, no event)."""
-    from tasks.train import predict_proba_aligned  # heavy (scikit-learn): only the check needs it
+    from labelloop.tasks.train import predict_proba_aligned  # heavy (scikit-learn): only the check needs it
 
     d = c.cfg.drift
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.errors import LabelloopError
+from labelloop.tasks.errors import LabelloopError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -217,7 +217,7 @@ def _json_default(v: Any) -> Any:
 
 def _open_ledger(cfg: Any) -> Any:
     """The campaign's ledger, read-only in spirit: a missing SQLite file is an error, not created."""
-    from integrations.ledger import Ledger
+    from labelloop.integrations.ledger import Ledger
 
     url = cfg.ledger_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
@@ -229,7 +229,7 @@ def _open_ledger(cfg: Any) -> Any:
 def export_dataset(config: str | Path, out: str | Path, *, fmt: str | None = None,
                    include_all: bool = False) -> ExportSummary:
     """Export the campaign's labelled items to ``out``; returns what was written."""
-    from flows.config import load_config
+    from labelloop.flows.config import load_config
 
     cfg = load_config(config)
     out_path = Path(out)

@@ -12,7 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from integrations.backend import BackendError
+from labelloop.integrations.backend import BackendError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "infra" / "label_studio.sh"

@@ -42,8 +42,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from flows.runtime import Campaign
-from integrations.ledger import Ledger, LedgerError
+from labelloop.flows.runtime import Campaign
+from labelloop.integrations.ledger import Ledger, LedgerError
 
 log = logging.getLogger("labelloop.lock")
 
@@ -306,7 +306,7 @@ def waiting_message(campaign: str, holder: dict[str, Any], timeout: float) -> st
 def _announce(msg: str) -> None:
     """Tell the person at the terminal, not only the (WARNING-level) Prefect log: a round that
     sits silently behind another looks hung."""
-    from flows.logs import say
+    from labelloop.flows.logs import say
 
     say(msg)
     log.info(msg)

@@ -29,15 +29,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.campaign_state import (BOOST_KEY, EPISODES_KEY, effective_random_share,  # noqa: F401
+from labelloop.flows.campaign_state import (BOOST_KEY, EPISODES_KEY, effective_random_share,  # noqa: F401
                                   episodes, next_round_no, reopen_boost)  # re-exported: read-only, Prefect-free
-from flows.drift import episode_id, load_arrivals
-from flows.locking import round_lock
-from flows.round import round_flow
-from flows.runtime import Campaign, open_campaign
-from flows.setup import ensure_setup
-from integrations.expectations import validate_pool
-from tasks.train import make_featurizer
+from labelloop.flows.drift import episode_id, load_arrivals
+from labelloop.flows.locking import round_lock
+from labelloop.flows.round import round_flow
+from labelloop.flows.runtime import Campaign, open_campaign
+from labelloop.flows.setup import ensure_setup
+from labelloop.integrations.expectations import validate_pool
+from labelloop.tasks.train import make_featurizer
 
 # --------------------------------------------------------------------------- ingest
 def _blank(v: str | None) -> bool:

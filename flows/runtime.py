@@ -16,9 +16,10 @@ from typing import Any
 
 import joblib
 
-from flows.config import CampaignConfig, ConfigError, load_config
-from integrations.backend import AnnotationBackend
-from integrations.ledger import Ledger
+from labelloop.flows.config import CampaignConfig, ConfigError, load_config
+from labelloop.integrations.artifacts import load_pickled
+from labelloop.integrations.backend import AnnotationBackend
+from labelloop.integrations.ledger import Ledger
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -57,7 +58,7 @@ class Campaign:
         st = self.featurizer_path.stat()
         key = (str(self.featurizer_path.resolve()), st.st_mtime_ns, st.st_size)
         if _FEATURIZERS.get("key") != key:
-            _FEATURIZERS.update(key=key, vec=joblib.load(self.featurizer_path))
+            _FEATURIZERS.update(key=key, vec=load_pickled(lambda: joblib.load(self.featurizer_path)))
         return _FEATURIZERS["vec"]
 
     def save_featurizer(self, vec: Any) -> None:
@@ -75,7 +76,7 @@ class Campaign:
     @property
     def tracker(self) -> Any:
         if self._tracker is None:
-            from integrations.tracking import Tracker
+            from labelloop.integrations.tracking import Tracker
 
             self._tracker = Tracker(self.cfg.tracking_uri, self.cfg.experiment_name, self.cfg.name)
         return self._tracker
@@ -99,7 +100,7 @@ def replay_answers(cfg: CampaignConfig) -> Any:
     recorded crowd file can hold tens of thousands of answers. Raises ``BackendError``
     (one line naming the file and column/row) for a missing or bad file.
     """
-    from integrations.replay import read_answers
+    from labelloop.integrations.replay import read_answers
 
     r = cfg.annotation.replay
     path = r.file(cfg.base_dir)
@@ -127,12 +128,12 @@ _FEATURIZERS: dict[str, Any] = {}
 def make_backend(c: Campaign) -> AnnotationBackend:
     ann = c.cfg.annotation
     if ann.backend == "replay":
-        from integrations.replay import ReplayBackend
+        from labelloop.integrations.replay import ReplayBackend
 
         return ReplayBackend(c.workdir / "replay_backend.json", replay_answers(c.cfg), max_per_item=ann.overlap,
                              seed=ann.replay.seed)
     if ann.backend == "simulated":
-        from integrations.simulated import SimulatedBackend
+        from labelloop.integrations.simulated import SimulatedBackend
 
         known = c.ledger.items_frame()
         true_labels = {r.item_id: r.known_label for r in known.itertuples() if r.known_label is not None}
@@ -144,7 +145,7 @@ def make_backend(c: Campaign) -> AnnotationBackend:
             overlap=ann.overlap,
             seed=ann.simulated.seed,
         )
-    from integrations.label_studio import LabelStudioBackend, resolve_api_key
+    from labelloop.integrations.label_studio import LabelStudioBackend, resolve_api_key
 
     ls = ann.label_studio
     explicit = os.environ.get(ls.api_key_env)

@@ -49,9 +49,9 @@ import scipy.sparse as sp
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows.logs import progress
-from tasks import query
-from tasks.train import predict_proba_aligned
+from labelloop.flows.logs import progress
+from labelloop.tasks import query
+from labelloop.tasks.train import predict_proba_aligned
 
 DEFAULT_PARTITION_SIZE = 50_000
 

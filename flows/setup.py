@@ -25,16 +25,16 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from flows.config import CampaignConfig, load_config
-from flows.logs import progress, say
-from flows.runtime import Campaign, make_backend, open_campaign
-from flows.stages import push_pending
-from flows.trust import EVAL_ARM
-from integrations.expectations import validate_pool
-from integrations.ledger import LedgerError
-from integrations.sources import InputError, load_table, load_table_maybe_unlabelled
-from tasks.seed import SplitError, carve_splits, default_seed_method
-from tasks.train import fit_featurizer, make_featurizer
+from labelloop.flows.config import CampaignConfig, load_config
+from labelloop.flows.logs import progress, say
+from labelloop.flows.runtime import Campaign, make_backend, open_campaign
+from labelloop.flows.stages import push_pending
+from labelloop.flows.trust import EVAL_ARM
+from labelloop.integrations.expectations import validate_pool
+from labelloop.integrations.ledger import LedgerError
+from labelloop.integrations.sources import InputError, load_table, load_table_maybe_unlabelled
+from labelloop.tasks.seed import SplitError, carve_splits, default_seed_method
+from labelloop.tasks.train import fit_featurizer, make_featurizer
 
 
 def read_pool(cfg: CampaignConfig) -> pd.DataFrame:
@@ -151,7 +151,7 @@ def preflight(config: str | Path | CampaignConfig) -> tuple[CampaignConfig, pd.D
     """
     cfg = config if isinstance(config, CampaignConfig) else load_config(config)
     if cfg.model.featurizer == "minilm":
-        from tasks.embeddings import require_minilm
+        from labelloop.tasks.embeddings import require_minilm
 
         require_minilm()  # the install command, not a half-set-up campaign
     frame = read_pool(cfg)
@@ -224,7 +224,7 @@ def _check_label_studio(cfg: CampaignConfig) -> None:
         def filter(self, record: logging.LogRecord) -> bool:
             return record.levelno < logging.ERROR
 
-    adapter_log = logging.getLogger("integrations.label_studio")
+    adapter_log = logging.getLogger("labelloop.integrations.label_studio")
     quiet = _DropFinalError()
     adapter_log.addFilter(quiet)
     try:

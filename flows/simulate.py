@@ -23,15 +23,15 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.logs import progress, say
-from flows.scoring import transform_with_progress
-from integrations.expectations import validate_pool
-from integrations.sources import InputError, load_table
-from tasks import calibrate, query
-from tasks.policy import (ArmState, Calibration, Policy, QueryPolicy, StopPolicy, plan_round, random_ahead_fired,
+from labelloop.flows.logs import progress, say
+from labelloop.flows.scoring import transform_with_progress
+from labelloop.integrations.expectations import validate_pool
+from labelloop.integrations.sources import InputError, load_table
+from labelloop.tasks import calibrate, query
+from labelloop.tasks.policy import (ArmState, Calibration, Policy, QueryPolicy, StopPolicy, plan_round, random_ahead_fired,
                           round_rng, stop_reason)
-from tasks.seed import carve_splits
-from tasks.evaluate import (
+from labelloop.tasks.seed import carve_splits
+from labelloop.tasks.evaluate import (
     area_under_curve,
     bootstrap_mean_interval,
     classification_metrics,
@@ -40,8 +40,8 @@ from tasks.evaluate import (
     labels_to_reach,
     learning_curve_figure,
 )
-from tasks.health import per_class_recall_check, random_ahead_check
-from tasks.train import TrainingError, build_model, make_featurizer, predict_proba_aligned
+from labelloop.tasks.health import per_class_recall_check, random_ahead_check
+from labelloop.tasks.train import TrainingError, build_model, make_featurizer, predict_proba_aligned
 
 FEATURIZERS = ("tfidf", "minilm")
 
@@ -247,7 +247,7 @@ def simulate_flow(data: str, out: str, *, encoding: str = "utf-8", delimiter: st
     if featurizer not in FEATURIZERS:
         raise ValueError(f"unknown featurizer {featurizer!r}; choose one of {', '.join(FEATURIZERS)}")
     if featurizer == "minilm":
-        from tasks.embeddings import require_minilm
+        from labelloop.tasks.embeddings import require_minilm
 
         require_minilm()  # fail before any work when the optional extra is missing
     load_simulation_data(data, text_col=kwargs.get("text_col", "text"), label_col=kwargs.get("label_col", "label"),
@@ -288,7 +288,7 @@ def simulate_data_flow(
     if featurizer not in FEATURIZERS:
         raise ValueError(f"unknown featurizer {featurizer!r}; choose one of {', '.join(FEATURIZERS)}")
     if featurizer == "minilm":
-        from tasks.embeddings import require_minilm
+        from labelloop.tasks.embeddings import require_minilm
 
         require_minilm()  # fail before any work when the optional extra is missing
     frame = _prepared.pop(str(data), None)

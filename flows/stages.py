@@ -17,19 +17,19 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows.runtime import Campaign
-from flows.scoring import score_pool, transform_with_progress
-from integrations.backend import TaskRequest
-from integrations.faults import checkpoint
-from integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
-from tasks import calibrate, query
-from tasks.annotate import screen_annotations
-from tasks.annotation_cost import annotator_metrics, annotator_table, effort, hours_per_accuracy_point, items_of
-from tasks.batch_order import order_for_people
-from tasks.evaluate import Evaluation, classification_metrics, confusion_figure, macro_f1_interval
-from tasks.policy import RoundPlan, price_per_point, round_rng
-from tasks.train import predict_proba_aligned, train_model
-from tasks.trust import metric_name
+from labelloop.flows.runtime import Campaign
+from labelloop.flows.scoring import score_pool, transform_with_progress
+from labelloop.integrations.backend import TaskRequest
+from labelloop.integrations.faults import checkpoint
+from labelloop.integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
+from labelloop.tasks import calibrate, query
+from labelloop.tasks.annotate import screen_annotations
+from labelloop.tasks.annotation_cost import annotator_metrics, annotator_table, effort, hours_per_accuracy_point, items_of
+from labelloop.tasks.batch_order import order_for_people
+from labelloop.tasks.evaluate import Evaluation, classification_metrics, confusion_figure, macro_f1_interval
+from labelloop.tasks.policy import RoundPlan, price_per_point, round_rng
+from labelloop.tasks.train import predict_proba_aligned, train_model
+from labelloop.tasks.trust import metric_name
 
 stage = task(cache_policy=NO_CACHE)  # inputs are live objects (ledger, backend): never hash or cache them
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flows.campaign_state import macro_f1_ci
-from flows.runtime import Campaign, open_campaign
+from labelloop.flows.campaign_state import macro_f1_ci
+from labelloop.flows.runtime import Campaign, open_campaign
 
 
 def status_rows(config: str) -> list[dict]:
@@ -39,7 +39,7 @@ def _rows(c: Campaign) -> list[dict]:
 def evaluation_status(c: Campaign) -> dict[str, Any]:
     """The test set and calibration slice: their sizes, where their labels come from, and — when people
     label them — the evaluation budget spent and how many are trusted so far (apart from the arms' labels)."""
-    from flows.trust import EVAL_ARM
+    from labelloop.flows.trust import EVAL_ARM
 
     items = c.ledger.items_frame(splits=["test", "calibration"])
     q = c.ledger.queries_frame(arm=EVAL_ARM)
@@ -64,7 +64,7 @@ def evaluation_status(c: Campaign) -> dict[str, Any]:
 def campaign_state(c: Campaign) -> dict[str, Any]:
     """``state`` (``waiting``, ``ready``, ``done``), ``waiting_for`` (a sentence, "" unless waiting) and the
     numbers behind a wait, as the last round attempt recorded them (status never asks the backend)."""
-    from flows.campaign_state import campaign_finished
+    from labelloop.flows.campaign_state import campaign_finished
 
     if campaign_finished(c):
         return {"state": "done", "waiting_for": "", "waiting": None}
@@ -92,7 +92,7 @@ def next_runs(campaign: str, timeout: float = 5.0) -> dict[str, Any]:
     ``{"api": url | None, "runs": {deployment: iso time | None}, "error": str | None}``. Never
     starts a temporary API: without ``PREFECT_API_URL`` it reports that instead.
     """
-    from flows.prefect_server import api_url
+    from labelloop.flows.prefect_server import api_url
 
     url = api_url()
     out: dict[str, Any] = {"api": url or None, "runs": {}, "error": None}
@@ -111,7 +111,7 @@ def next_runs(campaign: str, timeout: float = 5.0) -> dict[str, Any]:
         from prefect.client.schemas.sorting import FlowRunSort
         from prefect.exceptions import ObjectNotFound
 
-        from flows.deploy import deployment_names
+        from labelloop.flows.deploy import deployment_names
 
         with get_client(sync_client=True) as client:
             for kind, name in deployment_names(campaign).items():
@@ -140,8 +140,8 @@ def _ci_text(ci: list[float] | None) -> str:
 
 
 def print_status(config: str) -> None:
-    from flows.locking import lock_holder
-    from flows.campaign_state import episodes
+    from labelloop.flows.locking import lock_holder
+    from labelloop.flows.campaign_state import episodes
 
     c = open_campaign(config)
     rows = _rows(c)
@@ -167,7 +167,7 @@ def print_status(config: str) -> None:
               f"{r['warnings'] or '-'}")
     if not rows:
         print("  (no rounds yet)")
-    from flows.trust import trust_summary
+    from labelloop.flows.trust import trust_summary
 
     for line in trust_summary(c):  # agreement, quarantine decisions, annotator quality, adjudication
         print(line)
@@ -187,7 +187,7 @@ def print_status(config: str) -> None:
         last = eps[-1]
         print(f"drift episodes: {len(eps)}; last {last.get('episode')} at {last.get('at')}: "
               f"{last.get('added')} items added" + (f" ({last.get('reason')})" if last.get("reason") else ""))
-    from flows.campaign_state import active_random_share, next_round_no
+    from labelloop.flows.campaign_state import active_random_share, next_round_no
 
     nxt = next_round_no(c)
     _share, why = active_random_share(c, nxt)  # a drift reopen or the random-ahead guard
@@ -204,7 +204,7 @@ def print_status(config: str) -> None:
 
 
 def status_json(config: str) -> str:
-    from flows.trust import trust_status
+    from labelloop.flows.trust import trust_status
 
     c = open_campaign(config)
     pushed, pending = pending_tasks(c)

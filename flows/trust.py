@@ -36,13 +36,13 @@ from typing import Any
 
 import pandas as pd
 
-from flows.runtime import Campaign
-from integrations.expectations import (DataContractError, validate_annotations, validate_pool,
+from labelloop.flows.runtime import Campaign
+from labelloop.integrations.expectations import (DataContractError, validate_annotations, validate_pool,
                                        validate_training_set)
-from integrations.sources import load_table
-from tasks.annotate import simulated_answer
-from tasks import trust as policy_mod
-from tasks.labels import LabelHistory, history_from_config, migrate_labels
+from labelloop.integrations.sources import load_table
+from labelloop.tasks.annotate import simulated_answer
+from labelloop.tasks import trust as policy_mod
+from labelloop.tasks.labels import LabelHistory, history_from_config, migrate_labels
 
 GOLD_ARM = "gold"  # pseudo-arm of gold queries: not in cfg.arms, so it never trains and spends no budget
 EVAL_ARM = "evaluation"  # pseudo-arm of test/calibration items people label: never trains, own budget
@@ -300,7 +300,7 @@ def request_review_tasks(c: Campaign, queue: pd.DataFrame, votes: pd.DataFrame) 
     make = getattr(c.backend, "review_backend", None)
     if make is None:
         log.warning("%d item(s) await adjudication; backend %s has no review tasks: decide them with "
-                    "flows.trust.record_adjudication", len(queue), getattr(c.backend, "name", "?"))
+                    "labelloop.flows.trust.record_adjudication", len(queue), getattr(c.backend, "name", "?"))
         return {}
     review = make()
     waiting = set(queue.index) | set(c.ledger.trust.adjudications_frame(status="pending")["item_id"])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
-from tasks.errors import LabelloopError
+from labelloop.tasks.errors import LabelloopError
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import pandas as pd
 
-from integrations.sources import InputError, _encoding_error, _encoding_for_text, normalise_id
-from tasks.errors import LabelloopError
+from labelloop.integrations.sources import InputError, _encoding_error, _encoding_for_text, normalise_id
+from labelloop.tasks.errors import LabelloopError
 
 __all__ = [
     "ContractFailure",

@@ -45,8 +45,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 from xml.sax.saxutils import quoteattr
 
-from integrations.backend import BackendError, PulledAnnotation, TaskRequest, missing_items
-from integrations.faults import checkpoint
+from labelloop.integrations.backend import BackendError, PulledAnnotation, TaskRequest, missing_items
+from labelloop.integrations.faults import checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from integrations.backend import BackendError
-from integrations.label_studio import LabelStudioBackend, choices_result
-from tasks.annotate import assign_annotators, person_name, simulated_lead_time, stable_uniform
-from tasks.annotate import simulated_answer as _answer
+from labelloop.integrations.backend import BackendError
+from labelloop.integrations.label_studio import LabelStudioBackend, choices_result
+from labelloop.tasks.annotate import assign_annotators, person_name, simulated_lead_time, stable_uniform
+from labelloop.tasks.annotate import simulated_answer as _answer
 
 log = logging.getLogger(__name__)
 

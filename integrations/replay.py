@@ -37,9 +37,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from integrations.backend import BackendError
-from integrations.simulated import FileTaskBackend
-from tasks.annotate import stable_uniform
+from labelloop.integrations.backend import BackendError
+from labelloop.integrations.simulated import FileTaskBackend
+from labelloop.tasks.annotate import stable_uniform
 
 REPLAY_COLUMNS = ("item_id", "text", "annotator_id", "label", "gold")
 ANSWER_COLUMNS = ["item_id", "annotator", "label"]  # what ReplayBackend consumes

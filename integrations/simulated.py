@@ -21,8 +21,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from integrations.backend import BackendError, PulledAnnotation, TaskRequest
-from tasks.annotate import assign_annotators, simulated_answer, simulated_lead_time
+from labelloop.integrations.backend import BackendError, PulledAnnotation, TaskRequest
+from labelloop.tasks.annotate import assign_annotators, simulated_answer, simulated_lead_time
 
 
 class FileTaskBackend:

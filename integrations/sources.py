@@ -46,7 +46,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from tasks.errors import LabelloopError
+from labelloop.tasks.errors import LabelloopError
 
 __all__ = [
     "DELIMITERS",

@@ -19,8 +19,8 @@ import re
 import unicodedata
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-from integrations.ledger import Ledger
-from tasks.errors import LabelloopError
+from labelloop.integrations.ledger import Ledger
+from labelloop.tasks.errors import LabelloopError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -31,7 +31,7 @@ PIP_REQUIREMENTS = ["scikit-learn", "numpy", "scipy"]
 def pip_requirements(model: Any) -> list[str]:
     """What serving the logged pipeline needs: scikit-learn, plus the embedding stack when its
     frozen features step is the MiniLM featuriser (it re-embeds texts it has not seen)."""
-    from tasks.embeddings import MiniLMFeaturizer  # light: numpy and scikit-learn only; torch loads lazily
+    from labelloop.tasks.embeddings import MiniLMFeaturizer  # light: numpy and scikit-learn only; torch loads lazily
 
     features = getattr(model, "named_steps", {}).get("features")
     if isinstance(getattr(features, "estimator", features), MiniLMFeaturizer):
@@ -365,7 +365,7 @@ def _scrub_uri_secret(text: str, uri: str) -> str:
 
 
 def _safe_uri(uri: str) -> str:
-    from integrations.ledger import redact_url
+    from labelloop.integrations.ledger import redact_url
 
     if "://" in uri and "@" in uri:
         return redact_url(uri)

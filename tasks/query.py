@@ -41,7 +41,7 @@ from sklearn.preprocessing import normalize
 
 Matrix = Union[np.ndarray, sp.spmatrix, sp.sparray]
 
-from tasks.strategies import FALLBACK_STRATEGY, STRATEGIES, get_strategy  # noqa: E402 - re-exported (the registry)
+from labelloop.tasks.strategies import FALLBACK_STRATEGY, STRATEGIES, get_strategy  # noqa: E402 - re-exported (the registry)
 
 CANDIDATE_SHARE = 0.25
 """Diversity picks among the ``candidate_factor x batch`` most uncertain rows, but never among more than

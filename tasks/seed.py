@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from tasks.errors import LabelloopError
+from labelloop.tasks.errors import LabelloopError
 
 
 class SplitError(LabelloopError, ValueError):

@@ -20,7 +20,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from tasks.errors import LabelloopError
+from labelloop.tasks.errors import LabelloopError
 
 
 class TrainingError(LabelloopError, ValueError):
@@ -52,7 +52,7 @@ def make_featurizer(kind: str, texts: Sequence[str], *, max_features: int = 50_0
     if kind == "tfidf":
         return fit_featurizer(texts, max_features=max_features, ngram_max=ngram_max)
     if kind == "minilm":
-        from tasks.embeddings import MiniLMFeaturizer
+        from labelloop.tasks.embeddings import MiniLMFeaturizer
 
         vec = MiniLMFeaturizer().fit(texts)
         vec.transform(list(texts))  # warm the cache

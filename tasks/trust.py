@@ -46,8 +46,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from tasks import agreement
-from tasks.annotate import stable_uniform
+from labelloop.tasks import agreement
+from labelloop.tasks.annotate import stable_uniform
 
 __all__ = [
     "AL_REASONS",

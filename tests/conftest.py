@@ -51,7 +51,7 @@ if _OWN_SHARED_SERVER:
 def pytest_sessionfinish(session, exitstatus):
     """Stop the shared local Prefect server if a command of this session started it."""
     if _OWN_SHARED_SERVER:
-        from flows.prefect_server import stop
+        from labelloop.flows.prefect_server import stop
 
         stop()
         shutil.rmtree(os.environ["LABELLOOP_PREFECT_HOME"], ignore_errors=True)
@@ -144,7 +144,7 @@ def prefect_api():
 def write_small_campaign(folder: Path, *, name: str = "t", n: int = 900, budget: int = 100, batch: int = 25,
                          seed_size: int = 25, backend: str = "simulated", extra: str = "") -> Path:
     """A small generated campaign (fast enough for integration tests)."""
-    from tasks.demo_data import CLASSES, write_demo_files
+    from labelloop.tasks.demo_data import CLASSES, write_demo_files
 
     files = write_demo_files(folder / "data", n=n, seed=1)
     labels = ", ".join(f'"{c}"' for c in CLASSES)
@@ -193,5 +193,5 @@ def small_campaign(tmp_path: Path) -> Path:
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the installed `labelloop` entry point in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "labelloop.flows.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout, cwd=cwd or ROOT)

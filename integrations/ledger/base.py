@@ -14,7 +14,7 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from tasks.errors import LabelloopError
+from labelloop.tasks.errors import LabelloopError
 
 
 def _tuples(result: Any) -> list[tuple]:

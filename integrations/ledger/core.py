@@ -34,9 +34,9 @@ from sqlalchemy import Table, create_engine, event, literal, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from integrations.ledger.base import LedgerError, _aware, _chunks, _count, _insert_ignore, _insert_new, _tuples, _utcnow
-from integrations.ledger.migrate import SchemaError, ensure_schema, missing_columns
-from integrations.ledger.schema import (
+from labelloop.integrations.ledger.base import LedgerError, _aware, _chunks, _count, _insert_ignore, _insert_new, _tuples, _utcnow
+from labelloop.integrations.ledger.migrate import SchemaError, ensure_schema, missing_columns
+from labelloop.integrations.ledger.schema import (
     SCHEMA_VERSION,
     annotation_label_versions,
     annotations,
@@ -46,7 +46,7 @@ from integrations.ledger.schema import (
     rounds,
     tasks_table,
 )
-from integrations.ledger.trust import TrustStore
+from labelloop.integrations.ledger.trust import TrustStore
 
 
 def redact_url(url: str) -> str:

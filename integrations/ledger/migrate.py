@@ -31,7 +31,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
-from integrations.ledger.schema import SCHEMA_VERSION, meta, metadata
+from labelloop.integrations.ledger.schema import SCHEMA_VERSION, meta, metadata
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BASELINE = "0001"

@@ -13,8 +13,8 @@ from typing import Any, Iterable, Protocol, Sequence
 import pandas as pd
 from sqlalchemy import Table, delete, select, update
 
-from integrations.ledger.base import LedgerError, _aware, _chunks, _insert_ignore, _insert_new, _none_if_nan, _utcnow
-from integrations.ledger.schema import (
+from labelloop.integrations.ledger.base import LedgerError, _aware, _chunks, _insert_ignore, _insert_new, _none_if_nan, _utcnow
+from labelloop.integrations.ledger.schema import (
     adjudications,
     annotation_label_versions,
     annotations,

@@ -70,7 +70,7 @@ def _free_port() -> int:
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
-    from tasks.demo_data import CLASSES, generate_demo_corpus, write_demo_files
+    from labelloop.tasks.demo_data import CLASSES, generate_demo_corpus, write_demo_files
 
     work = Path(tempfile.mkdtemp(prefix="labelloop-ledger-fixture-"))
     env = {**os.environ, "LABELLOOP_PREFECT_HOME": str(work / "prefect"), "LABELLOOP_PREFECT_PORT": str(_free_port()),
@@ -118,7 +118,7 @@ min_consensus_answers = 8
 min_confidence = 0.9
 ''', encoding="utf-8")
         for args in (["setup", str(cfg)], ["round", str(cfg)], ["round", str(cfg)], ["round", str(cfg)]):
-            r = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env, text=True,
+            r = subprocess.run([sys.executable, "-m", "labelloop.flows.cli", *args], cwd=ROOT, env=env, text=True,
                                capture_output=True, timeout=900)
             print(f"labelloop {args[0]}: exit {r.returncode}\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
             if r.returncode != 0:
@@ -141,7 +141,7 @@ min_confidence = 0.9
                                    indent=2) + "\n", encoding="utf-8")
         print(f"wrote {FOLDER}: ledger {OUT.stat().st_size} bytes, {', '.join(KEEP)}, {META.name}")
     finally:
-        subprocess.run([sys.executable, "-m", "flows.cli", "server", "stop"], cwd=ROOT, env=env,
+        subprocess.run([sys.executable, "-m", "labelloop.flows.cli", "server", "stop"], cwd=ROOT, env=env,
                        capture_output=True, timeout=60)
         shutil.rmtree(work, ignore_errors=True)
 

@@ -35,7 +35,7 @@ def mlflow_server(tmp_path_factory):
 
 
 def _campaign(folder: Path, tracking_uri: str) -> Path:
-    from tasks.demo_data import CLASSES, write_demo_files
+    from labelloop.tasks.demo_data import CLASSES, write_demo_files
 
     pool = pd.read_csv(write_demo_files(folder / "data", n=600, seed=1)["pool"], dtype=str, keep_default_na=False)
     mapping = dict(zip(CLASSES, LABELS))
@@ -78,7 +78,7 @@ def assert_export_gives_back_labels(cfg: Path, out: Path) -> None:
 
 
 def test_awkward_labels_survive_two_rounds_ledger_and_mlflow_server(prefect_api, mlflow_server, tmp_path: Path):
-    from integrations.tracking import METRIC_NAMES_ARTIFACT, safe_metric_name
+    from labelloop.integrations.tracking import METRIC_NAMES_ARTIFACT, safe_metric_name
 
     cfg = _campaign(tmp_path, mlflow_server)
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
@@ -88,7 +88,7 @@ def test_awkward_labels_survive_two_rounds_ledger_and_mlflow_server(prefect_api,
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Traceback" not in res.stdout + res.stderr
 
-    from flows.runtime import open_campaign
+    from labelloop.flows.runtime import open_campaign
 
     c = open_campaign(cfg)
     try:
@@ -130,9 +130,9 @@ def test_label_studio_keeps_each_exact_label(label_studio):
     pulled back are the exact strings (200 characters, ``<``/``&``, emoji, ``../x`` included)."""
     import uuid
 
-    from integrations.backend import TaskRequest
-    from integrations.label_studio import LabelStudioBackend
-    from integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
+    from labelloop.integrations.backend import TaskRequest
+    from labelloop.integrations.label_studio import LabelStudioBackend
+    from labelloop.integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
 
     url, token = label_studio
     b = LabelStudioBackend(url, token, f"test-any-label-{uuid.uuid4().hex[:8]}", LABELS, 1)

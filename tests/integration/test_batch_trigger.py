@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.runtime import open_campaign
+from labelloop.flows.runtime import open_campaign
 from tests.conftest import ROOT, stop_group, write_small_campaign
 
 pytestmark = [pytest.mark.integration, pytest.mark.label_studio, pytest.mark.timeout(600)]
@@ -87,7 +87,7 @@ def _round_runs(campaign: str) -> list:
 
 def _answer(cfg: Path) -> datetime:
     """The three annotators answer the open batch through Label Studio's API; returns when they were done."""
-    from integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
+    from labelloop.integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
 
     c = open_campaign(cfg)
     truth = {r.item_id: r.known_label for r in c.ledger.items_frame().itertuples() if r.known_label}
@@ -100,7 +100,7 @@ def test_a_completed_batch_starts_a_round_by_webhook_and_by_polling(prefect_api,
                                                                      monkeypatch):
     from prefect.client.orchestration import get_client
 
-    from flows.setup import ensure_setup
+    from labelloop.flows.setup import ensure_setup
 
     url, token = label_studio
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
@@ -118,7 +118,7 @@ def test_a_completed_batch_starts_a_round_by_webhook_and_by_polling(prefect_api,
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "LABEL_STUDIO_API_KEY": token,
            "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
     with open(log, "wb") as fh:
-        serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", str(hook_cfg), str(poll_cfg)],
+        serve = subprocess.Popen([sys.executable, "-m", "labelloop.flows.cli", "serve", str(hook_cfg), str(poll_cfg)],
                                  cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         # the watchers start once the deployments and their automations are registered

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.runtime import open_campaign
+from labelloop.flows.runtime import open_campaign
 from tests.conftest import run_cli, write_small_campaign
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ def _children(client: MlflowClient, c) -> tuple[str, list]:
 
 
 def test_three_round_campaign_through_prefect_and_mlflow(prefect_api, tmp_path: Path):
-    from flows.campaign import campaign_flow
+    from labelloop.flows.campaign import campaign_flow
 
     cfg = write_small_campaign(tmp_path, budget=200)
     cfg.write_text(cfg.read_text().replace("[budget]\n", "[budget]\ncost_per_label = 0.25\n"))
@@ -138,7 +138,7 @@ def test_round_killed_after_query_before_push_resumes_without_duplicates(prefect
 
 
 def test_campaign_stops_when_the_target_is_reached(prefect_api, tmp_path: Path):
-    from flows.campaign import campaign_flow
+    from labelloop.flows.campaign import campaign_flow
 
     cfg = write_small_campaign(tmp_path, budget=200)
     text = cfg.read_text().replace("max_labels = 200", "max_labels = 200\ntarget_macro_f1 = 0.05")
@@ -185,7 +185,7 @@ def test_random_ahead_guard_raises_the_next_batch_random_share(prefect_api, tmp_
     """When last round's random_ahead check fired, the active batch draws `random_ahead_share` of its
     items at random (said in the round's notes and logged as `query_random_share`); once the
     check is clear again the share is back to `random_share`."""
-    from flows.campaign import campaign_flow
+    from labelloop.flows.campaign import campaign_flow
 
     # the calibration gate is opened wide: its fallback (half the batch random) would blur the count
     cfg = write_small_campaign(tmp_path, budget=200, extra="[gates]\ncalibration_ece = 1.0")
@@ -207,7 +207,7 @@ def test_random_ahead_guard_raises_the_next_batch_random_share(prefect_api, tmp_
     assert c.ledger.get_round("active", 1).metrics["query_random_share"] == pytest.approx(0.10)
 
     force_random_ahead(1, True)  # as if the random arm had been ahead at round 1's latest points
-    from flows.status import print_status
+    from labelloop.flows.status import print_status
 
     capsys.readouterr()
     print_status(str(cfg))  # `labelloop status` announces the raised share before the round runs

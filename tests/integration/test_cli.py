@@ -1,6 +1,6 @@
 """The command line as a user meets it: what it imports, what it prints, what it leaves behind.
 
-Real processes throughout: the installed entry point (``python -m flows.cli``) in a
+Real processes throughout: the installed entry point (``python -m labelloop.flows.cli``) in a
 subprocess, a real Prefect API (the session's ``prefect_api``, or the shared local server
 labelloop starts itself), real ``kill -9``.
 """
@@ -26,7 +26,7 @@ HEAVY = ("prefect", "sklearn", "great_expectations", "mlflow")
 
 def _modules_after(args: list[str], env: dict | None = None) -> tuple[int, set[str], str]:
     """Run ``main(args)`` in a fresh interpreter; return its exit code and which heavy libraries it imported."""
-    code = ("import sys, json\nfrom flows.cli import main\nrc = main(sys.argv[1:])\n"
+    code = ("import sys, json\nfrom labelloop.flows.cli import main\nrc = main(sys.argv[1:])\n"
             f"print('\\nMODULES=' + json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
             "sys.exit(rc)\n")
     res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
@@ -124,7 +124,7 @@ def test_sigkill_of_a_round_leaves_no_process_behind(tmp_path: Path):
            "LABELLOOP_PREFECT_PORT": str(free_port()), "LABELLOOP_PAUSE_AT": "after-query",
            "LABELLOOP_PAUSE_DIR": str(tmp_path / "pause")}
     cfg = write_small_campaign(tmp_path / "c")
-    rnd = subprocess.Popen([sys.executable, "-m", "flows.cli", "round", str(cfg)], cwd=ROOT, env=env,
+    rnd = subprocess.Popen([sys.executable, "-m", "labelloop.flows.cli", "round", str(cfg)], cwd=ROOT, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 400
@@ -146,22 +146,22 @@ def test_sigkill_of_a_round_leaves_no_process_behind(tmp_path: Path):
     finally:
         if rnd.poll() is None:
             rnd.kill()
-        subprocess.run([sys.executable, "-m", "flows.cli", "server", "stop"], cwd=ROOT, capture_output=True,
+        subprocess.run([sys.executable, "-m", "labelloop.flows.cli", "server", "stop"], cwd=ROOT, capture_output=True,
                        env={**os.environ, "LABELLOOP_PREFECT_HOME": str(home)}, timeout=60)
 
 
 def test_round_exit_code_waiting_and_run_options(monkeypatch, capsys):
     """Exit 3 when the round (or the last round of ``run``) has to wait; the reason printed once; ``run``
     passes --poll-interval/--timeout on as ``poll_interval``/``wait_timeout``."""
-    import flows.campaign
-    import flows.cli as cli
-    import flows.round
+    import labelloop.flows.campaign
+    import labelloop.flows.cli as cli
+    import labelloop.flows.round
 
     monkeypatch.setattr(cli, "validate_campaign", lambda config: None)
     monkeypatch.setattr(cli, "orchestrate", lambda: "http://unused")
     monkeypatch.setattr(cli, "_print_curves", lambda config: None)
     waiting = {"round": 2, "state": "waiting", "waiting_for": "round 2 waits for 12 annotations"}
-    monkeypatch.setattr(flows.round, "round_flow", lambda config, round_no=None: dict(waiting))
+    monkeypatch.setattr(labelloop.flows.round, "round_flow", lambda config, round_no=None: dict(waiting))
     assert cli.main(["round", "x.toml"]) == 3
     assert capsys.readouterr().out.count("round 2 waits for 12 annotations") == 1
 
@@ -171,9 +171,9 @@ def test_round_exit_code_waiting_and_run_options(monkeypatch, capsys):
         seen.update(kw, max_rounds=max_rounds)
         return [{"round": 1}, dict(waiting)]
 
-    monkeypatch.setattr(flows.campaign, "campaign_flow", campaign_flow)
+    monkeypatch.setattr(labelloop.flows.campaign, "campaign_flow", campaign_flow)
     assert cli.main(["run", "x.toml", "--rounds", "4", "--poll-interval", "5", "--timeout", "60"]) == 3
     assert capsys.readouterr().out.count("round 2 waits for 12 annotations") == 1
     assert seen == {"poll_interval": 5.0, "wait_timeout": 60.0, "max_rounds": 4}
-    monkeypatch.setattr(flows.campaign, "campaign_flow", lambda config, max_rounds=None, **kw: [{"round": 1}])
+    monkeypatch.setattr(labelloop.flows.campaign, "campaign_flow", lambda config, max_rounds=None, **kw: [{"round": 1}])
     assert cli.main(["run", "x.toml"]) == 0

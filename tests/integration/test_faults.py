@@ -25,8 +25,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import delete
 
-from flows.locking import lock_holder
-from flows.runtime import open_campaign
+from labelloop.flows.locking import lock_holder
+from labelloop.flows.runtime import open_campaign
 from tests.conftest import ROOT, write_label_studio_campaign
 
 pytestmark = [pytest.mark.integration, pytest.mark.label_studio]
@@ -36,7 +36,7 @@ PAGE_SIZE, IMPORT_CHUNK = 7, 4
 _CLI = ("import sys, integrations.label_studio as ls\n"
         "d = ls.LabelStudioBackend.__init__.__kwdefaults__\n"
         f"d['page_size'] = {PAGE_SIZE}; d['import_chunk'] = {IMPORT_CHUNK}\n"
-        "from flows.cli import main\n"
+        "from labelloop.flows.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n")
 
 ROUND_1_KILLS = ["during-pull-page", "after-pull", "after-query", "during-import"]
@@ -53,7 +53,7 @@ def cli(*args: str, env: dict, timeout: float = 400) -> subprocess.CompletedProc
 
 
 def ls_tasks(c) -> list:
-    from flows.doctor import _LabelStudioView
+    from labelloop.flows.doctor import _LabelStudioView
 
     return _LabelStudioView(c.backend).tasks()
 
@@ -77,7 +77,7 @@ def assert_nothing_lost_or_duplicated(c, when: str) -> None:
 
 
 def assert_ledger_equals_label_studio(c) -> None:
-    from flows.round import pull_annotations
+    from labelloop.flows.round import pull_annotations
 
     pull_annotations.fn(c, None)
     cols = ["backend_annotation_id", "item_id", "annotator", "label", "status"]
@@ -87,7 +87,7 @@ def assert_ledger_equals_label_studio(c) -> None:
 
 
 def assert_doctor_consistent(c, when: str) -> None:
-    from flows.doctor import diagnose
+    from labelloop.flows.doctor import diagnose
 
     rep = diagnose(str(c.cfg.base_dir / "campaign.toml"))
     assert rep.consistent, f"{when}: doctor found drift:\n{rep.render()}"
@@ -154,9 +154,9 @@ def test_kill_nine_at_every_stage_then_rerun(campaign):
 def test_doctor_finds_and_repairs_a_desynchronised_ledger(campaign):
     from mlflow.tracking import MlflowClient
 
-    from flows.round import pull_annotations
-    from integrations.ledger.schema import annotations as ann_table
-    from integrations.ledger.schema import tasks_table
+    from labelloop.flows.round import pull_annotations
+    from labelloop.integrations.ledger.schema import annotations as ann_table
+    from labelloop.integrations.ledger.schema import tasks_table
 
     cfg, env = campaign
     c = open_campaign(cfg)

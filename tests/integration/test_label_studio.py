@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from integrations.backend import AnnotationBackend, BackendError, TaskRequest
-from integrations.label_studio import (
+from labelloop.integrations.backend import AnnotationBackend, BackendError, TaskRequest
+from labelloop.integrations.label_studio import (
     LabelStudioBackend,
     batch_complete,
     choices_result,
@@ -28,7 +28,7 @@ from integrations.label_studio import (
     label_config,
     resolve_api_key,
 )
-from integrations.label_studio_crowd import (
+from labelloop.integrations.label_studio_crowd import (
     SimAnnotator,
     answer_open_tasks,
     assign,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.runtime import open_campaign
+from labelloop.flows.runtime import open_campaign
 from tests.conftest import run_cli, write_label_studio_campaign
 
 pytestmark = [pytest.mark.integration, pytest.mark.label_studio]
@@ -24,9 +24,9 @@ def _ledger_vs_label_studio(c) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def test_campaign_through_label_studio(prefect_api, label_studio, tmp_path: Path, monkeypatch):
-    from flows.campaign import campaign_flow
-    from flows.round import pull_annotations, push_pending
-    from flows.trust import decide_trust
+    from labelloop.flows.campaign import campaign_flow
+    from labelloop.flows.round import pull_annotations, push_pending
+    from labelloop.flows.trust import decide_trust
 
     url, token = label_studio
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
@@ -41,7 +41,7 @@ def test_campaign_through_label_studio(prefect_api, label_studio, tmp_path: Path
     # The annotators' side (issue 17): Label Studio's own lead_time of every answer is in the ledger
     # (the simulated users submitted simulated_lead_time), and the round runs carry the time per label
     # and per annotator.
-    from tasks.annotate import simulated_lead_time
+    from labelloop.tasks.annotate import simulated_lead_time
 
     ann = c.ledger.annotations_frame()
     sent = [simulated_lead_time(i, a.split("@")[0], c.cfg.annotation.simulated.seed)
@@ -90,7 +90,7 @@ def test_campaign_through_label_studio(prefect_api, label_studio, tmp_path: Path
     assert (per_item == 3).all()
 
     # An annotation edited in Label Studio after a pull is updated on the next pull (same id).
-    from integrations.label_studio import choices_result
+    from labelloop.integrations.label_studio import choices_result
 
     ann = c.ledger.annotations_frame(submitted_only=True).iloc[0]
     new_label = next(lbl for lbl in c.labels if lbl != ann["label"])

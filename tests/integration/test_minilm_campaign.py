@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.runtime import open_campaign
+from labelloop.flows.runtime import open_campaign
 from tests.conftest import run_cli, write_small_campaign
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,7 @@ def _minilm_campaign(tmp_path: Path, n: int = 500) -> Path:
 def _check_campaign(cfg: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from tasks.embeddings import MiniLMFeaturizer
+    from labelloop.tasks.embeddings import MiniLMFeaturizer
 
     c = open_campaign(cfg)
     vec = c.featurizer()
@@ -76,8 +76,8 @@ def _check_campaign(cfg: Path) -> None:
 
 
 def test_minilm_campaign_plumbing_with_a_stand_in_encoder(prefect_api, tmp_path: Path, monkeypatch):
-    from flows.campaign import campaign_flow
-    from tasks import embeddings
+    from labelloop.flows.campaign import campaign_flow
+    from labelloop.tasks import embeddings
 
     enc = HashingEncoder()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -93,8 +93,8 @@ def test_minilm_campaign_plumbing_with_a_stand_in_encoder(prefect_api, tmp_path:
     assert enc.calls == calls, "texts seen at setup are read from the cache, not re-embedded"
 
     # a drift reopen refits the featuriser: it must stay the campaign's (MiniLM), not turn into TF-IDF
-    from flows.reopen import refit_featurizer
-    from tasks.embeddings import MiniLMFeaturizer
+    from labelloop.flows.reopen import refit_featurizer
+    from labelloop.tasks.embeddings import MiniLMFeaturizer
 
     c = open_campaign(cfg)
     assert refit_featurizer(c) > 0 and isinstance(c.featurizer(), MiniLMFeaturizer)

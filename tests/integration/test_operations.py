@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from flows.runtime import open_campaign
+from labelloop.flows.runtime import open_campaign
 from tests.conftest import ROOT, free_port, run_cli, start_mlflow_server, stop_group, write_small_campaign
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -85,11 +85,11 @@ def _round_spans(c) -> dict[int, tuple[datetime, datetime]]:
 def test_serve_schedule_drift_reopen_and_one_round_at_a_time(prefect_api, tmp_path: Path):
     from prefect.deployments import run_deployment
 
-    from flows.drift import drain_events, emit_drift_event
-    from flows.locking import round_lock
-    from flows.reopen import effective_random_share, reopen_boost
-    from flows.setup import ensure_setup
-    from flows.status import next_runs
+    from labelloop.flows.drift import drain_events, emit_drift_event
+    from labelloop.flows.locking import round_lock
+    from labelloop.flows.reopen import effective_random_share, reopen_boost
+    from labelloop.flows.setup import ensure_setup
+    from labelloop.flows.status import next_runs
 
     tag = uuid.uuid4().hex[:6]  # unique names: the Prefect server may be shared (LABELLOOP_TEST_PREFECT_API_URL)
     A, B = f"ops-sched-{tag}", f"ops-drift-{tag}"
@@ -111,7 +111,7 @@ reopen_rounds = 2
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "1",
            "PREFECT_LOGGING_LEVEL": "INFO"}
     with open(log, "wb") as fh:
-        serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", str(sched_cfg), str(drift_cfg)],
+        serve = subprocess.Popen([sys.executable, "-m", "labelloop.flows.cli", "serve", str(sched_cfg), str(drift_cfg)],
                                  cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         # The drifting campaign is set up here while the scheduled one starts its first round over there.
@@ -197,7 +197,7 @@ reopen_rounds = 2
         assert effective_random_share(b, boost["first_round"] + 2) == b.cfg.query.random_share
         assert reopen_boost(b, boost["first_round"] + 1) is not None
         # the boosted round says why its share is raised (round notes -> CLI line, MLflow tag; status uses the same)
-        from flows.round import active_random_share
+        from labelloop.flows.round import active_random_share
 
         assert active_random_share(b, boost["first_round"]) == (
             0.4, "random share raised to 0.40 after drift episode ep-test-1")
@@ -395,8 +395,8 @@ def _metrics(run: dict) -> dict[str, float]:
 
 
 def test_mlflow_server_is_the_dashboard(prefect_api, mlflow_server, tmp_path: Path):
-    from flows.campaign import campaign_flow
-    from flows.drift import drift_check_flow
+    from labelloop.flows.campaign import campaign_flow
+    from labelloop.flows.drift import drift_check_flow
 
     cfg = write_small_campaign(tmp_path, name="ops-mlflow", budget=75, extra=f'''
 [mlflow]

@@ -25,7 +25,7 @@ ECE_GATE = 0.15  # on this data the gate passes in some rounds and fails in othe
 
 
 def _data(folder: Path) -> Path:
-    from tasks.demo_data import write_demo_files
+    from labelloop.tasks.demo_data import write_demo_files
 
     pool = pd.read_csv(write_demo_files(folder, n=600, seed=1)["pool"])
     path = folder / "labelled.csv"
@@ -68,9 +68,9 @@ min_answers = 1
 
 
 def test_simulate_and_a_campaign_query_the_same_items_in_every_round(prefect_api, tmp_path: Path):
-    from flows.campaign import campaign_flow
-    from flows.runtime import open_campaign
-    from tasks.demo_data import CLASSES
+    from labelloop.flows.campaign import campaign_flow
+    from labelloop.flows.runtime import open_campaign
+    from labelloop.tasks.demo_data import CLASSES
 
     data = _data(tmp_path)
     labels = sorted(CLASSES)  # simulate orders the classes by name; the campaign by [labels] names

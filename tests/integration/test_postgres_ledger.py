@@ -82,9 +82,9 @@ def test_an_old_ledger_upgrades_in_place_on_postgres(postgres):
     from alembic.script import ScriptDirectory
     from sqlalchemy import create_engine, func, select
 
-    from integrations.ledger import Ledger
-    from integrations.ledger.migrate import alembic_config, head_revision
-    from integrations.ledger.schema import metadata
+    from labelloop.integrations.ledger import Ledger
+    from labelloop.integrations.ledger.migrate import alembic_config, head_revision
+    from labelloop.integrations.ledger.schema import metadata
     from tests.data.make_ledger_fixture import FOLDER
 
     baseline = ScriptDirectory.from_config(alembic_config()).get_revision("0001").module.metadata

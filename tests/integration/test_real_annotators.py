@@ -1,6 +1,6 @@
 """Real annotators (issue 12): rounds that wait for people, and defaults that never stall.
 
-Everything here goes through the real CLI (``python -m flows.cli``) against a real Prefect
+Everything here goes through the real CLI (``python -m labelloop.flows.cli``) against a real Prefect
 API, MLflow store and, for the waiting test, a real Label Studio whose annotations arrive
 through its API in part, then in full, as people's answers do.
 """
@@ -26,7 +26,7 @@ def _status(cfg: Path) -> dict:
 
 def test_init_defaults_run_a_whole_campaign(tmp_path: Path, prefect_api: str) -> None:
     """`labelloop init` with only the data path and the labels changed runs to the budget."""
-    from tasks.demo_data import CLASSES, write_demo_files
+    from labelloop.tasks.demo_data import CLASSES, write_demo_files
 
     files = write_demo_files(tmp_path / "data", n=2200, seed=3)
     cfg = tmp_path / "campaign.toml"
@@ -59,8 +59,8 @@ def test_init_defaults_run_a_whole_campaign(tmp_path: Path, prefect_api: str) ->
 def test_a_round_waits_for_people_then_trains(tmp_path: Path, prefect_api: str, label_studio, monkeypatch) -> None:
     """Label Studio, nobody has answered: exit 3 and one line; part answered: still waiting with the
     count; the rest answered: the round trains."""
-    from flows.runtime import open_campaign
-    from integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
+    from labelloop.flows.runtime import open_campaign
+    from labelloop.integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
 
     url, token = label_studio
     cfg = write_label_studio_campaign(tmp_path, url, name=f"wait-{tmp_path.name[-12:]}", n=700, budget=60,

@@ -44,7 +44,7 @@ def test_waiting_round_names_the_holder_and_sigint_stops_a_round_that_the_next_r
 
     def start(name: str, extra: dict) -> subprocess.Popen:
         out, err = logs[name]
-        return subprocess.Popen([sys.executable, "-m", "flows.cli", "round", str(cfg)], cwd=ROOT,
+        return subprocess.Popen([sys.executable, "-m", "labelloop.flows.cli", "round", str(cfg)], cwd=ROOT,
                                 env={**env, **extra}, stdout=out, stderr=err, text=True)
 
     def read(name: str, stream: int) -> str:
@@ -70,7 +70,7 @@ def test_waiting_round_names_the_holder_and_sigint_stops_a_round_that_the_next_r
         assert len(err_lines) == 1 and err_lines[0].startswith("interrupted"), a_err[-3000:]
         assert "re-run" in err_lines[0]
 
-        from flows.runtime import open_campaign
+        from labelloop.flows.runtime import open_campaign
 
         c = open_campaign(cfg)
         r1 = c.ledger.get_round("active", 1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.runtime import open_campaign
+from labelloop.flows.runtime import open_campaign
 from tests.conftest import run_cli, write_small_campaign
 
 pytestmark = pytest.mark.integration

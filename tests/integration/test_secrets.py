@@ -132,7 +132,7 @@ def _check_everywhere(cfg: Path, outputs: list[subprocess.CompletedProcess], sec
     for res in outputs:
         assert not _leaks_in_text(res.stdout + res.stderr, secrets), f"secret in the output of {res.args[3:]}"
     assert not _leaks_in_text(_prefect_dump(prefect_api), secrets), "secret in a Prefect flow run or log line"
-    from flows.config import load_config
+    from labelloop.flows.config import load_config
 
     tracking_uri = load_config(cfg).tracking_uri
     assert _mlflow_findings(tracking_uri, secrets, tmp_path / "artifacts") == []

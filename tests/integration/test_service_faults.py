@@ -78,7 +78,7 @@ def test_mlflow_unreachable_fails_the_round_before_the_ledger_changes(prefect_ap
     cfg.write_text(good)  # MLflow back
     res = run_cli("round", str(cfg), env=env)
     assert res.returncode == 0, res.stderr[-3000:]
-    from flows.runtime import open_campaign
+    from labelloop.flows.runtime import open_campaign
 
     c = open_campaign(cfg)
     assert {(r.arm, r.round_no, r.status) for r in c.ledger.list_rounds()} == {("active", 1, "done"),
@@ -130,7 +130,7 @@ def test_mlflow_down_mid_logging_is_one_clear_line_and_the_round_resumes(prefect
                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
         assert run_cli("setup", str(cfg), env=env).returncode == 0
         pause = tmp_path / "pause"
-        rnd = _start_paused(["-m", "flows.cli", "round", str(cfg)], env, "during-log", pause)
+        rnd = _start_paused(["-m", "labelloop.flows.cli", "round", str(cfg)], env, "during-log", pause)
         try:
             stop_group(server)  # MLflow goes away in the middle of the round's logging
             (pause / "resume").touch()
@@ -143,7 +143,7 @@ def test_mlflow_down_mid_logging_is_one_clear_line_and_the_round_resumes(prefect
         assert f"MLflow tracking store http://127.0.0.1:{port} failed while" in err, err[-2000:]
         assert "re-run the same command" in err
 
-        from flows.runtime import open_campaign
+        from labelloop.flows.runtime import open_campaign
 
         c = open_campaign(cfg)
         r1 = c.ledger.get_round("active", 1)
@@ -262,7 +262,7 @@ def test_label_studio_unreachable_at_pull_fails_cleanly_then_resumes(prefect_api
 
     res = run_cli("round", str(cfg), env=env)
     assert res.returncode == 0, res.stderr[-3000:]
-    from flows.runtime import open_campaign
+    from labelloop.flows.runtime import open_campaign
 
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
     c = open_campaign(cfg)
@@ -274,7 +274,7 @@ def test_label_studio_unreachable_at_pull_fails_cleanly_then_resumes(prefect_api
 
 _SMALL_PAGES = ("import sys, integrations.label_studio as ls\n"
                 "ls.LabelStudioBackend.__init__.__kwdefaults__['page_size'] = 4\n"
-                "from flows.cli import main\n"
+                "from labelloop.flows.cli import main\n"
                 "sys.exit(main(sys.argv[1:]))\n")
 
 
@@ -314,7 +314,7 @@ def test_label_studio_restarted_mid_pull_loses_and_duplicates_nothing(prefect_ap
     assert rnd.returncode == 0, err[-3000:]
     assert "Traceback" not in out + err and token not in out + err
 
-    from flows.runtime import open_campaign
+    from labelloop.flows.runtime import open_campaign
 
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
     c = open_campaign(cfg)

@@ -36,7 +36,7 @@ def _check_arm(arm: dict, seeds: list[str]) -> None:
 
 
 def test_simulate_two_arms_two_seeds_on_generated_data(prefect_api, tmp_path: Path):
-    from tasks.demo_data import write_demo_files
+    from labelloop.tasks.demo_data import write_demo_files
 
     files = write_demo_files(tmp_path, n=800, seed=1)
     out = tmp_path / "sim"
@@ -121,7 +121,7 @@ def test_simulate_json_stdout_is_only_the_json_even_when_it_starts_the_prefect_s
     import subprocess
     import sys
 
-    from tasks.demo_data import write_demo_files
+    from labelloop.tasks.demo_data import write_demo_files
     from tests.conftest import ROOT, free_port
 
     files = write_demo_files(tmp_path, n=300, seed=2)
@@ -137,5 +137,5 @@ def test_simulate_json_stdout_is_only_the_json_even_when_it_starts_the_prefect_s
         assert set(res["arms"]) == {"margin", "random"}
         assert "starting the local Prefect server" in r.stderr, "it did start the server, and said so on stderr"
     finally:
-        subprocess.run([sys.executable, "-m", "flows.cli", "server", "stop"], cwd=ROOT, capture_output=True,
+        subprocess.run([sys.executable, "-m", "labelloop.flows.cli", "server", "stop"], cwd=ROOT, capture_output=True,
                        env={**os.environ, "LABELLOOP_PREFECT_HOME": str(home)}, timeout=60)

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.runtime import open_campaign
-from tasks.demo_data import CLASSES, generate_demo_corpus
+from labelloop.flows.runtime import open_campaign
+from labelloop.tasks.demo_data import CLASSES, generate_demo_corpus
 from tests.conftest import run_cli, write_small_campaign
 
 pytestmark = pytest.mark.integration
@@ -48,8 +48,8 @@ annotator_policy = "exclude"
 
 
 def test_random_annotator_is_flagged_excluded_and_never_trains(prefect_api, tmp_path: Path):
-    from flows.campaign import campaign_flow
-    from flows.trust import trust_summary
+    from labelloop.flows.campaign import campaign_flow
+    from labelloop.flows.trust import trust_summary
 
     cfg = _campaign(tmp_path)
     campaign_flow(str(cfg), max_rounds=3)
@@ -145,7 +145,7 @@ def test_random_annotator_is_flagged_excluded_and_never_trains(prefect_api, tmp_
     assert "batches: " in out and "quarantined batches" not in out, out
     import json
 
-    from flows.status import status_json
+    from labelloop.flows.status import status_json
 
     st = json.loads(status_json(str(cfg)))["trust"]
     assert st["flagged_annotators"] == [RANDOM] and st["quarantined_batches"] == []
@@ -156,8 +156,8 @@ def test_random_annotator_is_flagged_excluded_and_never_trains(prefect_api, tmp_
 def test_quarantined_batch_never_trains(prefect_api, tmp_path: Path, capsys):
     """All annotators noisy (nobody flagged: no gold, leave-one-out threshold not met) and an
     impossible gate: every batch is quarantined, the model trains on nothing, the round says so."""
-    from flows.round import round_flow
-    from flows.setup import ensure_setup
+    from labelloop.flows.round import round_flow
+    from labelloop.flows.setup import ensure_setup
 
     extra = '''
 [annotation.simulated]
@@ -188,7 +188,7 @@ min_consensus_answers = 1000
     assert run.data.metrics["krippendorff_alpha"] < 0.95
     assert run.data.tags["labelloop.quarantine"].startswith("batch 0:")
     assert "test_macro_f1" not in run.data.metrics
-    from flows.status import print_status
+    from labelloop.flows.status import print_status
 
     capsys.readouterr()
     print_status(str(cfg))
@@ -212,7 +212,7 @@ def _manual_setup(tmp_path: Path, extra: str = "") -> Path:
 
 
 def _push_and_pull(c, ids: list[str], round_no: int) -> None:
-    from integrations.backend import TaskRequest
+    from labelloop.integrations.backend import TaskRequest
 
     texts = c.ledger.items_frame().set_index("item_id")["text"]
     c.ledger.add_queries("active", round_no, [{"item_id": i, "strategy": "seed", "reason": "seed", "score": None,
@@ -223,8 +223,8 @@ def _push_and_pull(c, ids: list[str], round_no: int) -> None:
 
 
 def test_label_set_change_maps_or_relabels_and_is_never_mixed(tmp_path: Path):
-    from flows.trust import decide_trust
-    from integrations.ledger import LedgerError
+    from labelloop.flows.trust import decide_trust
+    from labelloop.integrations.ledger import LedgerError
 
     cfg = _manual_setup(tmp_path)
     c = open_campaign(cfg)
@@ -266,8 +266,8 @@ def test_label_set_change_maps_or_relabels_and_is_never_mixed(tmp_path: Path):
 def test_annotations_contract_holds_back_offenders_and_documents_them(tmp_path: Path):
     from datetime import datetime, timezone
 
-    from flows.trust import decide_trust, record_adjudication, trust_summary
-    from integrations.backend import PulledAnnotation
+    from labelloop.flows.trust import decide_trust, record_adjudication, trust_summary
+    from labelloop.integrations.backend import PulledAnnotation
 
     cfg = _manual_setup(tmp_path)
     c = open_campaign(cfg)
@@ -302,10 +302,10 @@ def test_label_studio_adjudication_review_tasks(label_studio, tmp_path: Path, mo
     "(adjudication)" project; a reviewer's answer is read back by the next decision and wins."""
     import uuid
 
-    from flows.trust import decide_trust
-    from integrations.backend import TaskRequest
-    from integrations.label_studio import choices_result
-    from integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
+    from labelloop.flows.trust import decide_trust
+    from labelloop.integrations.backend import TaskRequest
+    from labelloop.integrations.label_studio import choices_result
+    from labelloop.integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
 
     url, token = label_studio
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
@@ -369,7 +369,7 @@ min_consensus_answers = 1000
 
         # A lead decides one item outside Label Studio, and a fourth annotator answers the rest:
         # the settled item's review task is closed, the open ones show the new votes.
-        from flows.trust import record_adjudication
+        from labelloop.flows.trust import record_adjudication
 
         open_items = sorted(queued - set(decided))
         settled, still = open_items[0], open_items[1:]

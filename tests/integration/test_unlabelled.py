@@ -23,7 +23,7 @@ ANNOTATORS = (("ann-1", 0.95), ("ann-2", 0.9), ("ann-3", 0.85))
 
 def _corpus(folder: Path, n: int) -> pd.Series:
     """Write ``pool.csv`` (id, text: no label column) and return the hidden truth (id -> label)."""
-    from tasks.demo_data import generate_demo_corpus
+    from labelloop.tasks.demo_data import generate_demo_corpus
 
     corpus = generate_demo_corpus(n, seed=5)
     folder.mkdir(parents=True, exist_ok=True)
@@ -33,7 +33,7 @@ def _corpus(folder: Path, n: int) -> pd.Series:
 
 def _config(folder: Path, name: str, annotation: str, *, test: int = 150, cal: int = 60, seed: int = 20,
             min_test: int = 40, min_cal: int = 30, batch: int = 20, budget: int = 60) -> Path:
-    from tasks.demo_data import CLASSES
+    from labelloop.tasks.demo_data import CLASSES
 
     cfg = folder / "campaign.toml"
     cfg.write_text(f'''
@@ -60,7 +60,7 @@ evaluation_labels = {test + cal}
 
 def _answers(truth: pd.Series, ids, k: int = 3) -> list[dict]:
     """What the first ``k`` simulated people answer on ``ids`` (deterministic, from the hidden truth)."""
-    from tasks.annotate import simulated_answer
+    from labelloop.tasks.annotate import simulated_answer
 
     labels = sorted(set(truth))
     return [{"item_id": i, "annotator_id": name, "label": simulated_answer(i, name, acc, truth[i], labels, 0)}
@@ -68,7 +68,7 @@ def _answers(truth: pd.Series, ids, k: int = 3) -> list[dict]:
 
 
 def _splits(cfg: Path) -> dict[str, list[str]]:
-    from flows.runtime import open_campaign
+    from labelloop.flows.runtime import open_campaign
 
     items = open_campaign(str(cfg)).ledger.items_frame()
     return {s: sorted(items.loc[items["split"] == s, "item_id"]) for s in ("seed", "test", "calibration", "pool")}
@@ -102,7 +102,7 @@ def test_unlabelled_text_through_replay(tmp_path: Path, prefect_api: str) -> Non
     assert "seed by kmeans" in proc.stdout, proc.stdout
     sp = _splits(cfg)
     assert (len(sp["seed"]), len(sp["test"]), len(sp["calibration"])) == (40, 150, 60)
-    from flows.runtime import open_campaign
+    from labelloop.flows.runtime import open_campaign
 
     c = open_campaign(str(cfg))
     tasked = set(c.ledger.task_ids())
@@ -172,8 +172,8 @@ def test_unlabelled_text_through_replay(tmp_path: Path, prefect_api: str) -> Non
 def test_unlabelled_text_through_label_studio(tmp_path: Path, prefect_api: str, label_studio, monkeypatch) -> None:
     """The same path against a real Label Studio: its users (the tests' simulated people) answer through
     its API, from the hidden truth, the seed first, then part of the test set, then the rest."""
-    from flows.runtime import open_campaign
-    from integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
+    from labelloop.flows.runtime import open_campaign
+    from labelloop.integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
 
     url, token = label_studio
     truth = _corpus(tmp_path, 400)

@@ -20,7 +20,7 @@ from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
-from tasks.agreement import (
+from labelloop.tasks.agreement import (
     DawidSkeneResult,
     agreement_report,
     annotator_accuracy,

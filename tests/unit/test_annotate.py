@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from integrations.backend import TaskRequest
-from integrations.simulated import SimulatedBackend
-from tasks.annotate import assign_annotators, screen_annotations, simulated_answer, stable_uniform
+from labelloop.integrations.backend import TaskRequest
+from labelloop.integrations.simulated import SimulatedBackend
+from labelloop.tasks.annotate import assign_annotators, screen_annotations, simulated_answer, stable_uniform
 
 LABELS = ["a", "b", "c"]
 

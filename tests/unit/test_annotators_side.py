@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from integrations.backend import PulledAnnotation
-from integrations.ledger import Ledger
-from tasks.annotate import person_name, simulated_lead_time
-from tasks.annotation_cost import annotator_metrics, annotator_table, effort, hours_per_accuracy_point
-from tasks.batch_order import order_for_people
-from tasks.trust import metric_name
+from labelloop.integrations.backend import PulledAnnotation
+from labelloop.integrations.ledger import Ledger
+from labelloop.tasks.annotate import person_name, simulated_lead_time
+from labelloop.tasks.annotation_cost import annotator_metrics, annotator_table, effort, hours_per_accuracy_point
+from labelloop.tasks.batch_order import order_for_people
+from labelloop.tasks.trust import metric_name
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

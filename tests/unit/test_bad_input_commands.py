@@ -126,7 +126,7 @@ def corpus_untouched():
 
 
 def _run_in_process(capsys, argv: list[str]) -> tuple[int, str, str]:
-    from flows.cli import main
+    from labelloop.flows.cli import main
 
     code = main(argv)
     out = capsys.readouterr()
@@ -200,7 +200,7 @@ def test_every_bad_input_kind_is_run_through_the_commands() -> None:
 
 def test_sniffed_and_configured_delimiters_and_encodings_load(tmp_path: Path) -> None:
     """The positive side of the cases above: the hint in each error works."""
-    from integrations.sources import load_table
+    from labelloop.integrations.sources import load_table
 
     kw = {"id_col": "id", "text_col": "text", "label_col": "label"}
     assert load_table(BAD / "tab_separated_named_csv.csv", **kw)["text"].tolist() == ["some text", "more text"]
@@ -245,9 +245,9 @@ def test_unreachable_label_studio_is_found_before_the_first_write(tmp_path: Path
 def test_a_failure_after_the_first_write_says_what_was_kept(tmp_path: Path) -> None:
     """When the backend fails mid-set-up (after items went in), the one error line says what the
     ledger keeps and that re-running resumes."""
-    from flows.runtime import open_campaign
-    from flows.setup import _say_what_was_kept
-    from integrations.backend import BackendError
+    from labelloop.flows.runtime import open_campaign
+    from labelloop.flows.setup import _say_what_was_kept
+    from labelloop.integrations.backend import BackendError
 
     cfg = _campaign(tmp_path / "c", "mixed_folder")
     c = open_campaign(cfg)

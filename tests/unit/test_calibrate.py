@@ -13,7 +13,7 @@ from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, log_loss
 
-from tasks import calibrate as cal
+from labelloop.tasks import calibrate as cal
 
 # Four rows worked out by hand (top-label confidence / correct?):
 #   r0 [0.9, 0.1] y=0 -> 0.9, correct      r1 [0.8, 0.2] y=1 -> 0.8, wrong

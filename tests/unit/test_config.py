@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import ConfigError, example_config, load_config, parse_config
+from labelloop.flows.config import ConfigError, example_config, load_config, parse_config
 
 
 def _base(**over):
@@ -31,7 +31,7 @@ def test_the_example_config_file_is_valid_as_shipped(tmp_path: Path):
     every section of the schema, and is shipped with the package (package-data)."""
     from importlib.resources import files
 
-    from flows.config import EXAMPLE_CONFIG, CampaignConfig
+    from labelloop.flows.config import EXAMPLE_CONFIG, CampaignConfig
 
     shipped = files("flows").joinpath("templates", "campaign.toml")
     assert shipped.is_file() and Path(str(shipped)).resolve() == EXAMPLE_CONFIG.resolve()
@@ -46,7 +46,7 @@ def test_the_example_config_file_is_valid_as_shipped(tmp_path: Path):
 
 
 def test_init_sets_values_and_keeps_every_comment(tmp_path: Path):
-    from flows.config import EXAMPLE_CONFIG
+    from labelloop.flows.config import EXAMPLE_CONFIG
 
     out = example_config("tickets", ["billing", "ship \"fast\""], {"budget.max_labels": 200, "annotation.replay.path": "a.csv"})
     cfg = parse_config(tomllib.loads(out), base_dir=tmp_path)
@@ -130,8 +130,8 @@ def test_labels_no_store_keeps_exactly_are_refused_at_config_time(tmp_path, name
 
 
 def test_label_limit_matches_the_ledger_columns():
-    from flows.config import LABEL_MAX_CHARS
-    from integrations.ledger.schema import annotations, items
+    from labelloop.flows.config import LABEL_MAX_CHARS
+    from labelloop.integrations.ledger.schema import annotations, items
 
     assert items.c.known_label.type.length == annotations.c.label.type.length == LABEL_MAX_CHARS
 
@@ -148,8 +148,8 @@ def test_data_encoding_and_delimiter_keys(tmp_path):
 
 
 def test_config_delimiters_are_the_ones_the_reader_sniffs():
-    from flows.config import DELIMITERS
-    from integrations import sources
+    from labelloop.flows.config import DELIMITERS
+    from labelloop.integrations import sources
 
     assert set(DELIMITERS) == set(sources.DELIMITERS)
 
@@ -164,7 +164,7 @@ def test_a_symlink_loop_as_data_path_is_not_a_traceback(tmp_path):
 def test_safe_metric_names_are_stable_distinct_and_accepted_by_mlflow():
     from mlflow.utils.validation import _validate_metric_name
 
-    from integrations.tracking import safe_metric_name
+    from labelloop.integrations.tracking import safe_metric_name
 
     assert safe_metric_name("test_recall_billing") == "test_recall_billing"  # plain names are unchanged
     assert safe_metric_name("test_recall_no answer") == "test_recall_no answer"

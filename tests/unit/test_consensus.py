@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.agreement import (
+from labelloop.tasks.agreement import (
     CONSENSUS_METHODS,
     choose_method,
     consensus,

@@ -13,14 +13,14 @@ from sklearn.metrics import f1_score
 from sklearn.metrics.pairwise import cosine_similarity
 from sklearn.model_selection import train_test_split
 
-from tasks.demo_data import (
+from labelloop.tasks.demo_data import (
     CLASS_SHARES,
     CLASSES,
     DRIFT_CLASS_SHARES,
     generate_demo_corpus,
     write_demo_files,
 )
-from tasks.drift import domain_classifier_auc
+from labelloop.tasks.drift import domain_classifier_auc
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from tasks.demo_data import CLASSES, generate_demo_corpus
-from tasks.drift import (
+from labelloop.tasks.demo_data import CLASSES, generate_demo_corpus
+from labelloop.tasks.drift import (
     DEFAULT_THRESHOLDS,
     default_tokenizer,
     domain_classifier_auc,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import DriftConfig, example_config, parse_config
-from flows.runtime import open_campaign
-from tasks.demo_data import CLASSES, generate_demo_corpus
+from labelloop.flows.config import DriftConfig, example_config, parse_config
+from labelloop.flows.runtime import open_campaign
+from labelloop.tasks.demo_data import CLASSES, generate_demo_corpus
 
 
 def _campaign(tmp_path: Path, seed: int):
@@ -28,7 +28,7 @@ def _campaign(tmp_path: Path, seed: int):
 
 
 def _model(pool, labels):
-    from tasks.train import fit_featurizer, train_model
+    from labelloop.tasks.train import fit_featurizer, train_model
 
     vec = fit_featurizer(pool["text"])
     lab = pool.sample(n=300, random_state=0)
@@ -37,7 +37,7 @@ def _model(pool, labels):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_drift_check_fires_on_drifted_batch_and_stays_silent_on_fresh(tmp_path, monkeypatch, seed):
-    import flows.drift as drift
+    import labelloop.flows.drift as drift
 
     c, pool = _campaign(tmp_path, seed)
     model = _model(pool, c.labels)
@@ -61,7 +61,7 @@ def test_drift_check_fires_on_drifted_batch_and_stays_silent_on_fresh(tmp_path, 
 
 
 def test_known_items_are_not_new_and_small_batches_get_no_verdict(tmp_path, monkeypatch):
-    import flows.drift as drift
+    import labelloop.flows.drift as drift
 
     c, pool = _campaign(tmp_path, 5)
     monkeypatch.setattr(drift, "current_model", lambda _c: (None, None))
@@ -78,7 +78,7 @@ def test_known_items_are_not_new_and_small_batches_get_no_verdict(tmp_path, monk
 
 
 def test_decide_counts_signals_and_ignores_missing_ones():
-    from flows.drift import decide
+    from labelloop.flows.drift import decide
 
     cfg = DriftConfig()
     assert decide({"domain_auc": 0.5, "confidence_psi": None, "label_shift": float("nan"), "oov_rate": 0.01},
@@ -90,7 +90,7 @@ def test_decide_counts_signals_and_ignores_missing_ones():
 
 
 def test_episode_id_depends_only_on_the_arrivals(tmp_path):
-    from flows.drift import episode_id
+    from labelloop.flows.drift import episode_id
 
     c, _ = _campaign(tmp_path, 0)
     a = generate_demo_corpus(50, seed=1, drift=True)

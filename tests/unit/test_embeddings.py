@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from tasks import embeddings as emb
+from labelloop.tasks import embeddings as emb
 
 
 class FakeEncoder:

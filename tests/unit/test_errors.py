@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import EXIT_BAD_INPUT, EXIT_INTERNAL, known_error, main
-from tasks.errors import LabelloopError
+from labelloop.flows.cli import EXIT_BAD_INPUT, EXIT_INTERNAL, known_error, main
+from labelloop.tasks.errors import LabelloopError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,7 @@ def _error_classes() -> list[tuple[str, str]]:
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for node in tree.body:  # module level only (a logging.Filter nested in a function is not one)
                 if isinstance(node, ast.ClassDef) and node.name.endswith(("Error", "Unavailable")):
-                    found.append((".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"),
+                    found.append(("labelloop." + ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"),
                                   node.name))
     return found
 
@@ -39,16 +39,16 @@ def test_every_error_class_has_the_one_root():
 
 
 @pytest.mark.parametrize("module,name,base", [
-    ("flows.config", "ConfigError", ValueError), ("integrations.backend", "BackendError", RuntimeError),
-    ("integrations.ledger", "LedgerError", RuntimeError), ("tasks.train", "TrainingError", ValueError),
+    ("labelloop.flows.config", "ConfigError", ValueError), ("labelloop.integrations.backend", "BackendError", RuntimeError),
+    ("labelloop.integrations.ledger", "LedgerError", RuntimeError), ("labelloop.tasks.train", "TrainingError", ValueError),
 ])
 def test_old_bases_are_kept(module, name, base):
     assert issubclass(getattr(importlib.import_module(module), name), base), "callers catching the old base still do"
 
 
 def test_exit_codes():
-    from flows.locking import RoundBusyError
-    from integrations.ledger import LedgerError
+    from labelloop.flows.locking import RoundBusyError
+    from labelloop.integrations.ledger import LedgerError
 
     assert known_error(RoundBusyError("busy")) == EXIT_BAD_INPUT
     assert known_error(LedgerError("x")) == EXIT_BAD_INPUT

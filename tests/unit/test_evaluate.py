@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from tasks.evaluate import (area_under_curve, bootstrap_mean_interval, classification_metrics, label_efficiency,
+from labelloop.tasks.evaluate import (area_under_curve, bootstrap_mean_interval, classification_metrics, label_efficiency,
                             labels_to_reach)
 
 
@@ -46,7 +46,7 @@ def test_area_under_curve_is_mean_height():
 
 
 def test_cost_per_accuracy_point_hand_computed():
-    from tasks.evaluate import cost_per_accuracy_point
+    from labelloop.tasks.evaluate import cost_per_accuracy_point
 
     # 150 labels bought after the seed, 15 accuracy points gained, 0.5 per label: 75 / 15 = 5.0
     assert cost_per_accuracy_point([50, 100, 200], [0.60, 0.70, 0.75], 0.5) == pytest.approx(5.0)

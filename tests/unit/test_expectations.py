@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from integrations import expectations as ex
-from integrations.expectations import (
+from labelloop.integrations import expectations as ex
+from labelloop.integrations.expectations import (
     ContractFailure,
     DataContractError,
     ValidationSummary,
@@ -26,7 +26,7 @@ from integrations.expectations import (
     validate_pool,
     validate_training_set,
 )
-from integrations.sources import InputError, load_table
+from labelloop.integrations.sources import InputError, load_table
 
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad_inputs"
 LABELS = ["pos", "neg"]

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows import export as E
-from integrations.backend import PulledAnnotation
-from integrations.ledger import Ledger
+from labelloop.flows import export as E
+from labelloop.integrations.backend import PulledAnnotation
+from labelloop.integrations.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,11 +120,11 @@ def test_export_before_any_decision_writes_the_header_only(tmp_path: Path) -> No
 
 
 def test_export_through_the_cli(tmp_path: Path) -> None:
-    """`python -m flows.cli export`: one line (or JSON), exit 0; bad input exits 2 with one line, no file."""
+    """`python -m labelloop.flows.cli export`: one line (or JSON), exit 0; bad input exits 2 with one line, no file."""
     cfg = _campaign(tmp_path)
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "flows.cli", "export", str(cfg), *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "labelloop.flows.cli", "export", str(cfg), *args], capture_output=True,
                               text=True, cwd=ROOT, timeout=120)
 
     r = cli("--out", str(tmp_path / "x.csv"))
@@ -144,6 +144,6 @@ def test_export_through_the_cli(tmp_path: Path) -> None:
 
 def test_export_does_not_import_prefect() -> None:
     code = ("import sys, flows.export as e, flows.cli as c; c.main(['export', '--help']); "
-            "import flows.config, integrations.ledger; assert 'prefect' not in sys.modules, 'prefect imported'")
+            "import labelloop.flows.config, integrations.ledger; assert 'prefect' not in sys.modules, 'prefect imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr

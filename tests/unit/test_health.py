@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics.pairwise import cosine_similarity
 
-from tasks import health as h
+from labelloop.tasks import health as h
 
 # ---------------------------------------------------------------------------
 # per-class recall
@@ -188,7 +188,7 @@ def test_run_health_checks_with_nothing_skips_everything():
 
 
 def test_the_guard_fires_only_with_the_check_and_never_lowers_the_share():
-    from tasks.policy import QueryPolicy, random_ahead_fired, random_share
+    from labelloop.tasks.policy import QueryPolicy, random_ahead_fired, random_share
 
     active = [(100, 0.50), (150, 0.55), (200, 0.60)]
     ahead = [(100, 0.60), (150, 0.65), (200, 0.70), (250, 0.99)]

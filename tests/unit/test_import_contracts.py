@@ -30,14 +30,15 @@ def test_the_code_keeps_every_import_contract():
 
 def test_a_loop_and_a_layer_violation_break_the_contracts(tmp_path: Path):
     for pkg in PACKAGES:
-        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+        # laid out as installed: labelloop/<pkg> (labelloop is a namespace package)
+        shutil.copytree(ROOT / pkg, tmp_path / "labelloop" / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
-    policy = tmp_path / "tasks" / "policy.py"
-    policy.write_text(policy.read_text() + "\nimport flows.round  # noqa\n")  # tasks -> flows: layer + purity
-    sources = tmp_path / "integrations" / "sources.py"
-    sources.write_text(sources.read_text() + "\nimport integrations.expectations  # noqa\n")  # a loop again
+    policy = tmp_path / "labelloop" / "tasks" / "policy.py"
+    policy.write_text(policy.read_text() + "\nimport labelloop.flows.round  # noqa\n")  # tasks -> flows: layer + purity
+    sources = tmp_path / "labelloop" / "integrations" / "sources.py"
+    sources.write_text(sources.read_text() + "\nimport labelloop.integrations.expectations  # noqa\n")  # a loop again
     r = _lint(tmp_path)
     assert r.returncode != 0
     out = r.stdout
-    assert "tasks.policy -> flows.round" in out
+    assert "labelloop.tasks.policy -> labelloop.flows.round" in out
     assert "No import cycles among the modules of flows, tasks and integrations BROKEN" in " ".join(out.split())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tasks.labels import (
+from labelloop.tasks.labels import (
     LabelHistory,
     LabelSchema,
     LabelSchemaError,

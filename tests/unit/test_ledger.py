@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import update
 
-from integrations.backend import PulledAnnotation
-from integrations.ledger import Ledger, LedgerError, redact_url
-from integrations.ledger.schema import meta
+from labelloop.integrations.backend import PulledAnnotation
+from labelloop.integrations.ledger import Ledger, LedgerError, redact_url
+from labelloop.integrations.ledger.schema import meta
 
 
 @pytest.fixture

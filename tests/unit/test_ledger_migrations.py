@@ -18,9 +18,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
-from integrations.ledger import SCHEMA_VERSION, Ledger, LedgerError
-from integrations.ledger.migrate import BASELINE, alembic_config, head_revision
-from integrations.ledger.schema import metadata
+from labelloop.integrations.ledger import SCHEMA_VERSION, Ledger, LedgerError
+from labelloop.integrations.ledger.migrate import BASELINE, alembic_config, head_revision
+from labelloop.integrations.ledger.schema import metadata
 from tests.data.make_ledger_fixture import FOLDER, TABLES, table_digest
 
 EXPECTED = json.loads((FOLDER / "digests.json").read_text(encoding="utf-8"))

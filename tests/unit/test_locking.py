@@ -7,10 +7,10 @@ import time
 import tomllib
 from pathlib import Path
 
-from flows.config import example_config, parse_config
-from flows.locking import LedgerLock, RoundBusyError, lock_holder, round_lock
-from flows.runtime import open_campaign
-from integrations.ledger import LedgerError
+from labelloop.flows.config import example_config, parse_config
+from labelloop.flows.locking import LedgerLock, RoundBusyError, lock_holder, round_lock
+from labelloop.flows.runtime import open_campaign
+from labelloop.integrations.ledger import LedgerError
 
 
 def _campaign(tmp_path: Path, **lock):
@@ -91,9 +91,9 @@ def test_an_abandoned_lock_expires(tmp_path):
 _HOLD = """
 import os, signal, sys, time, tomllib
 from pathlib import Path
-from flows.config import example_config, parse_config
-from flows.locking import LedgerLock
-from flows.runtime import open_campaign
+from labelloop.flows.config import example_config, parse_config
+from labelloop.flows.locking import LedgerLock
+from labelloop.flows.runtime import open_campaign
 data = tomllib.loads(example_config("lk"))
 c = open_campaign(parse_config(data, base_dir=Path(sys.argv[1])))
 assert LedgerLock(c.ledger, lease_seconds=600).try_acquire() is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.policy import (ArmState, Boost, Calibration, Policy, QueryPolicy, StopPolicy, plan_round, price_per_point,
+from labelloop.tasks.policy import (ArmState, Boost, Calibration, Policy, QueryPolicy, StopPolicy, plan_round, price_per_point,
                           random_share, round_rng, stop_reason)
 
 POLICY = Policy(query=QueryPolicy(strategy="margin", batch_size=25, random_share=0.1, random_ahead_share=0.5),

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flows import prefect_server
+from labelloop.flows import prefect_server
 
 
 def test_api_url_environment_then_profile(tmp_path: Path, monkeypatch):

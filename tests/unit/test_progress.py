@@ -14,11 +14,11 @@ import sys
 import numpy as np
 import pandas as pd
 
-from flows import logs, scoring
-from flows.logs import Progress, progress
-from flows.round import RoundFeatures
-from tasks.demo_data import generate_demo_corpus
-from tasks.train import fit_featurizer
+from labelloop.flows import logs, scoring
+from labelloop.flows.logs import Progress, progress
+from labelloop.flows.round import RoundFeatures
+from labelloop.tasks.demo_data import generate_demo_corpus
+from labelloop.tasks.train import fit_featurizer
 
 
 class _Clock:
@@ -108,8 +108,8 @@ def test_a_warm_process_loads_the_featuriser_once_per_file(tmp_path):
     """Round after round in one process reuses the unpickled featuriser until the file changes."""
     import tomllib
 
-    from flows.config import example_config, parse_config
-    from flows.runtime import open_campaign
+    from labelloop.flows.config import example_config, parse_config
+    from labelloop.flows.runtime import open_campaign
 
     cfg = parse_config(tomllib.loads(example_config("fz")), base_dir=tmp_path)
     texts = generate_demo_corpus(n=200, seed=2)["text"].tolist()

@@ -12,7 +12,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics.pairwise import cosine_distances, cosine_similarity, euclidean_distances
 
-from tasks import query as q
+from labelloop.tasks import query as q
 
 # ---------------------------------------------------------------------------
 # scores

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from integrations.backend import AnnotationBackend, BackendError, TaskRequest, supports_more_answers
-from integrations.replay import ReplayBackend, load_replay, read_answers
-from integrations.simulated import SimulatedBackend
-from tasks import agreement
-from tasks import trust as T
+from labelloop.integrations.backend import AnnotationBackend, BackendError, TaskRequest, supports_more_answers
+from labelloop.integrations.replay import ReplayBackend, load_replay, read_answers
+from labelloop.integrations.simulated import SimulatedBackend
+from labelloop.tasks import agreement
+from labelloop.tasks import trust as T
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 RTE = SHARED / "rte_mturk_annotations.csv"
@@ -218,8 +218,8 @@ path = "../data/{answers}"
 
 
 def test_replay_config_parses_and_builds_the_backend(tmp_path: Path) -> None:
-    from flows.config import load_config
-    from flows.runtime import make_backend, open_campaign
+    from labelloop.flows.config import load_config
+    from labelloop.flows.runtime import make_backend, open_campaign
 
     cfg_path = _replay_campaign(tmp_path, extra='annotator_column = "worker"\nseed = 7')
     pd.DataFrame({"item_id": ["i1", "i1", "i1", "i2"], "worker": ["w1", "w2", "w3", "w1"],
@@ -238,8 +238,8 @@ def test_replay_config_parses_and_builds_the_backend(tmp_path: Path) -> None:
 
 
 def test_replay_config_errors(tmp_path: Path) -> None:
-    from flows.config import ConfigError, parse_config
-    from flows.runtime import open_campaign
+    from labelloop.flows.config import ConfigError, parse_config
+    from labelloop.flows.runtime import open_campaign
 
     base = {"name": "r", "data": {"path": "p.csv"}, "labels": {"names": ["pos", "neg"]}}
     with pytest.raises(ConfigError, match=r"needs \[annotation.replay\] path"):

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flows import scoring
-from flows.scoring import ScaleSettings, score_pool, select_from_pool, uniform_draws
-from tasks import query
-from tasks.demo_data import CLASSES, generate_demo_corpus
-from tasks.train import fit_featurizer, predict_proba_aligned, train_model
+from labelloop.flows import scoring
+from labelloop.flows.scoring import ScaleSettings, score_pool, select_from_pool, uniform_draws
+from labelloop.tasks import query
+from labelloop.tasks.demo_data import CLASSES, generate_demo_corpus
+from labelloop.tasks.train import fit_featurizer, predict_proba_aligned, train_model
 
 
 REAL_RUN_PARTITIONS = scoring._run_partitions
@@ -141,7 +141,7 @@ def test_near_duplicates_never_both_selected(setup):
 
 
 def test_scale_settings_from_config_and_unknown_runner():
-    from flows.config import ScaleConfig
+    from labelloop.flows.config import ScaleConfig
 
     s = ScaleSettings.from_config(ScaleConfig(partition_size=1000, task_runner="dask", dask_workers=3))
     assert (s.partition_size, s.task_runner, s.dask_address, s.dask_workers) == (1000, "dask", None, 3)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from tasks.seed import SplitError, carve_splits, default_seed_method, kmeans_representatives, stratified_sample
+from labelloop.tasks.seed import SplitError, carve_splits, default_seed_method, kmeans_representatives, stratified_sample
 
 
 def _frame(n=400, rare_every=10):
@@ -92,7 +92,7 @@ RULES = {"billing": ["refund", "charged twice", "invoice"], "tech": ["crash", "c
 
 
 def test_keyword_patterns_are_whole_word_case_insensitive_and_literal():
-    from tasks.seed import keyword_patterns
+    from labelloop.tasks.seed import keyword_patterns
 
     pats = keyword_patterns({"x": ["cat", "c++", "charged twice"]})
     assert pats["x"].search("My CAT") and pats["x"].search("I was Charged Twice")
@@ -103,7 +103,7 @@ def test_keyword_patterns_are_whole_word_case_insensitive_and_literal():
 
 
 def test_keyword_seed_takes_turns_prefers_clear_matches_and_tops_up():
-    from tasks.seed import keyword_seed
+    from labelloop.tasks.seed import keyword_seed
 
     texts = _keyword_texts()
     chosen, counts = keyword_seed(texts, RULES, 3, np.random.default_rng(0))

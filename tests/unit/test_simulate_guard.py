@@ -9,10 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from flows.simulate import run_arm
-from tasks.demo_data import generate_demo_corpus
-from tasks.seed import carve_splits
-from tasks.train import fit_featurizer
+from labelloop.flows.simulate import run_arm
+from labelloop.tasks.demo_data import generate_demo_corpus
+from labelloop.tasks.seed import carve_splits
+from labelloop.tasks.train import fit_featurizer
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_guard_stays_off_while_active_is_ahead_or_when_disabled(setting):
 
 
 def test_simulate_seed_keeps_the_callers_arm_order(setting):
-    from flows.simulate import simulate_seed
+    from labelloop.flows.simulate import simulate_seed
 
     frame, classes, _, _ = setting
     out = simulate_seed.fn(frame[["text", "label"]], classes, ["margin", "random"], 0, 100, 25, 25, 150, 0.1, 10.0)

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from integrations.expectations import DataContractError, load_label_set
-from integrations.sources import (
+from labelloop.integrations.expectations import DataContractError, load_label_set
+from labelloop.integrations.sources import (
     OUTPUT_COLUMNS,
     InputError,
     derive_id,
@@ -323,7 +323,7 @@ def test_every_corpus_file_is_exercised() -> None:
 
 def test_missing_csv_column_fails_on_the_header_before_any_row_is_parsed(tmp_path, monkeypatch):
     """Issue 18: the column check reads the header line only; pandas never parses the rows."""
-    import integrations.sources as sources
+    import labelloop.integrations.sources as sources
 
     path = tmp_path / "big.csv"
     path.write_text("id,body\n" + "".join(f"{i},text {i}\n" for i in range(2000)), encoding="utf-8")

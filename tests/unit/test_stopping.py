@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from tasks import stopping as st
+from labelloop.tasks import stopping as st
 
 
 def hist(*pairs):

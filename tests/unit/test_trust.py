@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import agreement
-from tasks import trust as T
-from tasks.annotate import assign_annotators, simulated_answer
+from labelloop.tasks import agreement
+from labelloop.tasks import trust as T
+from labelloop.tasks.annotate import assign_annotators, simulated_answer
 
 LABELS = ["a", "b", "c", "d"]
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad_inputs"
@@ -283,7 +283,7 @@ def test_select_gold_is_stable_and_never_reuses() -> None:
 
 
 def test_contract_offenders_match_the_great_expectations_verdict() -> None:
-    from integrations.expectations import DataContractError, validate_annotations
+    from labelloop.integrations.expectations import DataContractError, validate_annotations
 
     now = datetime(2025, 1, 1, tzinfo=timezone.utc)
     cases = {
@@ -329,7 +329,7 @@ def test_policy_rejects_unknown_choices() -> None:
         T.TrustPolicy(annotator_policy="ban")
 def test_vectorised_bootstrap_alpha_matches_the_krippendorff_package_draw_by_draw():
     """The batch gate's upper bound: every resample's alpha equals the package's, NaN where undefined."""
-    from tasks.trust import _alpha_from_counts, _alpha_of_resamples, _alpha_upper_bound
+    from labelloop.tasks.trust import _alpha_from_counts, _alpha_of_resamples, _alpha_upper_bound
 
     rng = np.random.default_rng(7)
     for trial in range(25):

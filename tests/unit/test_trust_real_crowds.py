@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import agreement
-from tasks import trust as T
-from tasks.annotate import assign_annotators, simulated_answer
-from tasks.readiness import batch_readiness
+from labelloop.tasks import agreement
+from labelloop.tasks import trust as T
+from labelloop.tasks.annotate import assign_annotators, simulated_answer
+from labelloop.tasks.readiness import batch_readiness
 
 LABELS = ["a", "b", "c"]
 EMPTY = pd.DataFrame(columns=["item_id", "annotator", "label"])

@@ -11,9 +11,9 @@ import pytest
 from matplotlib.collections import PolyCollection
 from sklearn.metrics import f1_score
 
-from flows.demo import results_table
-from tasks.evaluate import learning_curve_figure, macro_f1_interval
-from tasks.readiness import batch_readiness, with_evaluation
+from labelloop.flows.demo import results_table
+from labelloop.tasks.evaluate import learning_curve_figure, macro_f1_interval
+from labelloop.tasks.readiness import batch_readiness, with_evaluation
 
 CLASSES = ["a", "b", "c"]
 
@@ -87,9 +87,9 @@ def test_results_table_prints_the_interval_when_known() -> None:
 def test_evaluation_thresholds_never_exceed_the_split(n_test: int) -> None:
     import pandas as pd
 
-    from flows.config import parse_config
-    from flows.round import evaluation_thresholds
-    from flows.runtime import Campaign
+    from labelloop.flows.config import parse_config
+    from labelloop.flows.round import evaluation_thresholds
+    from labelloop.flows.runtime import Campaign
 
     cfg = parse_config({"name": "x", "data": {"path": "p.csv"}, "labels": {"names": CLASSES}}, base_dir=Path("."))
     items = pd.DataFrame({"split": ["test"] * n_test + ["calibration"] * 70 + ["pool"] * 3})
@@ -99,7 +99,7 @@ def test_evaluation_thresholds_never_exceed_the_split(n_test: int) -> None:
 def _campaign(folder: Path, extra: str = "", backend: str = "replay", budget: str = "") -> Path:
     import pandas as pd
 
-    from tasks.demo_data import CLASSES, generate_demo_corpus
+    from labelloop.tasks.demo_data import CLASSES, generate_demo_corpus
 
     corpus = generate_demo_corpus(300, seed=2)
     corpus[["id", "text"]].to_csv(folder / "pool.csv", index=False)
@@ -118,7 +118,7 @@ def _campaign(folder: Path, extra: str = "", backend: str = "replay", budget: st
 
 
 def test_preflight_draws_evaluation_items_for_people_and_defaults_the_seed_to_kmeans(tmp_path: Path) -> None:
-    from flows.setup import people_labelled_evaluation, preflight
+    from labelloop.flows.setup import people_labelled_evaluation, preflight
 
     _, frame = preflight(_campaign(tmp_path))
     assert frame.attrs["seed_method"] == "kmeans"
@@ -129,7 +129,7 @@ def test_preflight_draws_evaluation_items_for_people_and_defaults_the_seed_to_km
 
 
 def test_labelled_files_are_the_test_set_and_calibration_slice(tmp_path: Path) -> None:
-    from flows.setup import people_labelled_evaluation, preflight
+    from labelloop.flows.setup import people_labelled_evaluation, preflight
 
     _, frame = preflight(_campaign(tmp_path, 'test_path = "test.csv"\ncalibration_path = "cal.csv"'))
     assert frame["split"].value_counts().to_dict() == {"pool": 290, "test": 40, "calibration": 30, "seed": 10}
@@ -146,9 +146,9 @@ def test_set_ups_nobody_could_answer_stop_before_writing(tmp_path: Path, extra: 
                                                           message: str) -> None:
     import re
 
-    from flows.setup import preflight
-    from integrations.sources import InputError
-    from tasks.seed import SplitError
+    from labelloop.flows.setup import preflight
+    from labelloop.integrations.sources import InputError
+    from labelloop.tasks.seed import SplitError
 
     with pytest.raises((SplitError, InputError), match=re.escape(message)):
         preflight(_campaign(tmp_path, extra, backend=backend, budget=budget))

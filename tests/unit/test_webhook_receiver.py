@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
-from flows.batch_trigger import trigger_enabled
-from flows.config import CampaignConfig
-from integrations.webhook_receiver import WebhookReceiver, campaign_path
+from labelloop.flows.batch_trigger import trigger_enabled
+from labelloop.flows.config import CampaignConfig
+from labelloop.integrations.webhook_receiver import WebhookReceiver, campaign_path
 
 
 @pytest.fixture

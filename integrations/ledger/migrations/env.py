@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from integrations.ledger.schema import metadata
+from labelloop.integrations.ledger.schema import metadata
 
 connection = context.config.attributes["connection"]
 # render_as_batch: SQLite cannot ALTER most things; batch mode copies the table instead.
