@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.label_studio]
 
 # Small pages and import chunks so that "during pull pagination" and "between import chunks" exist.
 PAGE_SIZE, IMPORT_CHUNK = 7, 4
-_CLI = ("import sys, integrations.label_studio as ls\n"
+_CLI = ("import sys, labelloop.integrations.label_studio as ls\n"
         "d = ls.LabelStudioBackend.__init__.__kwdefaults__\n"
         f"d['page_size'] = {PAGE_SIZE}; d['import_chunk'] = {IMPORT_CHUNK}\n"
         "from labelloop.flows.cli import main\n"

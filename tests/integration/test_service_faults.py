@@ -272,7 +272,7 @@ def test_label_studio_unreachable_at_pull_fails_cleanly_then_resumes(prefect_api
     assert len(c.ledger.annotations_frame()) == 10 * 3, "the seed's answers, pulled once"
 
 
-_SMALL_PAGES = ("import sys, integrations.label_studio as ls\n"
+_SMALL_PAGES = ("import sys, labelloop.integrations.label_studio as ls\n"
                 "ls.LabelStudioBackend.__init__.__kwdefaults__['page_size'] = 4\n"
                 "from labelloop.flows.cli import main\n"
                 "sys.exit(main(sys.argv[1:]))\n")

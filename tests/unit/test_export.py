@@ -143,7 +143,7 @@ def test_export_through_the_cli(tmp_path: Path) -> None:
 
 
 def test_export_does_not_import_prefect() -> None:
-    code = ("import sys, flows.export as e, flows.cli as c; c.main(['export', '--help']); "
-            "import labelloop.flows.config, integrations.ledger; assert 'prefect' not in sys.modules, 'prefect imported'")
+    code = ("import sys, labelloop.flows.export as e, labelloop.flows.cli as c; c.main(['export', '--help']); "
+            "import labelloop.flows.config, labelloop.integrations.ledger; assert 'prefect' not in sys.modules, 'prefect imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr

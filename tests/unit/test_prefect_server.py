@@ -38,7 +38,7 @@ def test_no_server_recorded_means_not_running_and_stop_is_harmless(tmp_path: Pat
 
 
 def test_the_module_does_not_import_prefect():
-    code = "import sys, flows.prefect_server as p; p.api_url(); p.running_url(); print('prefect' in sys.modules)"
+    code = "import sys, labelloop.flows.prefect_server as p; p.api_url(); p.running_url(); print('prefect' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PREFECT_API_URL": ""}, cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "False"
