@@ -19,7 +19,8 @@ import time
 from prefect import flow
 
 from labelloop.flows.logs import say
-from labelloop.flows.round import campaign_finished, next_round_no, round_flow, settle
+from labelloop.flows.campaign_state import campaign_finished, next_round_no
+from labelloop.flows.round import round_flow, settle
 from labelloop.flows.runtime import open_campaign
 from labelloop.flows.setup import ensure_setup
 

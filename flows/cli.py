@@ -259,7 +259,7 @@ def run(config: str = typer.Argument(..., metavar="CONFIG", help="campaign confi
 
 def _print_curves(config: str) -> None:
     from labelloop.flows.demo import results_table
-    from labelloop.flows.round import learning_curves
+    from labelloop.flows.campaign_state import learning_curves
     from labelloop.flows.runtime import open_campaign
 
     say("\n" + results_table(learning_curves(open_campaign(config), with_ci=True)))

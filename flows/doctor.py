@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from labelloop.flows.config import tracking_params
 from labelloop.flows.runtime import Campaign, open_campaign
 
 log = logging.getLogger("labelloop.doctor")
@@ -196,7 +197,7 @@ def check_ledger(c: Campaign, rep: Report, repair: bool) -> None:
             f = rep.add("ledger", "finished-round-not-pushed",
                         f"{len(bad)} queried items of finished rounds have no backend task")
             if repair:
-                from labelloop.flows.round import push_pending
+                from labelloop.flows.stages import push_pending
 
                 push_pending.fn(c, int(bad["round_no"].max()), {})
                 f.repaired = True
@@ -310,7 +311,7 @@ def check_backend(c: Campaign, rep: Report, repair: bool) -> None:
         rep.add("backend", "annotations-since-last-pull", f"{new} annotations were made or edited after the last "
                 "pull; the next round pulls them", drift=False)
     if repair and (missing or stale):
-        from labelloop.flows.round import pull_annotations  # here, not above: a read-only doctor never imports Prefect
+        from labelloop.flows.stages import pull_annotations  # here, not above: a read-only doctor never imports Prefect
 
         counts = pull_annotations.fn(c, None)
         if counts.get("problems"):
@@ -358,10 +359,8 @@ def check_mlflow(c: Campaign, rep: Report, repair: bool) -> None:
         f = rep.add("mlflow", "parent-run-missing", f"the campaign's parent run {parent or '(none recorded)'} "
                     "is not in the tracking store")
         if repair:
-            from labelloop.flows.round import _params  # repair only: a read-only doctor never imports Prefect
-
             c.ledger.set_meta("mlflow_parent_run", "")
-            parent = tr.parent_run(c.ledger, _params(c.cfg))
+            parent = tr.parent_run(c.ledger, tracking_params(c.cfg))
             f.repaired = True
     for r in finished:
         run = None
@@ -378,9 +377,8 @@ def check_mlflow(c: Campaign, rep: Report, repair: bool) -> None:
         f = rep.add("mlflow", "round-run-not-finished", f"round {r.round_no} ({r.arm}) is {r.status} in the ledger "
                     f"but {what}")
         if repair:
-            from labelloop.flows.round import _params
 
-            run_id = r.mlflow_run_id if run is not None else tr.round_run(parent or tr.parent_run(c.ledger, _params(c.cfg)),
+            run_id = r.mlflow_run_id if run is not None else tr.round_run(parent or tr.parent_run(c.ledger, tracking_params(c.cfg)),
                                                                           r.arm, r.round_no, None)
             relog_round(c, r, run_id)
             if run_id != r.mlflow_run_id:

@@ -19,16 +19,15 @@ import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from labelloop.flows.campaign_state import (active_random_share, campaign_finished, drift_boost,  # noqa: F401
-                                  learning_curves, macro_f1_ci, next_round_no,  # re-exported: `labelloop status`
-                                  random_ahead_fired_before)
+from labelloop.flows.campaign_state import (campaign_finished, drift_boost, learning_curves, macro_f1_ci,
+                                            next_round_no, random_ahead_fired_before)
 from labelloop.flows.config import tracking_params
 from labelloop.flows.locking import round_lock
 from labelloop.flows.runtime import Campaign, open_campaign
 from labelloop.flows.scoring import ScaleSettings
 from labelloop.flows.setup import ensure_setup
-from labelloop.flows.stages import (ArmResult, RoundFeatures, evaluation_thresholds, log_round,  # noqa: F401 - re-exported
-                          pull_annotations, push_pending, query_batch, train_and_evaluate)
+from labelloop.flows.stages import (ArmResult, RoundFeatures, evaluation_thresholds, log_round, pull_annotations,
+                                    push_pending, query_batch, train_and_evaluate)
 from labelloop.flows.trust import EVAL_ARM, TrustDecision, decide_trust, queue_gold, trust_policy
 from labelloop.integrations.faults import checkpoint
 from labelloop.tasks import health
@@ -38,7 +37,6 @@ from labelloop.tasks.readiness import Readiness, batch_readiness, with_evaluatio
 from labelloop.tasks.strategies import strategy_for_arm
 from labelloop.tasks.train import TrainingError, predict_proba_aligned
 
-_params = tracking_params  # the old name (flows/doctor.py, flows/drift.py)
 
 
 # --------------------------------------------------------------------------- per arm

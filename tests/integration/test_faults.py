@@ -77,7 +77,7 @@ def assert_nothing_lost_or_duplicated(c, when: str) -> None:
 
 
 def assert_ledger_equals_label_studio(c) -> None:
-    from labelloop.flows.round import pull_annotations
+    from labelloop.flows.stages import pull_annotations
 
     pull_annotations.fn(c, None)
     cols = ["backend_annotation_id", "item_id", "annotator", "label", "status"]
@@ -154,7 +154,7 @@ def test_kill_nine_at_every_stage_then_rerun(campaign):
 def test_doctor_finds_and_repairs_a_desynchronised_ledger(campaign):
     from mlflow.tracking import MlflowClient
 
-    from labelloop.flows.round import pull_annotations
+    from labelloop.flows.stages import pull_annotations
     from labelloop.integrations.ledger.schema import annotations as ann_table
     from labelloop.integrations.ledger.schema import tasks_table
 

@@ -25,7 +25,7 @@ def _ledger_vs_label_studio(c) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_campaign_through_label_studio(prefect_api, label_studio, tmp_path: Path, monkeypatch):
     from labelloop.flows.campaign import campaign_flow
-    from labelloop.flows.round import pull_annotations, push_pending
+    from labelloop.flows.stages import pull_annotations, push_pending
     from labelloop.flows.trust import decide_trust
 
     url, token = label_studio

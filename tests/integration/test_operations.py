@@ -197,7 +197,7 @@ reopen_rounds = 2
         assert effective_random_share(b, boost["first_round"] + 2) == b.cfg.query.random_share
         assert reopen_boost(b, boost["first_round"] + 1) is not None
         # the boosted round says why its share is raised (round notes -> CLI line, MLflow tag; status uses the same)
-        from labelloop.flows.round import active_random_share
+        from labelloop.flows.campaign_state import active_random_share
 
         assert active_random_share(b, boost["first_round"]) == (
             0.4, "random share raised to 0.40 after drift episode ep-test-1")

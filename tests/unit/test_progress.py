@@ -16,7 +16,7 @@ import pandas as pd
 
 from labelloop.flows import logs, scoring
 from labelloop.flows.logs import Progress, progress
-from labelloop.flows.round import RoundFeatures
+from labelloop.flows.stages import RoundFeatures
 from labelloop.tasks.demo_data import generate_demo_corpus
 from labelloop.tasks.train import fit_featurizer
 

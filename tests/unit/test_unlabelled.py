@@ -88,7 +88,7 @@ def test_evaluation_thresholds_never_exceed_the_split(n_test: int) -> None:
     import pandas as pd
 
     from labelloop.flows.config import parse_config
-    from labelloop.flows.round import evaluation_thresholds
+    from labelloop.flows.stages import evaluation_thresholds
     from labelloop.flows.runtime import Campaign
 
     cfg = parse_config({"name": "x", "data": {"path": "p.csv"}, "labels": {"names": CLASSES}}, base_dir=Path("."))
