@@ -76,7 +76,8 @@ if str(REPO_ROOT) not in sys.path:  # running as a script puts benchmarks/ first
     sys.path.insert(0, str(REPO_ROOT))
 
 from labelloop.tasks import query  # noqa: E402
-from labelloop.tasks.policy import QueryPolicy, random_ahead_fired, random_share  # noqa: E402
+from labelloop.tasks.policy import (QueryPolicy, arm_adaptive_weights, random_ahead_fired,  # noqa: E402
+                                    random_share)
 from labelloop.tasks.evaluate import labels_to_reach  # noqa: E402
 from labelloop.tasks.seed import stratified_sample  # noqa: E402
 from labelloop.tasks.train import build_model, fit_featurizer  # noqa: E402
@@ -442,9 +443,8 @@ class GuardedLabelloopArm(LabelloopArm):
     After each evaluation the arm compares its curve with the random arm's curve of the same
     trial, up to the same label count, using the round's own check
     (:func:`tasks.health.random_ahead_check`, default thresholds); when it fires, the next
-    batch's random share is ``guard_share`` (the campaign default, 0.5). A campaign sees the
-    random arm's point of the current round only after its active arm has queried, so it
-    reacts a round later than this arm can; otherwise the logic is the same.
+    batch's random share is ``guard_share`` (the campaign default, 0.5). A campaign records
+    the check once both arms are evaluated and the next batch acts on it: the same timing.
     """
 
     needs_random_curve = True
@@ -470,6 +470,33 @@ class GuardedLabelloopArm(LabelloopArm):
         return super().query(n)
 
 
+class AdaptiveLabelloopArm(LabelloopArm):
+    """labelloop's ``adaptive`` strategy: margin with the random share the weights give random
+    (:func:`tasks.policy.arm_adaptive_weights`, :mod:`tasks.bandit`), the same function a campaign
+    round and ``labelloop simulate`` call. As in a campaign, the weights for the batch after the
+    evaluation at ``n`` labels see this arm's curve up to ``n`` and the random arm's curve up to
+    its previous evaluation (a campaign's active arm queries before the random arm's round is
+    evaluated). ``weights`` keeps the weights per batch.
+    """
+
+    needs_random_curve = True
+
+    def __init__(self, data: Data, seed: int, **policy: Any) -> None:
+        super().__init__(data, seed, "margin", **policy)
+        self.query_policy = QueryPolicy(strategy="adaptive", random_share=float(policy.get("random_share", 0.10)))
+        self.hist: list[tuple[int, float, float]] = []
+        self.weights: list[dict[str, float]] = []
+
+    def observe(self, n_labels: int, f1: float, random_curve: dict) -> None:
+        self.hist.append((n_labels, f1, float("nan")))
+        seen = [(x, y) for x, y in zip(random_curve["labels"], random_curve["macro_f1"]) if x < n_labels]
+        w = arm_adaptive_weights(self.query_policy, self.hist, seen)
+        share = max(self.query_policy.random_share, w.random_weight)
+        self.hist[-1] = (n_labels, f1, share)
+        self.policy["random_share"] = share
+        self.weights.append(dict(w.weights))
+
+
 ARMS: dict[str, tuple[str, Callable[[Data, int], Arm]]] = {
     # name -> (description, factory)
     "labelloop-margin": ("labelloop default policy: margin + cluster diversity + 10 % random share + "
@@ -477,6 +504,9 @@ ARMS: dict[str, tuple[str, Callable[[Data, int], Arm]]] = {
     "labelloop-margin-guarded": ("labelloop default policy + the campaigns' random-ahead guard (random share 0.5 "
                                  "for the batch after the random arm was ahead)",
                                  lambda d, s: GuardedLabelloopArm(d, s, "margin")),
+    "labelloop-adaptive": ("labelloop adaptive: margin + cluster diversity, random share learnt from the gain "
+                           "over the random arm (Hedge over margin / random, tasks/bandit.py)",
+                           lambda d, s: AdaptiveLabelloopArm(d, s)),
     "labelloop-entropy": ("labelloop policy with entropy", lambda d, s: LabelloopArm(d, s, "entropy")),
     "labelloop-cluster-margin": ("labelloop policy with Cluster-Margin", lambda d, s: LabelloopArm(d, s, "cluster-margin")),
     "labelloop-margin-pure": ("ablation: labelloop margin, no diversity, no random share",
@@ -566,6 +596,8 @@ def run_trial(data: Data, proto: Protocol, seed: int, arm_names: list[str], *, m
         curve["seconds_total"] = round(time.perf_counter() - t0, 2)
         if hasattr(arm, "guard_rounds"):
             curve["guard_rounds"] = arm.guard_rounds
+        if hasattr(arm, "weights"):
+            curve["adaptive_weights"] = arm.weights
         out["arms"][name] = curve
         log(f"    {name:<26} F1 {curve['macro_f1'][0]:.3f} -> {curve['macro_f1'][-1]:.3f} at {n_lab} labels "
             f"({rounds} rounds, {curve['seconds_total']:.1f}s)")
