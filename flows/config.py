@@ -482,7 +482,7 @@ class ScaleConfig(_Strict):
     """Partitioned pool scoring on a Prefect task runner (flows/scoring.py, issue 7)."""
 
     partition_size: Annotated[int, Field(ge=100)] = Field(
-        default=50_000, description="Texts per scoring partition (one Prefect task each); bounds memory per task")
+        default=200_000, description="Texts per scoring partition (one Prefect task each); bounds memory per task")
     task_runner: Literal["threads", "dask"] = Field(
         default="threads", description="threads: ThreadPoolTaskRunner on this machine; dask: prefect-dask")
     dask_address: str | None = Field(

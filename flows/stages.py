@@ -18,7 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from labelloop.flows.runtime import Campaign
-from labelloop.flows.scoring import score_pool, transform_with_progress
+from labelloop.flows.scoring import select_from_pool, transform_with_progress
 from labelloop.integrations.backend import TaskRequest
 from labelloop.integrations.faults import checkpoint
 from labelloop.integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
@@ -153,7 +153,15 @@ def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.
 def query_batch(c: Campaign, plan: RoundPlan, model: Any, items: pd.DataFrame, feats: RoundFeatures,
                 labelled: pd.DataFrame, model_version: str) -> int:
     """Select and record the batch ``plan`` asks for (:func:`tasks.policy.plan_round`); a re-run returns
-    the recorded one. The selection itself is :func:`tasks.query.select_round_batch`, as in ``simulate``."""
+    the recorded one. The selection itself is :func:`tasks.query.select_round_batch`, as in ``simulate``.
+
+    A pool larger than one ``[scale] partition_size`` goes through the bounded path instead
+    (:func:`flows.scoring.select_from_pool`: each partition keeps its short list, the batch is
+    ``select_round_batch`` on the merged short lists). Why: scoring the whole pool densely assembled
+    its feature matrix and probabilities in one process (1.7 GiB at 1M texts) and cost 1.55x the bare
+    fit + score (benchmarks/RESULTS.md, issue 16). The strategy share is what the dense path picks
+    for per-item strategies; the random share is a hash draw per row seeded from the round's stream,
+    so a re-run of the round draws the same items."""
     arm, round_no, n = plan.arm, plan.round_no, plan.batch_size
     existing = c.ledger.queries_frame(arm=arm, round_no=round_no)
     if len(existing):
@@ -163,23 +171,32 @@ def query_batch(c: Campaign, plan: RoundPlan, model: Any, items: pd.DataFrame, f
     if cand.empty or n <= 0:
         return 0
     rng = round_rng(c.cfg.splits.random_state, round_no, arm)
+    q = c.cfg.query
+    if model is not None and not feats.whole:  # a pool larger than one partition: the bounded path
+        picks = select_from_pool(
+            model, feats.vec, cand["text"].tolist(), c.labels, n, plan.strategy, int(rng.integers(2**31)),
+            random_share=plan.random_share, X_labelled=feats.of(labelled["item_id"]) if len(labelled) else None,
+            y_labelled=labelled["label"].tolist(), class_quota=q.class_quota,
+            near_duplicate_threshold=q.near_duplicate_threshold, scale=c.cfg.scale)
+        return _record_picks(c, plan, cand, picks, model_version)
     if model is None:  # cold start: nothing trusted to train on yet, so spread the batch out instead
         X_pool, proba = feats.of(cand["item_id"]), None
-    elif feats.whole:  # = score_pool's in-process branch, on rows transformed once this round
+    else:  # = score_pool's in-process branch, on rows transformed once this round
         X_pool = feats.of(cand["item_id"])
         proba = predict_proba_aligned(model, X_pool, c.labels, features=True)
-    else:
-        X_pool, proba = score_pool(model, feats.vec, cand["text"].tolist(), c.labels, scale=c.cfg.scale)
-    q = c.cfg.query
     picks = query.select_round_batch(
         plan.strategy, n, rng, proba=proba, X_pool=X_pool,
         X_labelled=feats.of(labelled["item_id"]) if len(labelled) else None,
         y_labelled=labelled["label"].to_numpy(), estimator=model.named_steps["clf"] if model is not None else None,
         classes=c.labels, random_share=plan.random_share, class_quota=q.class_quota,
         near_duplicate_threshold=q.near_duplicate_threshold)
+    return _record_picks(c, plan, cand, picks, model_version)
+
+
+def _record_picks(c: Campaign, plan: RoundPlan, cand: pd.DataFrame, picks: list, model_version: str) -> int:
     rows = [{"item_id": cand.loc[p.index, "item_id"], "strategy": plan.strategy, "reason": p.reason,
              "score": float(p.score), "model_version": model_version} for p in picks]
-    return c.ledger.add_queries(arm, round_no, rows)
+    return c.ledger.add_queries(plan.arm, plan.round_no, rows)
 
 
 # --------------------------------------------------------------------------- push
