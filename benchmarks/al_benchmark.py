@@ -497,6 +497,50 @@ class AdaptiveLabelloopArm(LabelloopArm):
         self.weights.append(dict(w.weights))
 
 
+class SelfTrainingArm(LabelloopArm):
+    """An arm plus self-training (:func:`tasks.self_training.pseudo_labels`): after each fit, pool rows
+    whose temperature-calibrated confidence is at least 0.95 join the training set with the model's
+    label (at most as many as the human labels), and the model is fitted again.
+
+    The calibration slice is what a campaign has: :data:`CAL_SIZE` labelled pool rows drawn per trial,
+    never queried and not counted as labels (a campaign's calibration slice is labelled apart from the
+    budget as well). ``pseudo`` keeps the number of pseudo-labels per fit.
+    """
+
+    CAL_SIZE = 200
+
+    def __init__(self, data: Data, seed: int, strategy: str, **policy: Any) -> None:
+        super().__init__(data, seed, strategy, **policy)
+        self.pseudo: list[int] = []
+
+    def start(self, seed_idx: np.ndarray) -> None:
+        rest = np.setdiff1d(np.arange(self.d.X_pool.shape[0]), seed_idx)
+        rng = np.random.default_rng([self.seed, 11])
+        self.cal = np.sort(rng.choice(rest, size=min(self.CAL_SIZE, rest.size // 10), replace=False))
+        super().start(seed_idx)
+
+    def _fit(self) -> None:
+        from labelloop.tasks.self_training import pseudo_labels
+
+        lab = np.flatnonzero(self.labelled)
+        model = base_model(self.seed).fit(self.d.X_pool[lab], self.d.y_pool[lab])
+        unl = np.setdiff1d(np.flatnonzero(~self.labelled), self.cal)
+        ps = pseudo_labels(aligned_proba(model, self.d.X_pool[unl], self.k),
+                           aligned_proba(model, self.d.X_pool[self.cal], self.k), self.d.y_pool[self.cal], lab.size)
+        if len(ps):
+            X = sp.vstack([self.d.X_pool[lab], self.d.X_pool[unl[ps.rows]]], format="csr")
+            model = base_model(self.seed).fit(X, np.concatenate([self.d.y_pool[lab], ps.labels]))
+        self.pseudo.append(len(ps))
+        self.model = model
+
+    def query(self, n: int) -> np.ndarray:
+        self.labelled[self.cal] = True  # the calibration slice is never queried
+        try:
+            return super().query(n)
+        finally:
+            self.labelled[self.cal] = False
+
+
 ARMS: dict[str, tuple[str, Callable[[Data, int], Arm]]] = {
     # name -> (description, factory)
     "labelloop-margin": ("labelloop default policy: margin + cluster diversity + 10 % random share + "
@@ -507,6 +551,10 @@ ARMS: dict[str, tuple[str, Callable[[Data, int], Arm]]] = {
     "labelloop-adaptive": ("labelloop adaptive: margin + cluster diversity, random share learnt from the gain "
                            "over the random arm (Hedge over margin / random, tasks/bandit.py)",
                            lambda d, s: AdaptiveLabelloopArm(d, s)),
+    "random-selftrain": ("ablation: uniform random sampling + self-training (calibrated confidence >= 0.95, "
+                         "at most 1 pseudo-label per human label)", lambda d, s: SelfTrainingArm(d, s, "random")),
+    "labelloop-margin-selftrain": ("ablation: labelloop default policy + self-training",
+                                   lambda d, s: SelfTrainingArm(d, s, "margin")),
     "labelloop-entropy": ("labelloop policy with entropy", lambda d, s: LabelloopArm(d, s, "entropy")),
     "labelloop-cluster-margin": ("labelloop policy with Cluster-Margin", lambda d, s: LabelloopArm(d, s, "cluster-margin")),
     "labelloop-margin-pure": ("ablation: labelloop margin, no diversity, no random share",
@@ -598,6 +646,8 @@ def run_trial(data: Data, proto: Protocol, seed: int, arm_names: list[str], *, m
             curve["guard_rounds"] = arm.guard_rounds
         if hasattr(arm, "weights"):
             curve["adaptive_weights"] = arm.weights
+        if hasattr(arm, "pseudo"):
+            curve["pseudo_labels"] = arm.pseudo
         out["arms"][name] = curve
         log(f"    {name:<26} F1 {curve['macro_f1'][0]:.3f} -> {curve['macro_f1'][-1]:.3f} at {n_lab} labels "
             f"({rounds} rounds, {curve['seconds_total']:.1f}s)")
