@@ -180,6 +180,10 @@ class ModelConfig(_Strict):
     C: Annotated[float, Field(gt=0)] = 10.0
     max_features: Annotated[int, Field(gt=0)] = 50_000
     ngram_max: Annotated[int, Field(ge=1, le=3)] = 2
+    self_training: bool = Field(
+        default=False, description="Ablation (issue 16): also train on pool items whose calibrated confidence "
+                                   "clears self_training_threshold (pseudo-labels: model only, never exported)")
+    self_training_threshold: Annotated[float, Field(gt=0.5, le=1.0)] = 0.95
 
 
 STRATEGY_NAMES = STRATEGIES  # one list, owned by the strategies themselves (tasks/query.py)

@@ -125,6 +125,10 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                     f"test set: {int(ev.metrics['test_n'])} trusted item(s), below min_test_labels "
                     f"({ev.need_test}): metrics shown with their interval, but no champion alias, health checks "
                     f"or stopping on the metric this round (querying goes on)")
+            if ev.pseudo is not None:
+                res.notes.append(f"self-training: {len(ev.pseudo)} pseudo-label(s) (calibrated confidence >= "
+                                 f"{c.cfg.model.self_training_threshold:.2f}) trained this model; tagged pseudo, "
+                                 f"never exported")
             if not ev.calibration.judged:
                 res.notes.append(
                     f"calibration gate not judged: {ev.calibration.n_rows} trusted calibration item(s), "

@@ -128,6 +128,9 @@ def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.
     test = items[(items["split"] == "test") & items["item_id"].isin(eval_labels.index)]
     cal = items[(items["split"] == "calibration") & items["item_id"].isin(eval_labels.index)]
     need_test, need_cal = evaluation_thresholds(c, items)
+    pseudo = None
+    if cfg.model.self_training and len(cal) >= max(need_cal, 2):
+        model, pseudo = _self_train(c, model, vec, items, labelled, texts, cal, eval_labels)
     y_test = eval_labels.reindex(test["item_id"]).tolist()
     p_test = predict_proba_aligned(model, test["text"], c.labels) if len(test) else np.zeros((0, len(c.labels)))
     metrics: dict[str, float] = {"test_n": float(len(test)), "calibration_n": float(len(cal))}
@@ -145,8 +148,40 @@ def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.
         metrics["calibration_brier"] = report.brier_before
     else:  # too few to judge: no fallback on an ECE measured on a handful of items
         report = calibrate.CalibrationReport.not_judged(len(cal), need_cal, cfg.gates.calibration_ece)
+    if pseudo is not None:
+        metrics["pseudo_labels"] = float(len(pseudo))
     return Evaluation(model=model, metrics=metrics, p_test=p_test, y_test=y_test, p_cal=p_cal, y_cal=y_cal,
-                      calibration=report, judged=len(test) >= max(need_test, 1), need_test=need_test)
+                      calibration=report, judged=len(test) >= max(need_test, 1), need_test=need_test, pseudo=pseudo)
+
+
+def _self_train(c: Campaign, model: Any, vec: Any, items: pd.DataFrame, labelled: pd.DataFrame, texts: list[str],
+                cal: pd.DataFrame, eval_labels: pd.Series) -> tuple[Any, pd.DataFrame]:
+    """``[model] self_training``: refit on the arm's trusted labels plus pseudo-labels
+    (:func:`tasks.self_training.pseudo_labels` on the calibration slice's trusted labels).
+
+    The pseudo-labels exist only in the model and in what the round logs about them (the
+    ``pseudo_labels`` count in the ledger's round metrics and MLflow, the rows as MLflow's
+    ``pseudo_labels.json`` tagged ``labelloop.pseudo_labels``): nothing is written where answers or
+    trust decisions live, so ``labelloop export`` never returns them as human labels.
+    """
+    from labelloop.tasks.self_training import pseudo_labels
+
+    cfg = c.cfg
+    idx = {lbl: i for i, lbl in enumerate(c.labels)}
+    pool = items[(items["split"] == "pool") & ~items["item_id"].isin(labelled["item_id"])]
+    if pool.empty:
+        return model, pool[["item_id"]].assign(label=[], confidence=[])
+    p_cal = predict_proba_aligned(model, cal["text"], c.labels)
+    y_cal = np.array([idx[y] for y in eval_labels.reindex(cal["item_id"])], dtype=int)
+    ps = pseudo_labels(predict_proba_aligned(model, pool["text"], c.labels), p_cal, y_cal, len(labelled),
+                       threshold=cfg.model.self_training_threshold)
+    rows = pool.iloc[ps.rows]
+    frame = pd.DataFrame({"item_id": rows["item_id"].to_numpy(), "label": [c.labels[i] for i in ps.labels],
+                          "confidence": ps.confidence, "source": "pseudo"})
+    if len(frame):
+        model = train_model(vec, texts + rows["text"].tolist(), labelled["label"].tolist() + frame["label"].tolist(),
+                            C=cfg.model.C, random_state=cfg.splits.random_state)
+    return model, frame
 
 
 @stage
@@ -283,6 +318,11 @@ def log_round(c: Campaign, res: ArmResult, ev: Evaluation | None, parent_id: str
             tr.set_tags(run_id, {"labelloop.model_version": version, "labelloop.champion": str(promoted).lower()})
     if len(batch):
         tr.log_table(run_id, batch, "queried_batch.json")
+    if ev is not None and ev.pseudo is not None:  # self-training: the model's own labels, tagged, never exported
+        tr.set_tags(run_id, {"labelloop.pseudo_labels": f"{len(ev.pseudo)} pseudo-label(s) trained the model; "
+                                                         "never exported as human labels"})
+        if len(ev.pseudo):
+            tr.log_table(run_id, ev.pseudo, "pseudo_labels.json")
     if len(people["annotators"]):
         tr.log_table(run_id, people["annotators"].reset_index(), "annotators.json")
     tr.finish(run_id)
