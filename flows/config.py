@@ -422,6 +422,31 @@ class RunConfig(_Strict):
         default=3600.0, description="`labelloop run`: give up waiting after this long (exit 3; run it again later)")
 
 
+class StreamConfig(_Strict):
+    """Stream mode (``labelloop stream``, flows/stream.py, tasks/stream.py): arriving texts are labelled by
+    the champion model when it is sure enough, by people otherwise."""
+
+    arrivals: str | None = Field(
+        default=None, description="Folder (or file) new texts are dropped into; relative to this file. "
+        "`labelloop stream CONFIG --arrivals DIR` overrides it; the served deployment needs it")
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=0.9, description="An arrival whose calibrated confidence reaches this is labelled automatically")
+    audit_share: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.1, description="Share of automatic labels also sent to people, to measure their precision")
+    daily_budget: Annotated[int, Field(ge=0)] = Field(
+        default=200, description="Arrivals people get per UTC day (audits first); the rest wait for the next day")
+    min_precision: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=0.9, description="When the 95% lower bound of audited precision falls below this, the threshold "
+        "rises (or automatic labelling stops)")
+    min_audits: Annotated[int, Field(ge=1)] = Field(
+        default=20, description="Answered audits before the precision gate acts")
+    train_on_auto: bool = Field(
+        default=False, description="Also train the arms on automatic labels (off: only people's labels train)")
+    interval_seconds: Annotated[int, Field(ge=5)] | None = Field(
+        default=300, description="`labelloop serve`: how often the stream deployment looks at the arrivals "
+        "folder (unset: only when run by hand)")
+
+
 class TrustConfig(_Strict):
     """Which human labels are trusted enough to train on (flows/trust.py, tasks/trust.py).
 
@@ -510,6 +535,7 @@ class CampaignConfig(_Strict):
     trust: TrustConfig = Field(default_factory=TrustConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
 
     # Set by load_config: the folder relative paths are resolved against.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -588,6 +614,11 @@ class CampaignConfig(_Strict):
         if not self.drift.arrivals:
             return None
         return _resolve(self.drift.arrivals, self.base_dir)
+
+    @property
+    def stream_arrivals_path(self) -> Path | None:
+        """``[stream] arrivals`` resolved against the config file's folder (None when not set)."""
+        return _resolve(self.stream.arrivals, self.base_dir) if self.stream.arrivals else None
 
     @property
     def tracking_uri(self) -> str:
