@@ -96,3 +96,10 @@ def test_the_gate_keeps_raises_or_stops_the_threshold():
 def test_audit_outcomes_compare_only_answered_audits():
     audited = {"a": ("pos", 0.95), "b": ("neg", 0.97), "c": ("pos", 0.99)}
     assert sorted(S.audit_outcomes(audited, {"a": "pos", "b": "pos"})) == [(0.95, True), (0.97, False)]
+
+
+def test_prefect_yaml_gets_the_stream_interval_as_the_nearest_cron():
+    from labelloop.flows.deploy import stream_cron
+
+    assert [stream_cron(s) for s in (5, 120, 300, 3600, 7200, 90000)] == [
+        "*/1 * * * *", "*/2 * * * *", "*/5 * * * *", "0 */1 * * *", "0 */2 * * *", "0 0 * * *"]
