@@ -365,6 +365,10 @@ class ScheduleConfig(_Strict):
     webhook_url: str | None = Field(
         default=None, description="The receiver's address as Label Studio reaches it (default "
                                   "http://webhook_host:port); the campaign's path is appended")
+    webhook_secret_env: str | None = Field(
+        default="LABELLOOP_WEBHOOK_SECRET", description="Environment variable holding the webhook receiver's "
+        "shared secret; when it is not set labelloop generates one and keeps it in the campaign folder "
+        "(.labelloop-webhook-secret, mode 600). Calls without it get 401")
 
     @field_validator("round_cron", "drift_cron")
     @classmethod
