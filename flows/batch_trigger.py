@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from labelloop.flows.config import CampaignConfig, load_config
+from labelloop.flows.config import CampaignConfig, batch_trigger_enabled, load_config
 from labelloop.flows.drift import resource_id
 from labelloop.tasks.readiness import Readiness, batch_name
 
@@ -44,8 +44,7 @@ BATCH_EVENT = "labelloop.batch.completed"
 
 def trigger_enabled(cfg: CampaignConfig) -> bool:
     """Whether ``serve`` starts rounds on a completed batch (unset: with the Label Studio backend only)."""
-    on = cfg.schedule.batch_trigger
-    return cfg.annotation.backend == "label_studio" if on is None else bool(on)
+    return batch_trigger_enabled(cfg)
 
 
 def backend_answers(c: Any) -> dict[str, int]:

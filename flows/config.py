@@ -643,6 +643,39 @@ class CampaignConfig(_Strict):
         return "random" if arm == "random" else self.query.strategy
 
 
+def batch_trigger_enabled(cfg: CampaignConfig) -> bool:
+    """Whether ``serve`` starts rounds on a completed batch (``[schedule] batch_trigger``; unset: with the
+    Label Studio backend only -- the others answer at once, where ``labelloop run`` goes round after round)."""
+    on = cfg.schedule.batch_trigger
+    return cfg.annotation.backend == "label_studio" if on is None else bool(on)
+
+
+def round_triggers(cfg: CampaignConfig) -> dict[str, Any]:
+    """How rounds start, for ``labelloop status``: ``schedule`` (cron / interval / None), ``batch_trigger``
+    (bool), ``how`` (``webhook+polling`` | ``polling`` | None) and ``sentence``."""
+    s = cfg.schedule
+    sched = (f"every {s.round_interval_seconds} s" if s.round_interval_seconds else
+             f"cron '{s.round_cron}' ({s.timezone})" if s.round_cron else None)
+    on = batch_trigger_enabled(cfg)
+    webhook = on and s.webhooks and cfg.annotation.backend == "label_studio"
+    how = None if not on else ("webhook+polling" if webhook else "polling")
+    if on:
+        receiver = s.webhook_url or (f"{s.webhook_host}:{s.webhook_port}" if s.webhook_port
+                                     else f"{s.webhook_host}, a free port")
+        where = (f"Label Studio's webhook (receiver on {receiver}, with its shared secret) and a polling check "
+                 f"every {s.batch_poll_seconds} s" if webhook
+                 else f"a polling check every {s.batch_poll_seconds} s" + (
+                     "" if cfg.annotation.backend == "label_studio" else " (no webhooks outside Label Studio)"))
+        sentence = (f"batch-triggered while `labelloop serve` runs: a round starts when the open batch is answered "
+                    f"([run] batch_ready_share), found by {where}")
+    else:
+        why = "[schedule] batch_trigger = false" if s.batch_trigger is False else (
+            f"[schedule] batch_trigger unset, backend {cfg.annotation.backend}")
+        sentence = f"not batch-triggered ({why})"
+    sentence += f"; schedule: {sched or 'none'}"
+    return {"schedule": sched, "batch_trigger": on, "how": how, "sentence": sentence}
+
+
 def tracking_params(cfg: CampaignConfig) -> dict[str, Any]:
     """Campaign params for MLflow: choices only, never URLs or secrets (the round, drift and doctor log them)."""
     return {

@@ -107,6 +107,14 @@ def test_stream_splits_arrivals_logs_audit_precision_and_keeps_auto_labels_out_o
     assert _rows(db, "SELECT count(*) FROM tasks") == n_tasks, "no task pushed twice"
     assert _rows(db, "SELECT count(*) FROM stream_files") == [(1,)]
 
+    st = run_cli("status", str(cfg), "--json", env={"PREFECT_API_URL": ""}, timeout=120)
+    assert st.returncode == 0, st.stderr[-2000:]
+    shown = json.loads(st.stdout)
+    assert shown["stream"] == {"arrivals": 150, **counts, "threshold": 0.5, "stopped": False}
+    assert shown["round_triggers"]["batch_trigger"] is False, "simulated backend: `labelloop run` goes on"
+    text = run_cli("status", str(cfg), env={"PREFECT_API_URL": ""}, timeout=120).stdout
+    assert f"stream: 150 arrivals: {counts['auto']} auto-labelled" in text and "rounds: not batch-triggered" in text
+
     # the audit precision: the audited items' automatic labels against people's majority, as in the ledger
     ann = pd.DataFrame(_rows(db, "SELECT item_id, annotator, label FROM annotations WHERE status = 'submitted'"),
                        columns=["item_id", "annotator", "label"])
@@ -119,6 +127,8 @@ def test_stream_splits_arrivals_logs_audit_precision_and_keeps_auto_labels_out_o
             right += int(top == audits[item])
     assert n == counts["audit"], "the simulated annotators answered every audit"
     assert second["audit_precision_n"] == n and second["audit_precision"] == pytest.approx(right / n)
+    print(f"stream: {counts}; audit precision {right}/{n} = {right / n:.3f} "
+          f"(95% low {second['audit_precision_low']:.3f}); threshold {second['threshold']}")
 
     import mlflow
     from mlflow.tracking import MlflowClient

@@ -103,3 +103,36 @@ def test_prefect_yaml_gets_the_stream_interval_as_the_nearest_cron():
 
     assert [stream_cron(s) for s in (5, 120, 300, 3600, 7200, 90000)] == [
         "*/1 * * * *", "*/2 * * * *", "*/5 * * * *", "0 */1 * * *", "0 */2 * * *", "0 0 * * *"]
+
+
+def test_automatic_labels_train_only_when_configured(tmp_path):
+    """``[stream] train_on_auto``: off, an arm's training set is people's labels only; on, the automatic labels
+    join it (not its spend), and a person's label on the same item wins."""
+    import pandas as pd
+
+    from labelloop.flows.config import parse_config
+    from labelloop.flows.round import _labelled_set
+    from labelloop.flows.runtime import Campaign
+    from labelloop.integrations.ledger import Ledger
+
+    led = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", "t")
+    led.add_items(pd.DataFrame({"id": ["p1", "p2"], "text": ["a", "b"], "label": None, "split": "pool"}))
+    led.consume_stream_file(pd.DataFrame({"id": ["s1", "s2", "p2"], "text": ["c", "d", "b"], "label": None}),
+                            sha256="0" * 64, path="f.csv")
+    led.add_queries("active", 0, [{"item_id": i, "strategy": "seed", "reason": "seed"} for i in ("p1", "p2")])
+    now = pd.Timestamp.now(tz="UTC").to_pydatetime()
+    led.record_stream_decisions([
+        {"item_id": i, "route": r, "label": lbl, "source": "auto" if lbl else None, "confidence": 0.95,
+         "model_version": "v1", "threshold": 0.9, "day": "2026-01-01", "decided_at": now}
+        for i, r, lbl in (("s1", "auto", "x"), ("s2", "routed", None), ("p2", "audit", "x"))])
+    consensus = pd.DataFrame({"label": ["y", "y"]}, index=["p1", "p2"])
+
+    def labelled(train_on_auto: bool) -> tuple[dict, int]:
+        cfg = parse_config({"name": "t", "data": {"path": "x.csv"}, "labels": {"names": ["x", "y"]},
+                            "stream": {"train_on_auto": train_on_auto}}, base_dir=tmp_path)
+        lab, spent = _labelled_set(Campaign(cfg=cfg, ledger=led), "active", consensus)
+        return dict(zip(lab["item_id"], lab["label"])), spent
+
+    assert labelled(False) == ({"p1": "y", "p2": "y"}, 2)
+    assert labelled(True) == ({"p1": "y", "p2": "y", "s1": "x"}, 2), "people's p2 wins; s2 has no auto label"
+    assert set(led.items_frame(splits=["stream"])["item_id"]) == {"s1", "s2"}, "a known id stays in its split"

@@ -89,3 +89,18 @@ def test_the_trigger_is_on_for_label_studio_unless_configured():
     assert not trigger_enabled(_cfg("simulated")), "answers arrive at once: `labelloop run` goes round after round"
     assert trigger_enabled(_cfg("simulated", "on"))
     assert not trigger_enabled(_cfg("label_studio", "off"))
+
+
+def test_status_says_whether_and_how_rounds_are_batch_triggered():
+    from labelloop.flows.config import round_triggers
+
+    ls = round_triggers(_cfg("label_studio"))
+    assert (ls["batch_trigger"], ls["how"]) == (True, "webhook+polling")
+    assert "webhook" in ls["sentence"] and "every 30 s" in ls["sentence"] and "shared secret" in ls["sentence"]
+    sim = round_triggers(_cfg("simulated"))
+    assert (sim["batch_trigger"], sim["how"]) == (False, None) and sim["sentence"].startswith("not batch-triggered")
+    forced = round_triggers(_cfg("simulated", "on"))
+    assert (forced["batch_trigger"], forced["how"]) == (True, "polling")
+    off = round_triggers(_cfg("label_studio", "off"))
+    assert off["how"] is None and "batch_trigger = false" in off["sentence"]
+    assert "cron '0 6 * * 1-5'" in off["sentence"]
