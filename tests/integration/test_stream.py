@@ -73,6 +73,8 @@ def test_stream_splits_arrivals_logs_audit_precision_and_keeps_auto_labels_out_o
     assert _rows(db, "SELECT count(*) FROM stream_items") == [(0,)]
     assert _rows(db, "SELECT count(*) FROM stream_files") == [(0,)]
     (incoming / "a2.csv").unlink()
+    res = run_cli("stream", str(cfg), "--arrivals", str(tmp_path / "nowhere"), env=env, timeout=300)
+    assert res.returncode == 2 and "nowhere" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
 
     # first run: every arrival decided as configured
     first = _stream(cfg, incoming, env)
