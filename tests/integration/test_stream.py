@@ -139,12 +139,30 @@ def test_stream_splits_arrivals_logs_audit_precision_and_keeps_auto_labels_out_o
     exp = client.get_experiment_by_name("labelloop-stream")
     runs = client.search_runs([exp.experiment_id], "tags.`labelloop.kind` = 'stream'",
                               order_by=["attributes.start_time ASC"])
-    assert len(runs) == 2
+    assert len(runs) == 2  # (a third run follows below)
     m = runs[-1].data.metrics
     assert m["stream_audit_precision"] == pytest.approx(right / n) and m["stream_audit_precision_n"] == n
     assert 0 < m["stream_audit_precision_low"] <= m["stream_audit_precision"]
     assert runs[0].data.metrics["stream_auto"] == counts["auto"] and runs[0].data.metrics["stream_held"] == counts["held"]
     del mlflow
+
+    # the gate: the same audits against a bar they do not clear (95% low < 0.95) raise the threshold or stop
+    # automatic labelling; the next arrivals are decided under it
+    cfg.write_text(cfg.read_text().replace("min_precision = 0.5", "min_precision = 0.95"))
+    fresh.iloc[160:200].to_csv(incoming / "a3.csv", index=False)
+    third = _stream(cfg, incoming, env)
+    assert third["ingested"]["added"] == 40
+    assert third["threshold"] is None or third["threshold"] > 0.5, third["gate"]
+    assert ("stopped" in third["gate"]) == (third["threshold"] is None) and "< 0.95" in third["gate"]
+    new = pd.DataFrame(_rows(db, "SELECT route, confidence, threshold FROM stream_items WHERE item_id IN "
+                                 f"({','.join(repr(i) for i in fresh.iloc[160:200]['id'])})"),
+                       columns=["route", "confidence", "threshold"])
+    if third["threshold"] is None:
+        assert not new["route"].isin(["auto", "audit"]).any() and new["threshold"].isna().all()
+    else:
+        assert (new.loc[new["route"].isin(["auto", "audit"]), "confidence"] >= third["threshold"]).all()
+        assert (new["threshold"] == third["threshold"]).all()
+    print(f"gate at min_precision 0.95: {third['gate']}")
 
     # export: automatic labels never appear as human labels; --include-auto adds them, marked
     out = tmp_path / "all.csv"
@@ -152,7 +170,7 @@ def test_stream_splits_arrivals_logs_audit_precision_and_keeps_auto_labels_out_o
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads(res.stdout)
     exported = pd.read_csv(out)
-    auto_only = set(decided.loc[decided["route"] == "auto", "item_id"])
+    auto_only = set(r[0] for r in _rows(db, "SELECT item_id FROM stream_items WHERE route = 'auto'"))
     assert not auto_only & set(exported["item_id"]) and "auto" not in set(exported["status"])
     assert summary["auto_left_out"] == len(auto_only), "the rows --include-auto would add"
     with_auto = tmp_path / "with_auto.csv"
