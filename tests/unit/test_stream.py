@@ -136,3 +136,25 @@ def test_automatic_labels_train_only_when_configured(tmp_path):
     assert labelled(False) == ({"p1": "y", "p2": "y"}, 2)
     assert labelled(True) == ({"p1": "y", "p2": "y", "s1": "x"}, 2), "people's p2 wins; s2 has no auto label"
     assert set(led.items_frame(splits=["stream"])["item_id"]) == {"s1", "s2"}, "a known id stays in its split"
+
+
+def test_stream_config_is_validated_and_served_every_interval_when_it_has_a_folder(tmp_path):
+    from labelloop.flows.config import ConfigError, parse_config
+    from labelloop.flows.deploy import WarmServer, build_deployments, describe
+
+    base = {"name": "t", "data": {"path": "x.csv"}, "labels": {"names": ["x", "y"]}}
+    for bad, key in (({"threshold": 1.5}, "stream.threshold"), ({"audit_share": -0.1}, "stream.audit_share"),
+                     ({"daily_budget": -1}, "stream.daily_budget"), ({"min_precision": 0}, "stream.min_precision"),
+                     ({"train_on_auto": "maybe"}, "stream.train_on_auto"), ({"treshold": 0.9}, "stream.treshold")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            parse_config({**base, "stream": bad}, base_dir=tmp_path)
+    cfg = parse_config({**base, "stream": {"arrivals": "in", "interval_seconds": 60}}, base_dir=tmp_path)
+    assert cfg.stream_arrivals_path == (tmp_path / "in").resolve() and cfg.stream.train_on_auto is False
+    (tmp_path / "c.toml").write_text("")
+    deps = {d.flow_name: d for d in build_deployments(tmp_path / "c.toml", cfg)}
+    stream = deps["labelloop-stream"]
+    assert stream.name == "t" and [s.schedule.interval.total_seconds() for s in stream.schedules] == [60.0]
+    assert "labelloop-stream/t" in describe(cfg) and "every 60s" in describe(cfg)
+    assert "labelloop-stream" in WarmServer([])._by_name, "a served stream run runs warm like the others"
+    no_folder = parse_config(base, base_dir=tmp_path)
+    assert not {d.flow_name: d for d in build_deployments(tmp_path / "c.toml", no_folder)}["labelloop-stream"].schedules
