@@ -159,8 +159,9 @@ def decide(c: Campaign, gate: policy.Gate, now: datetime, files_of: dict[str, st
     decided = c.ledger.stream_frame()
     final = set(decided.loc[decided["route"] != policy.HELD, "item_id"]) if len(decided) else set()
     held = decided.loc[decided["route"] == policy.HELD, "item_id"].tolist() if len(decided) else []
-    fresh = [i for i in stream["item_id"] if i not in final and i not in set(held)]
-    todo = [i for i in held if i in set(stream["item_id"])] + fresh
+    held_set, in_stream = set(held), set(stream["item_id"])
+    fresh = [i for i in stream["item_id"] if i not in final and i not in held_set]
+    todo = [i for i in held if i in in_stream] + fresh
     info: dict[str, Any] = {"decided": 0, "model_version": None, "temperature": None, "threshold": gate.threshold,
                             "note": None, **{r: 0 for r in policy.ROUTES}}
     if not todo:

@@ -132,7 +132,6 @@ def test_stream_splits_arrivals_logs_audit_precision_and_keeps_auto_labels_out_o
     print(f"stream: {counts}; audit precision {right}/{n} = {right / n:.3f} "
           f"(95% low {second['audit_precision_low']:.3f}); threshold {second['threshold']}")
 
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -144,7 +143,6 @@ def test_stream_splits_arrivals_logs_audit_precision_and_keeps_auto_labels_out_o
     assert m["stream_audit_precision"] == pytest.approx(right / n) and m["stream_audit_precision_n"] == n
     assert 0 < m["stream_audit_precision_low"] <= m["stream_audit_precision"]
     assert runs[0].data.metrics["stream_auto"] == counts["auto"] and runs[0].data.metrics["stream_held"] == counts["held"]
-    del mlflow
 
     # the gate: the same audits against a bar they do not clear (95% low < 0.95) raise the threshold or stop
     # automatic labelling; the next arrivals are decided under it
