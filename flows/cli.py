@@ -333,8 +333,12 @@ def ui(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config
 
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
            "--workers", "1"]
+    # no GenAI job runner and huey workers (MLflow 3 starts them by default): labelloop never queues a job
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
+                                                                               "false")}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL if not _STATE["verbose"] else None,
-                            stderr=subprocess.STDOUT if not _STATE["verbose"] else None, start_new_session=True)
+                            stderr=subprocess.STDOUT if not _STATE["verbose"] else None, start_new_session=True,
+                            env=env)
     url = f"http://{host}:{port}"
     t0 = time.monotonic()
     _interrupt_on_signals()  # Ctrl-C or SIGTERM: stop the UI's whole process group, exit 130

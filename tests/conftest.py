@@ -115,8 +115,9 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
              "--backend-store-uri", f"sqlite:///{(folder / 'mlflow.db').resolve()}",
              "--default-artifact-root", str((folder / "mlruns").resolve()), "--workers", "1"],
-            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            # no GenAI job runner / huey workers (three more processes importing mlflow): no test queues a job
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", 180, proc)
     except Exception:
