@@ -76,7 +76,8 @@ if str(REPO_ROOT) not in sys.path:  # running as a script puts benchmarks/ first
     sys.path.insert(0, str(REPO_ROOT))
 
 from labelloop.tasks import query  # noqa: E402
-from labelloop.tasks.policy import QueryPolicy, random_ahead_fired, random_share  # noqa: E402
+from labelloop.tasks.policy import (QueryPolicy, arm_adaptive_weights, random_ahead_fired,  # noqa: E402
+                                    random_share)
 from labelloop.tasks.evaluate import labels_to_reach  # noqa: E402
 from labelloop.tasks.seed import stratified_sample  # noqa: E402
 from labelloop.tasks.train import build_model, fit_featurizer  # noqa: E402
@@ -442,9 +443,8 @@ class GuardedLabelloopArm(LabelloopArm):
     After each evaluation the arm compares its curve with the random arm's curve of the same
     trial, up to the same label count, using the round's own check
     (:func:`tasks.health.random_ahead_check`, default thresholds); when it fires, the next
-    batch's random share is ``guard_share`` (the campaign default, 0.5). A campaign sees the
-    random arm's point of the current round only after its active arm has queried, so it
-    reacts a round later than this arm can; otherwise the logic is the same.
+    batch's random share is ``guard_share`` (the campaign default, 0.5). A campaign records
+    the check once both arms are evaluated and the next batch acts on it: the same timing.
     """
 
     needs_random_curve = True
@@ -470,6 +470,77 @@ class GuardedLabelloopArm(LabelloopArm):
         return super().query(n)
 
 
+class AdaptiveLabelloopArm(LabelloopArm):
+    """labelloop's ``adaptive`` strategy: margin with the random share the weights give random
+    (:func:`tasks.policy.arm_adaptive_weights`, :mod:`tasks.bandit`), the same function a campaign
+    round and ``labelloop simulate`` call. As in a campaign, the weights for the batch after the
+    evaluation at ``n`` labels see this arm's curve up to ``n`` and the random arm's curve up to
+    its previous evaluation (a campaign's active arm queries before the random arm's round is
+    evaluated). ``weights`` keeps the weights per batch.
+    """
+
+    needs_random_curve = True
+
+    def __init__(self, data: Data, seed: int, **policy: Any) -> None:
+        super().__init__(data, seed, "margin", **policy)
+        self.query_policy = QueryPolicy(strategy="adaptive", random_share=float(policy.get("random_share", 0.10)))
+        self.hist: list[tuple[int, float, float]] = []
+        self.weights: list[dict[str, float]] = []
+
+    def observe(self, n_labels: int, f1: float, random_curve: dict) -> None:
+        self.hist.append((n_labels, f1, float("nan")))
+        seen = [(x, y) for x, y in zip(random_curve["labels"], random_curve["macro_f1"]) if x < n_labels]
+        w = arm_adaptive_weights(self.query_policy, self.hist, seen)
+        share = max(self.query_policy.random_share, w.random_weight)
+        self.hist[-1] = (n_labels, f1, share)
+        self.policy["random_share"] = share
+        self.weights.append(dict(w.weights))
+
+
+class SelfTrainingArm(LabelloopArm):
+    """An arm plus self-training (:func:`tasks.self_training.pseudo_labels`): after each fit, pool rows
+    whose temperature-calibrated confidence is at least 0.95 join the training set with the model's
+    label (at most as many as the human labels), and the model is fitted again.
+
+    The calibration slice is what a campaign has: :data:`CAL_SIZE` labelled pool rows drawn per trial,
+    never queried and not counted as labels (a campaign's calibration slice is labelled apart from the
+    budget as well). ``pseudo`` keeps the number of pseudo-labels per fit.
+    """
+
+    CAL_SIZE = 200
+
+    def __init__(self, data: Data, seed: int, strategy: str, **policy: Any) -> None:
+        super().__init__(data, seed, strategy, **policy)
+        self.pseudo: list[int] = []
+
+    def start(self, seed_idx: np.ndarray) -> None:
+        rest = np.setdiff1d(np.arange(self.d.X_pool.shape[0]), seed_idx)
+        rng = np.random.default_rng([self.seed, 11])
+        self.cal = np.sort(rng.choice(rest, size=min(self.CAL_SIZE, rest.size // 10), replace=False))
+        super().start(seed_idx)
+
+    def _fit(self) -> None:
+        from labelloop.tasks.self_training import pseudo_labels
+
+        lab = np.flatnonzero(self.labelled)
+        model = base_model(self.seed).fit(self.d.X_pool[lab], self.d.y_pool[lab])
+        unl = np.setdiff1d(np.flatnonzero(~self.labelled), self.cal)
+        ps = pseudo_labels(aligned_proba(model, self.d.X_pool[unl], self.k),
+                           aligned_proba(model, self.d.X_pool[self.cal], self.k), self.d.y_pool[self.cal], lab.size)
+        if len(ps):
+            X = sp.vstack([self.d.X_pool[lab], self.d.X_pool[unl[ps.rows]]], format="csr")
+            model = base_model(self.seed).fit(X, np.concatenate([self.d.y_pool[lab], ps.labels]))
+        self.pseudo.append(len(ps))
+        self.model = model
+
+    def query(self, n: int) -> np.ndarray:
+        self.labelled[self.cal] = True  # the calibration slice is never queried
+        try:
+            return super().query(n)
+        finally:
+            self.labelled[self.cal] = False
+
+
 ARMS: dict[str, tuple[str, Callable[[Data, int], Arm]]] = {
     # name -> (description, factory)
     "labelloop-margin": ("labelloop default policy: margin + cluster diversity + 10 % random share + "
@@ -477,6 +548,13 @@ ARMS: dict[str, tuple[str, Callable[[Data, int], Arm]]] = {
     "labelloop-margin-guarded": ("labelloop default policy + the campaigns' random-ahead guard (random share 0.5 "
                                  "for the batch after the random arm was ahead)",
                                  lambda d, s: GuardedLabelloopArm(d, s, "margin")),
+    "labelloop-adaptive": ("labelloop adaptive: margin + cluster diversity, random share learnt from the gain "
+                           "over the random arm (Hedge over margin / random, tasks/bandit.py)",
+                           lambda d, s: AdaptiveLabelloopArm(d, s)),
+    "random-selftrain": ("ablation: uniform random sampling + self-training (calibrated confidence >= 0.95, "
+                         "at most 1 pseudo-label per human label)", lambda d, s: SelfTrainingArm(d, s, "random")),
+    "labelloop-margin-selftrain": ("ablation: labelloop default policy + self-training",
+                                   lambda d, s: SelfTrainingArm(d, s, "margin")),
     "labelloop-entropy": ("labelloop policy with entropy", lambda d, s: LabelloopArm(d, s, "entropy")),
     "labelloop-cluster-margin": ("labelloop policy with Cluster-Margin", lambda d, s: LabelloopArm(d, s, "cluster-margin")),
     "labelloop-margin-pure": ("ablation: labelloop margin, no diversity, no random share",
@@ -566,6 +644,10 @@ def run_trial(data: Data, proto: Protocol, seed: int, arm_names: list[str], *, m
         curve["seconds_total"] = round(time.perf_counter() - t0, 2)
         if hasattr(arm, "guard_rounds"):
             curve["guard_rounds"] = arm.guard_rounds
+        if hasattr(arm, "weights"):
+            curve["adaptive_weights"] = arm.weights
+        if hasattr(arm, "pseudo"):
+            curve["pseudo_labels"] = arm.pseudo
         out["arms"][name] = curve
         log(f"    {name:<26} F1 {curve['macro_f1'][0]:.3f} -> {curve['macro_f1'][-1]:.3f} at {n_lab} labels "
             f"({rounds} rounds, {curve['seconds_total']:.1f}s)")

@@ -7,12 +7,12 @@ measures, in the same process, on the same pool and labelled set:
 
 * **bare** — plain scikit-learn: ``build_model(vec).fit(labelled)`` then
   ``predict_proba`` over the whole pool, in one piece, no Prefect.
-* **round** — what ``flows/round.py`` does for one arm: ``train_model`` on the
-  labelled set, ``flows.scoring.score_pool`` (partitions of
-  ``--partition-size`` texts as Prefect tasks on the configured task runner,
-  inside a Prefect flow) and ``tasks.query.select_batch`` (margin, batch
-  ``--batch``, 10 % random share, near-duplicate guard, diversity) over the
-  whole pool.
+* **round** — what ``flows/round.py`` does for one arm (``flows.stages.query_batch``):
+  ``train_model`` on the labelled set, then, for a pool larger than one partition,
+  ``flows.scoring.select_from_pool`` (partitions of ``--partition-size`` texts as
+  Prefect tasks on the configured task runner, each keeping its short list; issue 16),
+  else ``score_pool`` + ``tasks.query.select_batch`` (margin, batch ``--batch``, 10 %
+  random share, near-duplicate guard, diversity) over the whole pool.
 * **bounded** — ``train_model`` + ``flows.scoring.select_from_pool``: the
   same partitions, but each keeps only its short list (top-k merge), so no
   pool-sized matrix is ever assembled.
@@ -141,7 +141,13 @@ def round_query(bounded: bool) -> dict:
 
 
 def _round_query(bounded: bool) -> dict:
-    """What one arm of a round does after pulling labels: train, then score + select over the pool."""
+    """What one arm of a round does after pulling labels: train, then select over the pool.
+
+    *round* follows ``flows.stages.query_batch``: a pool larger than one partition goes through
+    ``select_from_pool`` with the labelled rows handed over (issue 16), a smaller one is scored in one
+    piece and selected by ``select_batch``; *bounded* is ``select_from_pool`` without the labelled rows
+    (the issue-7 column, kept for comparison).
+    """
     import numpy as np
 
     from labelloop.flows.scoring import score_pool, select_from_pool
@@ -152,8 +158,10 @@ def _round_query(bounded: bool) -> dict:
     t0 = time.perf_counter()
     model = train_model(s["vec"], s["lab_texts"], s["lab_y"])
     t1 = time.perf_counter()
-    if bounded:
+    if bounded or len(s["pool"]) > s["scale"].partition_size:
+        X_lab = None if bounded else s["vec"].transform(s["lab_texts"])
         picks = select_from_pool(model, s["vec"], s["pool"], s["classes"], s["batch"], "margin", 0, random_share=0.1,
+                                 X_labelled=X_lab, y_labelled=None if bounded else s["lab_y"],
                                  near_duplicate_threshold=0.95, scale=s["scale"])
         t2 = t3 = time.perf_counter()
     else:
@@ -289,7 +297,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="100000,300000,1000000", help="pool sizes, comma-separated")
     ap.add_argument("--runners", default="threads", help="threads and/or dask, comma-separated")
-    ap.add_argument("--partition-size", type=int, default=50_000)
+    ap.add_argument("--partition-size", type=int, default=200_000)  # = flows.scoring.DEFAULT_PARTITION_SIZE
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--repeats-large", type=int, default=None, help="repeats for pools of 1M and more")
     ap.add_argument("--labelled", type=int, default=500, help="labelled texts the round trains on")

@@ -180,6 +180,10 @@ class ModelConfig(_Strict):
     C: Annotated[float, Field(gt=0)] = 10.0
     max_features: Annotated[int, Field(gt=0)] = 50_000
     ngram_max: Annotated[int, Field(ge=1, le=3)] = 2
+    self_training: bool = Field(
+        default=False, description="Ablation (issue 16): also train on pool items whose calibrated confidence "
+                                   "clears self_training_threshold (pseudo-labels: model only, never exported)")
+    self_training_threshold: Annotated[float, Field(gt=0.5, le=1.0)] = 0.95
 
 
 STRATEGY_NAMES = STRATEGIES  # one list, owned by the strategies themselves (tasks/query.py)
@@ -511,7 +515,7 @@ class ScaleConfig(_Strict):
     """Partitioned pool scoring on a Prefect task runner (flows/scoring.py, issue 7)."""
 
     partition_size: Annotated[int, Field(ge=100)] = Field(
-        default=50_000, description="Texts per scoring partition (one Prefect task each); bounds memory per task")
+        default=200_000, description="Texts per scoring partition (one Prefect task each); bounds memory per task")
     task_runner: Literal["threads", "dask"] = Field(
         default="threads", description="threads: ThreadPoolTaskRunner on this machine; dask: prefect-dask")
     dask_address: str | None = Field(

@@ -32,7 +32,7 @@ from labelloop.flows.trust import EVAL_ARM, TrustDecision, decide_trust, queue_g
 from labelloop.integrations.faults import checkpoint
 from labelloop.tasks import health
 from labelloop.tasks.evaluate import Evaluation, learning_curve_figure
-from labelloop.tasks.policy import ArmState, Calibration, Policy, plan_round, stop_reason
+from labelloop.tasks.policy import ArmState, Calibration, Policy, arm_adaptive_weights, plan_round, stop_reason
 from labelloop.tasks.readiness import Readiness, batch_readiness, with_evaluation
 from labelloop.tasks.strategies import strategy_for_arm
 from labelloop.tasks.train import TrainingError, predict_proba_aligned
@@ -134,6 +134,10 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                     f"test set: {int(ev.metrics['test_n'])} trusted item(s), below min_test_labels "
                     f"({ev.need_test}): metrics shown with their interval, but no champion alias, health checks "
                     f"or stopping on the metric this round (querying goes on)")
+            if ev.pseudo is not None:
+                res.notes.append(f"self-training: {len(ev.pseudo)} pseudo-label(s) (calibrated confidence >= "
+                                 f"{c.cfg.model.self_training_threshold:.2f}) trained this model; tagged pseudo, "
+                                 f"never exported")
             if not ev.calibration.judged:
                 res.notes.append(
                     f"calibration gate not judged: {ev.calibration.n_rows} trusted calibration item(s), "
@@ -145,7 +149,8 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                          calibration=Calibration(cal.judged, cal.gate_passed, cal.ece_after)
                          if cal is not None else None,
                          boost=drift_boost(c) if arm == "active" else None,
-                         random_ahead_fired=arm == "active" and random_ahead_fired_before(c, round_no))
+                         random_ahead_fired=arm == "active" and random_ahead_fired_before(c, round_no),
+                         adaptive=_adaptive_weights(c, policy, arm, round_no, res, ev))
         plan = plan_round(policy, state, stopped=_stop_reason(c, policy, state, res, ev, items, feats))
         fallback = plan.fallback
         if plan.fallback_reason:
@@ -156,6 +161,12 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                 res.notes.append(plan.share_reason)
             if arm == "active":
                 res.metrics["query_random_share"] = plan.random_share
+            if plan.adaptive is not None:  # which strategy got how much weight, in the notes and in MLflow
+                if not plan.share_reason:
+                    res.notes.append(plan.adaptive.describe())
+                res.metrics.update({f"adaptive_weight_{k}": float(v) for k, v in plan.adaptive.weights.items()})
+                if plan.adaptive.advantage is not None:
+                    res.metrics["adaptive_advantage"] = float(plan.adaptive.advantage)
             res.n_queried = query_batch(c, plan, ev.model if ev else None, items, feats, labelled, run_id)
             c.ledger.update_round(arm, round_no, status="queried")
             checkpoint("after-query")
@@ -176,6 +187,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         results[arm] = res
         evals[arm] = ev
 
+    _random_ahead_after_arms(c, round_no, results)
     pushed = push_pending(c, round_no, predictions)
     checkpoint("after-push")
 
@@ -303,6 +315,55 @@ def _waiting(c: Campaign, round_no: int, ready: Readiness, pulled: dict) -> dict
             "pulled": {k: v for k, v in pulled.items() if k != "problems"}, "readiness": ready.as_dict()}
 
 
+def _adaptive_weights(c: Campaign, policy: Policy, arm: str, round_no: int, res: ArmResult,
+                      ev: Evaluation | None) -> Any:
+    """The ``adaptive`` strategy's weights for the active arm this round, from its history in the ledger.
+
+    The history is what the ledger already keeps per round: the active arm's ``(labels, test
+    macro-F1, query_random_share)`` and the random arm's curve (up to the previous round: the
+    active arm queries first). Nothing else is stored, so a resumed round recomputes the same weights.
+    """
+    if arm != "active" or policy.query.strategy != "adaptive":
+        return None
+    hist = [(int(r.n_labels or 0), float(r.metrics["test_macro_f1"]),
+             float(r.metrics.get("query_random_share", policy.query.random_share)))
+            for r in c.ledger.list_rounds(arm="active")
+            if r.round_no < round_no and r.status in ("done", "stopped") and "test_macro_f1" in r.metrics]
+    if ev is not None and "test_macro_f1" in res.metrics:
+        hist.append((res.n_labels, float(res.metrics["test_macro_f1"]), float("nan")))
+    random_curve = [(n, f) for n, f in learning_curves(c).get("random", [])]
+    return arm_adaptive_weights(policy.query, hist, random_curve)
+
+
+def _random_ahead_after_arms(c: Campaign, round_no: int, results: dict[str, ArmResult]) -> None:
+    """The ``random_ahead`` check of the active arm, once both arms are evaluated this round.
+
+    Why here and not with the other health checks: those run as the active arm queries, before
+    the random arm's round is evaluated, so a check there compared with random's curve up to the
+    previous round and the guard acted two rounds after random was ahead. Run here, on both
+    curves up to this round, it is recorded with the active arm's round and the next round's
+    batch acts on it (:func:`flows.campaign_state.random_ahead_fired_before`): the guard acts
+    from the round after the one in which random was ahead, as the README says.
+    """
+    act, rnd = results.get("active"), results.get("random")
+    if act is None or act.stopped == "already finished" or "test_macro_f1" not in act.metrics or not act.judged:
+        return
+    curves = learning_curves(c)
+    active_curve = curves.get("active", []) + [(act.n_labels, act.metrics["test_macro_f1"])]
+    random_curve = list(curves.get("random", []))
+    if rnd is not None and rnd.stopped != "already finished" and "test_macro_f1" in rnd.metrics:
+        random_curve.append((rnd.n_labels, rnd.metrics["test_macro_f1"]))
+    t = health.HealthThresholds(ece_gate=c.cfg.gates.calibration_ece)
+    chk = health.random_ahead_check(active_curve, random_curve or None, last_k=t.random_last_k,
+                                    tolerance=t.random_tolerance)
+    for k in ("health_random_ahead", "health_random_ahead_fired"):
+        act.metrics.pop(k, None)
+    act.metrics.update(health.health_metrics([chk]))
+    act.health_tags.update(health.health_tags([chk]))
+    if chk.fired:
+        act.notes.append(f"health: {chk.name}: {chk.message}; the next batch acts on it")
+
+
 def _stop_reason(c: Campaign, policy: Policy, state: ArmState, res: ArmResult, ev: Evaluation | None,
                  items: pd.DataFrame, feats: RoundFeatures | None = None) -> str | None:
     """:func:`tasks.policy.stop_reason` on this arm's history in the ledger plus this round."""
@@ -339,8 +400,6 @@ def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: Evaluation
     prev_rounds = [r for r in c.ledger.list_rounds(arm=arm) if r.round_no < round_no and r.metrics]
     recall_history = [health.recalls_from_metrics(r.metrics, "test_recall_") for r in prev_rounds]
     recall_history.append(health.recalls_from_metrics(res.metrics, "test_recall_"))
-    curves = learning_curves(c)
-    active_curve = curves.get("active", []) + ([(res.n_labels, res.metrics["test_macro_f1"])] if arm == "active" else [])
     X_batch = feats.of(batch_ids) if batch_ids else None
     queried = set(c.ledger.queries_frame(arm=arm)["item_id"])
     pool = items[(items["split"] == "pool") & ~items["item_id"].isin(queried)]
@@ -350,8 +409,7 @@ def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: Evaluation
     X_prev = feats.of(prev) if prev else None
     return health.run_health_checks(
         recall_history=recall_history, ece=ev.calibration.ece_after,
-        active_curve=active_curve if arm == "active" else None,
-        random_curve=curves.get("random") if arm == "active" else None,
+        active_curve=None, random_curve=None,  # random_ahead: after both arms (_random_ahead_after_arms)
         X_batch=X_batch, X_pool=X_pool, X_prev_batch=X_prev,
         thresholds=health.HealthThresholds(ece_gate=c.cfg.gates.calibration_ece),
     )

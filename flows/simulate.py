@@ -28,8 +28,8 @@ from labelloop.flows.scoring import transform_with_progress
 from labelloop.integrations.expectations import validate_pool
 from labelloop.integrations.sources import InputError, load_table
 from labelloop.tasks import calibrate, query
-from labelloop.tasks.policy import (ArmState, Calibration, Policy, QueryPolicy, StopPolicy, plan_round, random_ahead_fired,
-                          round_rng, stop_reason)
+from labelloop.tasks.policy import (ArmState, Calibration, Policy, QueryPolicy, StopPolicy, arm_adaptive_weights,
+                                    plan_round, random_ahead_fired, round_rng, stop_reason)
 from labelloop.tasks.seed import carve_splits
 from labelloop.tasks.evaluate import (
     area_under_curve,
@@ -75,8 +75,11 @@ def run_arm(
     over the pool in the campaign's order (by item id): a campaign on the same data with a
     perfect annotator queries the same items in every round. With ``random_curve`` (the random
     arm's curve of the same seed) the arm runs the campaigns' random-ahead guard as a round
-    does: the check of round r (this arm's curve up to r, random's up to r - 1) raises the share
-    of round r + 1; ``guard_rounds`` counts those batches. With ``progress`` each round appends
+    does: the check of round r, once both arms are evaluated (both curves up to r), raises the
+    share of round r + 1; ``guard_rounds`` counts those batches. The ``adaptive`` strategy's
+    weights come from this arm's curve with its random shares and random's curve up to r - 1,
+    as a campaign's round reads them from its ledger; ``random_share`` and ``adaptive_weights``
+    record them per batch. With ``progress`` each round appends
     ``labels:macro-F1`` to the current stdout line.
     """
     arm = "random" if strategy == "random" else "active"
@@ -120,19 +123,26 @@ def run_arm(
             p_cal = predict_proba_aligned(model, X_cal, classes, features=True)
             report = calibrate.calibration_report(p_cal, y_cal, method="temperature", gate=calibration_ece)
             gate = Calibration(judged=True, passed=report.gate_passed, ece_after=report.ece_after)
+        shares = curve.get("random_share", [])
+        hist = [(n, f, shares[k] if k < len(shares) else float("nan"))
+                for k, (n, f) in enumerate(zip(curve["labels"], curve["macro_f1"]))]
+        weights = arm_adaptive_weights(policy.query, hist, random_pts[:round_no - 1] if random_pts else None)
         state = ArmState(arm=arm, round_no=round_no, spent=len(labelled), calibration=gate,
-                         random_ahead_fired=fired_before)
+                         random_ahead_fired=fired_before, adaptive=weights)
         history = [{"labels": n, "macro_f1": f} for n, f in zip(curve["labels"], curve["macro_f1"])]
         plan = plan_round(policy, state, stopped=stop_reason(policy.stop, round_no, len(labelled), history,
                                                              judged=True))
-        if random_pts is not None:  # this round's check, as the campaign records it for the next round
-            fired_before = random_ahead_fired(list(zip(curve["labels"], curve["macro_f1"])), random_pts[:round_no - 1])
+        if random_pts is not None:  # this round's check once both arms are evaluated, as a campaign records it
+            fired_before = random_ahead_fired(list(zip(curve["labels"], curve["macro_f1"])), random_pts[:round_no])
         n = min(plan.batch_size, len(pool)) if plan.queries else 0
         if n <= 0:
             curve["seconds"].append(round(time.perf_counter() - t0, 4))
             break
-        if random_curve is not None and plan.random_share > random_share:
+        if random_curve is not None and plan.random_share > random_share and state.random_ahead_fired:
             curve["guard_rounds"] += 1
+        curve.setdefault("random_share", []).append(round(plan.random_share, 4))
+        if plan.adaptive is not None:
+            curve.setdefault("adaptive_weights", []).append(dict(plan.adaptive.weights))
         X_pool = X_all[[pos[i] for i in pool]]
         picks = query.select_round_batch(
             plan.strategy, n, round_rng(seed, round_no, arm),
@@ -208,6 +218,9 @@ def simulate_seed(frame: pd.DataFrame, classes: list[str], strategies: Sequence[
                                  max_rounds=max_rounds)
         last = out["arms"][s]
         guard = f", random-ahead guard in {last['guard_rounds']} batch(es)" if last.get("guard_rounds") else ""
+        if last.get("adaptive_weights"):  # the adaptive strategy says where its weight went
+            guard += ", adaptive weights at the last batch: " + ", ".join(
+                f"{k} {v:.2f}" for k, v in last["adaptive_weights"][-1].items())
         say(f"  | {len(last['labels'])} rounds, {time.perf_counter() - t0:.1f}s{guard}")
         if on_arm is not None:
             on_arm()

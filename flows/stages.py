@@ -18,7 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from labelloop.flows.runtime import Campaign
-from labelloop.flows.scoring import score_pool, transform_with_progress
+from labelloop.flows.scoring import select_from_pool, transform_with_progress
 from labelloop.integrations.backend import TaskRequest
 from labelloop.integrations.faults import checkpoint
 from labelloop.integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
@@ -128,6 +128,9 @@ def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.
     test = items[(items["split"] == "test") & items["item_id"].isin(eval_labels.index)]
     cal = items[(items["split"] == "calibration") & items["item_id"].isin(eval_labels.index)]
     need_test, need_cal = evaluation_thresholds(c, items)
+    pseudo = None
+    if cfg.model.self_training and len(cal) >= max(need_cal, 2):
+        model, pseudo = _self_train(c, model, vec, items, labelled, texts, cal, eval_labels)
     y_test = eval_labels.reindex(test["item_id"]).tolist()
     p_test = predict_proba_aligned(model, test["text"], c.labels) if len(test) else np.zeros((0, len(c.labels)))
     metrics: dict[str, float] = {"test_n": float(len(test)), "calibration_n": float(len(cal))}
@@ -145,15 +148,55 @@ def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.
         metrics["calibration_brier"] = report.brier_before
     else:  # too few to judge: no fallback on an ECE measured on a handful of items
         report = calibrate.CalibrationReport.not_judged(len(cal), need_cal, cfg.gates.calibration_ece)
+    if pseudo is not None:
+        metrics["pseudo_labels"] = float(len(pseudo))
     return Evaluation(model=model, metrics=metrics, p_test=p_test, y_test=y_test, p_cal=p_cal, y_cal=y_cal,
-                      calibration=report, judged=len(test) >= max(need_test, 1), need_test=need_test)
+                      calibration=report, judged=len(test) >= max(need_test, 1), need_test=need_test, pseudo=pseudo)
+
+
+def _self_train(c: Campaign, model: Any, vec: Any, items: pd.DataFrame, labelled: pd.DataFrame, texts: list[str],
+                cal: pd.DataFrame, eval_labels: pd.Series) -> tuple[Any, pd.DataFrame]:
+    """``[model] self_training``: refit on the arm's trusted labels plus pseudo-labels
+    (:func:`tasks.self_training.pseudo_labels` on the calibration slice's trusted labels).
+
+    The pseudo-labels exist only in the model and in what the round logs about them (the
+    ``pseudo_labels`` count in the ledger's round metrics and MLflow, the rows as MLflow's
+    ``pseudo_labels.json`` tagged ``labelloop.pseudo_labels``): nothing is written where answers or
+    trust decisions live, so ``labelloop export`` never returns them as human labels.
+    """
+    from labelloop.tasks.self_training import pseudo_labels
+
+    cfg = c.cfg
+    idx = {lbl: i for i, lbl in enumerate(c.labels)}
+    pool = items[(items["split"] == "pool") & ~items["item_id"].isin(labelled["item_id"])]
+    if pool.empty:
+        return model, pool[["item_id"]].assign(label=[], confidence=[])
+    p_cal = predict_proba_aligned(model, cal["text"], c.labels)
+    y_cal = np.array([idx[y] for y in eval_labels.reindex(cal["item_id"])], dtype=int)
+    ps = pseudo_labels(predict_proba_aligned(model, pool["text"], c.labels), p_cal, y_cal, len(labelled),
+                       threshold=cfg.model.self_training_threshold)
+    rows = pool.iloc[ps.rows]
+    frame = pd.DataFrame({"item_id": rows["item_id"].to_numpy(), "label": [c.labels[i] for i in ps.labels],
+                          "confidence": ps.confidence, "source": "pseudo"})
+    if len(frame):
+        model = train_model(vec, texts + rows["text"].tolist(), labelled["label"].tolist() + frame["label"].tolist(),
+                            C=cfg.model.C, random_state=cfg.splits.random_state)
+    return model, frame
 
 
 @stage
 def query_batch(c: Campaign, plan: RoundPlan, model: Any, items: pd.DataFrame, feats: RoundFeatures,
                 labelled: pd.DataFrame, model_version: str) -> int:
     """Select and record the batch ``plan`` asks for (:func:`tasks.policy.plan_round`); a re-run returns
-    the recorded one. The selection itself is :func:`tasks.query.select_round_batch`, as in ``simulate``."""
+    the recorded one. The selection itself is :func:`tasks.query.select_round_batch`, as in ``simulate``.
+
+    A pool larger than one ``[scale] partition_size`` goes through the bounded path instead
+    (:func:`flows.scoring.select_from_pool`: each partition keeps its short list, the batch is
+    ``select_round_batch`` on the merged short lists). Why: scoring the whole pool densely assembled
+    its feature matrix and probabilities in one process (1.7 GiB at 1M texts) and cost 1.55x the bare
+    fit + score (benchmarks/RESULTS.md, issue 16). The strategy share is what the dense path picks
+    for per-item strategies; the random share is a hash draw per row seeded from the round's stream,
+    so a re-run of the round draws the same items."""
     arm, round_no, n = plan.arm, plan.round_no, plan.batch_size
     existing = c.ledger.queries_frame(arm=arm, round_no=round_no)
     if len(existing):
@@ -163,23 +206,32 @@ def query_batch(c: Campaign, plan: RoundPlan, model: Any, items: pd.DataFrame, f
     if cand.empty or n <= 0:
         return 0
     rng = round_rng(c.cfg.splits.random_state, round_no, arm)
+    q = c.cfg.query
+    if model is not None and not feats.whole:  # a pool larger than one partition: the bounded path
+        picks = select_from_pool(
+            model, feats.vec, cand["text"].tolist(), c.labels, n, plan.strategy, int(rng.integers(2**31)),
+            random_share=plan.random_share, X_labelled=feats.of(labelled["item_id"]) if len(labelled) else None,
+            y_labelled=labelled["label"].tolist(), class_quota=q.class_quota,
+            near_duplicate_threshold=q.near_duplicate_threshold, scale=c.cfg.scale)
+        return _record_picks(c, plan, cand, picks, model_version)
     if model is None:  # cold start: nothing trusted to train on yet, so spread the batch out instead
         X_pool, proba = feats.of(cand["item_id"]), None
-    elif feats.whole:  # = score_pool's in-process branch, on rows transformed once this round
+    else:  # = score_pool's in-process branch, on rows transformed once this round
         X_pool = feats.of(cand["item_id"])
         proba = predict_proba_aligned(model, X_pool, c.labels, features=True)
-    else:
-        X_pool, proba = score_pool(model, feats.vec, cand["text"].tolist(), c.labels, scale=c.cfg.scale)
-    q = c.cfg.query
     picks = query.select_round_batch(
         plan.strategy, n, rng, proba=proba, X_pool=X_pool,
         X_labelled=feats.of(labelled["item_id"]) if len(labelled) else None,
         y_labelled=labelled["label"].to_numpy(), estimator=model.named_steps["clf"] if model is not None else None,
         classes=c.labels, random_share=plan.random_share, class_quota=q.class_quota,
         near_duplicate_threshold=q.near_duplicate_threshold)
+    return _record_picks(c, plan, cand, picks, model_version)
+
+
+def _record_picks(c: Campaign, plan: RoundPlan, cand: pd.DataFrame, picks: list, model_version: str) -> int:
     rows = [{"item_id": cand.loc[p.index, "item_id"], "strategy": plan.strategy, "reason": p.reason,
              "score": float(p.score), "model_version": model_version} for p in picks]
-    return c.ledger.add_queries(arm, round_no, rows)
+    return c.ledger.add_queries(plan.arm, plan.round_no, rows)
 
 
 # --------------------------------------------------------------------------- push
@@ -266,6 +318,11 @@ def log_round(c: Campaign, res: ArmResult, ev: Evaluation | None, parent_id: str
             tr.set_tags(run_id, {"labelloop.model_version": version, "labelloop.champion": str(promoted).lower()})
     if len(batch):
         tr.log_table(run_id, batch, "queried_batch.json")
+    if ev is not None and ev.pseudo is not None:  # self-training: the model's own labels, tagged, never exported
+        tr.set_tags(run_id, {"labelloop.pseudo_labels": f"{len(ev.pseudo)} pseudo-label(s) trained the model; "
+                                                         "never exported as human labels"})
+        if len(ev.pseudo):
+            tr.log_table(run_id, ev.pseudo, "pseudo_labels.json")
     if len(people["annotators"]):
         tr.log_table(run_id, people["annotators"].reset_index(), "annotators.json")
     tr.finish(run_id)

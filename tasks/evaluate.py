@@ -41,6 +41,7 @@ class Evaluation:
     calibration: CalibrationReport
     judged: bool
     need_test: int
+    pseudo: Any = None  # self-training's pseudo-labels (item_id, label, confidence), or None: model only
 
 
 def classification_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str]) -> dict[str, float]:

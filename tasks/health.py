@@ -21,7 +21,9 @@ Checks
   uses) above the gate.
 * ``random_ahead`` — the random arm's curve, interpolated at the active arm's
   label counts, is above the active arm's at each of its last ``last_k``
-  points (by more than ``tolerance``).
+  points (by more than ``tolerance``). A campaign runs it with ``last_k`` 1
+  (:class:`HealthThresholds`) once both arms are evaluated, and the next
+  round's batch acts on it (the random-ahead guard, tasks/policy.py).
 * ``batch_similarity`` — mean pairwise cosine similarity of the batch's
   features is more than ``max_ratio`` times that of the pool (computed
   exactly for the whole pool in O(nnz), or on a random sample of it).
@@ -357,7 +359,7 @@ class HealthThresholds:
     recall_max_drop: float = 0.15
     recall_window: int = 3
     ece_gate: float = 0.10
-    random_last_k: int = 3
+    random_last_k: int = 1  # the guard acts from the round after random is ahead (README, "the round")
     random_tolerance: float = 0.01
     batch_max_ratio: float = 2.0
     batch_min_difference: float = 0.01

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from labelloop.tasks import stopping
+from labelloop.tasks.bandit import ADAPTIVE, ADAPTIVE_BASE, AdaptiveWeights, adaptive_weights
 from labelloop.tasks.strategies import FALLBACK_STRATEGY, strategy_for_arm
 
 ARM_STREAMS: Mapping[str, int] = {"active": 0, "random": 1}
@@ -116,7 +117,10 @@ class ArmState:
     """What an arm's history says when its round is about to query.
 
     ``trained``: a model could be trained on the arm's trusted labels (else a cold start).
-    ``random_ahead_fired``: the ``random_ahead`` health check of the arm's previous round.
+    ``random_ahead_fired``: the ``random_ahead`` check recorded at the end of the arm's previous
+    round (the random arm ahead at its latest label count).
+    ``adaptive``: the ``adaptive`` strategy's weights from the arm's history
+    (:func:`arm_adaptive_weights`); None with any other strategy.
     """
 
     arm: str
@@ -126,6 +130,7 @@ class ArmState:
     calibration: Calibration | None = None
     boost: Boost | None = None
     random_ahead_fired: bool = False
+    adaptive: AdaptiveWeights | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ class RoundPlan:
     fallback_reason: str | None = None
     cold_start: bool = False
     stopped: str | None = None
+    adaptive: AdaptiveWeights | None = None
 
     @property
     def queries(self) -> bool:
@@ -190,16 +196,36 @@ def random_share(policy: QueryPolicy, arm: str, round_no: int, *, boost: Boost |
 
 def random_ahead_fired(active_curve: Sequence[tuple[int, float]], random_curve: Sequence[tuple[int, float]] | None
                        ) -> bool:
-    """The round's ``random_ahead`` check (default thresholds) on the curves the round sees.
+    """The random-ahead guard's check: the ``random_ahead`` health check with the guard's thresholds
+    (:class:`tasks.health.HealthThresholds`: the random arm ahead by more than 0.01 macro-F1 at the
+    active arm's latest label count within the random curve).
 
-    A campaign's round sees the active arm's curve up to this round and the random arm's up
-    to the previous one (the active arm queries first); a simulation passes the same slices.
+    Timing (README, "the round"): a round records this check once both arms are evaluated, on
+    both curves up to that round; the next round's batch acts on it. So the guard acts from the
+    round after the one in which the random arm was ahead; a simulation passes the same slices.
     """
     if not active_curve or not random_curve:
         return False
-    from labelloop.tasks.health import random_ahead_check  # heavy (scikit-learn): `labelloop status` plans without it
+    from labelloop.tasks.health import HealthThresholds, random_ahead_check  # heavy (scikit-learn): `status` plans without it
 
-    return random_ahead_check(list(active_curve), list(random_curve)).fired
+    t = HealthThresholds()
+    return random_ahead_check(list(active_curve), list(random_curve), last_k=t.random_last_k,
+                              tolerance=t.random_tolerance).fired
+
+
+def arm_adaptive_weights(policy: QueryPolicy, active: Sequence[tuple[int, float, float]],
+                         random_curve: Sequence[tuple[int, float]] | None) -> AdaptiveWeights | None:
+    """The ``adaptive`` strategy's weights for the active arm's next batch (None for other strategies).
+
+    ``active``: ``(labels, macro-F1, random share of the batch queried after it)`` per evaluated
+    round of the active arm, this round last (its share is not known yet and never used);
+    ``random_curve``: the random arm's ``(labels, macro-F1)`` as far as it is evaluated. See
+    :mod:`tasks.bandit`.
+    """
+    if policy.strategy != ADAPTIVE:
+        return None
+    return adaptive_weights(list(active), list(random_curve) if (random_curve and policy.random_arm) else None,
+                            prior_random=policy.random_share)
 
 
 def stop_reason(stop: StopPolicy, round_no: int, spent: int, history: Sequence[Mapping[str, float]], *,
@@ -227,11 +253,18 @@ def plan_round(policy: Policy, state: ArmState, *, stopped: str | None = None) -
       out (``diversity-random``): nothing trusted to rank by yet.
     * **calibration fallback** (active arm, the gate judged and failed): the model's scores are
       not trusted, so the batch is ``diversity-random`` too.
+    * **adaptive** (``[query] strategy = "adaptive"``): the batch is :data:`tasks.bandit.ADAPTIVE_BASE`
+      (margin) with the random share the weights give random (:func:`arm_adaptive_weights`), never
+      below the configured share or the guard's.
     * **batch size**: ``[query] batch_size``, capped by what is left of ``[budget] max_labels``;
       0 once the arm ``stopped`` (see :func:`stop_reason`).
     """
     q = policy.query
     configured = strategy_for_arm(q.strategy, state.arm)
+    adaptive = None
+    if configured == ADAPTIVE:  # the base strategy, with the random share the weights give random
+        configured = ADAPTIVE_BASE
+        adaptive = state.adaptive or adaptive_weights([], None, prior_random=q.random_share)
     cold = not state.trained
     cal = state.calibration
     fallback = bool(not cold and configured != "random" and state.arm != "random" and cal is not None
@@ -239,12 +272,16 @@ def plan_round(policy: Policy, state: ArmState, *, stopped: str | None = None) -
     strategy = FALLBACK_STRATEGY if (cold and configured != "random") or fallback else configured
     share, why = random_share(q, state.arm, state.round_no, boost=state.boost,
                               random_ahead_fired=state.random_ahead_fired)
+    if adaptive is not None and adaptive.random_weight > share and not cold and not fallback:
+        share = adaptive.random_weight
+        why = (f"{adaptive.describe()}: random share {share:.2f} for this batch"
+               + (f" (instead of: {why})" if why else ""))
     reason = (f"calibration gate: ECE after calibration {cal.ece_after:.3f} > {policy.calibration_ece:.2f}; "
               f"this batch uses diversity + random selection") if fallback and cal is not None else None
     size = 0 if stopped else max(0, min(q.batch_size, policy.stop.max_labels - state.spent))
     return RoundPlan(arm=state.arm, round_no=state.round_no, strategy=strategy, batch_size=size,
                      random_share=share, share_reason=why, fallback=fallback, fallback_reason=reason,
-                     cold_start=cold, stopped=stopped)
+                     cold_start=cold, stopped=stopped, adaptive=adaptive)
 
 
 def price_per_point(history: Sequence[tuple[int, float, float]], cost_per_label: float) -> dict[str, float]:

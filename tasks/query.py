@@ -639,7 +639,7 @@ def strategy_scores(
     """
     if strategy == "least-confidence":
         return least_confidence(proba)
-    if strategy in ("margin", "cluster-margin"):
+    if strategy in ("margin", "cluster-margin", "adaptive"):  # adaptive: margin with a learnt random share
         return margin(proba)
     if strategy == "entropy":
         return entropy(proba)

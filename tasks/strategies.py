@@ -19,7 +19,8 @@ class Strategy:
     ``kind``: ``per-item`` (a score per row from the class probabilities alone), ``committee``
     (a score per row from a bootstrap committee's probabilities), ``pool`` (a score per row
     that depends on the whole pool), ``set`` (no per-row score: the batch is built as a set),
-    ``random``.
+    ``random``. ``adaptive`` is margin with a learnt random share (:mod:`tasks.bandit`); its
+    per-row score is margin's.
     """
 
     name: str
@@ -47,6 +48,9 @@ _REGISTRY: dict[str, Strategy] = {s.name: s for s in (
              description="margin, taken round-robin over clusters of the most uncertain rows"),
     Strategy("density", "pool", needs_features=True, description="entropy x similarity to the pool"),
     Strategy("random", "random", description="uniform random"),
+    Strategy("adaptive", "per-item",
+             description="margin and random, weighted each round by the measured gain over the random arm "
+                         "(tasks/bandit.py)"),
     Strategy(FALLBACK_STRATEGY, "set", description="half k-center spread, half uniform random (never configured)"),
 )}
 

@@ -33,7 +33,7 @@ def _data(folder: Path) -> Path:
     return path
 
 
-def _campaign(folder: Path, data: Path, labels: list[str]) -> Path:
+def _campaign(folder: Path, data: Path, labels: list[str], strategy: str = "margin") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     cfg = folder / "campaign.toml"
     cfg.write_text(f'''
@@ -47,7 +47,7 @@ test_size = {SIZES["test"]}
 calibration_size = {SIZES["calibration"]}
 seed_size = {SIZES["seed"]}
 [query]
-strategy = "margin"
+strategy = "{strategy}"
 batch_size = {SIZES["batch"]}
 class_quota = {QUOTA}
 near_duplicate_threshold = {NEAR_DUP}
@@ -67,7 +67,8 @@ min_answers = 1
     return cfg
 
 
-def test_simulate_and_a_campaign_query_the_same_items_in_every_round(prefect_api, tmp_path: Path):
+@pytest.mark.parametrize("strategy", ["margin", "adaptive"])
+def test_simulate_and_a_campaign_query_the_same_items_in_every_round(prefect_api, tmp_path: Path, strategy: str):
     from labelloop.flows.campaign import campaign_flow
     from labelloop.flows.runtime import open_campaign
     from labelloop.tasks.demo_data import CLASSES
@@ -75,7 +76,7 @@ def test_simulate_and_a_campaign_query_the_same_items_in_every_round(prefect_api
     data = _data(tmp_path)
     labels = sorted(CLASSES)  # simulate orders the classes by name; the campaign by [labels] names
     out = tmp_path / "sim"
-    sim = run_cli("simulate", "--data", str(data), "--id-col", "id", "--strategy", "margin", "--seeds", "1",
+    sim = run_cli("simulate", "--data", str(data), "--id-col", "id", "--strategy", strategy, "--seeds", "1",
                   "--budget", str(SIZES["budget"]), "--batch-size", str(SIZES["batch"]),
                   "--seed-size", str(SIZES["seed"]), "--test-size", str(SIZES["test"]),
                   "--calibration-size", str(SIZES["calibration"]), "--class-quota", str(QUOTA),
@@ -85,7 +86,7 @@ def test_simulate_and_a_campaign_query_the_same_items_in_every_round(prefect_api
     res = json.loads((out / "results.json").read_text())
     assert res["class_quota"] == QUOTA and res["near_duplicate_threshold"] == NEAR_DUP
 
-    cfg = _campaign(tmp_path / "campaign", data, labels)
+    cfg = _campaign(tmp_path / "campaign", data, labels, strategy)
     campaign_flow(str(cfg), max_rounds=10)
     c = open_campaign(cfg)
     q = c.ledger.queries_frame()
@@ -93,7 +94,7 @@ def test_simulate_and_a_campaign_query_the_same_items_in_every_round(prefect_api
     assert all(r.status in ("done", "stopped") for r in rounds), [(r.arm, r.round_no, r.status) for r in rounds]
 
     n_batches = (SIZES["budget"] - SIZES["seed"]) // SIZES["batch"]
-    for arm, name in (("active", "margin"), ("random", "random")):
+    for arm, name in (("active", strategy), ("random", "random")):
         simulated = res["arms"][name]["seeds"]["0"]["queried"]
         campaign = [q.loc[(q["arm"] == arm) & (q["round_no"] == r), "item_id"].astype(str).tolist()
                     for r in range(1, n_batches + 1)]
@@ -106,3 +107,8 @@ def test_simulate_and_a_campaign_query_the_same_items_in_every_round(prefect_api
     active = q[(q["arm"] == "active") & (q["round_no"] >= 1)]
     assert set(active["reason"]) >= {"strategy", "random", "quota", "diversity"}, set(active["reason"])
     assert set(active["strategy"]) == {"margin", "diversity-random"}
+    if strategy == "adaptive":  # the same weights from the same history, logged with the round
+        sim_w = [w["random"] for w in res["arms"]["adaptive"]["seeds"]["0"]["adaptive_weights"]]
+        camp_w = [c.ledger.get_round("active", r).metrics["adaptive_weight_random"] for r in range(1, n_batches + 1)]
+        assert camp_w == pytest.approx(sim_w, abs=1e-3)
+        assert len(set(sim_w)) > 1, "the weights moved with the measured gains"

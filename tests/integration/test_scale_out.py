@@ -24,7 +24,8 @@ def _scale(runner: str) -> str:
 
 
 def _partition_task_runs(api: str, config: Path) -> int:
-    """Completed score-partition task runs of the round flow run that ran ``config``."""
+    """Completed shortlist-partition task runs of the round flow run that ran ``config`` (a pool larger than
+    one partition selects through the bounded path, flows.scoring.select_from_pool)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -36,7 +37,7 @@ def _partition_task_runs(api: str, config: Path) -> int:
             assert len(flow_runs) == 1, f"{len(flow_runs)} flow runs for {config}"
             runs = await client.read_task_runs(limit=200, flow_run_filter=FlowRunFilter(
                 id=FlowRunFilterId(any_=[flow_runs[0].id])), task_run_filter=TaskRunFilter(
-                name=TaskRunFilterName(like_="score-partition")))
+                name=TaskRunFilterName(like_="shortlist-partition")))
             return sum(1 for r in runs if r.state is not None and r.state.is_completed())
 
     with temporary_settings(updates={PREFECT_API_URL: api}):
@@ -68,9 +69,9 @@ def test_round_on_local_dask_cluster_queries_the_same_items_as_threads(prefect_a
         pool_size = int((c.ledger.items_frame()["split"] == "pool").sum())
         parts = -(-pool_size // PARTITION)
         assert parts >= 4, f"pool of {pool_size} gives only {parts} partitions"
-        # one score-partition task per partition and arm (the arms' pools differ by the seed items at most)
+        # one shortlist-partition task per partition and arm (the arms' pools differ by the seed items at most)
         ran = _partition_task_runs(prefect_api, configs[runner])
-        assert ran >= 2 * (parts - 1), f"{runner}: {ran} score-partition task runs for {parts} partitions x 2 arms"
+        assert ran >= 2 * (parts - 1), f"{runner}: {ran} shortlist-partition task runs for {parts} partitions x 2 arms"
         q = c.ledger.queries_frame(round_no=1)
         assert q.groupby("arm").size().to_dict() == {"active": 25, "random": 25}
         queried[runner] = {arm: g["item_id"].tolist() for arm, g in q.groupby("arm")}

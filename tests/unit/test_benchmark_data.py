@@ -138,14 +138,30 @@ def test_guarded_arm_raises_its_random_share_only_while_random_is_ahead(bench, t
     arm = bench.GuardedLabelloopArm(data, 0, "margin")
     arm.start(np.arange(6))
     random_curve = {"labels": [6, 10, 14, 18], "macro_f1": [0.6, 0.8, 0.9, 0.95]}
-    arm.observe(6, 0.5, random_curve)
+    arm.observe(6, 0.65, random_curve)  # active ahead at its latest label count: no guard
     arm.query(4)
     assert arm.policy["random_share"] == pytest.approx(0.10) and arm.guard_rounds == 0
-    arm.observe(10, 0.7, random_curve)
-    arm.observe(14, 0.7, random_curve)  # random ahead by > 0.01 at the last 3 matched points
+    arm.observe(10, 0.7, random_curve)  # random ahead by > 0.01 at 10 labels: the very next batch acts
     picks = arm.query(4)
     assert arm.policy["random_share"] == pytest.approx(0.5) and arm.guard_rounds == 1
     assert len(set(picks.tolist())) == 4
     arm.observe(18, 0.99, random_curve)  # active catches up: back to the configured share
     arm.query(4)
     assert arm.policy["random_share"] == pytest.approx(0.10) and arm.guard_rounds == 1
+
+
+def test_adaptive_arm_sees_random_up_to_its_previous_evaluation_and_keeps_its_weights(bench, tmp_path):
+    """The benchmark's adaptive arm calls the campaigns' function with a campaign's view of the curves."""
+    path = _write_split_file(tmp_path)
+    data = bench.load_dataset(bench.DatasetSpec("tiny", path.name, "hand-made"), tmp_path, max_test=20)
+    arm = bench.AdaptiveLabelloopArm(data, 0)
+    arm.start(np.arange(6))
+    random_curve = {"labels": [6, 10, 14], "macro_f1": [0.6, 0.8, 0.9]}
+    arm.observe(6, 0.6, random_curve)  # random's point at 6 is not seen yet: the prior
+    assert arm.weights[-1] == {"margin": 0.9, "random": 0.1} and arm.policy["random_share"] == pytest.approx(0.1)
+    arm.query(4)
+    arm.observe(10, 0.6, random_curve)  # sees random up to 6 only: still nothing measured
+    assert arm.weights[-1]["random"] == pytest.approx(0.1)
+    arm.observe(14, 0.62, random_curve)  # batch 6 -> 10 measured: fell 0.2 behind random
+    assert arm.weights[-1]["random"] > 0.9 and arm.policy["random_share"] == arm.weights[-1]["random"]
+    assert len(arm.query(4)) == 4

@@ -36,14 +36,25 @@ def test_guard_fires_while_random_is_ahead_and_changes_the_batches(setting):
     assert "guard_rounds" not in plain
     ahead = {"labels": plain["labels"], "macro_f1": [1.0] * len(plain["labels"])}  # random far ahead throughout
     guarded = _run(setting, ahead)
-    # as in a campaign: round r's check sees the active curve up to r and random's up to r - 1, needs 3
-    # active points inside random's range (first fires in round 4) and raises the share of round r + 1
+    # as in a campaign: round r's check runs once both arms are evaluated (both curves up to r) and
+    # raises the share of round r + 1: random is ahead from round 1, so every batch from round 2 on
     n_queries = len(guarded["labels"]) - 1
     assert n_queries == 6
-    assert guarded["guard_rounds"] == n_queries - 4
-    assert guarded["queried"][:4] == plain["queried"][:4], "identical until the guard first acts"
-    assert guarded["queried"][4] != plain["queried"][4], "the raised random share picked other items"
+    assert guarded["guard_rounds"] == n_queries - 1
+    assert guarded["random_share"] == [0.1] + [0.5] * (n_queries - 1)
+    assert guarded["queried"][:1] == plain["queried"][:1], "identical until the guard first acts"
+    assert guarded["queried"][1] != plain["queried"][1], "the raised random share picked other items"
     assert guarded["macro_f1"] != plain["macro_f1"], "the raised random share picked other items"
+
+
+def test_guard_acts_in_the_round_after_the_one_in_which_random_was_ahead(setting):
+    """The README's timing: random ahead at round 3's evaluation -> round 4's batch, and only that one."""
+    plain = _run(setting, None)
+    f1 = [0.0] * len(plain["labels"])
+    f1[2] = 1.0  # random ahead at round 3's label count only
+    once = _run(setting, {"labels": plain["labels"], "macro_f1": f1})
+    assert once["random_share"] == [0.1, 0.1, 0.1, 0.5, 0.1, 0.1]
+    assert once["guard_rounds"] == 1 and once["queried"][:3] == plain["queried"][:3]
 
 
 def test_guard_stays_off_while_active_is_ahead_or_when_disabled(setting):
