@@ -582,7 +582,7 @@ def serve(config: List[str] = typer.Argument(..., metavar="CONFIG...", help="one
           limit: Optional[int] = typer.Option(None, help="at most this many flow runs at once (default 5)"),
           isolated: bool = typer.Option(False, "--isolated",
                                         help="Prefect's runner: every flow run in its own subprocess (slower: each "
-                                             "run imports everything again; a run cancelled in the UI is killed)")
+                                             "run imports everything again)")
           ) -> int:
     """Serve a campaign's deployments in one process: scheduled rounds, drift check, reopen on drift.
 
