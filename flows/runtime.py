@@ -58,7 +58,12 @@ class Campaign:
         st = self.featurizer_path.stat()
         key = (str(self.featurizer_path.resolve()), st.st_mtime_ns, st.st_size)
         if _FEATURIZERS.get("key") != key:
-            _FEATURIZERS.update(key=key, vec=load_pickled(lambda: joblib.load(self.featurizer_path)))
+            vec = load_pickled(lambda: joblib.load(self.featurizer_path))
+            if hasattr(vec, "reporter"):  # MiniLM: says when it loads its model, shows embedding progress
+                from labelloop.flows import logs
+
+                vec.reporter = logs
+            _FEATURIZERS.update(key=key, vec=vec)
         return _FEATURIZERS["vec"]
 
     def save_featurizer(self, vec: Any) -> None:
