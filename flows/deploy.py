@@ -395,13 +395,14 @@ class WarmServer:
                 any_=[StateType.CANCELLING]))))
         for flow_run in cancelling:
             with self._lock:
+                current = self._current  # the runner thread clears it without the lock
                 if flow_run.id in self._cancelled:
                     continue
-                if self._current and self._current[0] == flow_run.id:
+                if current is not None and current[0] == flow_run.id:
                     self._cancelled.add(flow_run.id)
                     # The exception is raised in the thread that runs the flow, at its next Python
                     # instruction; the engine treats it as any BaseException (the run crashes out).
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._current[1]),
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(current[1]),
                                                                ctypes.py_object(RunCancelled))
                 elif flow_run.id in self._procs:
                     self._cancelled.add(flow_run.id)
