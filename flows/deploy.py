@@ -386,8 +386,9 @@ class WarmServer:
             FlowRunFilterStateType
         from prefect.client.schemas.objects import StateType
 
+        current = self._current
         with self._lock:
-            ids = list(self._procs) + ([self._current[0]] if self._current else [])
+            ids = list(self._procs) + ([current[0]] if current is not None else [])
         if not ids:
             return
         cancelling = client.read_flow_runs(flow_run_filter=FlowRunFilter(
