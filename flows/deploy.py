@@ -360,6 +360,8 @@ class WarmServer:
         with self._lock:
             if int(self._busy) + sum(p.is_alive() for p in self._procs.values()) >= self._limit:
                 return False
+        if self._busy and not self._running_here(client):
+            return False  # this process is about to be free (its run is final, in teardown): next poll, warm
         try:
             if not propose_state_sync(client, Pending(), flow_run_id=flow_run.id).is_pending():
                 return True  # e.g. the deployment's concurrency slot is taken: the server keeps it waiting
@@ -377,6 +379,20 @@ class WarmServer:
             with self._lock:
                 self._procs[flow_run.id] = proc
         return True
+
+    def _running_here(self, client: Any) -> bool:
+        """Whether the run in this process is still running (not starting, not in its teardown).
+
+        Why: the engine reports a run's final state, then tears down (heartbeat thread, log and event
+        flush: a second or more on a busy machine). A run created meanwhile (``run_deployment`` right
+        after the previous one finished, a schedule) would otherwise go to a cold subprocess that
+        imports everything again (~15 s); waiting one poll runs it here, warm.
+        """
+        current = self._current
+        if current is None:
+            return False  # claimed but not started yet, or run_flow has returned: free in a moment
+        state = client.read_flow_run(current[0]).state
+        return state is not None and not state.is_final()
 
     def _watch_cancellations(self, client: Any) -> None:
         """Stop the runs this server started that were set to Cancelling (the UI's "Cancel")."""
