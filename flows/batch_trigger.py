@@ -13,7 +13,8 @@ A check runs when serving starts (a batch answered meanwhile is found at once), 
 ways, per campaign (a :class:`BatchWatcher` thread):
 
 * **webhook**: Label Studio calls the receiver (:mod:`integrations.webhook_receiver`) after
-  every annotation; the check runs a second later (calls in a burst are checked once).
+  every annotation, with the campaign's shared secret in a header (calls without it get 401);
+  the check runs a second later (calls in a burst are checked once).
 * **poll**: every ``[schedule] batch_poll_seconds`` anyway -- the fallback when Label
   Studio cannot reach the receiver (another machine, SSRF protection, a firewall).
 
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from labelloop.flows.config import CampaignConfig, load_config
+from labelloop.flows.config import CampaignConfig, batch_trigger_enabled, load_config
 from labelloop.flows.drift import resource_id
 from labelloop.tasks.readiness import Readiness, batch_name
 
@@ -43,8 +44,7 @@ BATCH_EVENT = "labelloop.batch.completed"
 
 def trigger_enabled(cfg: CampaignConfig) -> bool:
     """Whether ``serve`` starts rounds on a completed batch (unset: with the Label Studio backend only)."""
-    on = cfg.schedule.batch_trigger
-    return cfg.annotation.backend == "label_studio" if on is None else bool(on)
+    return batch_trigger_enabled(cfg)
 
 
 def backend_answers(c: Any) -> dict[str, int]:
@@ -156,7 +156,7 @@ def start_batch_triggers(configs: list[str]) -> Callable[[], None]:
     """Start a watcher per campaign that wants one, the webhook receivers they need, and register
     the Label Studio webhooks. Returns a function that stops them all."""
     from labelloop.integrations.backend import BackendError
-    from labelloop.integrations.webhook_receiver import WebhookReceiver, campaign_path
+    from labelloop.integrations.webhook_receiver import SECRET_HEADER, WebhookReceiver, campaign_path, webhook_secret
 
     watchers = [BatchWatcher(p) for p in configs if trigger_enabled(load_config(p))]
     receivers: list[WebhookReceiver] = []
@@ -167,7 +167,9 @@ def start_batch_triggers(configs: list[str]) -> Callable[[], None]:
             by_address.setdefault((s.webhook_host, s.webhook_port), []).append(w)
     for (host, port), group in by_address.items():
         named = {w.name: w for w in group}
-        receiver = WebhookReceiver(host, port, named, lambda campaign, action: named[campaign].poke(action)).start()
+        secret = {w.name: webhook_secret(w.cfg.workdir_path, w.cfg.schedule.webhook_secret_env) for w in group}
+        receiver = WebhookReceiver(host, port, secret,
+                                   lambda campaign, action: named[campaign].poke(action)).start()
         receivers.append(receiver)
         for w in group:
             base = (w.cfg.schedule.webhook_url or receiver.base_url).rstrip("/")
@@ -175,7 +177,8 @@ def start_batch_triggers(configs: list[str]) -> Callable[[], None]:
             try:
                 from labelloop.flows.runtime import open_campaign
 
-                open_campaign(w.cfg).backend.ensure_webhook(url, stale_suffix=campaign_path(w.name))
+                open_campaign(w.cfg).backend.ensure_webhook(url, stale_suffix=campaign_path(w.name),
+                                                            headers={SECRET_HEADER: secret[w.name]})
                 print(f"campaign {w.name}: Label Studio calls {url} after each annotation; "
                       f"also checked every {w.poll_seconds:.0f} s", flush=True)
             except BackendError as err:

@@ -335,8 +335,12 @@ def ui(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config
 
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
            "--workers", "1"]
+    # no GenAI job runner and huey workers (MLflow 3 starts them by default): labelloop never queues a job
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
+                                                                               "false")}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL if not _STATE["verbose"] else None,
-                            stderr=subprocess.STDOUT if not _STATE["verbose"] else None, start_new_session=True)
+                            stderr=subprocess.STDOUT if not _STATE["verbose"] else None, start_new_session=True,
+                            env=env)
     url = f"http://{host}:{port}"
     t0 = time.monotonic()
     _interrupt_on_signals()  # Ctrl-C or SIGTERM: stop the UI's whole process group, exit 130
@@ -562,8 +566,13 @@ def export(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
                                              help="default: from the --out suffix (.csv, .parquet, .jsonl), else csv"),
            include_all: bool = typer.Option(False, "--all", help="every item with answers (also gold, pending, "
                                                                 "needs_more, quarantined)"),
+           include_auto: bool = typer.Option(False, "--include-auto",
+                                             help="also the automatic labels of stream mode (status auto, "
+                                                  "method auto): they are the model's, never human labels"),
            as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")) -> int:
     """Write the labelled dataset (trusted + adjudicated; --all: every answered item). Read-only, no Prefect.
+
+    Automatic labels of `labelloop stream` are left out unless --include-auto.
 
     Example: labelloop export campaign.toml --out labels.parquet
     """
@@ -573,7 +582,8 @@ def export(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
 
     if fmt is not None and fmt not in ("csv", "parquet", "jsonl"):
         raise Stop(EXIT_BAD_INPUT, f"--format must be csv, parquet or jsonl, got {fmt!r}")
-    return cmd_export(SimpleNamespace(config=config, out=str(out), format=fmt, all=include_all, json=as_json))
+    return cmd_export(SimpleNamespace(config=config, out=str(out), format=fmt, all=include_all, json=as_json,
+                                      include_auto=include_auto))
 
 
 # ----------------------------------------------------------------------------------------- operations
@@ -645,6 +655,55 @@ def deploy(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
     say(f"registered the deployments of campaign {cfg.name} for work pool {pool!r}:\n{describe(cfg)}")
     say(f"start a worker where labelloop is installed:  prefect worker start --pool {pool}")
     say(f"run a round now:                             prefect deployment run '{names['round']}'")
+    return EXIT_OK
+
+
+@app.command()
+def stream(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)"),
+           arrivals: Optional[str] = typer.Option(None, metavar="DIR",
+                                                  help="folder (or file) of arrived texts (default: [stream] "
+                                                       "arrivals); files consumed before are skipped"),
+           as_json: bool = typer.Option(False, "--json", help="print the result as JSON")) -> int:
+    """Label arriving texts: the champion labels what it is sure of, people get the rest and an audit share.
+
+    New files in DIR are checked first (a bad file: one line naming it and its row, exit 2, nothing
+    written); each arrival is scored by the champion model with calibrated confidence; at or above
+    [stream] threshold it is labelled automatically (source auto, never exported as a human label
+    unless `labelloop export --include-auto`), an [stream] audit_share of those also goes to people,
+    the rest goes to people within [stream] daily_budget. The audited precision is logged to MLflow
+    (stream_audit_precision) and raises the threshold when it falls below [stream] min_precision.
+
+    Example: labelloop stream campaign.toml --arrivals incoming/
+    """
+    import json
+
+    from labelloop.flows.config import load_config
+
+    validate_campaign(config)
+    cfg = load_config(config)
+    if not (cfg.workdir_path / SETUP_MARKER).is_file():
+        raise Stop(EXIT_BAD_INPUT, f"campaign {cfg.name!r} is not set up: run `labelloop setup {config}` "
+                                   "(and a round, for a model to label with) first")
+    path = Path(arrivals).resolve() if arrivals else cfg.stream_arrivals_path
+    if path is None:
+        raise Stop(EXIT_BAD_INPUT, "no arrivals: pass --arrivals DIR or set [stream] arrivals in the config")
+    from labelloop.flows.runtime import open_campaign
+    from labelloop.flows.stream import new_arrivals
+
+    import contextlib
+
+    new_arrivals(open_campaign(cfg), path)  # every new file checked before Prefect starts; nothing written
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with quiet:  # with --json, stdout is the JSON alone
+        orchestrate()
+        from labelloop.flows.logs import heartbeat
+
+        with heartbeat("stream running"):
+            from labelloop.flows.stream import stream_flow
+
+            result = stream_flow(str(Path(config).resolve()), str(path))
+    if as_json:
+        say(json.dumps({k: v for k, v in result.items() if k != "predictions"}, indent=2, default=str))
     return EXIT_OK
 
 

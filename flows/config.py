@@ -365,6 +365,10 @@ class ScheduleConfig(_Strict):
     webhook_url: str | None = Field(
         default=None, description="The receiver's address as Label Studio reaches it (default "
                                   "http://webhook_host:port); the campaign's path is appended")
+    webhook_secret_env: str | None = Field(
+        default="LABELLOOP_WEBHOOK_SECRET", description="Environment variable holding the webhook receiver's "
+        "shared secret; when it is not set labelloop generates one and keeps it in the campaign folder "
+        "(.labelloop-webhook-secret, mode 600). Calls without it get 401")
 
     @field_validator("round_cron", "drift_cron")
     @classmethod
@@ -420,6 +424,31 @@ class RunConfig(_Strict):
         default=30.0, description="`labelloop run`: how often a waiting campaign asks the backend again")
     wait_timeout_seconds: Annotated[float, Field(ge=0.0)] = Field(
         default=3600.0, description="`labelloop run`: give up waiting after this long (exit 3; run it again later)")
+
+
+class StreamConfig(_Strict):
+    """Stream mode (``labelloop stream``, flows/stream.py, tasks/stream.py): arriving texts are labelled by
+    the champion model when it is sure enough, by people otherwise."""
+
+    arrivals: str | None = Field(
+        default=None, description="Folder (or file) new texts are dropped into; relative to this file. "
+        "`labelloop stream CONFIG --arrivals DIR` overrides it; the served deployment needs it")
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=0.9, description="An arrival whose calibrated confidence reaches this is labelled automatically")
+    audit_share: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.1, description="Share of automatic labels also sent to people, to measure their precision")
+    daily_budget: Annotated[int, Field(ge=0)] = Field(
+        default=200, description="Arrivals people get per UTC day (audits first); the rest wait for the next day")
+    min_precision: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=0.9, description="When the 95% lower bound of audited precision falls below this, the threshold "
+        "rises (or automatic labelling stops)")
+    min_audits: Annotated[int, Field(ge=1)] = Field(
+        default=20, description="Answered audits before the precision gate acts")
+    train_on_auto: bool = Field(
+        default=False, description="Also train the arms on automatic labels (off: only people's labels train)")
+    interval_seconds: Annotated[int, Field(ge=5)] | None = Field(
+        default=300, description="`labelloop serve`: how often the stream deployment looks at the arrivals "
+        "folder (unset: only when run by hand)")
 
 
 class TrustConfig(_Strict):
@@ -510,6 +539,7 @@ class CampaignConfig(_Strict):
     trust: TrustConfig = Field(default_factory=TrustConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
 
     # Set by load_config: the folder relative paths are resolved against.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -590,6 +620,11 @@ class CampaignConfig(_Strict):
         return _resolve(self.drift.arrivals, self.base_dir)
 
     @property
+    def stream_arrivals_path(self) -> Path | None:
+        """``[stream] arrivals`` resolved against the config file's folder (None when not set)."""
+        return _resolve(self.stream.arrivals, self.base_dir) if self.stream.arrivals else None
+
+    @property
     def tracking_uri(self) -> str:
         return self.mlflow.tracking_uri or f"sqlite:///{self.workdir_path / 'mlflow.db'}"
 
@@ -606,6 +641,39 @@ class CampaignConfig(_Strict):
 
     def strategy_for(self, arm: str) -> str:
         return "random" if arm == "random" else self.query.strategy
+
+
+def batch_trigger_enabled(cfg: CampaignConfig) -> bool:
+    """Whether ``serve`` starts rounds on a completed batch (``[schedule] batch_trigger``; unset: with the
+    Label Studio backend only -- the others answer at once, where ``labelloop run`` goes round after round)."""
+    on = cfg.schedule.batch_trigger
+    return cfg.annotation.backend == "label_studio" if on is None else bool(on)
+
+
+def round_triggers(cfg: CampaignConfig) -> dict[str, Any]:
+    """How rounds start, for ``labelloop status``: ``schedule`` (cron / interval / None), ``batch_trigger``
+    (bool), ``how`` (``webhook+polling`` | ``polling`` | None) and ``sentence``."""
+    s = cfg.schedule
+    sched = (f"every {s.round_interval_seconds} s" if s.round_interval_seconds else
+             f"cron '{s.round_cron}' ({s.timezone})" if s.round_cron else None)
+    on = batch_trigger_enabled(cfg)
+    webhook = on and s.webhooks and cfg.annotation.backend == "label_studio"
+    how = None if not on else ("webhook+polling" if webhook else "polling")
+    if on:
+        receiver = s.webhook_url or (f"{s.webhook_host}:{s.webhook_port}" if s.webhook_port
+                                     else f"{s.webhook_host}, a free port")
+        where = (f"Label Studio's webhook (receiver on {receiver}, with its shared secret) and a polling check "
+                 f"every {s.batch_poll_seconds} s" if webhook
+                 else f"a polling check every {s.batch_poll_seconds} s" + (
+                     "" if cfg.annotation.backend == "label_studio" else " (no webhooks outside Label Studio)"))
+        sentence = (f"batch-triggered while `labelloop serve` runs: a round starts when the open batch is answered "
+                    f"([run] batch_ready_share), found by {where}")
+    else:
+        why = "[schedule] batch_trigger = false" if s.batch_trigger is False else (
+            f"[schedule] batch_trigger unset, backend {cfg.annotation.backend}")
+        sentence = f"not batch-triggered ({why})"
+    sentence += f"; schedule: {sched or 'none'}"
+    return {"schedule": sched, "batch_trigger": on, "how": how, "sentence": sentence}
 
 
 def tracking_params(cfg: CampaignConfig) -> dict[str, Any]:

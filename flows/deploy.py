@@ -1,6 +1,6 @@
 """Deployments of a campaign: scheduled rounds, the drift check, the drift-triggered reopen.
 
-Two ways to run them, same three deployments (named after the campaign):
+Two ways to run them, same four deployments (named after the campaign):
 
 * ``labelloop serve CONFIG [CONFIG ...]`` — one long-running process on one
   machine: it registers the deployments with the Prefect API and runs their flow
@@ -25,6 +25,8 @@ Two ways to run them, same three deployments (named after the campaign):
 ``labelloop-drift-check/<campaign>``    ``[schedule] drift_cron`` (or ``drift_interval_seconds``)
 ``labelloop-reopen/<campaign>``         event trigger: ``labelloop.drift.detected`` with resource
                                         ``labelloop.campaign.<campaign>``
+``labelloop-stream/<campaign>``         every ``[stream] interval_seconds`` when ``[stream] arrivals`` is
+                                        set (stream mode, ``flows/stream.py``); else run by hand
 =====================================  ==========================================================
 
 The round and reopen deployments have ``concurrency_limit = 1`` with
@@ -52,12 +54,13 @@ from labelloop.flows.drift import DRIFT_EVENT, resource_id
 from labelloop.flows.logs import say
 
 ROUND_FLOW, DRIFT_FLOW, REOPEN_FLOW = "labelloop-round", "labelloop-drift-check", "labelloop-reopen"
+STREAM_FLOW = "labelloop-stream"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def deployment_names(campaign: str) -> dict[str, str]:
     return {"round": f"{ROUND_FLOW}/{campaign}", "drift": f"{DRIFT_FLOW}/{campaign}",
-            "reopen": f"{REOPEN_FLOW}/{campaign}"}
+            "reopen": f"{REOPEN_FLOW}/{campaign}", "stream": f"{STREAM_FLOW}/{campaign}"}
 
 
 def reopen_trigger_parameters(config_path: str) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def _schedules(cron: str | None, interval: int | None, tz: str) -> list[Any]:
 
 def build_deployments(config: str | Path, cfg: CampaignConfig | None = None, *,
                       work_pool: str | None = None) -> list[Any]:
-    """The three RunnerDeployments of one campaign (for ``serve`` or ``apply``)."""
+    """The four RunnerDeployments of one campaign (for ``serve`` or ``apply``)."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
     from prefect.events import DeploymentEventTrigger
@@ -91,6 +94,7 @@ def build_deployments(config: str | Path, cfg: CampaignConfig | None = None, *,
     from labelloop.flows.drift import drift_check_flow
     from labelloop.flows.reopen import reopen_flow
     from labelloop.flows.round import round_flow
+    from labelloop.flows.stream import stream_flow
 
     config_path = str(Path(config).resolve())
     cfg = cfg or load_config(config_path)
@@ -128,7 +132,17 @@ def build_deployments(config: str | Path, cfg: CampaignConfig | None = None, *,
         reopen_flow.to_deployment(
             triggers=[trigger], parameters={"config": config_path}, concurrency_limit=one_enqueued,
             description=f"Re-open the query pool of campaign {cfg.name} when {DRIFT_EVENT} fires", **common),
+        stream_flow.to_deployment(
+            schedules=_schedules(None, stream_interval(cfg), s.timezone), parameters={"config": config_path},
+            concurrency_limit=one_cancel,
+            description=f"Stream mode of campaign {cfg.name}: label arrivals automatically or by people", **common),
     ]
+
+
+def stream_interval(cfg: CampaignConfig) -> int | None:
+    """Seconds between served stream runs: ``[stream] interval_seconds`` when ``[stream] arrivals`` names a
+    folder to watch (without one a stream run only re-decides held items: run it by hand)."""
+    return cfg.stream.interval_seconds if cfg.stream.arrivals else None
 
 
 def describe(cfg: CampaignConfig) -> str:
@@ -141,8 +155,11 @@ def describe(cfg: CampaignConfig) -> str:
     from labelloop.flows.batch_trigger import BATCH_EVENT
 
     rnd += f"; on event {BATCH_EVENT}"
+    stm = (f"every {stream_interval(cfg)}s on {cfg.stream_arrivals_path}" if stream_interval(cfg)
+           else "by hand (set [stream] arrivals to watch a folder)")
     return (f"  {n['round']:<40} {rnd}\n  {n['drift']:<40} {drf}\n"
-            f"  {n['reopen']:<40} on event {DRIFT_EVENT} (resource {resource_id(cfg.name)})")
+            f"  {n['reopen']:<40} on event {DRIFT_EVENT} (resource {resource_id(cfg.name)})\n"
+            f"  {n['stream']:<40} {stm}")
 
 
 def serve_campaigns(configs: list[str], *, limit: int | None = None, isolated: bool = False) -> None:
@@ -219,12 +236,13 @@ class WarmServer:
     """
 
     def __init__(self, deployments: list[Any], *, limit: int | None = None, flows: list[Any] = ()) -> None:
-        """``flows``: flow objects besides labelloop's three that ``deployments`` may name (tests)."""
+        """``flows``: flow objects besides labelloop's own that ``deployments`` may name (tests)."""
         from labelloop.flows.drift import drift_check_flow
         from labelloop.flows.reopen import reopen_flow
         from labelloop.flows.round import round_flow
+        from labelloop.flows.stream import stream_flow
 
-        self._by_name = {f.name: f for f in (round_flow, drift_check_flow, reopen_flow, *flows)}
+        self._by_name = {f.name: f for f in (round_flow, drift_check_flow, reopen_flow, stream_flow, *flows)}
         self._deployments = deployments
         self._flows: dict[Any, Any] = {}  # deployment id -> flow object
         self._limit = max(1, limit or 5)  # Prefect's runner default (PREFECT_RUNNER_PROCESS_LIMIT)
@@ -547,4 +565,17 @@ def prefect_yaml_env(config: str) -> dict[str, str]:
         "LABELLOOP_DRIFT_CRON": s.drift_cron or "0 0 1 1 *",
         "LABELLOOP_DRIFT_SCHEDULE_ACTIVE": "true" if s.drift_cron else "false",
         "LABELLOOP_TIMEZONE": s.timezone,
+        "LABELLOOP_STREAM_CRON": stream_cron(cfg.stream.interval_seconds or 300),
+        "LABELLOOP_STREAM_SCHEDULE_ACTIVE": "true" if stream_interval(cfg) else "false",
     }
+
+
+def stream_cron(seconds: int) -> str:
+    """``[stream] interval_seconds`` as the nearest cron schedule, for ``prefect.yaml`` (whose schedules can
+    only take a templated cron string: an interval is validated before the variables are filled in).
+    Rounded to whole minutes (at least one), or whole hours from an hour on."""
+    minutes = max(1, round(seconds / 60))
+    if minutes < 60:
+        return f"*/{minutes} * * * *"
+    hours = round(minutes / 60)
+    return f"0 */{hours} * * *" if hours < 24 else "0 0 * * *"

@@ -28,6 +28,11 @@ label_schema_version   the label-set version ``label`` belongs to
 
 Without ``--all`` only ``trusted`` and ``adjudicated`` rows: what is safe to
 train on.
+
+Automatic labels of stream mode (``flows/stream.py``: the champion model's, recorded with source
+``auto``) are not human labels and are never exported unless asked for (``--include-auto``); then
+each arrival labelled automatically that people did not answer is one more row with status
+``auto``, method ``auto``, the model version in ``annotators``, ``n_answers`` 0 and arm ``stream``.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ if TYPE_CHECKING:
 
 COLUMNS = ["item_id", "text", "label", "status", "confidence", "n_answers", "annotators", "method", "round", "arm",
            "label_schema_version"]
-STATUSES = ["trusted", "adjudicated", "gold", "pending", "needs_more", "quarantined"]
+STATUSES = ["trusted", "adjudicated", "gold", "pending", "needs_more", "quarantined", "auto"]
 DEFAULT_STATUSES = ("trusted", "adjudicated")
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -73,6 +78,7 @@ class ExportSummary:
     answered_items: int  # items with at least one submitted answer (all statuses)
     all_counts: dict[str, int] = field(default_factory=dict)  # every answered item per status
     decided_round: int | None = None  # the trust decision the statuses come from (None: none yet)
+    auto_left_out: int = 0  # automatic labels (stream mode) not exported: --include-auto adds them
 
     def line(self) -> str:
         per = ", ".join(f"{s} {self.counts[s]}" for s in STATUSES if self.counts.get(s))
@@ -84,12 +90,15 @@ class ExportSummary:
             left = self.answered_items - self.rows
             if left:
                 text += f"; {left} other answered item(s) not exported (--all includes them)"
+        if self.auto_left_out:
+            text += (f"; {self.auto_left_out} automatic label(s) of stream mode not exported "
+                     "(--include-auto includes them)")
         return text
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "format": self.format, "rows": self.rows, "counts": self.counts,
                 "answered_items": self.answered_items, "all_counts": self.all_counts,
-                "decided_round": self.decided_round}
+                "decided_round": self.decided_round, "auto_left_out": self.auto_left_out}
 
 
 def export_status(status: Any, source: Any) -> str:
@@ -126,9 +135,45 @@ def _schema_version(ledger: Any, decided_at: Any, fallback: int) -> int:
     return max(before) if before else min(int(v) for v, _ in rows)
 
 
-def export_frame(ledger: Any, *, label_version: int, include_all: bool = False) -> tuple["pd.DataFrame", dict]:
+def export_frame(ledger: Any, *, label_version: int, include_all: bool = False,
+                 include_auto: bool = False) -> tuple["pd.DataFrame", dict]:
     """The export rows from the ledger (pure reads). Returns (rows, info) with info keys
-    ``answered_items``, ``all_counts``, ``decided_round``."""
+    ``answered_items``, ``all_counts``, ``decided_round``, ``auto_labels`` (automatic labels in the
+    ledger, exported or not)."""
+    import pandas as pd
+
+    people, info = _people_frame(ledger, label_version=label_version, include_all=include_all)
+    auto = _auto_frame(ledger, label_version=label_version, answered=set(info.get("answered_ids", ())))
+    info.pop("answered_ids", None)
+    info["auto_labels"] = int(len(auto))
+    if not include_auto or auto.empty:
+        return people, info
+    both = pd.concat([people, auto], ignore_index=True) if len(people) else auto
+    both["round"] = both["round"].astype("Int64")
+    return both.sort_values("item_id", kind="stable").reset_index(drop=True), info
+
+
+def _auto_frame(ledger: Any, *, label_version: int, answered: set[str]) -> "pd.DataFrame":
+    """Rows for the automatic labels of items people did not answer (status ``auto``)."""
+    import pandas as pd
+
+    frame = ledger.stream_frame()
+    if len(frame):
+        frame = frame[(frame["source"] == "auto") & frame["label"].notna() & ~frame["item_id"].isin(answered)]
+    if frame.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    texts = ledger.items_frame().set_index("item_id")["text"]
+    return pd.DataFrame({
+        "item_id": frame["item_id"].astype(str).to_numpy(), "text": texts.reindex(frame["item_id"]).to_numpy(),
+        "label": frame["label"].to_numpy(), "status": "auto",
+        "confidence": pd.to_numeric(frame["confidence"], errors="coerce").to_numpy(), "n_answers": 0,
+        "annotators": ("model:" + frame["model_version"].fillna("?").astype(str)).to_numpy(), "method": "auto",
+        "round": pd.array([pd.NA] * len(frame), dtype="Int64"), "arm": "stream",
+        "label_schema_version": int(label_version)}, columns=COLUMNS)
+
+
+def _people_frame(ledger: Any, *, label_version: int, include_all: bool) -> tuple["pd.DataFrame", dict]:
+    """The rows of items people answered (see the module docstring)."""
     import pandas as pd
 
     ann = ledger.annotations_frame(submitted_only=True)
@@ -137,6 +182,7 @@ def export_frame(ledger: Any, *, label_version: int, include_all: bool = False) 
     info: dict[str, Any] = {"answered_items": 0, "all_counts": {}, "decided_round": decided_round}
     if ann.empty:
         return pd.DataFrame(columns=COLUMNS), info
+    info["answered_ids"] = set(ann["item_id"].astype(str))
 
     per_item = ann.groupby("item_id").agg(n_answers=("annotator", "size"), annotators=("annotator", _joined))
     items = ledger.items_frame().set_index("item_id")["text"]
@@ -174,7 +220,7 @@ def export_frame(ledger: Any, *, label_version: int, include_all: bool = False) 
     out["round"] = out["round"].astype("Int64")
     out["label_schema_version"] = out["label_schema_version"].astype(int)
     info["answered_items"] = int(len(out))
-    info["all_counts"] = {s: int((out["status"] == s).sum()) for s in STATUSES}
+    info["all_counts"] = {s: int((out["status"] == s).sum()) for s in STATUSES if s != "auto"}
     if not include_all:
         out = out[out["status"].isin(DEFAULT_STATUSES)]
     return out.sort_values("item_id", kind="stable").reset_index(drop=True), info
@@ -227,7 +273,7 @@ def _open_ledger(cfg: Any) -> Any:
 
 
 def export_dataset(config: str | Path, out: str | Path, *, fmt: str | None = None,
-                   include_all: bool = False) -> ExportSummary:
+                   include_all: bool = False, include_auto: bool = False) -> ExportSummary:
     """Export the campaign's labelled items to ``out``; returns what was written."""
     from labelloop.flows.config import load_config
 
@@ -236,14 +282,16 @@ def export_dataset(config: str | Path, out: str | Path, *, fmt: str | None = Non
     kind = resolve_format(out_path, fmt)
     ledger = _open_ledger(cfg)
     try:
-        frame, info = export_frame(ledger, label_version=cfg.labels.version, include_all=include_all)
+        frame, info = export_frame(ledger, label_version=cfg.labels.version, include_all=include_all,
+                                   include_auto=include_auto)
     finally:
         ledger.dispose()
     write_atomically(frame, out_path, kind)
     counts = {s: int((frame["status"] == s).sum()) for s in STATUSES if (frame["status"] == s).any()}
     return ExportSummary(path=str(out_path), format=kind, rows=int(len(frame)), counts=counts,
                          answered_items=info["answered_items"], all_counts=info["all_counts"],
-                         decided_round=info["decided_round"])
+                         decided_round=info["decided_round"],
+                         auto_left_out=0 if include_auto else info.get("auto_labels", 0))
 
 
 def cmd_export(a: Any) -> int:
@@ -252,7 +300,8 @@ def cmd_export(a: Any) -> int:
     import sys
 
     try:
-        summary = export_dataset(a.config, a.out, fmt=a.format, include_all=a.all)
+        summary = export_dataset(a.config, a.out, fmt=a.format, include_all=a.all,
+                                 include_auto=getattr(a, "include_auto", False))
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -269,5 +318,7 @@ def register(sub: Any) -> None:
                    help="default: from the --out suffix (.csv, .parquet, .jsonl), else csv")
     s.add_argument("--all", action="store_true",
                    help="every item with answers (also gold, pending, needs_more, quarantined)")
+    s.add_argument("--include-auto", action="store_true",
+                   help="also the automatic labels of stream mode (status auto; never human labels)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(fn=cmd_export)

@@ -41,9 +41,18 @@ from labelloop.tasks.train import TrainingError, predict_proba_aligned
 
 # --------------------------------------------------------------------------- per arm
 def _labelled_set(c: Campaign, arm: str, consensus: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The arm's trusted human labels, and the labels it spent. With ``[stream] train_on_auto`` the
+    automatic labels of stream mode join every arm's training set (not its spend), except on items
+    people labelled: a person's label always wins over the model's."""
     q = c.ledger.queries_frame(arm=arm)
     spent = int(len(q))
     lab = q[["item_id"]].merge(consensus[["label"]], left_on="item_id", right_index=True, how="inner")
+    if c.cfg.stream.train_on_auto:
+        from labelloop.flows.stream import auto_labels
+
+        auto = auto_labels(c.ledger)
+        auto = auto[~auto["item_id"].isin(set(lab["item_id"]) | set(consensus.index))]
+        lab = pd.concat([lab, auto[["item_id", "label"]]], ignore_index=True)
     return lab, spent
 
 

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from labelloop.flows.campaign_state import macro_f1_ci
+from labelloop.flows.config import round_triggers
 from labelloop.flows.runtime import Campaign, open_campaign
 
 
@@ -194,6 +195,14 @@ def print_status(config: str) -> None:
     if why:
         print(f"round {nxt}: {why}")
 
+    print(f"rounds: {round_triggers(c.cfg)['sentence']}")
+    st = stream_status(c)
+    if st["arrivals"]:
+        thr = st["threshold"]
+        print(f"stream: {st['arrivals']} arrivals: {st['auto']} auto-labelled, {st['audit']} audited, "
+              f"{st['routed']} to people, {st['held']} held; threshold "
+              f"{'off (stopped by the audit gate)' if st['stopped'] else thr}; audits answered: see the MLflow "
+              "stream runs (stream_audit_precision)")
     sched = next_runs(c.name)
     if sched["runs"]:
         for name, when in sched["runs"].items():
@@ -203,6 +212,18 @@ def print_status(config: str) -> None:
         print(f"next scheduled run: no schedule found ({why})")
 
 
+def stream_status(c: Campaign) -> dict[str, Any]:
+    """Stream mode's decisions so far (``labelloop stream``): counts per route and the latest threshold."""
+    frame = c.ledger.stream_frame()
+    out: dict[str, Any] = {"arrivals": int(len(frame)),
+                           **{r: int((frame["route"] == r).sum()) if len(frame) else 0
+                              for r in ("auto", "audit", "routed", "held")}}
+    last = frame.sort_values("decided_at").iloc[-1] if len(frame) else None
+    out["threshold"] = None if last is None or last["threshold"] != last["threshold"] else last["threshold"]
+    out["stopped"] = last is not None and out["threshold"] is None
+    return out
+
+
 def status_json(config: str) -> str:
     from labelloop.flows.trust import trust_status
 
@@ -210,4 +231,5 @@ def status_json(config: str) -> str:
     pushed, pending = pending_tasks(c)
     return json.dumps({"campaign": c.name, **campaign_state(c), "rounds": _rows(c), "tasks_pushed": pushed,
                        "tasks_pending": pending, "evaluation": evaluation_status(c),
-                       "trust": trust_status(c), "schedule": next_runs(c.name)}, default=str, indent=2)
+                       "trust": trust_status(c), "round_triggers": round_triggers(c.cfg), "stream": stream_status(c),
+                       "schedule": next_runs(c.name)}, default=str, indent=2)

@@ -32,6 +32,9 @@ start_cmd() {
     mkdir -p "$DATA_DIR/mlruns"
     local backend="${LABELLOOP_MLFLOW_BACKEND:-sqlite:///$DATA_DIR/mlflow.db}"
     local artifacts="${LABELLOOP_MLFLOW_ARTIFACTS:-$DATA_DIR/mlruns}"
+    # MLflow 3 also starts a job runner and huey workers for its GenAI jobs (scorers, prompt optimisation):
+    # labelloop logs classic training runs and never queues a job, so they are off unless you turn them on.
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" \
     MLFLOW_DISABLE_TELEMETRY=true exec "$PY" -m mlflow server --host 127.0.0.1 --port "$PORT" \
         --backend-store-uri "$backend" --default-artifact-root "$artifacts" --workers 1
 }

@@ -703,7 +703,8 @@ class LabelStudioBackend:
 
     # ------------------------------------------------------------------ webhooks
 
-    def ensure_webhook(self, url: str, *, stale_suffix: str | None = None) -> int:
+    def ensure_webhook(self, url: str, *, stale_suffix: str | None = None,
+                       headers: Mapping[str, str] | None = None) -> int:
         """Have the project call ``url`` whenever an annotation is created, updated or deleted
         (the trigger of a round when the batch is done); returns the webhook's id.
 
@@ -713,24 +714,29 @@ class LabelStudioBackend:
         local addresses (127.0.0.1, localhost) while its SSRF protection is on: the local server is
         started with ``SSRF_PROTECTION_ENABLED=false`` (infra/label_studio.sh); elsewhere the error
         says which setting to change and the caller falls back to polling.
+
+        ``headers`` are sent with every call (the receiver's shared secret); a webhook with this URL
+        but other headers (a rotated secret) is replaced.
         """
 
         def go(att: _Attempt) -> int:
             pid = self._pid(att)
             hooks = self.client.webhooks.list(project=str(pid), request_options=att.request_options())
             keep = None
+            want = dict(headers or {})
             for h in hooks:
                 if getattr(h, "project", None) not in (None, pid):
                     continue
-                if h.url == url and keep is None:
+                if h.url == url and keep is None and dict(getattr(h, "headers", None) or {}) == want:
                     keep = int(h.id)
-                elif stale_suffix and h.url.endswith(stale_suffix) and h.url != url:
+                elif (h.url == url) or (stale_suffix and h.url.endswith(stale_suffix)):
                     self.client.webhooks.delete(int(h.id), request_options=att.request_options())
             if keep is not None:
                 return keep
             hook = self.client.webhooks.create(
                 url=url, project=pid, send_payload=True, send_for_all_actions=False, is_active=True,
-                actions=list(WEBHOOK_ACTIONS), request_options=att.request_options())
+                actions=list(WEBHOOK_ACTIONS), **({"headers": want} if want else {}),
+                request_options=att.request_options())
             return int(hook.id)
 
         try:

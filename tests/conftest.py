@@ -48,6 +48,29 @@ if _OWN_SHARED_SERVER:
     os.environ.setdefault("LABELLOOP_PREFECT_PORT", str(free_port()))
 
 
+# The longest test files first (the order of their CI durations, longest first). `make test` runs
+# `pytest -n 2 --dist loadfile --no-loadscope-reorder`: xdist hands whole files to the two workers in this
+# order, so the long integration files start at once and the many short unit files fill the gaps at the end.
+# (xdist's default order is "most tests first", which put the one- and two-test files of several minutes
+# each last, and one worker ran on for minutes after the other had finished.) A file not listed keeps its
+# place after these; the order changes only when tests run, never what they check.
+SLOWEST_FILES_FIRST = (
+    "integration/test_service_faults.py", "integration/test_unlabelled.py", "integration/test_faults.py",
+    "integration/test_real_annotators.py", "integration/test_replay_campaign.py",
+    "integration/test_operations.py", "integration/test_stream.py", "integration/test_campaign_flow.py",
+    "integration/test_label_studio.py", "integration/test_secrets.py",
+    "integration/test_label_studio_campaign.py", "integration/test_round_interrupt.py",
+    "integration/test_batch_trigger.py", "integration/test_trust.py", "integration/test_simulate.py",
+    "integration/test_postgres_ledger.py", "integration/test_cli.py", "integration/test_any_label.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES_FIRST)}
+    # sort is stable: files not listed keep their collection order, after the listed ones
+    items.sort(key=lambda item: rank.get(f"{item.path.parent.name}/{item.path.name}", len(rank)))
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Stop the shared local Prefect server if a command of this session started it."""
     if _OWN_SHARED_SERVER:
@@ -92,8 +115,9 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
              "--backend-store-uri", f"sqlite:///{(folder / 'mlflow.db').resolve()}",
              "--default-artifact-root", str((folder / "mlruns").resolve()), "--workers", "1"],
-            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            # no GenAI job runner / huey workers (three more processes importing mlflow): no test queues a job
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", 180, proc)
     except Exception:

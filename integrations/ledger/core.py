@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from labelloop.integrations.ledger.base import LedgerError, _aware, _chunks, _count, _insert_ignore, _insert_new, _tuples, _utcnow
-from labelloop.integrations.ledger.migrate import SchemaError, ensure_schema, missing_columns
+from labelloop.integrations.ledger.migrate import SchemaError, ensure_schema, missing_columns, missing_tables
 from labelloop.integrations.ledger.schema import (
     SCHEMA_VERSION,
     annotation_label_versions,
@@ -44,6 +44,8 @@ from labelloop.integrations.ledger.schema import (
     meta,
     queries,
     rounds,
+    stream_files,
+    stream_items,
     tasks_table,
 )
 from labelloop.integrations.ledger.trust import TrustStore
@@ -90,6 +92,8 @@ class Ledger:
             # read-only below head: what the database lacks is read as NULL (see _column)
             self._absent_columns = (missing_columns(self.engine) if self.migration.startswith("read-only")
                                     else set())
+            self._absent_tables = (missing_tables(self.engine) if self.migration.startswith("read-only")
+                                   else set())
             self._check_schema_version()
             self.trust = TrustStore(self)
         except SchemaError as err:
@@ -149,6 +153,11 @@ class Ledger:
         Returns the number of new rows. All rows go in one transaction: a
         failure writes nothing. ``progress(n)`` is told after each chunk of n rows is written.
         """
+        with self.begin() as conn:
+            return self._add_items(conn, frame, episode=episode, progress=progress)
+
+    def _add_items(self, conn: Any, frame: pd.DataFrame, *, episode: str | None = None,
+                   progress: Callable[[int], Any] | None = None) -> int:
         now = _utcnow()
         rows = [
             {
@@ -163,13 +172,12 @@ class Ledger:
             }
             for r in frame.to_dict("records")
         ]
-        with self.begin() as conn:
-            before = self._count(conn, items)
-            for chunk in _chunks(rows, 2000):
-                conn.execute(_insert_ignore(conn, items, chunk))
-                if progress is not None:
-                    progress(len(chunk))
-            return self._count(conn, items) - before
+        before = self._count(conn, items)
+        for chunk in _chunks(rows, 2000):
+            conn.execute(_insert_ignore(conn, items, chunk))
+            if progress is not None:
+                progress(len(chunk))
+        return self._count(conn, items) - before
 
     def items_frame(self, splits: Sequence[str] | None = None) -> pd.DataFrame:
         q = select(items.c.item_id, items.c.text, items.c.known_label, items.c.split, items.c.episode).where(
@@ -392,6 +400,56 @@ class Ledger:
         q = select(*cols).select_from(j).where(annotations.c.campaign == self.campaign).order_by(annotations.c.id)
         with self.begin() as conn:
             return pd.DataFrame(_tuples(conn.execute(q)), columns=[c.name for c in cols])
+
+    # ----- stream mode (flows/stream.py, issue 17) ------------------------------
+    def stream_files_seen(self) -> set[str]:
+        """SHA-256 of every arrival file stream mode has consumed."""
+        with self.begin() as conn:
+            return {r[0] for r in conn.execute(select(stream_files.c.sha256)
+                                               .where(stream_files.c.campaign == self.campaign))}
+
+    def consume_stream_file(self, frame: pd.DataFrame, *, sha256: str, path: str) -> int:
+        """Add a file's arrivals as items of split ``stream`` and mark the file consumed, in one transaction
+        (a crash leaves neither). Ids already in the ledger are left alone. Returns the number of new items."""
+        with self.begin() as conn:
+            added = self._add_items(conn, frame.assign(split="stream"), episode="stream")
+            conn.execute(_insert_ignore(conn, stream_files, [{
+                "campaign": self.campaign, "sha256": sha256, "path": path, "rows": int(len(frame)),
+                "added": int(added), "consumed_at": _utcnow()}]))
+        return added
+
+    def stream_frame(self) -> pd.DataFrame:
+        """Every stream decision (one row per arrival)."""
+        cols = [c for c in stream_items.columns if c.name != "campaign"]
+        if stream_items.name in self._absent_tables:  # read-only, from before stream mode: no decisions
+            return pd.DataFrame(columns=[c.name for c in cols])
+        with self.begin() as conn:
+            rows = _tuples(conn.execute(select(*cols).where(stream_items.c.campaign == self.campaign)
+                                        .order_by(stream_items.c.decided_at, stream_items.c.item_id)))
+        return pd.DataFrame(rows, columns=[c.name for c in cols])
+
+    def record_stream_decisions(self, rows: Sequence[dict]) -> int:
+        """Insert new decisions; an item already decided is updated only while it is ``held`` (a held item is
+        decided again when budget frees up; every other decision is final). Returns rows written."""
+        if not rows:
+            return 0
+        written = 0
+        with self.begin() as conn:
+            held = {r[0] for r in conn.execute(select(stream_items.c.item_id).where(
+                (stream_items.c.campaign == self.campaign) & (stream_items.c.route == "held")))}
+            have = {r[0] for r in conn.execute(select(stream_items.c.item_id)
+                                               .where(stream_items.c.campaign == self.campaign))}
+            new = [{"campaign": self.campaign, **r} for r in rows if r["item_id"] not in have]
+            for chunk in _chunks(new, 2000):
+                conn.execute(_insert_ignore(conn, stream_items, chunk))
+            written += len(new)
+            for r in rows:
+                if r["item_id"] in held:
+                    conn.execute(update(stream_items).where(
+                        (stream_items.c.campaign == self.campaign) & (stream_items.c.item_id == r["item_id"])
+                    ).values(**{k: v for k, v in r.items() if k != "item_id"}))
+                    written += 1
+        return written
 
     # ----- leases (flows/locking.py) ---------------------------------------------
     def lease(self, name: str) -> str:

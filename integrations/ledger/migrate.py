@@ -125,6 +125,12 @@ def missing_columns(engine: Engine) -> set[tuple[str, str]]:
     return out
 
 
+def missing_tables(engine: Engine) -> set[str]:
+    """Tables of the schema module that the database lacks (a ledger opened read-only below head has none
+    of the tables later migrations add: they read as empty)."""
+    return set(metadata.tables) - set(inspect(engine).get_table_names())
+
+
 class SchemaError(Exception):
     """The ledger's schema is one this release must not write; core.Ledger turns it into LedgerError."""
 

@@ -242,3 +242,36 @@ answer_targets = Table(  # adaptive redundancy: items asked for more answers tha
     Column("round_no", Integer),  # the round that last changed it
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+
+# ----- stream mode (issue 17): arriving texts labelled by the champion or by people. Added by migration 0004.
+
+stream_items = Table(  # one decision per arrival: labelled automatically, audited, sent to people, or held
+    "stream_items",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("item_id", String(256), primary_key=True),
+    Column("arrival_file", Text),
+    Column("route", String(16), nullable=False),  # auto | audit | routed | held (tasks/stream.py)
+    Column("label", String(256)),  # the automatic label (auto / audit); NULL when people label the item
+    Column("source", String(16)),  # "auto" for an automatic label: never a human label
+    Column("confidence", Float),  # calibrated top-class probability of the model that decided
+    Column("raw_confidence", Float),
+    Column("predicted_label", String(256)),
+    Column("model_version", String(128)),  # the champion's registry version (or the run) that decided
+    Column("threshold", Float),  # the threshold in force (NULL: automatic labelling was stopped)
+    Column("day", String(10), nullable=False),  # UTC date the item went to people (the daily budget), else decided
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),  # when it went to people (routed / audit); NULL otherwise
+)
+
+stream_files = Table(  # arrival files already consumed: a rerun never ingests one twice
+    "stream_files",
+    metadata,
+    Column("campaign", String(64), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("added", Integer, nullable=False),
+    Column("consumed_at", DateTime(timezone=True), nullable=False),
+)

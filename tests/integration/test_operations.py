@@ -293,12 +293,18 @@ def test_deploy_and_prefect_yaml_register_the_same_deployments(prefect_api, tmp_
 round_cron = "30 5 * * 1-5"
 drift_cron = "15 * * * *"
 timezone = "Europe/Berlin"
+[stream]
+arrivals = "incoming"
+interval_seconds = 120
 ''')
     cfg2 = write_small_campaign(tmp_path / "d2", name=f"ops-yaml-{tag}", extra='''
 [schedule]
 round_cron = "30 5 * * 1-5"
 drift_cron = "15 * * * *"
 timezone = "Europe/Berlin"
+[stream]
+arrivals = "incoming"
+interval_seconds = 120
 ''')
     env = {"PREFECT_API_URL": prefect_api}
     res = run_cli("deploy", str(cfg1), "--pool", "labelloop", env=env, timeout=300)
@@ -321,7 +327,11 @@ timezone = "Europe/Berlin"
             rnd = client.read_deployment_by_name(f"labelloop-round/{name}")
             drf = client.read_deployment_by_name(f"labelloop-drift-check/{name}")
             rep = client.read_deployment_by_name(f"labelloop-reopen/{name}")
-            for d in (rnd, drf, rep):
+            stm = client.read_deployment_by_name(f"labelloop-stream/{name}")
+            every = [getattr(s.schedule, "interval", None) or s.schedule.cron for s in stm.schedules]
+            assert every in ([timedelta(seconds=120)], ["*/2 * * * *"]), f"stream mode (issue 17): {every}"
+            assert stm.schedules[0].active and stm.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+            for d in (rnd, drf, rep, stm):
                 assert d.work_pool_name == "labelloop"
                 assert Path(d.parameters["config"]).name == "campaign.toml" and Path(d.parameters["config"]).is_absolute()
                 assert not any(k in json.dumps(d.parameters).lower() for k in ("token", "password", "api_key"))

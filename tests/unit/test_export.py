@@ -88,7 +88,7 @@ def test_export_maps_the_latest_trust_decision(tmp_path: Path) -> None:
     assert set(got["label_schema_version"]) == {2}
     assert info == {"answered_items": 8, "decided_round": 3,
                     "all_counts": {"trusted": 1, "adjudicated": 1, "gold": 1, "pending": 2, "needs_more": 2,
-                                   "quarantined": 1}}
+                                   "quarantined": 1}, "auto_labels": 0}
     default, _ = E.export_frame(led, label_version=2)
     assert default["item_id"].tolist() == ["a", "b"] and set(default["status"]) == {"trusted", "adjudicated"}
 
