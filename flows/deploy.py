@@ -9,8 +9,9 @@ Two ways to run them, same four deployments (named after the campaign):
   featuriser and the Great Expectations context already loaded. A run that arrives while
   another one runs here goes to a subprocess (as ``prefect.serve`` runs every
   run), so two deployments of a campaign still run side by side.
+  A run cancelled in the Prefect UI is not started, or is stopped, as with Prefect's runner.
   ``labelloop serve --isolated`` is Prefect's own runner: every run in a
-  subprocess (and cancellation from the UI kills it). Nothing else to install.
+  subprocess. Nothing else to install.
 * ``labelloop deploy CONFIG --pool NAME`` — registers the same deployments for
   a work pool; workers (``prefect worker start --pool NAME``) run them.
   ``prefect.yaml`` at the repository root describes the same deployments for
@@ -196,6 +197,12 @@ def serve_campaigns(configs: list[str], *, limit: int | None = None, isolated: b
             stop()
 
 
+class RunCancelled(BaseException):
+    """Raised in the thread running a flow run that was cancelled from the Prefect UI (see WarmServer).
+
+    A BaseException, so user code's ``except Exception`` does not swallow it (as with Ctrl-C)."""
+
+
 class WarmServer:
     """Serve deployments with their flow runs in this process: what keeps a served round warm.
 
@@ -218,18 +225,24 @@ class WarmServer:
     Ctrl-C or SIGTERM: a run in this process is interrupted (the engine marks it Crashed, and
     the ledger resumes the round next time, as after a killed ``labelloop round``), runs in
     subprocesses get SIGTERM, and the schedules are paused (as ``prefect.serve`` does).
-    A run cancelled from the Prefect UI is not acted on here (it runs to its end): Prefect's
-    runner kills the run's process, and a run in this process has none to kill. Use
-    ``labelloop serve --isolated`` (Prefect's runner, a process per run) where that matters.
+
+    Cancelled from the Prefect UI (or ``prefect flow-run cancel``), as Prefect's runner does it:
+    a run cancelled while Scheduled is never claimed (the poller asks for Scheduled runs only);
+    one cancelled after it was claimed but before it started is not started; one running is
+    stopped. The poller watches the runs it started for the Cancelling state: a subprocess gets
+    SIGTERM (what the runner sends), the run in this process gets :class:`RunCancelled` raised
+    in the thread that runs it (at its next Python instruction: a model fit in C finishes
+    first); either way the run ends Cancelled, and the ledger resumes the round next time.
     """
 
-    def __init__(self, deployments: list[Any], *, limit: int | None = None) -> None:
+    def __init__(self, deployments: list[Any], *, limit: int | None = None, flows: list[Any] = ()) -> None:
+        """``flows``: flow objects besides labelloop's own that ``deployments`` may name (tests)."""
         from labelloop.flows.drift import drift_check_flow
         from labelloop.flows.reopen import reopen_flow
         from labelloop.flows.round import round_flow
         from labelloop.flows.stream import stream_flow
 
-        self._by_name = {f.name: f for f in (round_flow, drift_check_flow, reopen_flow, stream_flow)}
+        self._by_name = {f.name: f for f in (round_flow, drift_check_flow, reopen_flow, stream_flow, *flows)}
         self._deployments = deployments
         self._flows: dict[Any, Any] = {}  # deployment id -> flow object
         self._limit = max(1, limit or 5)  # Prefect's runner default (PREFECT_RUNNER_PROCESS_LIMIT)
@@ -238,6 +251,14 @@ class WarmServer:
         self._procs: dict[Any, Any] = {}  # flow run id -> spawned process
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._current: tuple[Any, int] | None = None  # (flow run id, thread ident) of the run in this process
+        self._cancelled: set[Any] = set()  # runs this server stopped because they were cancelled
+
+    def register(self) -> list[Any]:
+        """Register the deployments (with their trigger automations) with the API; their ids."""
+        for d in self._deployments:
+            self._flows[d.apply()] = self._by_name[d.flow_name]
+        return list(self._flows)
 
     def serve(self, on_registered: Any = None) -> None:
         """Register the deployments (then call ``on_registered``), run their flow runs until Ctrl-C or SIGTERM."""
@@ -246,8 +267,7 @@ class WarmServer:
         from prefect.exceptions import TerminationSignal
         from prefect.settings import get_current_settings
 
-        for d in self._deployments:
-            self._flows[d.apply()] = self._by_name[d.flow_name]  # with its trigger automations
+        self.register()
         if on_registered is not None:
             on_registered()
         poll = float(get_current_settings().runner.poll_frequency)
@@ -264,10 +284,13 @@ class WarmServer:
         try:
             while not self._stop.is_set():
                 try:
-                    flow_run = self._here.get(timeout=0.5)
+                    self._run_here(self._here.get(timeout=0.5))
                 except queue.Empty:
                     continue
-                self._run_here(flow_run)
+                except RunCancelled:  # landed just as the run ended on its own: nothing left to stop
+                    self._current = None
+                    with self._lock:
+                        self._busy = False
         except (KeyboardInterrupt, TerminationSignal):
             pass
         finally:
@@ -279,16 +302,49 @@ class WarmServer:
 
     # ------------------------------------------------------------------ main thread
     def _run_here(self, flow_run: Any) -> None:
+        """Run one claimed flow run in this thread, unless it was cancelled since the poller claimed it."""
+        from prefect.client.orchestration import get_client
         from prefect.flow_engine import run_flow
 
+        name = f"flow run {flow_run.name} ({self._flows[flow_run.deployment_id].name})"
         try:
-            say(f"flow run {flow_run.name} ({self._flows[flow_run.deployment_id].name}): in this process")
-            run_flow(self._flows[flow_run.deployment_id], flow_run=flow_run, return_type="state")
+            with get_client(sync_client=True) as client:
+                state = client.read_flow_run(flow_run.id).state
+                if state is not None and (state.is_cancelling() or state.is_cancelled()):
+                    say(f"{name}: cancelled before it started; not run")
+                    self._mark_cancelled(client, flow_run.id, state)
+                    return
+            say(f"{name}: in this process")
+            self._current = (flow_run.id, threading.get_ident())
+            try:
+                run_flow(self._flows[flow_run.deployment_id], flow_run=flow_run, return_type="state")
+            finally:
+                self._current = None  # from here on the poller raises nothing in this thread
+        except RunCancelled:
+            pass  # the engine recorded a crash on its way out; the state is set to Cancelled below
         except Exception:  # noqa: BLE001 - the engine has recorded the failure in the run's state and logs
             pass
         finally:
+            self._current = None
             with self._lock:
                 self._busy = False
+                stopped = flow_run.id in self._cancelled
+                self._cancelled.discard(flow_run.id)
+            if stopped:
+                say(f"{name}: cancelled while running; stopped")
+                with get_client(sync_client=True) as client:
+                    self._mark_cancelled(client, flow_run.id)
+
+    @staticmethod
+    def _mark_cancelled(client: Any, flow_run_id: Any, state: Any = None) -> None:
+        """Finish a run that was cancelled (Cancelling -> Cancelled, as Prefect's runner does)."""
+        from prefect.states import Cancelled
+        from prefect.utilities.engine import propose_state_sync
+
+        if state is not None and state.is_cancelled():
+            return
+        propose_state_sync(client, Cancelled(message="cancelled; stopped by labelloop serve"),
+                           flow_run_id=flow_run_id, force=True)
 
     # ------------------------------------------------------------------ poller thread
     def _poll(self, poll: float) -> None:
@@ -299,6 +355,7 @@ class WarmServer:
         with get_client(sync_client=True) as client:
             while not self._stop.is_set():
                 try:
+                    self._watch_cancellations(client)
                     self._reap(client)
                     runs = client.get_scheduled_flow_runs_for_deployments(
                         deployment_ids=list(self._flows),
@@ -321,6 +378,8 @@ class WarmServer:
         with self._lock:
             if int(self._busy) + sum(p.is_alive() for p in self._procs.values()) >= self._limit:
                 return False
+        if self._busy and not self._running_here(client):
+            return False  # this process is about to be free (its run is final, in teardown): next poll, warm
         try:
             if not propose_state_sync(client, Pending(), flow_run_id=flow_run.id).is_pending():
                 return True  # e.g. the deployment's concurrency slot is taken: the server keeps it waiting
@@ -339,8 +398,57 @@ class WarmServer:
                 self._procs[flow_run.id] = proc
         return True
 
+    def _running_here(self, client: Any) -> bool:
+        """Whether the run in this process is still running (not starting, not in its teardown).
+
+        Why: the engine reports a run's final state, then tears down (heartbeat thread, log and event
+        flush: a second or more on a busy machine). A run created meanwhile (``run_deployment`` right
+        after the previous one finished, a schedule) would otherwise go to a cold subprocess that
+        imports everything again (~15 s); waiting one poll runs it here, warm.
+        """
+        current = self._current
+        if current is None:
+            return False  # claimed but not started yet, or run_flow has returned: free in a moment
+        state = client.read_flow_run(current[0]).state
+        return state is not None and not state.is_final()
+
+    def _watch_cancellations(self, client: Any) -> None:
+        """Stop the runs this server started that were set to Cancelling (the UI's "Cancel")."""
+        import ctypes
+
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, \
+            FlowRunFilterStateType
+        from prefect.client.schemas.objects import StateType
+
+        current = self._current
+        with self._lock:
+            ids = list(self._procs) + ([current[0]] if current is not None else [])
+        if not ids:
+            return
+        cancelling = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=ids), state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.CANCELLING]))))
+        for flow_run in cancelling:
+            with self._lock:
+                current = self._current  # the runner thread clears it without the lock
+                if flow_run.id in self._cancelled:
+                    continue
+                if current is not None and current[0] == flow_run.id:
+                    self._cancelled.add(flow_run.id)
+                    # The exception is raised in the thread that runs the flow, at its next Python
+                    # instruction; the engine treats it as any BaseException (the run crashes out).
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(current[1]),
+                                                               ctypes.py_object(RunCancelled))
+                elif flow_run.id in self._procs:
+                    self._cancelled.add(flow_run.id)
+                    self._procs[flow_run.id].terminate()  # SIGTERM, as Prefect's runner sends
+                else:
+                    continue
+            say(f"flow run {flow_run.name}: cancelled; stopping it")
+
     def _reap(self, client: Any) -> None:
-        """Forget finished subprocesses; a run whose process died before reporting a final state is Crashed."""
+        """Forget finished subprocesses; a run whose process died before reporting a final state is Crashed
+        (Cancelled when this server stopped it because it was cancelled)."""
         from prefect.states import Crashed
         from prefect.utilities.engine import propose_state_sync
 
@@ -348,7 +456,12 @@ class WarmServer:
             done = {k: p for k, p in self._procs.items() if not p.is_alive()}
             for k in done:
                 del self._procs[k]
+            stopped = {k for k in done if k in self._cancelled}
+            self._cancelled -= stopped
         for run_id, proc in done.items():
+            if run_id in stopped:
+                self._mark_cancelled(client, run_id)
+                continue
             if proc.exitcode == 0:
                 continue
             state = client.read_flow_run(run_id).state

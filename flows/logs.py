@@ -169,19 +169,35 @@ class Progress:
         return f"... {self.what}: {self.done:,}{of}{unit}{pct}, {elapsed:.0f}s"
 
     def _start_bar(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
-            TimeElapsedColumn
+        # One Rich display for the process: progress inside progress (the MiniLM featuriser embedding
+        # while the pool is scored) is a second line of the same display; Rich allows one live display.
+        with _BAR_LOCK:
+            if _BAR["display"] is None:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
+                    TimeElapsedColumn
 
-        self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-        self._bar.start()
-        self._task = self._bar.add_task(self.what, total=self.total or None, completed=self.done)
+                _BAR["display"] = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                               TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+                _BAR["display"].start()
+            _BAR["users"] += 1
+            self._bar = _BAR["display"]
+            self._task = self._bar.add_task(self.what, total=self.total or None, completed=self.done)
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        if self._bar is None:
+            return
+        with _BAR_LOCK:
+            self._bar.remove_task(self._task)
+            _BAR["users"] -= 1
+            if _BAR["users"] <= 0:
+                self._bar.stop()
+                _BAR.update(display=None, users=0)
             self._bar = None
+
+
+_BAR: dict[str, Any] = {"display": None, "users": 0}  # the process's Rich progress display, while one is shown
+_BAR_LOCK = threading.Lock()
 
 
 def _stderr_is_tty() -> bool:

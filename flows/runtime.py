@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import joblib
-
 from labelloop.flows.config import CampaignConfig, ConfigError, load_config
 from labelloop.integrations.artifacts import load_pickled
 from labelloop.integrations.backend import AnnotationBackend
@@ -58,11 +56,20 @@ class Campaign:
         st = self.featurizer_path.stat()
         key = (str(self.featurizer_path.resolve()), st.st_mtime_ns, st.st_size)
         if _FEATURIZERS.get("key") != key:
-            _FEATURIZERS.update(key=key, vec=load_pickled(lambda: joblib.load(self.featurizer_path)))
+            import joblib  # here, not at the top: `status` and the other read-only commands never load it
+
+            vec = load_pickled(lambda: joblib.load(self.featurizer_path))
+            if hasattr(vec, "reporter"):  # MiniLM: says when it loads its model, shows embedding progress
+                from labelloop.flows import logs
+
+                vec.reporter = logs
+            _FEATURIZERS.update(key=key, vec=vec)
         return _FEATURIZERS["vec"]
 
     def save_featurizer(self, vec: Any) -> None:
         self.featurizer_path.parent.mkdir(parents=True, exist_ok=True)
+        import joblib
+
         tmp = self.featurizer_path.with_suffix(".tmp")
         joblib.dump(vec, tmp)
         os.replace(tmp, self.featurizer_path)

@@ -26,6 +26,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 
 from labelloop.flows.config import CampaignConfig, load_config
+from labelloop.flows import logs
 from labelloop.flows.logs import progress, say
 from labelloop.flows.runtime import Campaign, make_backend, open_campaign
 from labelloop.flows.stages import push_pending
@@ -324,7 +325,8 @@ def _write_setup(c: Campaign, frame: pd.DataFrame) -> bool:
     if c.cfg.model.featurizer == "minilm":
         say(f"embedding {len(train_side)} pool texts with all-MiniLM-L6-v2 (once; cached by text hash) ...")
     c.save_featurizer(make_featurizer(c.cfg.model.featurizer, train_side["text"].tolist(),
-                                      max_features=c.cfg.model.max_features, ngram_max=c.cfg.model.ngram_max))
+                                      max_features=c.cfg.model.max_features, ngram_max=c.cfg.model.ngram_max,
+                                      reporter=logs))
     with progress("ingesting", len(frame), "items") as bar:
         c.ledger.add_items(frame, progress=bar.advance)
     seed_ids = frame.loc[frame["split"] == "seed", "id"].astype(str).tolist()

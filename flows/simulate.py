@@ -23,6 +23,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from labelloop.flows import logs
 from labelloop.flows.logs import progress, say
 from labelloop.flows.scoring import transform_with_progress
 from labelloop.integrations.expectations import validate_pool
@@ -203,7 +204,7 @@ def simulate_seed(frame: pd.DataFrame, classes: list[str], strategies: Sequence[
     f["split"] = carve_splits(f, test_size=test_size, calibration_size=calibration_size, seed_size=seed_size,
                               seed_method="stratified", random_state=seed)
     train_side = f[f["split"].isin(["pool", "seed"])]
-    vec = make_featurizer(featurizer, train_side["text"].tolist())  # as set-up fits the campaign's
+    vec = make_featurizer(featurizer, train_side["text"].tolist(), reporter=logs)  # as set-up fits the campaign's
     X_all = transform_with_progress(vec, f["text"].tolist(), "featurising the texts")
     out = {"full_data_macro_f1": round(full_data_score(f, classes, vec, X_all, seed, C), 5), "arms": {}}
     # random first: the other arms run the campaigns' random-ahead guard against its curve

@@ -288,8 +288,16 @@ def log_round(c: Campaign, res: ArmResult, ev: Evaluation | None, parent_id: str
     price = _price_per_point(c, res, metrics, people["arm_answers"])
     metrics.update(price)
     res.metrics.update({"labels_spent": float(res.labels_spent), **price})  # the ledger keeps them for later rounds
-    tr.log_metrics(run_id, metrics, step=res.n_labels)
     checkpoint("during-log")
+    version = None
+    if ev is not None:
+        # The model before this round's metrics: MLflow 3's log_model reads the history of every metric
+        # already on the run (one query each, ~1 s a round) to link those logged at its step (0; ours are
+        # at n_labels, so none ever matched). Same model, same metrics, nothing linked either way.
+        register = c.cfg.mlflow.register_model and res.arm == "active" or (
+            c.cfg.mlflow.register_model and c.cfg.arms == ["random"])
+        version = tr.log_model(run_id, ev.model, register=register)
+    tr.log_metrics(run_id, metrics, step=res.n_labels)
     # The parent run carries each arm's curve too, so one chart compares the arms.
     tr.log_metrics(parent_id, {f"{res.arm}_test_macro_f1": metrics.get("test_macro_f1"),
                                f"{res.arm}_test_accuracy": metrics.get("test_accuracy"),
@@ -300,6 +308,9 @@ def log_round(c: Campaign, res: ArmResult, ev: Evaluation | None, parent_id: str
     tags = {"labelloop.notes": "; ".join(res.notes) if res.notes else "none", **res.health_tags}
     if res.stopped:
         tags["labelloop.stopped"] = res.stopped
+    if version is not None and "test_macro_f1" in metrics and res.judged:  # no champion on a handful of items
+        promoted = tr.maybe_promote(version, metrics["test_macro_f1"])
+        tags.update({"labelloop.model_version": version, "labelloop.champion": str(promoted).lower()})
     tr.set_tags(run_id, tags)
     if ev is not None:
         if len(ev.y_test):
@@ -310,12 +321,6 @@ def log_round(c: Campaign, res: ArmResult, ev: Evaluation | None, parent_id: str
             tr.log_figure(run_id, calibrate.reliability_diagram(ev.p_cal, ev.y_cal,
                                                                 f"{res.arm} round {res.round_no} (calibration slice)"),
                           "plots/reliability_diagram.png")
-        register = c.cfg.mlflow.register_model and res.arm == "active" or (
-            c.cfg.mlflow.register_model and c.cfg.arms == ["random"])
-        version = tr.log_model(run_id, ev.model, register=register)
-        if version is not None and "test_macro_f1" in metrics and res.judged:  # no champion on a handful of items
-            promoted = tr.maybe_promote(version, metrics["test_macro_f1"])
-            tr.set_tags(run_id, {"labelloop.model_version": version, "labelloop.champion": str(promoted).lower()})
     if len(batch):
         tr.log_table(run_id, batch, "queried_batch.json")
     if ev is not None and ev.pseudo is not None:  # self-training: the model's own labels, tagged, never exported

@@ -40,21 +40,23 @@ def fit_featurizer(texts: Sequence[str], *, max_features: int = 50_000, ngram_ma
     return vec.fit(list(texts))
 
 
-def make_featurizer(kind: str, texts: Sequence[str], *, max_features: int = 50_000, ngram_max: int = 2) -> Any:
+def make_featurizer(kind: str, texts: Sequence[str], *, max_features: int = 50_000, ngram_max: int = 2,
+                    reporter: Any = None) -> Any:
     """The campaign's frozen featuriser, fitted on the pool texts.
 
     ``tfidf``: :func:`fit_featurizer`. ``minilm``: frozen all-MiniLM-L6-v2 sentence
     embeddings (:class:`tasks.embeddings.MiniLMFeaturizer`, the optional ``embeddings``
     extra); the texts are embedded once here, so the first round finds them in the
     cache (by text hash). Raises ``EmbeddingsUnavailable`` with the install command
-    when the extra is missing.
+    when the extra is missing. ``reporter`` (MiniLM only): who hears the model load and the
+    embedding progress (:class:`tasks.embeddings.MiniLMFeaturizer`).
     """
     if kind == "tfidf":
         return fit_featurizer(texts, max_features=max_features, ngram_max=ngram_max)
     if kind == "minilm":
         from labelloop.tasks.embeddings import MiniLMFeaturizer
 
-        vec = MiniLMFeaturizer().fit(texts)
+        vec = MiniLMFeaturizer(reporter=reporter).fit(texts)
         vec.transform(list(texts))  # warm the cache
         return vec
     raise ValueError(f"unknown featurizer {kind!r}; choose tfidf or minilm")

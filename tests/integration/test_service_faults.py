@@ -112,7 +112,7 @@ def _start_paused(args: list[str], env: dict, point: str, pause: Path):
 
 def test_mlflow_down_mid_logging_is_one_clear_line_and_the_round_resumes(prefect_api, tmp_path: Path):
     """A real MLflow server stopped while the round is logging (held at the ``during-log`` fault point,
-    after the round's first metrics went in): one line naming the step and the URI, no traceback, the
+    after the round run's params went in; its model and metrics come next): one line naming the step and the URI, no traceback, the
     ledger keeps the queried round; with the server back, the same command finishes it into the same run."""
     import json
     import os

@@ -264,3 +264,24 @@ def test_a_failure_after_the_first_write_says_what_was_kept(tmp_path: Path) -> N
         assert str(err) == message, "said once"
     finally:
         c.ledger.dispose()
+
+
+def test_missing_data_file_fails_before_pandas_is_imported(tmp_path: Path) -> None:
+    """The commonest mistake answers fastest (issue 18: < 3 s): one line, exit 2, and neither pandas nor
+    Great Expectations was loaded for it (the existence check comes before them)."""
+    import subprocess
+    import sys
+
+    from labelloop.flows.config import example_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(example_config(name="gone"), encoding="utf-8")  # [data] path = "pool.csv", not there
+    code = ("import sys\nfrom labelloop.flows.cli import main\nrc = main(sys.argv[1:])\n"
+            "print('loaded:', sorted(m for m in ('pandas', 'great_expectations') if m in sys.modules))\n"
+            "sys.exit(rc)\n")
+    res = subprocess.run([sys.executable, "-c", code, "setup", str(cfg)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PREFECT_API_URL": ""})
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == f"error: {tmp_path / 'pool.csv'}: no such file or folder"
+    assert "loaded: []" in res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]  # nothing written

@@ -61,3 +61,49 @@ def test_missing_package_gives_the_install_command():
         emb.require_minilm()
     with pytest.raises(emb.EmbeddingsUnavailable):
         emb.MiniLMFeaturizer().fit(["x"])
+
+
+def test_long_embedding_shows_progress_and_the_model_load_says_what_it_does(tmp_path, monkeypatch):
+    """With flows.logs as the reporter, not on a TTY: the load is announced, new texts are encoded in
+    pieces with progress lines, and the vectors are those of one call (the encoder works per text)."""
+    import io
+    import sys
+
+    from labelloop.flows import logs
+
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    clock = [1000.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+
+    class SlowEncoder(FakeEncoder):  # each call "takes" 3 s
+        calls: list[int] = []
+
+        def encode(self, texts, **kw):
+            clock[0] += 3.0
+            self.calls.append(len(texts))
+            return super().encode(texts, **kw)
+
+    enc = SlowEncoder()
+    monkeypatch.setattr(emb, "load_minilm", lambda: enc)  # stands in for torch + the packaged weights
+    texts = [f"text number {i}" for i in range(emb.ENCODE_CHUNK * 4 + 10)]
+    f = emb.MiniLMFeaturizer(cache_dir=tmp_path / "a", reporter=logs)
+    X = f.transform(texts)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("loading the all-MiniLM-L6-v2 sentence-embedding model")
+    assert "nothing is downloaded" in lines[0]
+    assert enc.calls == [emb.ENCODE_CHUNK] * 4 + [10]  # in pieces
+    assert any(line.startswith(f"... embedding {len(texts):,} new texts (all-MiniLM-L6-v2): ") for line in lines[1:])
+    np.testing.assert_allclose(X, emb.MiniLMFeaturizer(cache_dir=tmp_path / "b", encoder=FakeEncoder()).transform(texts))
+    assert pickle.loads(pickle.dumps(f)).reporter is None  # the reporter stays in this process
+
+
+def test_no_reporter_is_silent_and_encodes_in_one_call(tmp_path, capsys):
+    enc = FakeEncoder()
+    calls = []
+    real = enc.encode
+    enc.encode = lambda texts, **kw: (calls.append(len(texts)), real(texts, **kw))[1]
+    emb.MiniLMFeaturizer(cache_dir=tmp_path, encoder=enc).transform([f"t{i}" for i in range(emb.ENCODE_CHUNK * 2)])
+    assert calls == [emb.ENCODE_CHUNK * 2]
+    assert capsys.readouterr().out == ""

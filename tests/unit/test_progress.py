@@ -135,3 +135,26 @@ def test_a_warm_process_loads_the_featuriser_once_per_file(tmp_path):
     first.save_featurizer(fit_featurizer(texts[:100]))  # re-fitted (reopen): a new file
     b = open_campaign(cfg).featurizer()
     assert b is not a and len(b.vocabulary_) < len(a.vocabulary_)
+
+
+def test_progress_inside_progress_shares_one_rich_display(monkeypatch):
+    """The featuriser's embedding bar inside the pool-scoring bar: Rich allows one live display, so
+    the inner one is a second line of the same display (no LiveError), and both go away after."""
+    master, slave = pty.openpty()
+    term = os.fdopen(slave, "w", buffering=1)
+    monkeypatch.setattr(sys, "stderr", term)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    try:
+        outer = Progress("scoring the pool", 100, "texts", after=0.0)
+        outer.advance(10)
+        inner = Progress("embedding 50 new texts", 50, "texts", after=0.0)
+        inner.advance(25)
+        assert inner._bar is outer._bar and len(outer._bar.tasks) == 2
+        inner.close()
+        assert len(outer._bar.tasks) == 1 and logs._BAR["users"] == 1
+        outer.close()
+        assert logs._BAR["display"] is None
+    finally:
+        term.close()
+        os.close(master)
