@@ -29,7 +29,7 @@ demo:
 	  $(VENV)/bin/labelloop demo
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 ## More
 demo-simulated: $(STAMP)

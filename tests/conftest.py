@@ -49,7 +49,7 @@ if _OWN_SHARED_SERVER:
 
 
 # The longest test files first (the order of their CI durations, longest first). `make test` runs
-# `pytest -n 2 --dist loadfile --no-loadscope-reorder`: xdist hands whole files to the two workers in this
+# `pytest -n 3 --dist loadfile --no-loadscope-reorder`: xdist hands whole files to the workers in this
 # order, so the long integration files start at once and the many short unit files fill the gaps at the end.
 # (xdist's default order is "most tests first", which put the one- and two-test files of several minutes
 # each last, and one worker ran on for minutes after the other had finished.) A file not listed keeps its
@@ -62,6 +62,7 @@ SLOWEST_FILES_FIRST = (
     "integration/test_label_studio_campaign.py", "integration/test_round_interrupt.py",
     "integration/test_batch_trigger.py", "integration/test_trust.py", "integration/test_simulate.py",
     "integration/test_postgres_ledger.py", "integration/test_cli.py", "integration/test_any_label.py",
+    "integration/test_adaptive_campaign.py", "integration/test_serve_cancel.py",
 )
 
 

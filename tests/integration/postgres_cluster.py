@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +66,20 @@ def start_cluster(folder: Path) -> PostgresCluster:
     return PostgresCluster(folder, url)
 
 
-def stop_cluster(cluster: PostgresCluster) -> None:
-    _script("stop", str(cluster.dir), timeout=120)
+def stop_cluster(cluster: PostgresCluster, patience: float = 240) -> None:
+    """Stop the cluster and return only once it is down (its ``postmaster.pid`` gone). ``pg_ctl -w stop``
+    gives up after 60 s, which a loaded machine can exceed: a test that then ran "without PostgreSQL" found
+    the server still answering. Asks again until ``patience`` runs out, then fails the test."""
+    pid_file = Path(cluster.dir) / "data" / "postmaster.pid"
+    deadline = time.monotonic() + patience
+    while True:
+        _script("stop", str(cluster.dir), timeout=120)
+        if not pid_file.exists():
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"PostgreSQL in {cluster.dir} still running {patience:.0f} s after 'infra/postgres.sh stop'",
+                        pytrace=False)
+        time.sleep(2)
 
 
 def postgres_fixture():
