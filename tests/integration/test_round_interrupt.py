@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,24 @@ def _wait_for(predicate, what: str, timeout: float = 300, procs: tuple[subproces
         time.sleep(0.3)
 
 
+def _like_a_foreground_process() -> None:
+    """The child starts as a command typed at a terminal does: SIGINT at its default and not blocked.
+    A signal disposition of SIG_IGN and a blocked signal mask are inherited through fork and exec, so a
+    pytest worker that some library left in either state would hand it to the round, which would then
+    (correctly, as a background job) never see the Ctrl-C this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _signal_state(pid: int) -> str:
+    """The kernel's view of a process's signals (hex masks), for a failure message."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "(no /proc)"
+    return " ".join(ln.replace("\t", "") for ln in lines if ln.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def test_waiting_round_names_the_holder_and_sigint_stops_a_round_that_the_next_run_resumes(prefect_api, tmp_path):
     cfg = write_small_campaign(tmp_path, name="interrupt", n=500, budget=75)
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
@@ -45,7 +64,8 @@ def test_waiting_round_names_the_holder_and_sigint_stops_a_round_that_the_next_r
     def start(name: str, extra: dict) -> subprocess.Popen:
         out, err = logs[name]
         return subprocess.Popen([sys.executable, "-m", "labelloop.flows.cli", "round", str(cfg)], cwd=ROOT,
-                                env={**env, **extra}, stdout=out, stderr=err, text=True)
+                                env={**env, **extra}, stdout=out, stderr=err, text=True,
+                                preexec_fn=_like_a_foreground_process)
 
     def read(name: str, stream: int) -> str:
         return (tmp_path / f"{name}.{'out' if stream == 1 else 'err'}").read_text()
@@ -65,7 +85,9 @@ def test_waiting_round_names_the_holder_and_sigint_stops_a_round_that_the_next_r
         try:  # the crash report to the Prefect API and the lock release can take a while on a loaded machine
             a.wait(timeout=300)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"round A still running 300 s after SIGINT; its stderr:\n{read('A', 2)[-3000:]}"
+            raise AssertionError(f"round A still running 300 s after SIGINT ({_signal_state(a.pid)}; this "
+                                 f"worker: SIGINT handler {signal.getsignal(signal.SIGINT)}, blocked "
+                                 f"{signal.pthread_sigmask(signal.SIG_BLOCK, [])}); its stderr:\n{read('A', 2)[-3000:]}"
                                  f"\nstdout:\n{read('A', 1)[-2000:]}") from None
         a_out, a_err = read("A", 1), read("A", 2)
         assert a.returncode == 130, (a.returncode, a_err[-3000:])
