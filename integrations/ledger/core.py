@@ -174,7 +174,7 @@ class Ledger:
         ]
         before = self._count(conn, items)
         for chunk in _chunks(rows, 2000):
-            conn.execute(_insert_ignore(conn, items, chunk))
+            _insert_ignore(conn, items, chunk)
             if progress is not None:
                 progress(len(chunk))
         return self._count(conn, items) - before
@@ -211,10 +211,10 @@ class Ledger:
     def start_round(self, arm: str, round_no: int, strategy: str) -> RoundRecord:
         """Create the round row, or return the existing one (a re-run resumes it)."""
         with self.begin() as conn:
-            conn.execute(_insert_ignore(conn, rounds, [{
+            _insert_ignore(conn, rounds, [{
                 "campaign": self.campaign, "arm": arm, "round_no": round_no, "status": "started",
                 "strategy": strategy, "metrics": "{}", "notes": "[]", "started_at": _utcnow(),
-            }]))
+            }])
         rec = self.get_round(arm, round_no)
         assert rec is not None
         return rec
@@ -364,7 +364,7 @@ class Ledger:
                 else:
                     counts["unchanged"] += 1
             for chunk in _chunks(new_rows, 2000):
-                conn.execute(_insert_ignore(conn, annotations, chunk))
+                _insert_ignore(conn, annotations, chunk)
             counts["inserted"] = len(new_rows)
         return counts
 
@@ -413,9 +413,9 @@ class Ledger:
         (a crash leaves neither). Ids already in the ledger are left alone. Returns the number of new items."""
         with self.begin() as conn:
             added = self._add_items(conn, frame.assign(split="stream"), episode="stream")
-            conn.execute(_insert_ignore(conn, stream_files, [{
+            _insert_ignore(conn, stream_files, [{
                 "campaign": self.campaign, "sha256": sha256, "path": path, "rows": int(len(frame)),
-                "added": int(added), "consumed_at": _utcnow()}]))
+                "added": int(added), "consumed_at": _utcnow()}])
         return added
 
     def stream_frame(self) -> pd.DataFrame:
@@ -441,7 +441,7 @@ class Ledger:
                                                .where(stream_items.c.campaign == self.campaign))}
             new = [{"campaign": self.campaign, **r} for r in rows if r["item_id"] not in have]
             for chunk in _chunks(new, 2000):
-                conn.execute(_insert_ignore(conn, stream_items, chunk))
+                _insert_ignore(conn, stream_items, chunk)
             written += len(new)
             for r in rows:
                 if r["item_id"] in held:
@@ -468,7 +468,7 @@ class Ledger:
         on PostgreSQL the row then exists and SELECT ... FOR UPDATE locks it."""
         key = f"{self.campaign}:{name}"
         with self.begin() as conn:
-            conn.execute(_insert_ignore(conn, meta, [{"key": key, "value": ""}]))
+            _insert_ignore(conn, meta, [{"key": key, "value": ""}])
             row = conn.execute(select(meta.c.value).where(meta.c.key == key).with_for_update()).first()
             current = row[0] if row else ""
             new = decide(current)
