@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -76,12 +77,16 @@ class RoundRecord:
     finished_at: datetime | None
 
 
+ITEMS_VERSION = "items_version"  # meta key (after "<campaign>:"): changes with every write to the items table
+
+
 class Ledger:
     """Thin, idempotent access to the campaign's tables."""
 
     def __init__(self, url: str, campaign: str, *, create: bool = True):
         self.campaign = campaign
         self.safe_url = redact_url(url)
+        self._items_cache: tuple[str, pd.DataFrame] | None = None  # (items version, all items): items_frame
         try:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -177,18 +182,44 @@ class Ledger:
             _insert_ignore(conn, items, chunk)
             if progress is not None:
                 progress(len(chunk))
-        return self._count(conn, items) - before
+        added = self._count(conn, items) - before
+        if added:
+            self._bump_items_version(conn)
+        return added
+
+    def _bump_items_version(self, conn: Any) -> None:
+        """Record that the items table changed (in the writing transaction), for :meth:`items_frame`'s cache."""
+        key = f"{self.campaign}:{ITEMS_VERSION}"
+        _insert_ignore(conn, meta, [{"key": key, "value": ""}])
+        conn.execute(update(meta).where(meta.c.key == key).values(value=uuid.uuid4().hex))
 
     def items_frame(self, splits: Sequence[str] | None = None) -> pd.DataFrame:
-        q = select(items.c.item_id, items.c.text, items.c.known_label, items.c.split, items.c.episode).where(
-            items.c.campaign == self.campaign
-        )
-        if splits:
-            q = q.where(items.c.split.in_(list(splits)))
+        """The campaign's items (``item_id, text, known_label, split, episode``, by id), or those of ``splits``.
+
+        Why cached: a round reads the items (10,000 texts in the benchmark campaign) five times, ~0.1 s
+        each. The frame is kept with the ledger's items version (``meta``), which every items write
+        changes in its own transaction, so one small query tells whether the cache is current, also
+        after another process (a stream ingest, a reopen) wrote items. A ledger without a version yet
+        (written before it existed) is read each time until its next items write.
+        """
         with self.begin() as conn:
-            df = pd.DataFrame(_tuples(conn.execute(q.order_by(items.c.item_id))),
-                              columns=["item_id", "text", "known_label", "split", "episode"])
-        return df
+            version = conn.execute(select(meta.c.value).where(meta.c.key == f"{self.campaign}:{ITEMS_VERSION}")
+                                   ).scalar()
+            cached = self._items_cache
+            if version is None or cached is None or cached[0] != version:
+                q = select(items.c.item_id, items.c.text, items.c.known_label, items.c.split, items.c.episode
+                           ).where(items.c.campaign == self.campaign)
+                if splits and version is None:
+                    q = q.where(items.c.split.in_(list(splits)))
+                df = pd.DataFrame(_tuples(conn.execute(q.order_by(items.c.item_id))),
+                                  columns=["item_id", "text", "known_label", "split", "episode"])
+                if version is None:
+                    return df
+                cached = self._items_cache = (version, df)
+        df = cached[1]
+        if splits:
+            df = df[df["split"].isin(list(splits))].reset_index(drop=True)
+        return df.copy(deep=False)  # callers may add columns: never to the cached frame
 
     def move_items_to_split(self, item_ids: Iterable[str], split: str, *, from_split: str = "pool") -> int:
         """Move items from ``from_split`` (only) to ``split``; returns how many moved. Used to turn
@@ -201,6 +232,8 @@ class Ledger:
                     (items.c.campaign == self.campaign) & items.c.item_id.in_(chunk) & (items.c.split == from_split)
                 ).values(split=split))
                 moved += int(res.rowcount or 0)
+            if moved:
+                self._bump_items_version(conn)
         return moved
 
     def n_items(self) -> int:
@@ -215,6 +248,8 @@ class Ledger:
                 "campaign": self.campaign, "arm": arm, "round_no": round_no, "status": "started",
                 "strategy": strategy, "metrics": "{}", "notes": "[]", "started_at": _utcnow(),
             }])
+            if conn.execute(select(meta.c.key).where(meta.c.key == f"{self.campaign}:{ITEMS_VERSION}")).first() is None:
+                self._bump_items_version(conn)  # a ledger from before the items version: give it one
         rec = self.get_round(arm, round_no)
         assert rec is not None
         return rec
