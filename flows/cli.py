@@ -29,6 +29,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# BLAS runs single-threaded unless the user says otherwise. Why: a round's models are small (a linear
+# model on a few thousand labels, a k-means on a short list), so a second BLAS thread only adds
+# synchronisation; on a 2-core machine that also runs the Prefect and MLflow servers, one delayed BLAS
+# thread made a round's fits 4-5x slower (5.2 s -> 1.1 s for two arms with one other busy process,
+# issue 18). Set before numpy loads its BLAS; an explicit OPENBLAS_NUM_THREADS/MKL_NUM_THREADS wins.
+for _blas in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+    os.environ.setdefault(_blas, "1")
 
 import typer  # noqa: E402 - after the environment defaults
 

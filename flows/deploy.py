@@ -211,10 +211,12 @@ class WarmServer:
     imports Prefect, MLflow, scikit-learn and Great Expectations again and loads the
     featuriser again (10-20 s on two cores before any work, issue 18). Here:
 
-    * a poller thread asks the API for the deployments' scheduled runs every
-      ``PREFECT_RUNNER_POLL_FREQUENCY`` seconds (the call Prefect's runner makes, which also
-      marks the deployments ready), claims each one by proposing Pending (the server's
-      deployment concurrency limits apply there, as for the runner) and
+    * a poller thread asks the API for the deployments' scheduled runs (the call Prefect's
+      runner makes, which also marks the deployments ready) as soon as Prefect's event stream
+      says a flow run was scheduled or set to Cancelling, and at the latest every
+      ``PREFECT_RUNNER_POLL_FREQUENCY`` seconds (10 by default; the only clock when the event
+      stream is unreachable), claims each run by proposing Pending (the server's deployment
+      concurrency limits apply there, as for the runner) and
     * hands it to the main thread, which runs it with ``prefect.flow_engine.run_flow`` (the
       engine the subprocess would run: states, logs and results go to the API the same way);
     * a run that comes while the main thread is busy starts in a subprocess instead
@@ -251,6 +253,10 @@ class WarmServer:
         self._procs: dict[Any, Any] = {}  # flow run id -> spawned process
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by the event listener, a freed main thread or stop: poll now
+        self.listening = threading.Event()  # connected to the event stream (tests wait on it)
+        self.polls = 0  # polls done (tests)
+        self._listener: tuple[Any, Any] | None = None  # the event listener's (asyncio loop, task), to stop it
         self._current: tuple[Any, int] | None = None  # (flow run id, thread ident) of the run in this process
         self._cancelled: set[Any] = set()  # runs this server stopped because they were cancelled
 
@@ -281,6 +287,8 @@ class WarmServer:
         previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         poller = threading.Thread(target=self._poll, args=(poll,), name="labelloop-serve-poller", daemon=True)
         poller.start()
+        listener = threading.Thread(target=self._listen, args=(poll,), name="labelloop-serve-events", daemon=True)
+        listener.start()
         try:
             while not self._stop.is_set():
                 try:
@@ -294,11 +302,20 @@ class WarmServer:
         except (KeyboardInterrupt, TerminationSignal):
             pass
         finally:
-            self._stop.set()
+            self.stop()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            poller.join(timeout=poll + 30)
+            poller.join(timeout=30)
+            listener.join(timeout=10)
             self._shutdown()
+
+    def stop(self) -> None:
+        """Ask the poller and the event listener to end (serve() returns once the run in hand ends)."""
+        self._stop.set()
+        self._wake.set()
+        listening = self._listener
+        if listening is not None:
+            listening[0].call_soon_threadsafe(listening[1].cancel)
 
     # ------------------------------------------------------------------ main thread
     def _run_here(self, flow_run: Any) -> None:
@@ -330,6 +347,7 @@ class WarmServer:
                 self._busy = False
                 stopped = flow_run.id in self._cancelled
                 self._cancelled.discard(flow_run.id)
+            self._wake.set()  # a run created during this one's teardown waited for this thread: claim it now
             if stopped:
                 say(f"{name}: cancelled while running; stopped")
                 with get_client(sync_client=True) as client:
@@ -366,7 +384,55 @@ class WarmServer:
                             break
                 except Exception as err:  # noqa: BLE001 - the API restarting: try again next poll
                     say(f"serve: polling the Prefect API failed ({type(err).__name__}: {err}); retrying")
-                self._stop.wait(poll)
+                self.polls += 1
+                self._wake.wait(poll)
+                self._wake.clear()
+
+    def _listen(self, poll: float) -> None:
+        """Wake the poller whenever Prefect's event stream reports a flow run Scheduled or Cancelling.
+
+        Why: polling alone makes every run wait up to a poll interval before it is claimed (10 s at
+        Prefect's default; a shorter interval costs API calls around the clock). The websocket
+        ``/events/out`` delivers the state change within milliseconds; the poller still does the
+        claiming, so an event that is lost, or a stream that is down, only means the next regular
+        poll. Any flow run's event wakes it (the poll asks for this server's deployments only).
+        """
+        import asyncio
+
+        from prefect.events.clients import get_events_subscriber
+        from prefect.events.filters import EventFilter, EventNameFilter
+
+        names = ["prefect.flow-run.Scheduled", "prefect.flow-run.Cancelling"]
+
+        async def listen() -> None:
+            warned = False
+            while not self._stop.is_set():
+                try:
+                    async with get_events_subscriber(filter=EventFilter(event=EventNameFilter(name=names))) as events:
+                        self.listening.set()
+                        async for _event in events:
+                            self._wake.set()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - no event stream (e.g. an old server): poll only
+                    if not warned:
+                        say(f"serve: Prefect's event stream is unavailable ({type(err).__name__}); "
+                            f"polling every {poll:g} s instead")
+                        warned = True
+                    await asyncio.sleep(poll)
+
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(listen())
+        self._listener = (loop, task)
+        if self._stop.is_set():  # serve() stopped before this thread got here
+            task.cancel()
+        try:
+            loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            pass  # serve() is stopping
+        finally:
+            self._listener = None
+            loop.close()
 
     def _submit(self, client: Any, flow_run: Any) -> bool:
         """Claim and start one run; False when at the limit (the run stays scheduled for the next poll)."""

@@ -194,6 +194,15 @@ def print_status(config: str) -> None:
     _share, why = active_random_share(c, nxt)  # a drift reopen or the random-ahead guard
     if why:
         print(f"round {nxt}: {why}")
+    ad = adaptive_status(c)
+    if ad is not None:
+        if ad["round"] is None:
+            print(f"adaptive strategy: no weights yet (the first batches use [query] random_share "
+                  f"{c.cfg.query.random_share:.2f})")
+        else:
+            w = ", ".join(f"{k} {v:.2f}" for k, v in sorted(ad["weights"].items()))
+            share = "" if ad["random_share"] is None else f"; its batch was {ad['random_share']:.0%} random"
+            print(f"adaptive strategy: weights in round {ad['round']}: {w}{share}")
 
     print(f"rounds: {round_triggers(c.cfg)['sentence']}")
     st = stream_status(c)
@@ -224,6 +233,28 @@ def stream_status(c: Campaign) -> dict[str, Any]:
     return out
 
 
+def adaptive_status(c: Campaign) -> dict[str, Any] | None:
+    """The ``adaptive`` strategy's weights in force (from the active arm's latest round), or None.
+
+    Why shown: with ``[query] strategy = "adaptive"`` the active arm's random share is learnt
+    round by round; a user deciding whether active learning pays on their data wants to see
+    where the weights stand without opening MLflow.
+    """
+    if c.cfg.query.strategy != "adaptive":
+        return None
+    latest = None
+    for r in c.ledger.list_rounds(arm="active"):
+        if any(k.startswith("adaptive_weight_") for k in r.metrics):
+            latest = r
+    if latest is None:
+        return {"round": None, "weights": {}, "advantage": None, "random_share": None}
+    weights = {k.removeprefix("adaptive_weight_"): float(v) for k, v in latest.metrics.items()
+               if k.startswith("adaptive_weight_")}
+    adv, share = latest.metrics.get("adaptive_advantage"), latest.metrics.get("query_random_share")
+    return {"round": latest.round_no, "weights": weights, "advantage": None if adv is None else float(adv),
+            "random_share": None if share is None else float(share)}
+
+
 def status_json(config: str) -> str:
     from labelloop.flows.trust import trust_status
 
@@ -232,4 +263,5 @@ def status_json(config: str) -> str:
     return json.dumps({"campaign": c.name, **campaign_state(c), "rounds": _rows(c), "tasks_pushed": pushed,
                        "tasks_pending": pending, "evaluation": evaluation_status(c),
                        "trust": trust_status(c), "round_triggers": round_triggers(c.cfg), "stream": stream_status(c),
+                       "adaptive": adaptive_status(c),
                        "schedule": next_runs(c.name)}, default=str, indent=2)

@@ -42,14 +42,23 @@ def _aware(dt: datetime | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-def _insert_ignore(conn: Any, table: Table, rows: list[dict]) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING for SQLite and PostgreSQL (the two supported dialects)."""
+def _insert_ignore(conn: Any, table: Table, rows: list[dict]) -> None:
+    """Execute INSERT ... ON CONFLICT DO NOTHING of ``rows`` for SQLite and PostgreSQL (the two supported dialects).
+
+    Why the rows go as executemany parameters, not ``.values(rows)``: SQLAlchemy compiles a
+    multi-VALUES statement with a bind parameter per cell, ~0.7 ms a row (a round's 2,000 new
+    annotation stamps took 1.5 s on a busy machine); executemany compiles once and batches the
+    rows itself ("insertmanyvalues")."""
+    if not rows:
+        return
     name = conn.engine.dialect.name if hasattr(conn, "engine") else conn.dialect.name
     if name == "postgresql":
-        return pg_insert(table).values(rows).on_conflict_do_nothing()
-    if name == "sqlite":
-        return sqlite_insert(table).values(rows).on_conflict_do_nothing()
-    raise LedgerError(f"unsupported ledger database {name!r}: use SQLite or PostgreSQL")
+        stmt = pg_insert(table).on_conflict_do_nothing()
+    elif name == "sqlite":
+        stmt = sqlite_insert(table).on_conflict_do_nothing()
+    else:
+        raise LedgerError(f"unsupported ledger database {name!r}: use SQLite or PostgreSQL")
+    conn.execute(stmt, rows)
 
 
 def _count(conn: Any, table: Table, campaign: str) -> int:
@@ -66,7 +75,7 @@ def _insert_new(conn: Any, table: Table, campaign: str, rows: list[dict]) -> int
         return 0
     before = _count(conn, table, campaign)
     for chunk in _chunks(rows, 2000):
-        conn.execute(_insert_ignore(conn, table, chunk))
+        _insert_ignore(conn, table, chunk)
     return _count(conn, table, campaign) - before
 
 

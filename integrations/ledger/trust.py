@@ -140,9 +140,9 @@ class TrustStore:
         """Store an adjudicator's label (it wins over the consensus from the next decision on)."""
         now = _utcnow()
         with self.begin() as conn:
-            conn.execute(_insert_ignore(conn, adjudications, [{
+            _insert_ignore(conn, adjudications, [{
                 "campaign": self.campaign, "item_id": str(item_id), "requested_round": round_no or 0,
-                "reason": "adjudicated without a queue entry", "status": "pending", "requested_at": now}]))
+                "reason": "adjudicated without a queue entry", "status": "pending", "requested_at": now}])
             conn.execute(update(adjudications).where(
                 (adjudications.c.campaign == self.campaign) & (adjudications.c.item_id == str(item_id))
             ).values(status="done", label=label, adjudicator=adjudicator, decided_round=round_no,
@@ -213,7 +213,7 @@ class TrustStore:
                                              .where(annotations.c.campaign == self.campaign))
                     if (b, a) not in have]
             for chunk in _chunks(rows, 2000):
-                conn.execute(_insert_ignore(conn, annotation_label_versions, chunk))
+                _insert_ignore(conn, annotation_label_versions, chunk)
         return len(rows)
 
     # ----- adaptive redundancy ------------------------------------------------

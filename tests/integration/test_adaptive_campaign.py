@@ -50,6 +50,16 @@ def test_adaptive_weights_and_pseudo_labels_are_logged_and_pseudo_labels_never_e
         pseudo_ids |= set(table["item_id"].astype(str))
     # from round 3 on a batch has been measured against the random arm, and the note says so
     assert any("measured batch" in n for n in notes), notes
+    # `status` shows the weights in force: the active arm's latest round's
+    from labelloop.flows.status import status_json
+
+    last = max((r for r in c.ledger.list_rounds(arm="active") if r.status in ("done", "stopped")),
+               key=lambda r: r.round_no)
+    shown = json.loads(status_json(str(cfg)))["adaptive"]
+    assert shown["round"] == last.round_no, shown
+    assert shown["weights"] == {"margin": last.metrics["adaptive_weight_margin"],
+                                "random": last.metrics["adaptive_weight_random"]}, shown
+    assert shown["random_share"] == last.metrics["query_random_share"], shown
 
     asked = set(c.ledger.queries_frame()["item_id"].astype(str))
     exported = tmp_path / "labels.csv"

@@ -54,7 +54,7 @@ def test_round_on_local_dask_cluster_queries_the_same_items_as_threads(prefect_a
 
     def round_one(runner: str):
         t0 = time.monotonic()
-        res = run_cli("round", str(configs[runner]), env={"PREFECT_API_URL": prefect_api}, timeout=150)
+        res = run_cli("round", str(configs[runner]), env={"PREFECT_API_URL": prefect_api}, timeout=400)
         print(f"{runner}: setup + round 1 in {time.monotonic() - t0:.1f} s")
         return res
 

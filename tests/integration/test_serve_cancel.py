@@ -1,4 +1,5 @@
-"""`labelloop serve` (WarmServer) honours a cancel from the Prefect UI, against a real Prefect API.
+"""`labelloop serve` (WarmServer) claims runs on Prefect's events and honours a cancel from the Prefect UI,
+against a real Prefect API.
 
 The UI's "Cancel" sets a run Cancelling. A run cancelled after the server claimed it but before
 it started must not run; one cancelled while it runs in the serve process must stop and end
@@ -90,4 +91,37 @@ def test_warm_server_skips_a_cancelled_claimed_run_and_stops_a_running_one(prefe
             assert f"c-{tag}" in FINISHED and client.read_flow_run(c.id).state.is_completed()
         finally:
             server._stop.set()
+            client.delete_deployment(dep_id)
+
+
+def test_warm_server_claims_a_new_run_on_its_event_not_at_the_next_poll(prefect_api):
+    """With a 300 s poll interval, only the event stream can get a new run claimed within seconds."""
+    from prefect.client.orchestration import get_client
+
+    from labelloop.flows.deploy import WarmServer
+
+    tag = uuid.uuid4().hex[:6]
+    server = WarmServer([sleeper.to_deployment(name=f"events-{tag}")], flows=[sleeper])
+    (dep_id,) = server.register()
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(fn, 300.0), daemon=True)
+               for fn in (server._poll, server._listen)]
+    for t in threads:
+        t.start()
+    with get_client(sync_client=True) as client:
+        try:
+            assert server.listening.wait(60), "never connected to the Prefect event stream"
+            _wait(lambda: server.polls >= 1, 60, "the poller's first (immediate) poll")  # then it sleeps 300 s
+            t0 = time.monotonic()
+            run = client.create_flow_run_from_deployment(dep_id, parameters={"tag": f"e-{tag}", "seconds": 0.1})
+            claimed = server._here.get(timeout=30)
+            took = time.monotonic() - t0
+            assert claimed.id == run.id
+            assert took < 30, took
+            assert client.read_flow_run(run.id).state.is_pending(), "claimed as the runner does (Pending)"
+            assert server.polls <= 2, "claimed by the one poll the event triggered (counted once it ends)"
+        finally:
+            server.stop()
+            for t in threads:
+                t.join(15)
+            assert not any(t.is_alive() for t in threads), "the poller and listener stop when serving stops"
             client.delete_deployment(dep_id)
