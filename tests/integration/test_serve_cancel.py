@@ -95,7 +95,10 @@ def test_warm_server_skips_a_cancelled_claimed_run_and_stops_a_running_one(prefe
 
 
 def test_warm_server_claims_a_new_run_on_its_event_not_at_the_next_poll(prefect_api):
-    """With a 300 s poll interval, only the event stream can get a new run claimed within seconds."""
+    """With a 300 s poll interval, only the event stream can get a new run claimed within seconds.
+
+    (How many polls ran is not asserted: any flow run scheduled on the test session's Prefect server
+    wakes the poller, and other tests schedule runs there too.)"""
     from prefect.client.orchestration import get_client
 
     from labelloop.flows.deploy import WarmServer
@@ -118,7 +121,6 @@ def test_warm_server_claims_a_new_run_on_its_event_not_at_the_next_poll(prefect_
             assert claimed.id == run.id
             assert took < 30, took
             assert client.read_flow_run(run.id).state.is_pending(), "claimed as the runner does (Pending)"
-            assert server.polls <= 2, "claimed by the one poll the event triggered (counted once it ends)"
         finally:
             server.stop()
             for t in threads:
