@@ -372,6 +372,7 @@ class WarmServer:
 
         with get_client(sync_client=True) as client:
             while not self._stop.is_set():
+                self._wake.clear()  # before the poll: an event that lands during it makes the wait below return at once
                 try:
                     self._watch_cancellations(client)
                     self._reap(client)
@@ -386,7 +387,6 @@ class WarmServer:
                     say(f"serve: polling the Prefect API failed ({type(err).__name__}: {err}); retrying")
                 self.polls += 1
                 self._wake.wait(poll)
-                self._wake.clear()
 
     def _listen(self, poll: float) -> None:
         """Wake the poller whenever Prefect's event stream reports a flow run Scheduled or Cancelling.
