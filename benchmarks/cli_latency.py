@@ -197,7 +197,9 @@ def main() -> None:
     env["LABELLOOP_PREFECT_PORT"] = str(free_port())
     # labelloop's commands run BLAS single-threaded by default (flows/cli.py); the bare model work gets
     # the same setting, so the overhead column measures labelloop, not a BLAS thread count
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+    from labelloop.flows.cli import BLAS_THREAD_VARS
+
+    for var in BLAS_THREAD_VARS:
         env.setdefault(var, "1")
     cli = [sys.executable, "-m", "labelloop.flows.cli"]
     rounds_needed = 2 * args.runs + 2

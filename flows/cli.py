@@ -34,7 +34,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # synchronisation; on a 2-core machine that also runs the Prefect and MLflow servers, one delayed BLAS
 # thread made a round's fits 4-5x slower (5.2 s -> 1.1 s for two arms with one other busy process,
 # issue 18). Set before numpy loads its BLAS; an explicit OPENBLAS_NUM_THREADS/MKL_NUM_THREADS wins.
-for _blas in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+for _blas in BLAS_THREAD_VARS:
     os.environ.setdefault(_blas, "1")
 
 import typer  # noqa: E402 - after the environment defaults

@@ -29,9 +29,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-# as the `labelloop` command sets it (flows/cli.py): rounds run in-process by tests get the same BLAS threading
-for _blas in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
-    os.environ.setdefault(_blas, "1")
+# the `labelloop` command's environment defaults (BLAS single-threaded, ...): importing the CLI module sets
+# them, so rounds that tests run in-process get the same BLAS threading as a user's command
+import labelloop.flows.cli  # noqa: E402,F401
 
 # Commands run without PREFECT_API_URL start labelloop's shared local Prefect server
 # (flows/prefect_server.py). In tests it lives in a folder of this session, on a free port,

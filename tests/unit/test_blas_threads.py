@@ -12,13 +12,14 @@ import os
 import subprocess
 import sys
 
+from labelloop.flows.cli import BLAS_THREAD_VARS
+
 PROBE = ("import labelloop.flows.cli, numpy, json; from threadpoolctl import threadpool_info; "
          "print(json.dumps(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'})))")
 
 
 def _blas_threads(**env: str) -> list[int]:
-    base = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                                             "BLIS_NUM_THREADS", "OMP_NUM_THREADS")}
+    base = {k: v for k, v in os.environ.items() if k not in (*BLAS_THREAD_VARS, "OMP_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", PROBE], env={**base, **env}, capture_output=True, text=True,
                          timeout=120, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
