@@ -107,3 +107,20 @@ def test_campaigns_share_a_database_without_mixing(tmp_path):
 def test_redact_url_hides_password():
     assert "s3cret" not in redact_url("postgresql+psycopg://bob:s3cret@db:5432/ll")
     assert "***" in redact_url("postgresql+psycopg://bob:s3cret@db:5432/ll")
+
+
+def test_items_frame_cache_sees_writes_of_another_ledger_object_and_is_never_mutated_by_callers(tmp_path):
+    """items_frame is cached per items version: a write through another connection (another process in
+    practice: a stream ingest, a reopen) must show at once, and a caller's new column must not stick."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    reader, writer = Ledger(url, "c1"), Ledger(url, "c1")
+    writer.add_items(_items(3))
+    first = reader.items_frame()
+    assert list(first["item_id"]) == ["i0", "i1", "i2"]
+    first["extra"] = 1  # a caller adding a column
+    assert "extra" not in reader.items_frame().columns
+    writer.add_items(_items(5))  # two new items
+    assert list(reader.items_frame()["item_id"]) == ["i0", "i1", "i2", "i3", "i4"]
+    assert writer.move_items_to_split(["i4"], "gold") == 1
+    assert list(reader.items_frame(splits=["gold"])["item_id"]) == ["i4"]
+    assert list(reader.items_frame(splits=["pool"])["item_id"]) == ["i0", "i1", "i2", "i3"]
