@@ -80,7 +80,7 @@ from labelloop.tasks.policy import (QueryPolicy, arm_adaptive_weights, random_ah
                                     random_share)
 from labelloop.tasks.evaluate import labels_to_reach  # noqa: E402
 from labelloop.tasks.seed import stratified_sample  # noqa: E402
-from labelloop.tasks.train import build_model, fit_featurizer  # noqa: E402
+from labelloop.tasks.train import FEATURIZERS, build_model, fit_featurizer, make_featurizer  # noqa: E402
 
 DEFAULT_DATA_DIR = (REPO_ROOT / ".." / "shared" / "datasets").resolve()
 BENCH_DIR = REPO_ROOT / "benchmarks"
@@ -208,6 +208,9 @@ def load_dataset(spec: DatasetSpec, data_dir: Path, *, max_test: int = 5000, max
 
         vec = MiniLMFeaturizer().fit(train["text"].tolist())
         as_matrix: Callable[[Any], Any] = np.asarray
+    elif featurizer == "tfidf+minilm":  # both side by side (sparse), as `[model] featurizer = "tfidf+minilm"`
+        vec = make_featurizer("tfidf+minilm", train["text"].tolist())
+        as_matrix = sp.csr_matrix
     else:
         vec = fit_featurizer(train["text"].tolist())
         as_matrix = sp.csr_matrix
@@ -981,7 +984,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="trials per dataset and protocol")
     ap.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"choose from {', '.join(ARMS)}")
     ap.add_argument("--seeds-b", type=int, default=None, help="trials for protocol (b) if different (scope cut)")
-    ap.add_argument("--featurizer", choices=["tfidf", "minilm"], default="tfidf",
+    ap.add_argument("--featurizer", choices=list(FEATURIZERS), default="tfidf",
                     help="minilm: frozen all-MiniLM-L6-v2 embeddings (needs the minilm extra); results are keyed "
                          "<dataset>+minilm")
     ap.add_argument("--max-pool", type=int, default=None,

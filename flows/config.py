@@ -18,6 +18,7 @@ import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from labelloop.tasks.errors import LabelloopError
+from labelloop.tasks.features import FEATURIZERS
 from labelloop.tasks.strategies import STRATEGIES
 
 
@@ -175,7 +176,9 @@ class SplitsConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    featurizer: Literal["tfidf", "minilm"] = "tfidf"
+    featurizer: str = Field(
+        default="tfidf", description="tfidf (default); minilm: frozen all-MiniLM-L6-v2 sentence embeddings; "
+        "tfidf+minilm: both side by side (minilm and tfidf+minilm need the optional MiniLM extra)")
     classifier: Literal["logistic_regression"] = "logistic_regression"
     C: Annotated[float, Field(gt=0)] = 10.0
     max_features: Annotated[int, Field(gt=0)] = 50_000
@@ -184,6 +187,13 @@ class ModelConfig(_Strict):
         default=False, description="Ablation (issue 16): also train on pool items whose calibrated confidence "
                                    "clears self_training_threshold (pseudo-labels: model only, never exported)")
     self_training_threshold: Annotated[float, Field(gt=0.5, le=1.0)] = 0.95
+
+    @field_validator("featurizer")
+    @classmethod
+    def _check_featurizer(cls, v: str) -> str:
+        if v not in FEATURIZERS:
+            raise ValueError(f"unknown featurizer {v!r}; choose one of {', '.join(FEATURIZERS)}")
+        return v
 
 
 STRATEGY_NAMES = STRATEGIES  # one list, owned by the strategies themselves (tasks/query.py)

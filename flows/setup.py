@@ -35,7 +35,7 @@ from labelloop.integrations.expectations import validate_pool
 from labelloop.integrations.ledger import LedgerError
 from labelloop.integrations.sources import InputError, load_table, load_table_maybe_unlabelled
 from labelloop.tasks.seed import SplitError, carve_splits, default_seed_method
-from labelloop.tasks.train import fit_featurizer, make_featurizer
+from labelloop.tasks.train import fit_featurizer, make_featurizer, uses_minilm
 
 
 def read_pool(cfg: CampaignConfig) -> pd.DataFrame:
@@ -151,7 +151,7 @@ def preflight(config: str | Path | CampaignConfig) -> tuple[CampaignConfig, pd.D
     not even created — and no Prefect flow has started.
     """
     cfg = config if isinstance(config, CampaignConfig) else load_config(config)
-    if cfg.model.featurizer == "minilm":
+    if uses_minilm(cfg.model.featurizer):
         from labelloop.tasks.embeddings import require_minilm
 
         require_minilm()  # the install command, not a half-set-up campaign
@@ -322,7 +322,7 @@ def _write_setup(c: Campaign, frame: pd.DataFrame) -> bool:
     method = frame.attrs.get("seed_method") or s.seed_method
     split = frame["split"]
     train_side = frame[frame["split"].isin(["pool", "seed"])]
-    if c.cfg.model.featurizer == "minilm":
+    if uses_minilm(c.cfg.model.featurizer):
         say(f"embedding {len(train_side)} pool texts with all-MiniLM-L6-v2 (once; cached by text hash) ...")
     c.save_featurizer(make_featurizer(c.cfg.model.featurizer, train_side["text"].tolist(),
                                       max_features=c.cfg.model.max_features, ngram_max=c.cfg.model.ngram_max,

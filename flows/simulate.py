@@ -42,9 +42,9 @@ from labelloop.tasks.evaluate import (
     learning_curve_figure,
 )
 from labelloop.tasks.health import per_class_recall_check, random_ahead_check
-from labelloop.tasks.train import TrainingError, build_model, make_featurizer, predict_proba_aligned
+from labelloop.tasks.train import (FEATURIZERS, TrainingError, build_model, make_featurizer, predict_proba_aligned,
+                                   uses_minilm)
 
-FEATURIZERS = ("tfidf", "minilm")
 
 
 def run_arm(
@@ -260,7 +260,7 @@ def simulate_flow(data: str, out: str, *, encoding: str = "utf-8", delimiter: st
     featurizer = kwargs.get("featurizer", "tfidf")
     if featurizer not in FEATURIZERS:
         raise ValueError(f"unknown featurizer {featurizer!r}; choose one of {', '.join(FEATURIZERS)}")
-    if featurizer == "minilm":
+    if uses_minilm(featurizer):
         from labelloop.tasks.embeddings import require_minilm
 
         require_minilm()  # fail before any work when the optional extra is missing
@@ -301,7 +301,7 @@ def simulate_data_flow(
         raise ValueError(f"cost_per_label must be >= 0, got {cost_per_label}")
     if featurizer not in FEATURIZERS:
         raise ValueError(f"unknown featurizer {featurizer!r}; choose one of {', '.join(FEATURIZERS)}")
-    if featurizer == "minilm":
+    if uses_minilm(featurizer):
         from labelloop.tasks.embeddings import require_minilm
 
         require_minilm()  # fail before any work when the optional extra is missing

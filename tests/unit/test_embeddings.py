@@ -107,3 +107,61 @@ def test_no_reporter_is_silent_and_encodes_in_one_call(tmp_path, capsys):
     emb.MiniLMFeaturizer(cache_dir=tmp_path, encoder=enc).transform([f"t{i}" for i in range(emb.ENCODE_CHUNK * 2)])
     assert calls == [emb.ENCODE_CHUNK * 2]
     assert capsys.readouterr().out == ""
+
+
+def _fake_minilm(monkeypatch, tmp_path) -> FakeEncoder:
+    """The packaged model replaced by :class:`FakeEncoder` (torch is an optional extra) and a private cache."""
+    enc = FakeEncoder()
+    monkeypatch.setattr(emb, "require_minilm", lambda: None)
+    monkeypatch.setattr(emb, "load_minilm", lambda: enc)
+    monkeypatch.setenv("LABELLOOP_EMBEDDINGS_CACHE", str(tmp_path / "cache"))
+    return enc
+
+
+def test_tfidf_plus_minilm_puts_both_featurisers_side_by_side(monkeypatch, tmp_path):
+    import scipy.sparse as sp
+
+    from labelloop.tasks.train import build_model, make_featurizer
+
+    enc = _fake_minilm(monkeypatch, tmp_path)
+    texts = ["refund my card payment", "card was declined", "how do I change my pin", "pin locked after tries"]
+    both = make_featurizer("tfidf+minilm", texts, max_features=100)
+    tfidf = make_featurizer("tfidf", texts, max_features=100)
+    assert sorted(enc.seen) == sorted(texts)  # set-up embeds the pool once, into the cache
+
+    X = both.transform(["card payment declined", "new pin"])
+    assert sp.issparse(X) and X.shape == (2, len(tfidf.vocabulary_) + emb.DIM)
+    np.testing.assert_allclose(X[:, :len(tfidf.vocabulary_)].toarray(),
+                               tfidf.transform(["card payment declined", "new pin"]).toarray(), rtol=1e-6)
+    np.testing.assert_allclose(X[:, len(tfidf.vocabulary_):].toarray(),
+                               emb.MiniLMFeaturizer(encoder=FakeEncoder()).transform(["card payment declined",
+                                                                                      "new pin"]), rtol=1e-5)
+    # the pipeline a round trains: the union is frozen (fitting the classifier refits neither half)
+    vocabulary = dict(tfidf.vocabulary_)
+    model = build_model(both).fit(texts, ["card", "card", "pin", "pin"])
+    assert model.predict(["card declined"]).shape == (1,)
+    assert dict(both.transformer_list[0][1].estimator.vocabulary_) == vocabulary
+    again = pickle.loads(pickle.dumps(model))  # MLflow and Prefect pickle the model
+    np.testing.assert_allclose(again.predict_proba(["new pin"]), model.predict_proba(["new pin"]))
+
+
+def test_the_logged_model_of_a_combined_featuriser_lists_the_embedding_packages(monkeypatch, tmp_path):
+    from labelloop.integrations.tracking import PIP_REQUIREMENTS, pip_requirements
+    from labelloop.tasks.train import build_model, make_featurizer
+
+    _fake_minilm(monkeypatch, tmp_path)
+    texts = ["alpha beta", "gamma delta", "alpha gamma", "beta delta"]
+    for kind, extra in (("tfidf", False), ("minilm", True), ("tfidf+minilm", True)):
+        model = build_model(make_featurizer(kind, texts))
+        assert ("torch" in pip_requirements(model)) is extra, kind
+        assert set(PIP_REQUIREMENTS) <= set(pip_requirements(model))
+
+
+def test_featurizer_names_are_one_list_for_config_cli_and_training():
+    from labelloop.flows.config import ModelConfig
+    from labelloop.tasks.features import FEATURIZERS
+
+    for name in FEATURIZERS:
+        assert ModelConfig(featurizer=name).featurizer == name
+    with pytest.raises(ValueError, match="unknown featurizer 'bert'; choose one of tfidf, minilm, tfidf\\+minilm"):
+        ModelConfig(featurizer="bert")
