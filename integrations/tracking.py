@@ -43,6 +43,28 @@ def pip_requirements(model: Any) -> list[str]:
     return list(PIP_REQUIREMENTS)
 
 
+def skip_requirement_scan() -> None:
+    """Turn off MLflow's "are the model's requirements installed here?" warning, once per process.
+
+    Why: before the first model a process logs, that check lists every installed distribution
+    (``importlib_metadata.packages_distributions``): about 1 s on a 2-core machine, the largest
+    single cost a fresh ``labelloop round`` adds to a served one (py-spy, issue 18). It can only
+    warn about a requirement missing from this environment, and labelloop's requirements
+    (:func:`pip_requirements`) name the packages this very process runs the model with. The
+    requirements MLflow writes next to the model are unchanged.
+    """
+    from mlflow.utils import environment
+
+    if getattr(environment.warn_dependency_requirement_mismatches, "_labelloop_skip", False):
+        return
+
+    def skipped(model_requirements: list[str]) -> None:
+        return None
+
+    skipped._labelloop_skip = True  # type: ignore[attr-defined]
+    environment.warn_dependency_requirement_mismatches = skipped
+
+
 # MLflow's own rule for metric, param and tag keys is wider (Unicode word characters, "/", ":"), but
 # rejects "..", leading "/" and anything else, and its stores differ (a file store makes "/" a folder).
 # Names built from labels are therefore kept as they are only inside this plain ASCII alphabet.
@@ -275,6 +297,7 @@ class Tracker:
     @_store_call("logging (and registering) the model")
     def log_model(self, run_id: str, model: Any, *, register: bool, input_example: Any = None) -> str | None:
         """Log the sklearn pipeline as the run's model; register it when asked. Returns the version."""
+        skip_requirement_scan()
         with self.mlflow.start_run(run_id=run_id, nested=True):
             info = self.mlflow.sklearn.log_model(
                 model,
