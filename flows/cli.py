@@ -873,7 +873,30 @@ def _quiet_interrupt_crash() -> None:
                 h.addFilter(_InterruptCrashFilter())
 
 
+def _skip_final_collections() -> None:
+    """At exit, stop the garbage collector before the interpreter tears its modules down.
+
+    Why: with Prefect, MLflow, Great Expectations and scikit-learn loaded, the collections
+    CPython runs while it tears down the modules of a finished command took about 2 s of a
+    `labelloop round` (same round, 17.3 s -> 15.9 s wall; issue 18), for memory the operating
+    system reclaims anyway. It runs as the last exit handler (registered before the libraries
+    register theirs), so Prefect's log and event workers, MLflow and logging have flushed; the
+    standard streams are flushed by the interpreter after it. ``gc.freeze`` is CPython's
+    documented way to exempt every object alive now from later collections. Python never
+    promised ``__del__`` at exit, and labelloop closes what it writes with ``with`` blocks.
+    """
+    import gc
+
+    gc.disable()
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> int:
+    if not _STATE.get("exit_hook"):
+        import atexit
+
+        atexit.register(_skip_final_collections)
+        _STATE["exit_hook"] = True
     args = _prepare(list(sys.argv[1:] if argv is None else argv))
     from labelloop.flows.logs import quiet_third_party
 
