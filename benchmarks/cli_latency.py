@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 START, END = "<!-- cli_latency:start -->", "<!-- cli_latency:end -->"
 LIBS = {"great_expectations": "great_expectations", "mlflow": "mlflow", "prefect": "prefect", "scikit-learn": "sklearn"}
+ALL_FOUR = "all four in one process (reference)"
 
 
 def timed(cmd: list[str], env: dict, expect: int | None = 0) -> float:
@@ -69,6 +70,10 @@ def import_times(runs: int, env: dict) -> dict[str, float]:
     for name, mod in LIBS.items():
         med, _ = median_of(runs, lambda m=mod: timed([sys.executable, "-c", f"import {m}"], env))
         out[name] = max(0.0, med - base)
+    # reference only: the four in one process share numpy, pandas, pydantic ..., which the separate
+    # imports (the yardstick the issue names) count once per library
+    med, _ = median_of(runs, lambda: timed([sys.executable, "-c", f"import {', '.join(LIBS.values())}"], env))
+    out[ALL_FOUR] = max(0.0, med - base)
     return out
 
 
@@ -209,6 +214,7 @@ def main() -> None:
     t_wall = time.perf_counter()
     load_start = os.getloadavg()
     rows: list[tuple[str, float, list[float], str]] = []
+    limits: dict[str, float] = {}  # row -> exact "≤" limit (the target text shows it rounded)
     try:
         imports = import_times(args.runs, env)
         t_server = timed([*cli, "server", "start"], env)
@@ -239,7 +245,8 @@ def main() -> None:
                                     env, ["great_expectations"])
         gx = gx_paired["great_expectations"]
         rows.append(("labelloop setup: data contract fails (each run right after a GX import)", med, xs,
-                     f"≤ GX import + 2 s = {gx:.1f} + 2 = {gx + 2:.1f} s"))
+                     f"≤ GX import + 2 s = {gx:.2f} + 2 = {gx + 2:.2f} s"))
+        limits[rows[-1][0]] = gx + 2
 
         round_libs = list(LIBS)  # a round imports all four (GX for its contracts)
         med_cli, xs_cli, round_imports = paired(args.runs, lambda: timed([*cli, "round", str(cfg)], env), env,
@@ -263,11 +270,13 @@ def main() -> None:
         bare = statistics.median(bare_xs)
         lib_import = sum(round_imports.values())
         rows.append(("labelloop round (CLI, fresh process; each run right after the four imports)", med_cli, xs_cli,
-                     f"≤ bare + imports ({', '.join(round_libs)}: {lib_import:.1f}) + 5 s = "
-                     f"{bare + lib_import + 5:.1f} s"))
+                     f"≤ bare + imports ({', '.join(round_libs)}: {lib_import:.2f}) + 5 s = "
+                     f"{bare + lib_import + 5:.2f} s"))
+        limits[rows[-1][0]] = bare + lib_import + 5
         walls = [x["wall"] for x in served]
         rows.append(("round served by `labelloop serve` (warm; run created → final state)", statistics.median(walls),
-                     walls, f"≤ bare + 5 s = {bare + 5:.1f} s"))
+                     walls, f"≤ bare + 5 s = {bare + 5:.2f} s"))
+        limits[rows[-1][0]] = bare + 5
         rows.append(("  of which the flow run itself (Running → final)", statistics.median(x["run"] for x in served),
                      [x["run"] for x in served], "reference"))
         rows.append(("  of which claiming and starting it (Scheduled → Running; on the flow-run event)",
@@ -278,9 +287,11 @@ def main() -> None:
         subprocess.run([*cli, "server", "stop"], env=env, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
-    def ok(med: float, target: str) -> str:
+    def ok(name: str, med: float, target: str) -> str:
         if target == "reference":
             return ""
+        if name in limits:  # judged on the exact limit, not on its rounded text
+            return "met" if med <= limits[name] else "MISSED"
         limit = float(target.split("=")[-1].replace("s", "").replace("<", "").replace("≤", "").strip()) \
             if "=" in target else float(target.split()[1])
         return "met" if med < limit or (target.startswith("≤") and med <= limit) else "MISSED"
@@ -295,10 +306,11 @@ def main() -> None:
            f"Wall time {time.perf_counter() - t_wall:.0f} s.", "",
            "| command | median (s) | runs (s) | target | verdict |", "|---|---:|---|---|---|"]
     for name, med, xs, target in rows:
-        out.append(f"| {name} | {med:.2f} | {', '.join(f'{x:.1f}' for x in xs)} | {target} | {ok(med, target)} |")
+        out.append(f"| {name} | {med:.2f} | {', '.join(f'{x:.1f}' for x in xs)} | {target} | {ok(name, med, target)} |")
     out += ["", "| import (same run, `python -c \"import X\"` minus bare start-up) | median at the start (s) | "
                 "median paired with the CLI rounds (s) |", "|---|---:|---:|"]
-    out += [f"| {k} | {v:.2f} | {round_imports.get(k, float('nan')):.2f} |" for k, v in imports.items()]
+    out += [f"| {k} | {v:.2f} | {round_imports[k]:.2f} |" if k in round_imports else f"| {k} | {v:.2f} | — |"
+            for k, v in imports.items()]
     out += ["", f"Once per machine (not in the medians): first start of the shared local Prefect server "
                 f"(`labelloop server start`, fresh database) {t_server:.1f} s; `setup` of the {args.n:,}-text campaign "
                 f"{t_setup:.1f} s. Read-only and failing commands never import Prefect; `round` reaches the "
