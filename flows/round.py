@@ -34,7 +34,7 @@ from labelloop.tasks import health
 from labelloop.tasks.evaluate import Evaluation, learning_curve_figure
 from labelloop.tasks.policy import ArmState, Calibration, Policy, arm_adaptive_weights, plan_round, stop_reason
 from labelloop.tasks.readiness import Readiness, batch_readiness, with_evaluation
-from labelloop.tasks.strategies import strategy_for_arm
+from labelloop.tasks.strategies import ADAPTIVE_WEIGHT_METRIC, strategy_for_arm
 from labelloop.tasks.train import TrainingError, predict_proba_aligned
 
 
@@ -164,7 +164,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
             if plan.adaptive is not None:  # which strategy got how much weight, in the notes and in MLflow
                 if not plan.share_reason:
                     res.notes.append(plan.adaptive.describe())
-                res.metrics.update({f"adaptive_weight_{k}": float(v) for k, v in plan.adaptive.weights.items()})
+                res.metrics.update({f"{ADAPTIVE_WEIGHT_METRIC}{k}": float(v) for k, v in plan.adaptive.weights.items()})
                 if plan.adaptive.advantage is not None:
                     res.metrics["adaptive_advantage"] = float(plan.adaptive.advantage)
             res.n_queried = query_batch(c, plan, ev.model if ev else None, items, feats, labelled, run_id)

@@ -240,16 +240,17 @@ def adaptive_status(c: Campaign) -> dict[str, Any] | None:
     round by round; a user deciding whether active learning pays on their data wants to see
     where the weights stand without opening MLflow.
     """
+    from labelloop.tasks.strategies import ADAPTIVE_WEIGHT_METRIC as PREFIX
+
     if c.cfg.query.strategy != "adaptive":
         return None
     latest = None
     for r in c.ledger.list_rounds(arm="active"):
-        if any(k.startswith("adaptive_weight_") for k in r.metrics):
+        if any(k.startswith(PREFIX) for k in r.metrics):
             latest = r
     if latest is None:
         return {"round": None, "weights": {}, "advantage": None, "random_share": None}
-    weights = {k.removeprefix("adaptive_weight_"): float(v) for k, v in latest.metrics.items()
-               if k.startswith("adaptive_weight_")}
+    weights = {k.removeprefix(PREFIX): float(v) for k, v in latest.metrics.items() if k.startswith(PREFIX)}
     adv, share = latest.metrics.get("adaptive_advantage"), latest.metrics.get("query_random_share")
     return {"round": latest.round_no, "weights": weights, "advantage": None if adv is None else float(adv),
             "random_share": None if share is None else float(share)}

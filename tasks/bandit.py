@@ -33,6 +33,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from labelloop.tasks.health import sorted_curve
+
 ADAPTIVE = "adaptive"
 ADAPTIVE_BASE = "margin"
 """The strategy the adaptive policy weighs against random (the default policy's strategy)."""
@@ -88,10 +90,7 @@ def advantage_steps(active: Sequence[tuple[int, float, float]], random_curve: Se
     """
     if not active or not random_curve:
         return [], None
-    rx = np.asarray([p[0] for p in random_curve], dtype=float)
-    ry = np.asarray([p[1] for p in random_curve], dtype=float)
-    order = np.argsort(rx, kind="stable")
-    rx, ry = rx[order], ry[order]
+    rx, ry = sorted_curve(random_curve)
     adv: list[float | None] = [float(f) - float(np.interp(n, rx, ry)) if rx[0] <= n <= rx[-1] else None
                                for n, f, _ in active]
     steps = [(adv[j] - adv[j - 1], float(active[j - 1][2])) for j in range(1, len(active))

@@ -57,6 +57,10 @@ _REGISTRY: dict[str, Strategy] = {s.name: s for s in (
 STRATEGIES: tuple[str, ...] = tuple(n for n in _REGISTRY if n != FALLBACK_STRATEGY)
 """Strategy names the CLI and the campaign config accept."""
 
+ADAPTIVE_WEIGHT_METRIC = "adaptive_weight_"
+"""Prefix of the round metrics (ledger, MLflow) that carry the adaptive strategy's weights,
+``adaptive_weight_margin`` and ``adaptive_weight_random``: the round writes them, ``status`` reads them."""
+
 
 def get_strategy(name: str) -> Strategy:
     """The strategy called ``name`` (the configurable ones and the fallback); ValueError naming the choices."""
