@@ -248,8 +248,6 @@ class Ledger:
                 "campaign": self.campaign, "arm": arm, "round_no": round_no, "status": "started",
                 "strategy": strategy, "metrics": "{}", "notes": "[]", "started_at": _utcnow(),
             }])
-            if conn.execute(select(meta.c.key).where(meta.c.key == f"{self.campaign}:{ITEMS_VERSION}")).first() is None:
-                self._bump_items_version(conn)  # a ledger from before the items version: give it one
         rec = self.get_round(arm, round_no)
         assert rec is not None
         return rec

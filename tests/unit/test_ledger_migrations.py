@@ -81,6 +81,7 @@ def test_an_old_ledger_upgrades_in_place_with_everything_intact(old_ledger):
     ann = led.annotations_frame()
     assert "lead_time" in ann and ann["lead_time"].isna().all(), "0003 added lead_time, NULL for old answers"
     assert led.stream_frame().empty and led.stream_files_seen() == set(), "0004 added stream mode's tables, empty"
+    assert len(meta_rows.pop("fixture:items_version")) == 32, "0005 gave the campaign its items version"
     assert meta_rows["fixture:setup_done"] == "1" and len(meta_rows) == EXPECTED["tables"]["meta"]["rows"] - 1
 
     # ... and read back through the new code: rounds, annotations and trust decisions.
