@@ -33,8 +33,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from labelloop.tasks.health import sorted_curve
-
 ADAPTIVE = "adaptive"
 ADAPTIVE_BASE = "margin"
 """The strategy the adaptive policy weighs against random (the default policy's strategy)."""
@@ -90,7 +88,11 @@ def advantage_steps(active: Sequence[tuple[int, float, float]], random_curve: Se
     """
     if not active or not random_curve:
         return [], None
-    rx, ry = sorted_curve(random_curve)
+    # sorted here, not with tasks.health's helper: health imports scikit-learn, and `status` reaches this module
+    rx = np.asarray([p[0] for p in random_curve], dtype=float)
+    ry = np.asarray([p[1] for p in random_curve], dtype=float)
+    order = np.argsort(rx, kind="stable")
+    rx, ry = rx[order], ry[order]
     adv: list[float | None] = [float(f) - float(np.interp(n, rx, ry)) if rx[0] <= n <= rx[-1] else None
                                for n, f, _ in active]
     steps = [(adv[j] - adv[j - 1], float(active[j - 1][2])) for j in range(1, len(active))

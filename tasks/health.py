@@ -150,7 +150,7 @@ def ece_check(ece: float | None, gate: float = 0.10) -> HealthCheck:
 # ---------------------------------------------------------------------------
 
 
-def sorted_curve(curve: Any) -> tuple[np.ndarray, np.ndarray]:
+def _as_curve(curve: Any) -> tuple[np.ndarray, np.ndarray]:
     """``[(labels, score), ...]`` or ``(labels_seq, scores_seq)`` -> sorted arrays."""
     if isinstance(curve, Mapping):
         x, y = curve["labels"], curve.get("macro_f1", curve.get("scores"))
@@ -186,8 +186,8 @@ def random_ahead_check(
     name = "random_ahead"
     if active_curve is None or random_curve is None:
         return _skip(name, tolerance, "no random arm to compare with")
-    ax, ay = sorted_curve(active_curve)
-    rx, ry = sorted_curve(random_curve)
+    ax, ay = _as_curve(active_curve)
+    rx, ry = _as_curve(random_curve)
     if ax.size == 0 or rx.size == 0:
         return _skip(name, tolerance, "empty learning curve")
     inside = (ax >= rx[0]) & (ax <= rx[-1])
