@@ -216,6 +216,7 @@ def test_partition_texts_reach_the_task_as_a_plain_list_without_prefect_walking_
     go in as ``opaque`` parameters: a real thread-pool runner must hand the task the plain list while
     Prefect's collection visitor never descends into it."""
     import prefect.utilities.collections as collections
+    from prefect import flow
 
     real, nested = collections.visit_collection, []
 
@@ -223,10 +224,15 @@ def test_partition_texts_reach_the_task_as_a_plain_list_without_prefect_walking_
         nested.append(type(expr).__name__)
         return real(expr, *args, **kwargs)
 
-    monkeypatch.setattr(collections, "visit_collection", counting)
     texts = [f"text {i}" for i in range(9_000)]
-    out = REAL_RUN_PARTITIONS(_echo_partition, [{"texts": texts[a:a + 3_000], "start": a} for a in (0, 3_000, 6_000)],
-                              ScaleSettings(max_workers=2))
+
+    @flow(name="partition-parameters", persist_result=False)
+    def a_round() -> list:  # as in a round: the partitions are task runs of a flow run (their logs go with it)
+        monkeypatch.setattr(collections, "visit_collection", counting)
+        return REAL_RUN_PARTITIONS(_echo_partition, [{"texts": texts[a:a + 3_000], "start": a}
+                                                     for a in (0, 3_000, 6_000)], ScaleSettings(max_workers=2))
+
+    out = a_round()
     assert out == [("list", 0, 3_000, "text 0"), ("list", 3_000, 3_000, "text 3000"),
                    ("list", 6_000, 3_000, "text 6000")]
     assert nested.count("str") < 100, f"Prefect visited {nested.count('str')} texts of the partitions"
