@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from paired_aulc import split_key  # noqa: E402 - this folder is on sys.path when run as a script
 
 COLOURS = {"tfidf": "tab:blue", "minilm": "tab:orange", "tfidf+minilm": "tab:green"}
 
@@ -42,10 +43,9 @@ def main() -> None:
         runs.update(json.loads(Path(f).read_text(encoding="utf-8"))["runs"])
     by: dict[str, dict[str, dict]] = {}
     for key, block in runs.items():
-        name, protocol = key.rsplit("/", 1)
-        data, _, featurizer = name.partition("+")
+        data, featurizer, protocol = split_key(key)
         if protocol == args.protocol:
-            by.setdefault(data, {})[featurizer or "tfidf"] = block
+            by.setdefault(data, {})[featurizer] = block
     datasets = sorted(by)
     cols = min(3, len(datasets))
     rows = -(-len(datasets) // cols)

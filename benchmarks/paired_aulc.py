@@ -38,7 +38,7 @@ def paired(runs: dict, a: str, b: str) -> list[tuple[str, int, float, float, tup
     return out
 
 
-def _split_key(key: str) -> tuple[str, str, str]:
+def split_key(key: str) -> tuple[str, str, str]:
     """``"trec+tfidf+minilm/a"`` -> ``("trec", "tfidf+minilm", "a")``; a bare data set is TF-IDF."""
     name, protocol = key.rsplit("/", 1)
     data, _, featurizer = name.partition("+")
@@ -49,7 +49,7 @@ def across(runs: dict, arm: str, fa: str, fb: str) -> list[tuple[str, int, float
     """``arm``'s AULC with featuriser ``fa`` minus with ``fb``, paired per trial: trials of one data set
     and protocol share the seed set and the test set whatever the features (al_benchmark draws them
     from the labels), so the difference isolates what the features buy the same policy."""
-    by = {_split_key(k): v for k, v in runs.items()}
+    by = {split_key(k): v for k, v in runs.items()}
     out = []
     for (data, featurizer, protocol), block in sorted(by.items()):
         other = by.get((data, fb, protocol))

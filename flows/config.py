@@ -175,6 +175,13 @@ class SplitsConfig(_Strict):
         default=50, description="Below this many trusted calibration items the calibration gate is not judged")
 
 
+def _one_of(what: str, value: str, names: tuple[str, ...]) -> str:
+    """``value`` when it is one of ``names`` (a registry's names), else the error that lists them."""
+    if value not in names:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(names)}")
+    return value
+
+
 class ModelConfig(_Strict):
     featurizer: str = Field(
         default="tfidf", description="tfidf (default); minilm: frozen all-MiniLM-L6-v2 sentence embeddings; "
@@ -191,9 +198,7 @@ class ModelConfig(_Strict):
     @field_validator("featurizer")
     @classmethod
     def _check_featurizer(cls, v: str) -> str:
-        if v not in FEATURIZERS:
-            raise ValueError(f"unknown featurizer {v!r}; choose one of {', '.join(FEATURIZERS)}")
-        return v
+        return _one_of("featurizer", v, FEATURIZERS)
 
 
 STRATEGY_NAMES = STRATEGIES  # one list, owned by the strategies themselves (tasks/query.py)
@@ -216,9 +221,7 @@ class QueryConfig(_Strict):
     @field_validator("strategy")
     @classmethod
     def _check_strategy(cls, v: str) -> str:
-        if v not in STRATEGY_NAMES:
-            raise ValueError(f"unknown strategy {v!r}; choose one of {', '.join(STRATEGY_NAMES)}")
-        return v
+        return _one_of("strategy", v, STRATEGY_NAMES)
 
 
 class BudgetConfig(_Strict):
