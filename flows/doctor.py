@@ -360,7 +360,7 @@ def check_mlflow(c: Campaign, rep: Report, repair: bool) -> None:
                     "is not in the tracking store")
         if repair:
             c.ledger.set_meta("mlflow_parent_run", "")
-            parent = tr.parent_run(c.ledger, tracking_params(c.cfg))
+            parent = tr.parent_run(c.ledger, tracking_params(c.cfg, c.featurizer_kind))
             f.repaired = True
     for r in finished:
         run = None
@@ -378,7 +378,7 @@ def check_mlflow(c: Campaign, rep: Report, repair: bool) -> None:
                     f"but {what}")
         if repair:
 
-            run_id = r.mlflow_run_id if run is not None else tr.round_run(parent or tr.parent_run(c.ledger, tracking_params(c.cfg)),
+            run_id = r.mlflow_run_id if run is not None else tr.round_run(parent or tr.parent_run(c.ledger, tracking_params(c.cfg, c.featurizer_kind)),
                                                                           r.arm, r.round_no, None)
             relog_round(c, r, run_id)
             if run_id != r.mlflow_run_id:

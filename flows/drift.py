@@ -198,7 +198,7 @@ def _jsonable(obj: Any) -> Any:
 
 def log_drift_run(c: Campaign, result: dict[str, Any]) -> str:
     tr = c.tracker
-    parent = tr.parent_run(c.ledger, tracking_params(c.cfg))
+    parent = tr.parent_run(c.ledger, tracking_params(c.cfg, c.featurizer_kind))
     run = tr.client.create_run(
         tr.experiment_id, run_name=f"drift-{result['checked_at'].replace(':', '')}",
         tags={"mlflow.parentRunId": parent, "labelloop.campaign": c.name, "labelloop.kind": "drift",

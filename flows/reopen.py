@@ -57,9 +57,11 @@ def ingest_arrivals(c: Campaign, path: Path, episode: str) -> dict[str, Any]:
 
 def refit_featurizer(c: Campaign) -> int:
     """Refit the campaign's featuriser on every pool + seed text (never test / calibration), like
-    set-up does: TF-IDF learns the new vocabulary; MiniLM (frozen) embeds the new texts into its cache."""
+    set-up does: TF-IDF learns the new vocabulary; MiniLM (frozen) embeds the new texts into its cache.
+    The kind is the one set-up chose (``Campaign.featurizer_kind``), so ``auto`` does not switch features
+    mid-campaign because the MiniLM extra was installed since."""
     items = c.ledger.items_frame(splits=["pool", "seed"])
-    c.save_featurizer(make_featurizer(c.cfg.model.featurizer, items["text"].tolist(),
+    c.save_featurizer(make_featurizer(c.featurizer_kind, items["text"].tolist(),
                                       max_features=c.cfg.model.max_features, ngram_max=c.cfg.model.ngram_max))
     return int(len(items))
 

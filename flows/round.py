@@ -84,7 +84,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     round_no = round_no if round_no is not None else next_round_no(c)
     t0 = time.perf_counter()
     # MLflow first: a tracking store that is down fails the round before the ledger changes
-    parent_id = c.tracker.parent_run(c.ledger, tracking_params(c.cfg))
+    parent_id = c.tracker.parent_run(c.ledger, tracking_params(c.cfg, c.featurizer_kind))
 
     pulled = pull_annotations(c, round_no)
     checkpoint("after-pull")

@@ -25,6 +25,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+FEATURIZER_META = "featurizer"  # ledger meta: the concrete features set-up chose
+
+
 @dataclass
 class Campaign:
     cfg: CampaignConfig
@@ -65,6 +68,27 @@ class Campaign:
                 vec.reporter = logs
             _FEATURIZERS.update(key=key, vec=vec)
         return _FEATURIZERS["vec"]
+
+    @property
+    def featurizer_kind(self) -> str:
+        """The features this campaign uses: what set-up chose (``auto`` resolved), kept in the ledger.
+
+        Why not the config: ``auto`` depends on what is installed, and a campaign must not change
+        its features because the MiniLM extra was installed (or removed) after set-up. A campaign
+        set up before the ledger kept it: an explicit config name, else the saved featuriser's kind.
+        """
+        kept = self.ledger.get_meta(FEATURIZER_META)
+        if kept:
+            return str(kept)
+        if self.cfg.model.featurizer != "auto":
+            return self.cfg.model.featurizer
+        if self.featurizer_path.exists():
+            from labelloop.tasks.train import featurizer_kind
+
+            return featurizer_kind(self.featurizer())
+        from labelloop.tasks.features import resolve_featurizer
+
+        return resolve_featurizer("auto")[0]  # not set up yet: what set-up would choose now
 
     def save_featurizer(self, vec: Any) -> None:
         self.featurizer_path.parent.mkdir(parents=True, exist_ok=True)

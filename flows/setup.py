@@ -28,14 +28,14 @@ from prefect import flow, get_run_logger
 from labelloop.flows.config import CampaignConfig, load_config
 from labelloop.flows import logs
 from labelloop.flows.logs import progress, say
-from labelloop.flows.runtime import Campaign, make_backend, open_campaign
+from labelloop.flows.runtime import FEATURIZER_META, Campaign, make_backend, open_campaign
 from labelloop.flows.stages import push_pending
 from labelloop.flows.trust import EVAL_ARM
 from labelloop.integrations.expectations import validate_pool
 from labelloop.integrations.ledger import LedgerError
 from labelloop.integrations.sources import InputError, load_table, load_table_maybe_unlabelled
 from labelloop.tasks.seed import SplitError, carve_splits, default_seed_method
-from labelloop.tasks.train import fit_featurizer, make_featurizer, uses_minilm
+from labelloop.tasks.train import fit_featurizer, make_featurizer, resolve_featurizer, uses_minilm
 
 
 def read_pool(cfg: CampaignConfig) -> pd.DataFrame:
@@ -151,7 +151,7 @@ def preflight(config: str | Path | CampaignConfig) -> tuple[CampaignConfig, pd.D
     not even created — and no Prefect flow has started.
     """
     cfg = config if isinstance(config, CampaignConfig) else load_config(config)
-    if uses_minilm(cfg.model.featurizer):
+    if uses_minilm(resolve_featurizer(cfg.model.featurizer)[0]):
         from labelloop.tasks.embeddings import require_minilm
 
         require_minilm()  # the install command, not a half-set-up campaign
@@ -322,11 +322,16 @@ def _write_setup(c: Campaign, frame: pd.DataFrame) -> bool:
     method = frame.attrs.get("seed_method") or s.seed_method
     split = frame["split"]
     train_side = frame[frame["split"].isin(["pool", "seed"])]
-    if uses_minilm(c.cfg.model.featurizer):
+    kind, why = resolve_featurizer(c.cfg.model.featurizer)
+    kept = c.ledger.get_meta(FEATURIZER_META)
+    if c.cfg.model.featurizer == "auto" and kept:  # a resumed set-up keeps what it chose the first time
+        kind, why = kept, "auto, as chosen when set-up started"
+    say(f"features: {kind}" + (f" ({why})" if why else ""))
+    if uses_minilm(kind):
         say(f"embedding {len(train_side)} pool texts with all-MiniLM-L6-v2 (once; cached by text hash) ...")
-    c.save_featurizer(make_featurizer(c.cfg.model.featurizer, train_side["text"].tolist(),
-                                      max_features=c.cfg.model.max_features, ngram_max=c.cfg.model.ngram_max,
-                                      reporter=logs))
+    c.save_featurizer(make_featurizer(kind, train_side["text"].tolist(), max_features=c.cfg.model.max_features,
+                                      ngram_max=c.cfg.model.ngram_max, reporter=logs))
+    c.ledger.set_meta(FEATURIZER_META, kind)
     with progress("ingesting", len(frame), "items") as bar:
         c.ledger.add_items(frame, progress=bar.advance)
     seed_ids = frame.loc[frame["split"] == "seed", "id"].astype(str).tolist()

@@ -42,8 +42,8 @@ from labelloop.tasks.evaluate import (
     learning_curve_figure,
 )
 from labelloop.tasks.health import per_class_recall_check, random_ahead_check
-from labelloop.tasks.train import (FEATURIZERS, TrainingError, build_model, make_featurizer, predict_proba_aligned,
-                                   uses_minilm)
+from labelloop.tasks.train import (TrainingError, build_model, make_featurizer, predict_proba_aligned,
+                                   resolve_featurizer, uses_minilm)
 
 
 
@@ -190,7 +190,7 @@ def full_data_score(frame: pd.DataFrame, classes: list[str], vec: Any, X_all: An
 @task(cache_policy=NO_CACHE)
 def simulate_seed(frame: pd.DataFrame, classes: list[str], strategies: Sequence[str], seed: int, budget: int,
                   batch_size: int, seed_size: int, test_size: int, random_share: float, C: float,
-                  featurizer: str = "tfidf", random_ahead_share: float = 0.5,
+                  featurizer: str = "auto", random_ahead_share: float = 0.5,
                   on_arm: Callable[[], Any] | None = None, *, calibration_size: int = 0, class_quota: float = 0.0,
                   near_duplicate_threshold: float | None = 0.95, calibration_ece: float = 0.10,
                   max_rounds: int = 50) -> dict:
@@ -257,9 +257,8 @@ _prepared: dict[str, pd.DataFrame] = {}  # checked by load_simulation_data in th
 def simulate_flow(data: str, out: str, *, encoding: str = "utf-8", delimiter: str | None = None,
                   **kwargs: Any) -> dict:
     """`labelloop simulate`: check the file (:func:`load_simulation_data`), then run the Prefect flow."""
-    featurizer = kwargs.get("featurizer", "tfidf")
-    if featurizer not in FEATURIZERS:
-        raise ValueError(f"unknown featurizer {featurizer!r}; choose one of {', '.join(FEATURIZERS)}")
+    featurizer, _ = resolve_featurizer(kwargs.get("featurizer", "auto"))  # raises on an unknown name
+    kwargs["featurizer"] = featurizer  # resolved once: the flow's parameters say which features ran
     if uses_minilm(featurizer):
         from labelloop.tasks.embeddings import require_minilm
 
@@ -286,7 +285,7 @@ def simulate_data_flow(
     random_ahead_share: float = 0.5,
     target: float = 0.95,
     C: float = 10.0,
-    featurizer: str = "tfidf",
+    featurizer: str = "auto",
     cost_per_label: float = 1.0,
     class_quota: float = 0.0,
     near_duplicate_threshold: float = 0.95,
@@ -299,8 +298,7 @@ def simulate_data_flow(
     max_rounds, ``[gates] calibration_ece``), seeds ``random_state`` .. ``random_state + seeds - 1``."""
     if cost_per_label < 0:
         raise ValueError(f"cost_per_label must be >= 0, got {cost_per_label}")
-    if featurizer not in FEATURIZERS:
-        raise ValueError(f"unknown featurizer {featurizer!r}; choose one of {', '.join(FEATURIZERS)}")
+    featurizer, _ = resolve_featurizer(featurizer)  # auto: as a campaign's set-up chooses
     if uses_minilm(featurizer):
         from labelloop.tasks.embeddings import require_minilm
 

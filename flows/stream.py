@@ -215,7 +215,7 @@ def decide(c: Campaign, gate: policy.Gate, now: datetime, files_of: dict[str, st
 # --------------------------------------------------------------------------- 6. log
 def log_stream_run(c: Campaign, result: dict[str, Any], gate: policy.Gate, totals: dict[str, int]) -> str:
     tr = c.tracker
-    parent = tr.parent_run(c.ledger, tracking_params(c.cfg))
+    parent = tr.parent_run(c.ledger, tracking_params(c.cfg, c.featurizer_kind))
     run = tr.client.create_run(tr.experiment_id, run_name=f"stream-{result['at'].replace(':', '')}",
                                tags={"mlflow.parentRunId": parent, "labelloop.campaign": c.name,
                                      "labelloop.kind": "stream", "labelloop.stream.gate": gate.reason[:4000],

