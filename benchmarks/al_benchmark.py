@@ -861,7 +861,9 @@ def plot_block(summary: dict[str, Any], title: str, path: Path) -> None:
     ax.axhline(summary["goal"], color="grey", lw=0.8, ls="-.", label=f"{TARGET_SHARE:.0%} of full-data F1")
     ax.set_xlabel("labels")
     ax.set_ylabel("test macro-F1 (mean over trials)")
-    ax.set_title(title, fontsize=10)
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=10)  # long protocol names were cut at the edges
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
