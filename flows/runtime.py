@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 from labelloop.flows.config import CampaignConfig, ConfigError, load_config
 from labelloop.integrations.artifacts import load_pickled
@@ -156,6 +156,48 @@ def replay_answers(cfg: CampaignConfig) -> Any:
 _FEATURIZERS: dict[str, Any] = {}
 
 
+class LedgerKnownLabels(Mapping[str, str]):
+    """The known labels of a campaign's items, for the simulated annotators, read again from the
+    ledger when an item is missing and the ledger has gained items since the last read.
+
+    Why not a snapshot: one flow run can build the backend and then add items: stream mode's first
+    run sets the campaign up (pushing the seed) and then ingests the arrivals it routes to people; a
+    snapshot taken at set-up would not know them and the push would fail. Hits cost nothing; a miss
+    costs one count query.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._n_items = -1
+        self._labels: dict[str, str] = {}
+        self._reload()
+
+    def _reload(self) -> bool:
+        n = self.ledger.n_items()
+        if n == self._n_items:
+            return False
+        known = self.ledger.items_frame()
+        self._labels = {r.item_id: r.known_label for r in known.itertuples() if isinstance(r.known_label, str)}
+        self._n_items = n
+        return True
+
+    def __getitem__(self, item_id: str) -> str:
+        if item_id not in self._labels:
+            self._reload()
+        return self._labels[item_id]
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._labels or (self._reload() and item_id in self._labels)
+
+    def __iter__(self) -> Iterator[str]:
+        self._reload()
+        return iter(self._labels)
+
+    def __len__(self) -> int:
+        self._reload()
+        return len(self._labels)
+
+
 def make_backend(c: Campaign) -> AnnotationBackend:
     ann = c.cfg.annotation
     if ann.backend == "replay":
@@ -166,11 +208,9 @@ def make_backend(c: Campaign) -> AnnotationBackend:
     if ann.backend == "simulated":
         from labelloop.integrations.simulated import SimulatedBackend
 
-        known = c.ledger.items_frame()
-        true_labels = {r.item_id: r.known_label for r in known.itertuples() if r.known_label is not None}
         return SimulatedBackend(
             c.workdir / "simulated_backend.json",
-            true_labels=true_labels,
+            true_labels=LedgerKnownLabels(c.ledger),
             annotators=[(a.name, a.accuracy) for a in ann.simulated.annotators],
             labels=c.labels,
             overlap=ann.overlap,

