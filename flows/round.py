@@ -85,6 +85,9 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     # MLflow first: a tracking store that is down fails the round before the ledger changes
     parent_id = c.tracker.parent_run(c.ledger, tracking_params(c.cfg, c.featurizer_kind))
+    note = c.featurizer_note()
+    if note:
+        logger.warning(note)
 
     pulled = pull_annotations(c, round_no)
     checkpoint("after-pull")

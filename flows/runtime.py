@@ -90,6 +90,15 @@ class Campaign:
 
         return resolve_featurizer("auto")[0]  # not set up yet: what set-up would choose now
 
+    def featurizer_note(self) -> str | None:
+        """A line for the round when ``[model] featurizer`` was edited after set-up: the edit does nothing,
+        and a silent no-op would let the user believe the campaign switched features."""
+        setting, kind = self.cfg.model.featurizer, self.featurizer_kind
+        if setting in ("auto", kind):
+            return None
+        return (f"[model] featurizer = {setting!r}, but this campaign was set up with {kind!r} and keeps it: "
+                f"features are fixed at set-up (start a new campaign to change them)")
+
     def save_featurizer(self, vec: Any) -> None:
         self.featurizer_path.parent.mkdir(parents=True, exist_ok=True)
         import joblib

@@ -230,4 +230,12 @@ def test_a_campaign_keeps_the_features_set_up_chose(monkeypatch, tmp_path):
     assert c.featurizer_kind == "tfidf"
     params = tracking_params(c.cfg, c.featurizer_kind)
     assert params["featurizer"] == "tfidf" and params["featurizer_setting"] == "auto"
+    assert c.featurizer_note() is None
     c.ledger.dispose()
+
+    edited = cfg.model_copy(update={"model": cfg.model.model_copy(update={"featurizer": "minilm"})})
+    e = open_campaign(edited)  # the same campaign, its config edited after set-up
+    assert e.featurizer_kind == "tfidf"
+    assert e.featurizer_note() == ("[model] featurizer = 'minilm', but this campaign was set up with 'tfidf' and "
+                                   "keeps it: features are fixed at set-up (start a new campaign to change them)")
+    e.ledger.dispose()
