@@ -158,12 +158,19 @@ def init(path: Path = typer.Argument(Path("campaign.toml"), metavar="[PATH]", he
 
     Example: labelloop init campaign.toml --name tickets --labels billing,shipping,other
     """
-    from labelloop.flows.config import example_config
+    import tomllib
+
+    from labelloop.flows.config import ConfigError, example_config, parse_config
 
     if path.exists() and not force:
         raise Stop(EXIT_BAD_INPUT, f"{path} exists; use --force to overwrite")
     names = [x.strip() for x in labels.split(",")] if labels else None
-    path.write_text(example_config(name=name, labels=names), encoding="utf-8")
+    text = example_config(name=name, labels=names)
+    try:  # the name and labels are checked as setup would check them: never write a config setup refuses
+        parse_config(tomllib.loads(text), base_dir=path.parent, source="--name/--labels")
+    except ConfigError as err:
+        raise Stop(EXIT_BAD_INPUT, f"nothing written: {err}") from None
+    path.write_text(text, encoding="utf-8")
     say(f"wrote {path}: edit [data] and [labels], then `labelloop setup {path}` and `labelloop run {path}`")
     return EXIT_OK
 
@@ -245,6 +252,12 @@ def run(config: str = typer.Argument(..., metavar="CONFIG", help="campaign confi
 
     Example: labelloop run campaign.toml --rounds 3
     """
+    import math
+
+    for flag, value, low in (("--rounds", rounds, 1), ("--poll-interval", poll_interval, 1e-9), ("--timeout", timeout, 0)):
+        if value is not None and not (math.isfinite(value) and value >= low):
+            raise Stop(EXIT_BAD_INPUT, f"{flag} must be {'>= 1' if flag == '--rounds' else '> 0' if low else '>= 0'}"
+                                       f" (a number of {'rounds' if flag == '--rounds' else 'seconds'}), got {value}")
     validate_campaign(config)
     orchestrate()
 
@@ -301,9 +314,9 @@ def doctor(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
     Example: labelloop doctor campaign.toml --repair
     """
     if repair:
-        from labelloop.flows.runtime import open_campaign
+        from labelloop.flows.runtime import open_set_up_campaign
 
-        open_campaign(config)
+        open_set_up_campaign(config)
         orchestrate()
     from labelloop.flows.doctor import diagnose
 
@@ -533,7 +546,16 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
                f"--near-duplicate-threshold must be in (0, 1], got {near_duplicate_threshold}"),
               (calibration_size >= 0, f"--calibration-size must be >= 0, got {calibration_size}"),
               (0.0 < ece_gate <= 1.0, f"--ece-gate must be in (0, 1], got {ece_gate}"),
-              (max_rounds >= 1, f"--max-rounds must be >= 1, got {max_rounds}")]
+              (max_rounds >= 1, f"--max-rounds must be >= 1, got {max_rounds}"),
+              (budget >= 1, f"--budget must be >= 1, got {budget}"),
+              (batch_size >= 1, f"--batch-size must be >= 1, got {batch_size}"),
+              (seeds >= 1, f"--seeds must be >= 1, got {seeds}"),
+              (seed_size is None or 1 <= seed_size <= budget,
+               f"--seed-size must be between 1 and --budget ({budget}), got {seed_size}"),
+              (test_size is None or test_size >= 1, f"--test-size must be >= 1, got {test_size}"),
+              (random_state >= 0, f"--random-state must be >= 0, got {random_state}"),
+              (_is_encoding(encoding), f"--encoding: {encoding!r} is not a text encoding Python knows"),
+              (not Path(out).exists() or Path(out).is_dir(), f"--out {out}: exists and is not a folder")]
     for ok, msg in checks:
         if not ok:
             raise Stop(EXIT_BAD_INPUT, msg)
@@ -572,6 +594,15 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
 
         say(json.dumps(res, indent=2, default=str))
     return EXIT_OK
+
+
+def _is_encoding(name: str) -> bool:
+    import codecs
+
+    try:
+        return codecs.lookup(name)._is_text_encoding  # type: ignore[attr-defined]  # rot13 is a codec, not text
+    except LookupError:
+        return False
 
 
 @app.command()
@@ -767,6 +798,8 @@ def drift_alert(config: str = typer.Argument(..., metavar="CONFIG", help="campai
     """
     from labelloop.flows.prefect_server import api_url, running_url
 
+    if not reason.strip():
+        raise Stop(EXIT_BAD_INPUT, "--reason is empty: say why (it is kept in the event and the reopen's record)")
     url = api_url() or running_url()
     if not url:
         raise Stop(EXIT_BAD_INPUT, "drift-alert sends a Prefect event to the server your deployments run on: set "
@@ -775,14 +808,17 @@ def drift_alert(config: str = typer.Argument(..., metavar="CONFIG", help="campai
     for item in score or []:
         name, sep, value = item.partition("=")
         try:
-            scores[name.strip()] = float(value)
+            number = float(value)
         except ValueError:
-            sep = ""
-        if not sep or not name.strip():
-            raise Stop(EXIT_BAD_INPUT, f"--score takes NAME=NUMBER, got {item!r}")
-    from labelloop.flows.runtime import open_campaign
+            sep, number = "", float("nan")
+        if not sep or not name.strip() or number != number or number in (float("inf"), float("-inf")):
+            raise Stop(EXIT_BAD_INPUT, f"--score takes NAME=NUMBER (a finite number), got {item!r}")
+        if name.strip() in scores:
+            raise Stop(EXIT_BAD_INPUT, f"--score {name.strip()} is given twice")
+        scores[name.strip()] = number
+    from labelloop.flows.runtime import open_set_up_campaign
 
-    c = open_campaign(config)
+    c = open_set_up_campaign(config)  # an alert for a campaign never set up: exit 2, nothing created
     os.environ["PREFECT_API_URL"] = url
     orchestrate()
     from labelloop.flows.drift import DRIFT_EVENT, drain_events, emit_drift_event, episode_id, resource_id

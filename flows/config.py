@@ -27,13 +27,15 @@ class ConfigError(LabelloopError, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: `batch_size = true` or `"15"` is a typo to report, not a value to coerce (TOML has real
+    # booleans, integers and floats); no inf/nan: `C = inf` would train nothing useful.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
     path: str = Field(description="CSV / Parquet / JSONL file or a folder of them; relative to the config file")
-    id_column: str | None = "id"
-    text_column: str = "text"
+    id_column: str | None = Field(default="id", description='Id column; "" derives ids from a hash of the text')
+    text_column: str = Field(default="text", min_length=1)
     label_column: str | None = Field(
         default="label",
         description="Known labels (used for the frozen test / calibration splits and by simulated annotators)",
@@ -49,13 +51,20 @@ class DataConfig(_Strict):
         default=False,
         description="path is a folder: skip files of other types (listed on set-up) instead of stopping")
 
+    @field_validator("id_column")
+    @classmethod
+    def _blank_id_is_hash(cls, v: str | None) -> str | None:
+        return v or None  # TOML has no null: "" is how a config says "no id column"
+
     @field_validator("encoding")
     @classmethod
     def _check_encoding(cls, v: str) -> str:
         try:
-            codecs.lookup(v)
+            known = codecs.lookup(v)._is_text_encoding  # type: ignore[attr-defined]  # rot13 is no text encoding
         except LookupError:
-            raise ValueError(f"unknown encoding {v!r} (e.g. 'utf-8', 'utf-16', 'cp1252', 'latin-1')") from None
+            known = False
+        if not known:
+            raise ValueError(f"unknown encoding {v!r} (e.g. 'utf-8', 'utf-16', 'cp1252', 'latin-1')")
         return v
 
     @field_validator("delimiter")
@@ -162,7 +171,7 @@ class SplitsConfig(_Strict):
         default_factory=dict,
         description="seed_method = 'keywords': label -> tell-tale words or phrases (whole-word, case-insensitive)",
     )
-    random_state: int = 0
+    random_state: Annotated[int, Field(ge=0)] = 0
     test_path: str | None = Field(
         default=None, description="A labelled file that is the frozen test set (same data contract as [data]); "
         "unset: drawn at random from the data, labelled by people when the data has too few known labels")
@@ -728,13 +737,14 @@ def _resolve(path: str, base_dir: Path) -> Path:
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid campaign config {source}:"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")  # pydantic's wording, not ours
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `labelloop init` writes every valid key)"
         elif e["type"] == "missing":
             msg = "required key is missing"
-        lines.append(f"  - {loc}: {msg}")
+        # cross-key checks (no single location) name their keys at the start of the message
+        lines.append(f"  - {loc}: {msg}" if loc else f"  - {msg}")
     return "\n".join(lines)
 
 
@@ -744,6 +754,8 @@ def parse_config(data: dict, *, base_dir: Path, source: str = "<dict>") -> Campa
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, source)) from None
     cfg.base_dir = base_dir.resolve()
+    if cfg.workdir_path.exists() and not cfg.workdir_path.is_dir():
+        raise ConfigError(f"invalid campaign config {source}:\n  - workdir: {cfg.workdir_path} is a file, not a folder")
     return cfg
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 
 from labelloop.flows.config import tracking_params
-from labelloop.flows.runtime import Campaign, open_campaign
+from labelloop.flows.runtime import Campaign, open_set_up_campaign
 
 log = logging.getLogger("labelloop.doctor")
 
@@ -408,7 +408,7 @@ def relog_round(c: Campaign, r: Any, run_id: str) -> None:
 
 def diagnose(config: str, *, repair: bool = False, mlflow: bool = True) -> Report:
     """Run every check; with ``repair``, fix what can be fixed (under the campaign's round lock)."""
-    c = open_campaign(config)
+    c = open_set_up_campaign(config)  # a never set-up campaign: exit 2, and no empty ledger left behind
     rep = Report(c.name)
     if c.ledger.get_meta("setup_done") != "1" and c.ledger.n_items() == 0:
         rep.add("ledger", "not-set-up", "the campaign is not set up yet (`labelloop setup`); nothing to check",

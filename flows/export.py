@@ -238,9 +238,14 @@ def resolve_format(out: Path, fmt: str | None) -> str:
 def write_atomically(frame: "pd.DataFrame", out: Path, fmt: str) -> None:
     """Write ``frame`` to ``out`` through a temp file in the same folder and a rename."""
     folder = out.parent
+    if out.is_dir() or not out.name or out.name in (".", ".."):
+        raise ExportError(f"--out {out}: is a folder; name the file to write, e.g. {out / 'labels.csv'}")
     if not folder.is_dir():
         raise ExportError(f"cannot write {out}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as err:  # the message names --out, not the temp file nobody asked for
+        raise ExportError(f"cannot write {out}: {err.strerror or err}") from None
     os.close(fd)
     try:
         if fmt == "csv":
@@ -252,6 +257,9 @@ def write_atomically(frame: "pd.DataFrame", out: Path, fmt: str) -> None:
                 for rec in frame.astype(object).where(frame.notna(), None).to_dict("records"):
                     fh.write(json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n")
         os.replace(tmp, out)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise ExportError(f"cannot write {out}: {err.strerror or err}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -263,13 +271,11 @@ def _json_default(v: Any) -> Any:
 
 def _open_ledger(cfg: Any) -> Any:
     """The campaign's ledger, read-only in spirit: a missing SQLite file is an error, not created."""
+    from labelloop.flows.runtime import require_ledger
     from labelloop.integrations.ledger import Ledger
 
-    url = cfg.ledger_url
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise ExportError(f"campaign {cfg.name!r} has no ledger at {url.removeprefix('sqlite:///')}; "
-                          "run `labelloop setup` first")
-    return Ledger(url, cfg.name, create=False)
+    require_ledger(cfg)
+    return Ledger(cfg.ledger_url, cfg.name, create=False)
 
 
 def export_dataset(config: str | Path, out: str | Path, *, fmt: str | None = None,

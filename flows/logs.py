@@ -29,10 +29,12 @@ _RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine",
 
 
 def _ephemeral_event_noise(record: logging.LogRecord) -> bool:
-    """Prefect 3.8's event-worker failures on a temporary API (they mean nothing there)."""
+    """Prefect 3.8's event-worker failures on a temporary API (they mean nothing there), and its
+    "Still processing items" while the event queue drains at exit (the events are sent all the same)."""
     msg = str(record.msg)
     return (msg.startswith("Service %r failed with") and "EventsWorker" in str(record.args)
-            or msg.startswith("Error emitting event: prefect.flow-run.heartbeat"))
+            or msg.startswith("Error emitting event: prefect.flow-run.heartbeat")
+            or record.name.endswith("Worker") and msg.startswith("Still processing items"))
 
 
 class _Terse(logging.Filter):

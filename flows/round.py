@@ -28,8 +28,9 @@ from labelloop.flows.scoring import ScaleSettings
 from labelloop.flows.setup import ensure_setup
 from labelloop.flows.stages import (ArmResult, RoundFeatures, evaluation_thresholds, log_round, pull_annotations,
                                     push_pending, query_batch, train_and_evaluate)
-from labelloop.flows.trust import EVAL_ARM, TrustDecision, decide_trust, queue_gold, trust_policy
+from labelloop.flows.trust import EVAL_ARM, TrustDecision, decide_trust, label_history, queue_gold, trust_policy
 from labelloop.integrations.faults import checkpoint
+from labelloop.tasks.errors import LabelloopError
 from labelloop.tasks import health
 from labelloop.tasks.evaluate import Evaluation, learning_curve_figure
 from labelloop.tasks.policy import ArmState, Calibration, Policy, arm_adaptive_weights, plan_round, stop_reason
@@ -76,13 +77,37 @@ def round_flow(config: str, round_no: int | None = None) -> dict[str, Any]:
     c = open_campaign(config)
     ensure_setup(c)
     with round_lock(c):
+        nxt = next_round_no(c)
+        if round_no is not None and not 1 <= round_no <= nxt:
+            # A round number ahead of the next unfinished one would skip rounds and trip max_rounds early.
+            raise RoundNumberError(f"--round {round_no}: campaign {c.name!r} can run round {nxt} next "
+                                   f"(or re-run an earlier one, 1-{nxt}); rounds are never skipped")
+        if round_no is None and campaign_finished(c):
+            return _finished(c, nxt)
         return _run_round(c, round_no)
+
+
+class RoundNumberError(LabelloopError, ValueError):
+    """``--round N`` names a round that cannot run now (exit 2)."""
+
+
+def _finished(c: Campaign, next_no: int) -> dict[str, Any]:
+    """A round asked of a finished campaign runs nothing: a schedule that keeps firing after the
+    budget is spent must not log the same model again every time. Says why it stopped and how to go on."""
+    latest = {r.arm: r for r in c.ledger.list_rounds()}
+    why = "; ".join(f"{arm}: {(latest[arm].notes or ['stopped'])[-1]} (round {latest[arm].round_no})"
+                    for arm in c.cfg.arms if arm in latest)
+    print(f"campaign {c.name!r} is finished ({why}); no round ran. To go on, relax what stopped it ([budget] in the "
+          f"config) and run `labelloop round CONFIG --round {next_no}`", flush=True)
+    return {"round": None, "state": "done", "pulled": {}, "pushed": 0, "seconds": 0.0, "arms": {},
+            "finished": why}
 
 
 def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     logger = get_run_logger()
     round_no = round_no if round_no is not None else next_round_no(c)
     t0 = time.perf_counter()
+    label_history(c)  # a label set changed under the same version stops the round before anything is written
     # MLflow first: a tracking store that is down fails the round before the ledger changes
     parent_id = c.tracker.parent_run(c.ledger, tracking_params(c.cfg, c.featurizer_kind))
     note = c.featurizer_note()

@@ -130,6 +130,31 @@ def open_campaign(config: str | Path | CampaignConfig) -> Campaign:
     return Campaign(cfg=cfg, ledger=Ledger(cfg.ledger_url, cfg.name))
 
 
+class NotSetUpError(ConfigError):
+    """A command that only reads a campaign was pointed at one that was never set up (exit 2)."""
+
+
+def require_ledger(cfg: CampaignConfig) -> None:
+    """Raise :class:`NotSetUpError` when the campaign's SQLite ledger does not exist.
+
+    Why: ``status``, ``doctor`` and ``export`` only read; opening the ledger would create an empty
+    one (and the campaign folder) for a typo'd or never set-up config, and then report an empty
+    campaign as "ready" or "consistent". A server ledger (PostgreSQL) is shared by campaigns, so
+    there the commands look at the campaign's own rows instead.
+    """
+    url = cfg.ledger_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise NotSetUpError(f"campaign {cfg.name!r} has no ledger at {url.removeprefix('sqlite:///')}; "
+                            "run `labelloop setup` first")
+
+
+def open_set_up_campaign(config: str | Path | CampaignConfig) -> Campaign:
+    """:func:`open_campaign` for commands that only read: never creates a ledger (see :func:`require_ledger`)."""
+    cfg = config if isinstance(config, CampaignConfig) else load_config(config)
+    require_ledger(cfg)
+    return open_campaign(cfg)
+
+
 _REPLAY_CACHE: dict[tuple, Any] = {}
 
 

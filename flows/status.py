@@ -13,11 +13,11 @@ from typing import Any
 
 from labelloop.flows.campaign_state import macro_f1_ci
 from labelloop.flows.config import round_triggers
-from labelloop.flows.runtime import Campaign, open_campaign
+from labelloop.flows.runtime import Campaign, open_set_up_campaign
 
 
 def status_rows(config: str) -> list[dict]:
-    c = open_campaign(config)
+    c = open_set_up_campaign(config)
     return _rows(c)
 
 
@@ -144,7 +144,7 @@ def print_status(config: str) -> None:
     from labelloop.flows.locking import lock_holder
     from labelloop.flows.campaign_state import episodes
 
-    c = open_campaign(config)
+    c = open_set_up_campaign(config)
     rows = _rows(c)
     print(f"campaign {c.name}: {c.ledger.n_items()} items, ledger {c.ledger.safe_url}")
     state = campaign_state(c)
@@ -259,7 +259,7 @@ def adaptive_status(c: Campaign) -> dict[str, Any] | None:
 def status_json(config: str) -> str:
     from labelloop.flows.trust import trust_status
 
-    c = open_campaign(config)
+    c = open_set_up_campaign(config)
     pushed, pending = pending_tasks(c)
     return json.dumps({"campaign": c.name, **campaign_state(c), "rounds": _rows(c), "tasks_pushed": pushed,
                        "tasks_pending": pending, "evaluation": evaluation_status(c),

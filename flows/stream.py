@@ -46,6 +46,7 @@ from labelloop.flows.locking import round_lock
 from labelloop.flows.runtime import Campaign, open_campaign
 from labelloop.flows.setup import ensure_setup
 from labelloop.flows.stages import push_pending, pull_annotations
+from labelloop.flows.trust import label_history
 from labelloop.integrations.expectations import validate_pool
 from labelloop.integrations.sources import SUPPORTED_EXTENSIONS, InputError
 from labelloop.tasks import stream as policy
@@ -80,15 +81,33 @@ def new_arrivals(c: Campaign, path: Path) -> list[tuple[Path, str, pd.DataFrame]
     """Every arrival file not consumed yet, read and checked by the pool's data contract. Raises (one line
     naming the file and row) on the first bad one, before anything is written."""
     seen = c.ledger.stream_files_seen()
+    answers_from_labels = _answers_need_labels(c)
     out: list[tuple[Path, str, pd.DataFrame]] = []
+    texts: dict[str, tuple[str, Path]] = {}  # id -> (text, file) over this run's new files
     for f in arrival_files(path):
         digest = file_digest(f)
         if digest in seen or digest in {d for _, d, _ in out}:
             continue
         frame = load_arrivals(c, f)
         validate_pool(frame, label_set=c.labels, max_text_length=c.cfg.data.max_text_length, source=str(f))
+        for r in frame.itertuples():
+            first = texts.setdefault(str(r.id), (r.text, f))
+            if first[0] != r.text:  # two files, one id, two texts: one of them would be dropped silently
+                raise InputError(f"{f}: row {r.source_row}: id {r.id!r} is also in {first[1]} with a different "
+                                 f"text; give one of them a new id", path=f, line=int(r.source_row), field="id")
+            if answers_from_labels and r.label is None:
+                raise InputError(f"{f}: row {r.source_row}: no label, and the {c.cfg.annotation.backend} annotators "
+                                 f"answer only texts with a known label ([data] label_column); use Label Studio "
+                                 f"for unlabelled arrivals", path=f, line=int(r.source_row),
+                                 field=c.cfg.data.label_column or "label")
         out.append((f, digest, frame))
     return out
+
+
+def _answers_need_labels(c: Campaign) -> bool:
+    """The simulated annotators answer from a known label: an arrival without one could never be
+    answered, and finding out at push time would leave it ingested but never asked (checked first)."""
+    return c.cfg.annotation.backend == "simulated"
 
 
 def ingest(c: Campaign, files: list[tuple[Path, str, pd.DataFrame]]) -> tuple[dict[str, int], dict[str, str]]:
@@ -252,13 +271,15 @@ def stream_once(c: Campaign, arrivals: Path | None, *, now: datetime | None = No
     files = new_arrivals(c, arrivals) if arrivals is not None else []
     with round_lock(c):
         ensure_setup(c)
+        label_history(c)  # a label set changed under the same version stops here, before anything is written
         ingested, files_of = ingest(c, files)
         pull_annotations(c, next_round_no(c))  # answered audits count now (attributed to the next round)
         before = c.ledger.stream_frame()
         gate = current_gate(c, before)
         info = decide(c, gate, now, files_of)
         predictions = info.pop("predictions", {})
-        pushed = push_pending(c, max(next_round_no(c) - 1, 0), predictions) if info["audit"] + info["routed"] else 0
+        # always: items a failed push left queried but without a task go out now (push_pending skips the rest)
+        pushed = push_pending(c, max(next_round_no(c) - 1, 0), predictions)
     after = c.ledger.stream_frame()
     totals = {r: int((after["route"] == r).sum()) if len(after) else 0 for r in policy.ROUTES}
     result = {"campaign": c.name, "at": now.isoformat(timespec="seconds"), "arrivals": str(arrivals or ""),
