@@ -5,7 +5,8 @@
 #   infra/postgres.sh start DIR [PORT]        # initdb + pg_ctl start under DIR on 127.0.0.1:PORT (default: free)
 #                                             # prints the SQLAlchemy URL (with its password) on stdout
 #   infra/postgres.sh url DIR                 # print that URL again
-#   infra/postgres.sh stop DIR                # pg_ctl stop (harmless when not running)
+#   infra/postgres.sh stop DIR [MODE]         # pg_ctl stop -m MODE (fast; immediate skips the
+#                                             # shutdown checkpoint); harmless when not running
 #   infra/postgres.sh bindir                  # where initdb/pg_ctl live (exit 1 when PostgreSQL is not installed)
 #
 #   export LABELLOOP_LEDGER_URL=$(infra/postgres.sh start /tmp/pg)   # then [ledger] url_env = "LABELLOOP_LEDGER_URL"
@@ -106,8 +107,10 @@ cmd_stop() {
     local dir="${1:-}"
     [[ -n "$dir" ]] || die 2 "usage: infra/postgres.sh stop DIR"
     local bin; bin="$(bindir)" || die 4 "PostgreSQL binaries not found"
+    local mode="${2:-fast}"
+    [[ "$mode" == fast || "$mode" == immediate || "$mode" == smart ]] || die 2 "stop mode: fast, immediate or smart"
     [[ -f "$dir/data/postmaster.pid" ]] || { say "not running"; return 0; }
-    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >&2 || true
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m "$mode" -w stop >&2 || true
 }
 
 case "${1:-}" in
@@ -116,5 +119,5 @@ case "${1:-}" in
     stop) shift; cmd_stop "$@" ;;
     url) shift; url_of "${1:?usage: infra/postgres.sh url DIR}" ;;
     bindir) bindir || exit 4 ;;
-    *) die 2 "usage: infra/postgres.sh install|start DIR [PORT]|stop DIR|url DIR|bindir" ;;
+    *) die 2 "usage: infra/postgres.sh install|start DIR [PORT]|stop DIR [MODE]|url DIR|bindir" ;;
 esac

@@ -45,6 +45,14 @@ def test_read_only_commands_never_import_prefect(tmp_path: Path):
     rc, mods, _ = _modules_after(["init", str(tmp_path / "new.toml"), "--labels", "a,b"], env)
     assert rc == 0 and not mods, mods
     cfg = write_small_campaign(tmp_path / "c")
+    for cmd in ("status", "doctor", "export"):  # never set up: exit 2, one line, and no empty ledger left behind
+        extra = ["--out", str(tmp_path / "x.csv")] if cmd == "export" else []
+        rc, mods, err = _modules_after([cmd, str(cfg), *extra], env)
+        assert rc == 2 and "prefect" not in mods and "run `labelloop setup` first" in err, (cmd, rc, mods, err[-2000:])
+        assert not (tmp_path / "c" / "ledger.db").exists() and not (tmp_path / "x.csv").exists(), cmd
+    from labelloop.flows.runtime import open_campaign
+
+    open_campaign(cfg)  # a ledger (what a set-up leaves, minus the items): the commands read it
     rc, mods, err = _modules_after(["status", str(cfg)], env)
     assert rc == 0 and not mods, (mods, err[-2000:])
     rc, mods, err = _modules_after(["doctor", str(cfg)], env)
