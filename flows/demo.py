@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from labelloop.flows.config import example_config
+from labelloop.tasks.errors import LabelloopError
 
 MARKER = ".labelloop-demo"
 
@@ -26,6 +27,7 @@ def prepare_demo(folder: Path, *, n: int, budget: int, batch_size: int, backend:
     """
     from labelloop.tasks.demo_data import CLASSES, write_demo_files
 
+    sizes = demo_splits(n, budget=budget, batch_size=batch_size)  # before anything is written
     folder = folder.resolve()
     if folder.exists() and (folder / MARKER).exists():
         shutil.rmtree(folder)
@@ -36,7 +38,7 @@ def prepare_demo(folder: Path, *, n: int, budget: int, batch_size: int, backend:
     files = write_demo_files(folder / "data", n=n, seed=seed)
     values: dict[str, object] = {"data.path": str(Path("data") / files["pool"].name), "budget.max_labels": budget,
                                  "query.batch_size": batch_size, "splits.seed_size": batch_size,
-                                 "annotation.backend": backend}
+                                 "annotation.backend": backend, **sizes}
     if backend == "label_studio":
         values["annotation.label_studio.simulate_annotators"] = True
         if ls_url:
@@ -47,6 +49,24 @@ def prepare_demo(folder: Path, *, n: int, budget: int, batch_size: int, backend:
     cfg = folder / "campaign.toml"
     cfg.write_text(text, encoding="utf-8")
     return cfg
+
+
+def demo_splits(n: int, *, budget: int, batch_size: int) -> dict[str, object]:
+    """The labelled demo's test set and calibration slice for ``n`` texts: the template's 500 / 300 from
+    3,000 texts up, a fifth and a tenth of a smaller corpus, so ``--n`` alone makes a smaller demo.
+    Raises ``DemoSizeError`` (exit 2) when the rest cannot hold each arm's budget."""
+    test, cal = min(500, n // 5), min(300, n // 10)
+    if n < 100 or batch_size < 1 or budget <= batch_size or n - test - cal < budget:
+        raise DemoSizeError(f"--n {n} texts cannot hold a test set ({test}), a calibration slice ({cal}) and a budget "
+                            f"of {budget} labels per arm in batches of {batch_size} (the seed is one batch): use "
+                            f"--n {max(100, (budget + 1) * 10 // 7 + 1)} or more, or a smaller --budget; --budget must "
+                            f"be above --batch-size")
+    return {"splits.test_size": test, "splits.calibration_size": cal,
+            "splits.min_test_labels": min(100, test), "splits.min_calibration_labels": min(50, cal)}
+
+
+class DemoSizeError(LabelloopError, ValueError):
+    """``labelloop demo`` sizes that cannot make a campaign."""
 
 
 DEMO_PEOPLE = (("ann-1", 0.95), ("ann-2", 0.9), ("ann-3", 0.85))

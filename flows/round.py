@@ -181,10 +181,10 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                          adaptive=_adaptive_weights(c, policy, arm, round_no, res, ev))
         plan = plan_round(policy, state, stopped=_stop_reason(c, policy, state, res, ev, items, feats))
         fallback = plan.fallback
-        if plan.fallback_reason:
-            res.notes.append(plan.fallback_reason)
         res.stopped = plan.stopped
         if res.stopped is None:
+            if plan.fallback_reason:  # said only when a batch is drawn: a stopped arm draws none
+                res.notes.append(plan.fallback_reason)
             if plan.share_reason:
                 res.notes.append(plan.share_reason)
             if arm == "active":
@@ -203,7 +203,10 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                 checks = _health(c, arm, round_no, res, ev, items, feats, batch_ids)
                 res.metrics.update(health.health_metrics(checks))
                 res.health_tags = health.health_tags(checks)
-                res.notes.extend(f"health: {h.name}: {h.message}" for h in checks if h.fired)
+                # the ECE check's consequence is the gate's fallback, said once above (and a random
+                # arm's batch is random whatever its calibration): metric and tag only
+                res.notes.extend(f"health: {h.name}: {h.message}" for h in checks
+                                 if h.fired and h.name != "calibration_ece")
             if batch_ids and ev is not None:
                 proba = feats.proba(ev.model, batch_ids, c.labels)
                 for i, p in zip(batch_ids, proba):
@@ -243,6 +246,9 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                      "calibration_ece": r.metrics.get("calibration_ece"), "stopped": r.stopped, "notes": r.notes}
                  for a, r in results.items()},
     }
+    shared = list(dict.fromkeys(trust.notes))  # the round's trust decisions: every arm carries them, said once
+    for note in shared:
+        print(f"    round {round_no}: {note}", flush=True)
     for a, r in summary["arms"].items():
         f1 = r["test_macro_f1"]
         ci = r["macro_f1_ci"]
@@ -250,8 +256,9 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
               f"{f' [{ci[0]:.3f}, {ci[1]:.3f}]' if ci else ''} test_n={r['test_n']}"
               f" ECE={r['calibration_ece'] if r['calibration_ece'] is None else round(r['calibration_ece'], 3)}"
               f"{' STOP: ' + r['stopped'] if r['stopped'] else ''}", flush=True)
-        for note in r["notes"]:  # gate fallbacks, guards, fired health checks, trust decisions
-            print(f"    {a}: {note}", flush=True)
+        for note in r["notes"]:  # gate fallbacks, guards, fired health checks
+            if note not in shared:
+                print(f"    {a}: {note}", flush=True)
     return summary
 
 

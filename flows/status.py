@@ -91,14 +91,15 @@ def next_runs(campaign: str, timeout: float = 5.0) -> dict[str, Any]:
     """Next scheduled run per deployment of the campaign, from the Prefect API.
 
     ``{"api": url | None, "runs": {deployment: iso time | None}, "error": str | None}``. Never
-    starts a temporary API: without ``PREFECT_API_URL`` it reports that instead.
+    starts a server: without ``PREFECT_API_URL`` it asks the shared local server labelloop started
+    (``labelloop server``) when that one runs, and otherwise says there is none.
     """
-    from labelloop.flows.prefect_server import api_url
+    from labelloop.flows.prefect_server import api_url, running_url
 
-    url = api_url()
+    url = api_url() or running_url()
     out: dict[str, Any] = {"api": url or None, "runs": {}, "error": None}
     if not url:
-        out["error"] = "no Prefect API configured (PREFECT_API_URL)"
+        out["error"] = "no Prefect API: PREFECT_API_URL is not set and the shared server is not running"
         return out
     try:
         import httpx

@@ -241,6 +241,8 @@ def test_calibration_gate_fallback_is_said_on_the_cli_and_tagged(prefect_api, tm
     assert r.returncode == 0, r.stderr[-3000:]
     assert "active: calibration gate: ECE after calibration" in r.stdout, r.stdout[-2000:]
     assert "this batch uses diversity + random selection" in r.stdout
+    # said once, by the arm it concerns: not again as a health note, never for the random arm's random batch
+    assert r.stdout.count("diversity + random") == 1 and "random: health: calibration_ece" not in r.stdout, r.stdout
     c = open_campaign(cfg)
     q = c.ledger.queries_frame(arm="active", round_no=1)
     assert len(q) == 25 and set(q["strategy"]) == {"diversity-random"}

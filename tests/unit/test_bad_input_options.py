@@ -169,3 +169,16 @@ def test_export_names_out_not_its_temp_file(tmp_path: Path) -> None:
             write_atomically(frame, out, "csv")
         assert ".tmp" not in str(err.value), err.value
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_sizes_its_splits_to_n_and_refuses_what_cannot_fit(tmp_path: Path, capsys) -> None:
+    from labelloop.flows.demo import demo_splits
+
+    assert demo_splits(3000, budget=200, batch_size=30)["splits.test_size"] == 500  # the template's, as before
+    small = demo_splits(600, budget=90, batch_size=30)
+    assert (small["splits.test_size"], small["splits.calibration_size"]) == (120, 60)
+    assert small["splits.min_test_labels"] <= small["splits.test_size"]
+    code, _, err = _run_in_process(capsys, ["demo", "--backend", "simulated", "--dir", str(tmp_path / "d"),
+                                            "--n", "60", "--budget", "90"])
+    assert code == 2 and "--n 60 texts cannot hold" in err and "--n 131 or more" in err, err
+    assert not (tmp_path / "d").exists()
