@@ -583,6 +583,10 @@ class CampaignConfig(_Strict):
                 f"splits.seed_size ({self.splits.seed_size}) must be below budget.max_labels "
                 f"({self.budget.max_labels}): the seed is part of the label budget"
             )
+        people = self.annotation.simulated.annotators
+        if self.annotation.backend == "simulated" and len(people) < self.annotation.overlap:
+            raise ValueError(f"annotation.overlap ({self.annotation.overlap}) asks for more answers per item than "
+                             f"annotation.simulated has annotators ({len(people)}): no item could ever be complete")
         if self.annotation.max_overlap < self.annotation.overlap:
             raise ValueError(f"annotation.max_overlap ({self.annotation.max_overlap}) is below annotation.overlap "
                              f"({self.annotation.overlap}): it caps the answers an item may collect")

@@ -241,7 +241,10 @@ def load_simulation_data(data: str, *, text_col: str = "text", label_col: str = 
                        delimiter=delimiter)
     unique = frame.drop_duplicates("id") if id_col is None else frame
     validate_pool(unique, label_set=None, max_text_length=1_000_000, source=str(data))
-    labelled = frame[frame["label"].notna()].drop_duplicates("text").reset_index(drop=True)
+    with_label = frame[frame["label"].notna()]
+    labelled = with_label.drop_duplicates("text").reset_index(drop=True)
+    labelled.attrs["left_out"] = {"without a label": int(len(frame) - len(with_label)),
+                                  "repeating an earlier text": int(len(with_label) - len(labelled))}
     classes = sorted(labelled["label"].astype(str).unique().tolist())
     if len(classes) < 2:
         raise InputError(f"{data}: column {label_col!r} (label_col) has {len(labelled)} labelled rows of "
@@ -311,9 +314,10 @@ def simulate_data_flow(
     strategies = list(dict.fromkeys([*strategies, "random"]))
     seed_size = seed_size or max(batch_size, len(classes))
     test_size = test_size or int(min(2000, max(len(classes) * 5, round(0.2 * len(frame)))))
-    say(f"simulate: {len(frame)} labelled rows, {len(classes)} classes, test {test_size}, seed {seed_size}, "
-              f"budget {budget}, batch {batch_size}, strategies {strategies}, featurizer {featurizer}, "
-              f"{seeds} seed(s)")
+    left_out = ", ".join(f"{n} {why}" for why, n in frame.attrs.get("left_out", {}).items() if n)
+    say(f"simulate: {len(frame)} labelled rows{f' ({left_out} left out)' if left_out else ''}, {len(classes)} classes, "
+        f"test {test_size}, seed {seed_size}, budget {budget}, batch {batch_size}, strategies {strategies}, "
+        f"featurizer {featurizer}, {seeds} seed(s)")
     per_seed = {}
     with progress("simulating", seeds * len(strategies), "arms") as bar:
         for sd in range(random_state, random_state + seeds):
@@ -417,6 +421,12 @@ def write_outputs(result: dict, out: Path) -> None:
                      f"{arm['seconds_per_round']:>9.3f}")
     say("\n".join(lines))
     for s, arm in result["arms"].items():
+        per_seed = arm.get("label_efficiency_per_seed") or []
+        measured = [e for e in per_seed if e is not None and np.isfinite(e)]
+        if s != "random" and len(measured) < len(per_seed):  # a mean over fewer seeds than the table suggests
+            say(f"label-eff. of {s}: {len(measured)} of {len(per_seed)} seed(s) reached "
+                f"{result.get('target', 0.95):.0%} of the full-data macro-F1 (this arm and random) within the "
+                f"budget; the mean is over {'those' if measured else 'none'}")
         for chk in arm.get("health", {}).values():
             if chk["fired"]:
                 say(f"health [{s}] {chk['name']}: {chk['message']}")

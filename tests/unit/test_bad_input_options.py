@@ -46,6 +46,9 @@ CONFIG_CASES: list[tuple[str, dict, list[str]]] = [
     ("negative-random-state", {"splits": {"random_state": -1}}, [r"splits\.random_state", r"greater than or equal to 0"]),
     ("codec-not-text", {"data": {"encoding": "rot13"}}, [r"data\.encoding", r"rot13"]),
     ("empty-text-column", {"data": {"text_column": ""}}, [r"data\.text_column", r"at least 1 character"]),
+    ("overlap-above-people", {"annotation": {"backend": "simulated", "overlap": 3, "simulated": {
+        "annotators": [{"name": "a", "accuracy": 0.9}, {"name": "b", "accuracy": 0.9}]}}},
+     [r"^  - annotation\.overlap \(3\) asks for more answers per item than annotation\.simulated has annotators \(2\)"]),
     ("batch-above-budget", {"query": {"batch_size": 50}},
      [r"^  - query\.batch_size \(50\) is larger than budget\.max_labels \(10\)$"]),
 ]
@@ -182,3 +185,15 @@ def test_demo_sizes_its_splits_to_n_and_refuses_what_cannot_fit(tmp_path: Path, 
                                             "--n", "60", "--budget", "90"])
     assert code == 2 and "--n 60 texts cannot hold" in err and "--n 131 or more" in err, err
     assert not (tmp_path / "d").exists()
+
+
+def test_simulate_says_which_rows_it_left_out(tmp_path: Path) -> None:
+    """Rows without a label and repeated texts are not simulated on: the header line says how many."""
+    import pandas as pd
+
+    from labelloop.flows.simulate import load_simulation_data
+
+    rows = [{"id": f"r{i}", "text": f"text {i % 8}", "label": ["pos", "neg"][i % 2] if i < 10 else ""} for i in range(12)]
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    frame = load_simulation_data(str(tmp_path / "d.csv"), id_col="id")
+    assert len(frame) == 8 and frame.attrs["left_out"] == {"without a label": 2, "repeating an earlier text": 2}
