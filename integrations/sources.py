@@ -475,6 +475,11 @@ def _read_csv(path: Path, sep: str, encoding: str, wanted: dict[str, str] | None
         error = _missing_columns_error(path, header, wanted, sep)
         if error:
             raise error
+        for key, name in (wanted or {}).items():  # pandas would read the second one as "text.1", silently
+            at = [i + 1 for i, h in enumerate(header) if h.strip() == name]
+            if len(at) > 1:
+                raise InputError(f"{path}: line 1 (header): column {name!r} ({key}) appears {len(at)} times "
+                                 f"(columns {', '.join(map(str, at))}); keep one", path=path, line=1, field=name)
     try:
         frame = pd.read_csv(
             path,
