@@ -48,6 +48,7 @@ from labelloop.flows.setup import ensure_setup
 from labelloop.flows.stages import push_pending, pull_annotations
 from labelloop.flows.trust import label_history
 from labelloop.integrations.expectations import validate_pool
+from labelloop.integrations.faults import checkpoint
 from labelloop.integrations.sources import SUPPORTED_EXTENSIONS, InputError
 from labelloop.tasks import stream as policy
 from labelloop.tasks.train import predict_proba_aligned
@@ -278,6 +279,7 @@ def stream_once(c: Campaign, arrivals: Path | None, *, now: datetime | None = No
         gate = current_gate(c, before)
         info = decide(c, gate, now, files_of)
         predictions = info.pop("predictions", {})
+        checkpoint("stream-after-decide")
         # always: items a failed push left queried but without a task go out now (push_pending skips the rest)
         pushed = push_pending(c, max(next_round_no(c) - 1, 0), predictions)
     after = c.ledger.stream_frame()

@@ -11,7 +11,9 @@ Prefect API, then:
 * raising the budget and `round --round N` goes on from where it stopped;
 * `stream` checks every arrival file before writing: one id with two texts in two files, and an
   arrival without a label on the simulated backend (whose annotators answer from known labels), are
-  exit 2 naming the file and row, with the ledger unchanged and the files not marked consumed.
+  exit 2 naming the file and row, with the ledger unchanged and the files not marked consumed;
+* a `stream` run killed between its decisions and the push (``LABELLOOP_KILL_AT``) leaves queued items
+  that the next run pushes even with no new file (it used to push only what it decided itself).
 """
 
 from __future__ import annotations
@@ -94,3 +96,18 @@ def test_round_and_stream_refuse_without_writing(prefect_api, tmp_path: Path) ->
     assert unlabelled.returncode == 2 and "c.csv: row 1: no label" in unlabelled.stderr, \
         unlabelled.stdout + unlabelled.stderr
     assert _ledger_counts(cfg) == before
+
+    # a stream run killed between its decisions and the push: the next run (no new file) pushes what it left
+    (arrivals / "c.csv").unlink()
+    from labelloop.tasks.demo_data import generate_demo_corpus
+
+    generate_demo_corpus(60, seed=5, id_prefix="late").to_csv(arrivals / "d.csv", index=False)
+    killed = run_cli("stream", str(cfg), "--arrivals", str(arrivals), env={**env, "LABELLOOP_KILL_AT": "stream-after-decide"})
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    c = open_campaign(cfg)
+    queued = set(c.ledger.queries_frame(arm="stream")["item_id"])
+    assert queued and not queued & set(c.ledger.task_ids()), "the killed run should have queued items, unpushed"
+    rerun = run_cli("stream", str(cfg), "--arrivals", str(arrivals), env=env)
+    assert rerun.returncode == 0 and "0 new arrival(s)" in rerun.stdout, rerun.stdout + rerun.stderr
+    assert queued <= set(open_campaign(cfg).ledger.task_ids()), "the rerun did not push what the killed run left"
+
