@@ -243,7 +243,9 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         "arms": {a: {"n_labels": r.n_labels, "labels_spent": r.labels_spent, "queried": r.n_queried,
                      "test_macro_f1": r.metrics.get("test_macro_f1"), "test_accuracy": r.metrics.get("test_accuracy"),
                      "test_n": int(r.metrics.get("test_n", 0)), "macro_f1_ci": macro_f1_ci(r.metrics),
-                     "calibration_ece": r.metrics.get("calibration_ece"), "stopped": r.stopped, "notes": r.notes}
+                     "calibration_ece": r.metrics.get("calibration_ece"),
+                     "calibration_ece_after": r.metrics.get("calibration_ece_after"), "stopped": r.stopped,
+                     "notes": r.notes}
                  for a, r in results.items()},
     }
     shared = list(dict.fromkeys(trust.notes))  # the round's trust decisions: every arm carries them, said once
@@ -254,12 +256,20 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
         ci = r["macro_f1_ci"]
         print(f"round {round_no:>2} {a:<7} labels={r['n_labels']:>4} macro-F1={f1 if f1 is None else round(f1, 3)}"
               f"{f' [{ci[0]:.3f}, {ci[1]:.3f}]' if ci else ''} test_n={r['test_n']}"
-              f" ECE={r['calibration_ece'] if r['calibration_ece'] is None else round(r['calibration_ece'], 3)}"
+              f"{_ece_text(r['calibration_ece'], r['calibration_ece_after'])}"
               f"{' STOP: ' + r['stopped'] if r['stopped'] else ''}", flush=True)
         for note in r["notes"]:  # gate fallbacks, guards, fired health checks
             if note not in shared:
                 print(f"    {a}: {note}", flush=True)
     return summary
+
+
+def _ece_text(before: float | None, after: float | None) -> str:
+    """`` ECE=raw→calibrated`` (the gate reads the calibrated one), `` ECE=raw`` when not calibrated, else ""."""
+    ok = [x is not None and np.isfinite(x) for x in (before, after)]
+    if not ok[0]:
+        return " ECE=n/a"
+    return f" ECE={before:.3f}→{after:.3f}" if ok[1] else f" ECE={before:.3f}"
 
 
 def settle(c: Campaign, passes: int | None = None) -> dict[str, float]:
