@@ -265,11 +265,11 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
 
 
 def _ece_text(before: float | None, after: float | None) -> str:
-    """`` ECE=raw→calibrated`` (the gate reads the calibrated one), `` ECE=raw`` when not calibrated, else ""."""
+    """`` ECE=raw->calibrated`` (the gate reads the calibrated one), `` ECE=raw`` when not calibrated, else ""."""
     ok = [x is not None and np.isfinite(x) for x in (before, after)]
     if not ok[0]:
         return " ECE=n/a"
-    return f" ECE={before:.3f}→{after:.3f}" if ok[1] else f" ECE={before:.3f}"
+    return f" ECE={before:.3f}->{after:.3f}" if ok[1] else f" ECE={before:.3f}"
 
 
 def settle(c: Campaign, passes: int | None = None) -> dict[str, float]:
