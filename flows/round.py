@@ -265,7 +265,8 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
 
 
 def _ece_text(before: float | None, after: float | None) -> str:
-    """`` ECE=raw->calibrated`` (the gate reads the calibrated one), `` ECE=raw`` when not calibrated, else ""."""
+    """`` ECE=raw->calibrated`` (the gate reads the calibrated one); `` ECE=raw`` when not calibrated,
+    `` ECE=n/a`` when not measured."""
     ok = [x is not None and np.isfinite(x) for x in (before, after)]
     if not ok[0]:
         return " ECE=n/a"
