@@ -60,6 +60,8 @@ def test_round_and_stream_refuse_without_writing(prefect_api, tmp_path: Path) ->
     from labelloop.flows.runtime import open_campaign
 
     nxt = next_round_no(open_campaign(cfg))
+    shown = run_cli("status", str(cfg), env={"PREFECT_API_URL": ""})  # the settle pass is no round of its own
+    assert f"trust (after round {nxt - 1})" in shown.stdout and " settled=" in shown.stdout, shown.stdout
 
     again = run_cli("round", str(cfg), env=env)
     assert again.returncode == 0, again.stdout + again.stderr
