@@ -70,6 +70,15 @@ def arrival_files(path: Path) -> list[Path]:
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_EXTENSIONS]
 
 
+def other_files(path: Path | None) -> list[str]:
+    """Visible files in the arrivals folder that are not data files: left alone, but named in the run's
+    summary, so a `notes.txt` (or an `.xlsx` someone meant as arrivals) is not ignored unseen."""
+    if path is None or not path.is_dir():
+        return []
+    return [p.name for p in sorted(path.iterdir())
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in SUPPORTED_EXTENSIONS]
+
+
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -285,6 +294,7 @@ def stream_once(c: Campaign, arrivals: Path | None, *, now: datetime | None = No
     after = c.ledger.stream_frame()
     totals = {r: int((after["route"] == r).sum()) if len(after) else 0 for r in policy.ROUTES}
     result = {"campaign": c.name, "at": now.isoformat(timespec="seconds"), "arrivals": str(arrivals or ""),
+              "other_files": other_files(arrivals),
               "ingested": ingested, "pushed": pushed, "gate": gate.reason, "totals": totals,
               "audit_precision": gate.precision.precision, "audit_precision_n": gate.precision.n,
               "audit_precision_low": gate.precision.low, **info}
@@ -305,6 +315,10 @@ def describe(result: dict[str, Any]) -> str:
                                                               f"n={result['audit_precision_n']})") + f"; {result['gate']}"]
     if result.get("note"):
         lines.append(f"  note: {result['note']}")
+    if result.get("other_files"):
+        names = result["other_files"]
+        lines.append(f"  left alone: {len(names)} file(s) that are not CSV, Parquet or JSON Lines "
+                     f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
     return "\n".join(lines)
 
 

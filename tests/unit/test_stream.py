@@ -158,3 +158,16 @@ def test_stream_config_is_validated_and_served_every_interval_when_it_has_a_fold
     assert "labelloop-stream" in WarmServer([])._by_name, "a served stream run runs warm like the others"
     no_folder = parse_config(base, base_dir=tmp_path)
     assert not {d.flow_name: d for d in build_deployments(tmp_path / "c.toml", no_folder)}["labelloop-stream"].schedules
+
+
+def test_files_left_alone_in_the_arrivals_folder_are_named(tmp_path):
+    from labelloop.flows.stream import arrival_files, describe, other_files
+
+    for name in ("a.csv", "b.jsonl", "notes.txt", "sheet.xlsx", ".c.csv.tmp"):
+        (tmp_path / name).write_text("x", encoding="utf-8")
+    assert [p.name for p in arrival_files(tmp_path)] == ["a.csv", "b.jsonl"]
+    assert other_files(tmp_path) == ["notes.txt", "sheet.xlsx"]  # the hidden file being written is not named
+    result = {"campaign": "c", "ingested": {"added": 0, "files": 0}, "decided": 0, "auto": 0, "audit": 0,
+              "routed": 0, "held": 0, "threshold": None, "audit_precision": None, "gate": "off",
+              "other_files": other_files(tmp_path)}
+    assert "left alone: 2 file(s) that are not CSV, Parquet or JSON Lines (notes.txt, sheet.xlsx)" in describe(result)
