@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from labelloop.flows.runtime import Campaign
-from labelloop.tasks.policy import Boost, QueryPolicy, random_share
+from labelloop.tasks.policy import Boost, QueryPolicy, StopPolicy, random_share, stop_still_holds
 
 BOOST_KEY = "reopen_boost"
 EPISODES_KEY = "drift_episodes"
@@ -101,8 +101,14 @@ def next_round_no(c: Campaign) -> int:
 
 
 def campaign_finished(c: Campaign) -> bool:
-    """Every arm's latest round says it stopped."""
+    """Every arm's latest round says it stopped, for a reason that still holds under today's config
+    (:func:`tasks.policy.stop_still_holds`: a raised budget or round cap reopens the campaign for
+    `run`, `round` and the schedule alike)."""
     latest: dict[str, Any] = {}
     for r in c.ledger.list_rounds():
         latest[r.arm] = r
-    return bool(latest) and all(a in latest and latest[a].status == "stopped" for a in c.cfg.arms)
+    if not latest or not all(a in latest and latest[a].status == "stopped" for a in c.cfg.arms):
+        return False
+    stop = StopPolicy.from_config(c.cfg.budget)
+    return all(stop_still_holds(stop, (latest[a].notes or [""])[-1], round_no=latest[a].round_no,
+                                spent=len(c.ledger.queries_frame(arm=a))) for a in c.cfg.arms)

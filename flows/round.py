@@ -97,8 +97,9 @@ def _finished(c: Campaign, next_no: int) -> dict[str, Any]:
     latest = {r.arm: r for r in c.ledger.list_rounds()}
     why = "; ".join(f"{arm}: {(latest[arm].notes or ['stopped'])[-1]} (round {latest[arm].round_no})"
                     for arm in c.cfg.arms if arm in latest)
-    print(f"campaign {c.name!r} is finished ({why}); no round ran. To go on, relax what stopped it ([budget] in the "
-          f"config) and run `labelloop round CONFIG --round {next_no}`", flush=True)
+    print(f"campaign {c.name!r} is finished ({why}); no round ran. To go on, raise [budget] max_labels (or "
+          f"max_rounds) in the config and `labelloop run` again; `labelloop round CONFIG --round {next_no}` runs a "
+          f"round anyway", flush=True)
     return {"round": None, "state": "done", "pulled": {}, "pushed": 0, "seconds": 0.0, "arms": {},
             "finished": why}
 

@@ -246,6 +246,20 @@ def stop_reason(stop: StopPolicy, round_no: int, spent: int, history: Sequence[M
     return reason if stop_now else None
 
 
+def stop_still_holds(stop: StopPolicy, reason: str, *, spent: int, round_no: int) -> bool:
+    """Whether an arm stopped for ``reason`` (a :func:`stop_reason` text) stays stopped under ``stop``.
+
+    Why: a campaign that spent its budget is reopened by raising ``[budget] max_labels`` (or
+    ``max_rounds``) in the config; the ledger keeps the old stop, so this is asked instead of
+    re-running a round. Metric stops (target, gain, stability) hold until a round says otherwise.
+    """
+    if reason.startswith("budget spent"):  # tasks.stopping.should_stop's wording
+        return spent >= stop.max_labels
+    if reason.startswith("max_rounds"):  # stop_reason's wording above
+        return round_no >= stop.max_rounds and spent < stop.max_labels
+    return True
+
+
 def plan_round(policy: Policy, state: ArmState, *, stopped: str | None = None) -> RoundPlan:
     """The arm's round: strategy, batch size, random share and why, calibration fallback, cold start.
 

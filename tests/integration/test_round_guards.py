@@ -8,7 +8,7 @@ Prefect API, then:
   campaign through max_rounds);
 * a label set renamed under the same version stops `round` before the pull: the answers waiting
   in the backend are not stored under the wrong label set;
-* raising the budget and `round --round N` goes on from where it stopped;
+* raising the budget reopens the campaign: a plain `round` (as a schedule runs it) goes on;
 * `stream` checks every arrival file before writing: one id with two texts in two files, and an
   arrival without a label on the simulated backend (whose annotators answer from known labels), are
   exit 2 naming the file and row, with the ledger unchanged and the files not marked consumed;
@@ -73,7 +73,7 @@ def test_round_and_stream_refuse_without_writing(prefect_api, tmp_path: Path) ->
     assert len(ahead.stderr.strip().splitlines()) == 1 and _ledger_counts(cfg) == before
 
     cfg.write_text(text.replace("max_labels = 50", "max_labels = 75"), encoding="utf-8")
-    more = run_cli("round", str(cfg), "--round", str(nxt), env=env)
+    more = run_cli("round", str(cfg), env=env)  # a raised budget reopens the campaign: no --round needed
     assert more.returncode == 0, more.stdout + more.stderr
     c = open_campaign(cfg)
     active = [r for r in c.ledger.list_rounds(arm="active") if r.round_no == nxt]

@@ -64,3 +64,18 @@ def test_round_streams_and_the_price_of_a_point():
     price = price_per_point([(25, 25.0, 0.5), (75, 150.0, 0.6)], cost_per_label=2.0)
     assert price == pytest.approx({"labels_per_accuracy_point": 5.0, "cost_per_accuracy_point": 25.0})
     assert price_per_point([(25, 25.0, 0.5)], cost_per_label=0.0) == {}
+
+
+def test_a_stop_holds_until_the_config_raises_what_caused_it():
+    from labelloop.tasks.policy import StopPolicy, stop_reason, stop_still_holds
+
+    stop = StopPolicy(max_labels=100, max_rounds=4)
+    spent = stop_reason(stop, 3, 100, [], judged=False)
+    capped = stop_reason(stop, 4, 60, [], judged=False)
+    assert spent.startswith("budget spent") and capped.startswith("max_rounds")  # the texts it reads
+    assert stop_still_holds(stop, spent, spent=100, round_no=3)
+    assert not stop_still_holds(StopPolicy(max_labels=150, max_rounds=4), spent, spent=100, round_no=3)
+    assert stop_still_holds(stop, capped, spent=60, round_no=4)
+    assert not stop_still_holds(StopPolicy(max_labels=100, max_rounds=6), capped, spent=60, round_no=4)
+    assert stop_still_holds(StopPolicy(max_labels=999, max_rounds=99), "target reached (macro_f1 0.9 >= 0.8)",
+                            spent=60, round_no=4)
