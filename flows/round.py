@@ -81,7 +81,7 @@ def round_flow(config: str, round_no: int | None = None) -> dict[str, Any]:
         if round_no is not None and not 1 <= round_no <= nxt:
             # A round number ahead of the next unfinished one would skip rounds and trip max_rounds early.
             raise RoundNumberError(f"--round {round_no}: campaign {c.name!r} can run round {nxt} next "
-                                   f"(or re-run an earlier one, 1-{nxt}); rounds are never skipped")
+                                   f"(or resume an earlier one, 1-{nxt}); rounds are never skipped")
         if round_no is None and campaign_finished(c):
             return _finished(c, nxt)
         return _run_round(c, round_no)
