@@ -102,8 +102,8 @@ def next_round_no(c: Campaign) -> int:
 
 def campaign_finished(c: Campaign) -> bool:
     """Every arm's latest round says it stopped, for a reason that still holds under today's config
-    (:func:`tasks.policy.stop_still_holds`: a raised budget or round cap reopens the campaign for
-    `run`, `round` and the schedule alike)."""
+    (:func:`tasks.policy.stop_still_holds`: a raised budget, round cap or target reopens the campaign
+    for `run`, `round` and the schedule alike)."""
     latest: dict[str, Any] = {}
     for r in c.ledger.list_rounds():
         latest[r.arm] = r
@@ -111,4 +111,5 @@ def campaign_finished(c: Campaign) -> bool:
         return False
     stop = StopPolicy.from_config(c.cfg.budget)
     return all(stop_still_holds(stop, (latest[a].notes or [""])[-1], round_no=latest[a].round_no,
-                                spent=len(c.ledger.queries_frame(arm=a))) for a in c.cfg.arms)
+                                spent=len(c.ledger.queries_frame(arm=a)),
+                                macro_f1=latest[a].metrics.get("test_macro_f1")) for a in c.cfg.arms)

@@ -442,6 +442,9 @@ def demo(dir: Path = typer.Option(Path("labelloop-demo"), "--dir", help="folder 
         raise Stop(EXIT_BAD_INPUT, f"--backend must be label_studio or simulated, got {backend!r}")
     from labelloop.flows.demo import prepare_demo
 
+    from labelloop.flows.demo import demo_splits
+
+    demo_splits(n, budget=budget, batch_size=batch_size)  # sizes that cannot fit: exit 2 before Label Studio starts
     t0 = time.perf_counter()
     ls_url = None
     if backend == "label_studio" and not unlabelled:
@@ -817,9 +820,14 @@ def drift_alert(config: str = typer.Argument(..., metavar="CONFIG", help="campai
         if name.strip() in scores:
             raise Stop(EXIT_BAD_INPUT, f"--score {name.strip()} is given twice")
         scores[name.strip()] = number
-    from labelloop.flows.runtime import open_set_up_campaign
+    from types import SimpleNamespace
 
-    c = open_set_up_campaign(config)  # an alert for a campaign never set up: exit 2, nothing created
+    from labelloop.flows.config import load_config
+
+    cfg = load_config(config)
+    # the config is all an alert needs (name, arrivals and their columns): it opens no ledger, so it creates
+    # none, and a monitor can send it from a host that does not hold the campaign's files
+    c = SimpleNamespace(cfg=cfg, name=cfg.name)
     os.environ["PREFECT_API_URL"] = url
     orchestrate()
     from labelloop.flows.drift import DRIFT_EVENT, drain_events, emit_drift_event, episode_id, resource_id

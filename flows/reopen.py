@@ -126,5 +126,6 @@ def reopen_flow(config: str, arrivals: str | None = None, episode: str | None = 
           f"({result['already_present']} already there) from {result['arrivals']}"
           + (f"; random share {result['boost']['share']:.2f} for rounds {result['boost']['first_round']}-"
              f"{result['boost']['first_round'] + result['boost']['rounds'] - 1}" if result["boost"] else ""))
-    result["round"] = round_flow(config) if run_round else None
+    # the drifted items must reach the query strategy even where the arms had stopped
+    result["round"] = round_flow(config, even_if_finished=True) if run_round else None
     return result

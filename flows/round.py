@@ -72,8 +72,12 @@ def evaluation_labels(items: pd.DataFrame, trust: TrustDecision, labels: list[st
 
 # --------------------------------------------------------------------------- the flow
 @flow(name="labelloop-round")
-def round_flow(config: str, round_no: int | None = None) -> dict[str, Any]:
-    """Run (or resume) one round of the campaign described by ``config`` for every arm."""
+def round_flow(config: str, round_no: int | None = None, even_if_finished: bool = False) -> dict[str, Any]:
+    """Run (or resume) one round of the campaign described by ``config`` for every arm.
+
+    On a finished campaign (and no ``round_no``) it only settles late answers and says so, unless
+    ``even_if_finished``: a drift reopen runs its round whatever stopped the arms before.
+    """
     c = open_campaign(config)
     ensure_setup(c)
     with round_lock(c):
@@ -82,7 +86,7 @@ def round_flow(config: str, round_no: int | None = None) -> dict[str, Any]:
             # A round number ahead of the next unfinished one would skip rounds and trip max_rounds early.
             raise RoundNumberError(f"--round {round_no}: campaign {c.name!r} can run round {nxt} next "
                                    f"(or resume an earlier one, 1-{nxt}); rounds are never skipped")
-        if round_no is None and campaign_finished(c):
+        if round_no is None and not even_if_finished and campaign_finished(c):
             return _finished(c, nxt)
         return _run_round(c, round_no)
 
@@ -92,14 +96,18 @@ class RoundNumberError(LabelloopError, ValueError):
 
 
 def _finished(c: Campaign, next_no: int) -> dict[str, Any]:
-    """A round asked of a finished campaign runs nothing: a schedule that keeps firing after the
-    budget is spent must not log the same model again every time. Says why it stopped and how to go on."""
+    """A round asked of a finished campaign trains and queries nothing: a schedule that keeps firing
+    after the budget is spent must not log the same model again every time. It still settles late
+    answers (the last round's extra answers, adjudications), as `run` does when it finishes, so a
+    served campaign's export and status stay current. Says why it stopped and how to go on."""
+    settled = settle(c)
     latest = {r.arm: r for r in c.ledger.list_rounds()}
     why = "; ".join(f"{arm}: {(latest[arm].notes or ['stopped'])[-1]} (round {latest[arm].round_no})"
                     for arm in c.cfg.arms if arm in latest)
-    print(f"campaign {c.name!r} is finished ({why}); no round ran. To go on, raise [budget] max_labels (or "
-          f"max_rounds) in the config and `labelloop run` again; `labelloop round CONFIG --round {next_no}` runs a "
-          f"round anyway", flush=True)
+    print(f"campaign {c.name!r} is finished ({why}); no round ran"
+          + (f", late answers settled: {int(settled.get('n_trusted', 0))} trusted labels" if settled else "")
+          + f". To go on, change what stopped it in [budget] (max_labels, max_rounds, target_macro_f1, ...) and "
+            f"`labelloop run` again; `labelloop round CONFIG --round {next_no}` runs a round anyway", flush=True)
     return {"round": None, "state": "done", "pulled": {}, "pushed": 0, "seconds": 0.0, "arms": {},
             "finished": why}
 

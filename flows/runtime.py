@@ -139,13 +139,13 @@ def require_ledger(cfg: CampaignConfig) -> None:
 
     Why: ``status``, ``doctor`` and ``export`` only read; opening the ledger would create an empty
     one (and the campaign folder) for a typo'd or never set-up config, and then report an empty
-    campaign as "ready" or "consistent". A server ledger (PostgreSQL) is shared by campaigns, so
-    there the commands look at the campaign's own rows instead.
+    campaign as "ready" or "consistent". Only a SQLite file is checked: a server ledger (PostgreSQL)
+    is shared by campaigns and exists before any of them is set up.
     """
     url = cfg.ledger_url
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise NotSetUpError(f"campaign {cfg.name!r} has no ledger at {url.removeprefix('sqlite:///')}; "
-                            "run `labelloop setup` first")
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]  # sqlite:///x.db?timeout=30 names the file x.db
+    if url.startswith("sqlite:///") and not Path(path).is_file():
+        raise NotSetUpError(f"campaign {cfg.name!r} has no ledger at {path}; run `labelloop setup` first")
 
 
 def open_set_up_campaign(config: str | Path | CampaignConfig) -> Campaign:

@@ -466,6 +466,23 @@ def _header_columns(path: Path, sep: str, encoding: str) -> list[str] | None:
         return None
 
 
+def _refuse_repeated_columns(path: Path, sep: str, encoding: str, wanted: dict[str, str]) -> None:
+    """A wanted column named twice in the header: pandas would read the second as ``text.1`` and use
+    the first without a word. The header is read as CSV (quoted names too, as R's write.csv writes
+    them) and compared exactly, as pandas matches names."""
+    try:
+        with open(path, encoding=_encoding_for_text(encoding), newline="") as fh:
+            header = next(csv.reader(fh, delimiter=sep), [])
+    except (OSError, UnicodeError, csv.Error):
+        return  # the full read above already judged the file readable; nothing more to say here
+    header = [h.lstrip("\ufeff") for h in header]
+    for key, name in wanted.items():
+        at = [i + 1 for i, h in enumerate(header) if h == name]
+        if len(at) > 1:
+            raise InputError(f"{path}: line 1 (header): column {name!r} ({key}) appears {len(at)} times "
+                             f"(columns {', '.join(map(str, at))}); keep one", path=path, line=1, field=name)
+
+
 def _read_csv(path: Path, sep: str, encoding: str, wanted: dict[str, str] | None = None) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty (0 bytes); expected a header row and data rows", path=path)
@@ -475,11 +492,6 @@ def _read_csv(path: Path, sep: str, encoding: str, wanted: dict[str, str] | None
         error = _missing_columns_error(path, header, wanted, sep)
         if error:
             raise error
-        for key, name in (wanted or {}).items():  # pandas would read the second one as "text.1", silently
-            at = [i + 1 for i, h in enumerate(header) if h.strip() == name]
-            if len(at) > 1:
-                raise InputError(f"{path}: line 1 (header): column {name!r} ({key}) appears {len(at)} times "
-                                 f"(columns {', '.join(map(str, at))}); keep one", path=path, line=1, field=name)
     try:
         frame = pd.read_csv(
             path,
@@ -498,6 +510,8 @@ def _read_csv(path: Path, sep: str, encoding: str, wanted: dict[str, str] | None
     except pd.errors.ParserError as exc:
         raise _csv_parser_error(path, sep, encoding, exc) from None
     frame.columns = [str(c).lstrip("\ufeff") for c in frame.columns]  # a BOM read by a codec that keeps it
+    if wanted:
+        _refuse_repeated_columns(path, sep, encoding, wanted)
     if frame.empty:
         raise InputError(
             f"{path}: has a header ({_preview(frame.columns)}) but no data rows", path=path

@@ -246,17 +246,26 @@ def stop_reason(stop: StopPolicy, round_no: int, spent: int, history: Sequence[M
     return reason if stop_now else None
 
 
-def stop_still_holds(stop: StopPolicy, reason: str, *, spent: int, round_no: int) -> bool:
+def stop_still_holds(stop: StopPolicy, reason: str, *, spent: int, round_no: int,
+                     macro_f1: float | None = None) -> bool:
     """Whether an arm stopped for ``reason`` (a :func:`stop_reason` text) stays stopped under ``stop``.
 
-    Why: a campaign that spent its budget is reopened by raising ``[budget] max_labels`` (or
-    ``max_rounds``) in the config; the ledger keeps the old stop, so this is asked instead of
-    re-running a round. Metric stops (target, gain, stability) hold until a round says otherwise.
+    Why: the ledger keeps the stop a round decided; a user reopens a campaign by editing
+    ``[budget]`` (more labels or rounds, a higher target, a rule switched off), so this is asked of
+    today's config instead of running a round to find out. ``macro_f1``: the arm's last measured
+    macro-F1 (for a target stop). The texts are :func:`tasks.stopping.should_stop`'s and
+    :func:`stop_reason`'s.
     """
-    if reason.startswith("budget spent"):  # tasks.stopping.should_stop's wording
+    if reason.startswith("budget spent"):
         return spent >= stop.max_labels
-    if reason.startswith("max_rounds"):  # stop_reason's wording above
+    if reason.startswith("max_rounds"):
         return round_no >= stop.max_rounds and spent < stop.max_labels
+    if reason.startswith("target reached"):
+        return stop.target_macro_f1 is not None and macro_f1 is not None and macro_f1 >= stop.target_macro_f1
+    if reason.startswith("gain per label"):
+        return stop.min_gain_per_label is not None
+    if reason.startswith("predictions stabilised"):
+        return stop.stability_kappa is not None
     return True
 
 

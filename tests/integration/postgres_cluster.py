@@ -92,7 +92,13 @@ def _alive(pid_file: Path) -> bool:
         pid = int(pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return False
-    return Path(f"/proc/{pid}").exists()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user (the postgres account)
+        return True
+    return True
 
 
 def postgres_fixture():

@@ -63,6 +63,7 @@ SETUP_CASES: list[tuple[str, list[str]]] = [
     ("label_not_nfc.toml", [r"labels\.names", r"NFC"]),
     ("label_surrounding_space.toml", [r"labels\.names", r"whitespace"]),
     ("duplicate_header_column.csv", [r"line 1 \(header\)", r"column 'text' \(text_col\) appears 2 times", r"columns 2, 4"]),
+    ("duplicate_header_column_quoted.csv", [r"line 1 \(header\)", r"column 'text' \(text_col\) appears 2 times"]),
     ("unknown_encoding_key.toml", [r"data\.encoding", r"unknown encoding 'utf-9'"]),
     ("unsupported_delimiter_key.toml", [r"data\.delimiter", r"'::'"]),
 ]

@@ -77,5 +77,9 @@ def test_a_stop_holds_until_the_config_raises_what_caused_it():
     assert not stop_still_holds(StopPolicy(max_labels=150, max_rounds=4), spent, spent=100, round_no=3)
     assert stop_still_holds(stop, capped, spent=60, round_no=4)
     assert not stop_still_holds(StopPolicy(max_labels=100, max_rounds=6), capped, spent=60, round_no=4)
-    assert stop_still_holds(StopPolicy(max_labels=999, max_rounds=99), "target reached (macro_f1 0.9 >= 0.8)",
-                            spent=60, round_no=4)
+    reached = "target reached (macro_f1 0.900 >= 0.800)"
+    assert stop_still_holds(StopPolicy(target_macro_f1=0.8), reached, spent=60, round_no=4, macro_f1=0.9)
+    assert not stop_still_holds(StopPolicy(target_macro_f1=0.95), reached, spent=60, round_no=4, macro_f1=0.9)
+    assert not stop_still_holds(StopPolicy(), reached, spent=60, round_no=4, macro_f1=0.9)  # target removed
+    assert stop_still_holds(StopPolicy(min_gain_per_label=1e-4), "gain per label 1e-05 < ...", spent=60, round_no=4)
+    assert not stop_still_holds(StopPolicy(), "gain per label 1e-05 < ...", spent=60, round_no=4)
