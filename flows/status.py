@@ -115,7 +115,10 @@ def next_runs(campaign: str, timeout: float = 5.0) -> dict[str, Any]:
 
         from labelloop.flows.deploy import deployment_names
 
-        with get_client(sync_client=True) as client:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        # the URL found (the shared server's, when PREFECT_API_URL is unset): never Prefect's temporary server
+        with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
             for kind, name in deployment_names(campaign).items():
                 if kind == "reopen":
                     continue

@@ -185,3 +185,22 @@ def test_round_exit_code_waiting_and_run_options(monkeypatch, capsys):
     assert seen == {"poll_interval": 5.0, "wait_timeout": 60.0, "max_rounds": 4}
     monkeypatch.setattr(labelloop.flows.campaign, "campaign_flow", lambda config, max_rounds=None, **kw: [{"round": 1}])
     assert cli.main(["run", "x.toml"]) == 0
+
+
+def test_status_asks_the_shared_server_it_finds_never_a_temporary_one(prefect_api):
+    """Without PREFECT_API_URL, `status` reads the next scheduled runs from the shared local server when it
+    runs (the session's real API stands in for it here) and must query that server, not let Prefect's
+    client start a temporary one (it did, for ~10 s, before the client was pointed at the URL found)."""
+    code = ("import json, sys\nimport labelloop.flows.prefect_server as ps\n"
+            f"ps.running_url = lambda: {prefect_api!r}\n"
+            "import prefect.client.orchestration as po\nfrom prefect.settings import PREFECT_API_URL\n"
+            "real, seen = po.get_client, []\n"
+            "po.get_client = lambda *a, **k: seen.append(PREFECT_API_URL.value()) or real(*a, **k)\n"
+            "from labelloop.flows.status import next_runs\nout = next_runs('no-such-campaign')\n"
+            "print(json.dumps({**out, 'client_url': seen}))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "PREFECT_API_URL": ""})
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"api": prefect_api, "runs": {}, "error": None, "client_url": [prefect_api]}, out
+    assert "temporary server" not in res.stdout + res.stderr, res.stderr[-2000:]

@@ -196,3 +196,22 @@ def test_simulate_says_which_rows_it_left_out(tmp_path: Path) -> None:
     pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
     frame = load_simulation_data(str(tmp_path / "d.csv"), id_col="id")
     assert len(frame) == 8 and frame.attrs["left_out"] == {"without a label": 2, "repeating an earlier text": 2}
+
+
+def test_the_terminal_gets_the_calibrated_ece_and_no_event_queue_chatter() -> None:
+    """Two lines of output this pass changed: the round line's ECE (before->after, the gate reads the second)
+    and Prefect's "Still processing items" while its event queue drains at exit (kept off the terminal)."""
+    import logging
+
+    from labelloop.flows.logs import _ephemeral_event_noise
+    from labelloop.flows.round import _ece_text
+
+    assert _ece_text(0.2631, 0.06) == " ECE=0.263->0.060" and _ece_text(0.28, None) == " ECE=0.280"
+    assert _ece_text(None, None) == " ECE=n/a" and _ece_text(float("nan"), 0.1) == " ECE=n/a"
+
+    def record(name: str, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.WARNING, __file__, 1, msg, None, None)
+
+    assert _ephemeral_event_noise(record("EventsWorker", "Still processing items: 1 items remaining..."))
+    assert not _ephemeral_event_noise(record("EventsWorker", "Something else went wrong"))
+    assert not _ephemeral_event_noise(record("labelloop", "Still processing items: it is ours"))
