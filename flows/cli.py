@@ -255,10 +255,14 @@ def run(config: str = typer.Argument(..., metavar="CONFIG", help="campaign confi
     """
     import math
 
-    for flag, value, low in (("--rounds", rounds, 1), ("--poll-interval", poll_interval, 1e-9), ("--timeout", timeout, 0)):
-        if value is not None and not (math.isfinite(value) and value >= low):
-            raise Stop(EXIT_BAD_INPUT, f"{flag} must be {'>= 1' if flag == '--rounds' else '> 0' if low else '>= 0'}"
-                                       f" (a number of {'rounds' if flag == '--rounds' else 'seconds'}), got {value}")
+    checks = [(rounds is None or rounds >= 1, f"--rounds must be >= 1 (a number of rounds), got {rounds}"),
+              (poll_interval is None or (math.isfinite(poll_interval) and poll_interval > 0),
+               f"--poll-interval must be > 0 (a number of seconds), got {poll_interval}"),
+              (timeout is None or (math.isfinite(timeout) and timeout >= 0),
+               f"--timeout must be >= 0 (a number of seconds), got {timeout}")]
+    for ok, msg in checks:  # as simulate checks its options
+        if not ok:
+            raise Stop(EXIT_BAD_INPUT, msg)
     validate_campaign(config)
     orchestrate()
 
@@ -440,9 +444,7 @@ def demo(dir: Path = typer.Option(Path("labelloop-demo"), "--dir", help="folder 
 
     if backend not in ("label_studio", "simulated"):
         raise Stop(EXIT_BAD_INPUT, f"--backend must be label_studio or simulated, got {backend!r}")
-    from labelloop.flows.demo import prepare_demo
-
-    from labelloop.flows.demo import demo_splits
+    from labelloop.flows.demo import demo_splits, prepare_demo
 
     demo_splits(n, budget=budget, batch_size=batch_size)  # sizes that cannot fit: exit 2 before Label Studio starts
     t0 = time.perf_counter()
@@ -527,7 +529,7 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
 
     Example: labelloop simulate --data my_labelled.csv --strategy margin,entropy --out sim/
     """
-    from labelloop.flows.config import STRATEGY_NAMES
+    from labelloop.flows.config import STRATEGY_NAMES, is_text_encoding
 
     strategies = [s.strip() for s in strategy.split(",") if s.strip()]
     bad = [s for s in strategies if s not in STRATEGY_NAMES]
@@ -558,7 +560,7 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
                f"--seed-size must be between 1 and --budget ({budget}), got {seed_size}"),
               (test_size is None or test_size >= 1, f"--test-size must be >= 1, got {test_size}"),
               (random_state >= 0, f"--random-state must be >= 0, got {random_state}"),
-              (_is_encoding(encoding), f"--encoding: {encoding!r} is not a text encoding Python knows"),
+              (is_text_encoding(encoding), f"--encoding: {encoding!r} is not a text encoding Python knows"),
               (not Path(out).exists() or Path(out).is_dir(), f"--out {out}: exists and is not a folder")]
     for ok, msg in checks:
         if not ok:
@@ -598,15 +600,6 @@ def simulate(data: str = typer.Option(..., help="a labelled CSV, Parquet or JSON
 
         say(json.dumps(res, indent=2, default=str))
     return EXIT_OK
-
-
-def _is_encoding(name: str) -> bool:
-    import codecs
-
-    try:
-        return codecs.lookup(name)._is_text_encoding  # type: ignore[attr-defined]  # rot13 is a codec, not text
-    except LookupError:
-        return False
 
 
 @app.command()
@@ -800,6 +793,8 @@ def drift_alert(config: str = typer.Argument(..., metavar="CONFIG", help="campai
 
     Example: labelloop drift-alert campaign.toml --reason "PSI alert" --score psi=0.4
     """
+    import math
+
     from labelloop.flows.prefect_server import api_url, running_url
 
     if not reason.strip():
@@ -814,8 +809,8 @@ def drift_alert(config: str = typer.Argument(..., metavar="CONFIG", help="campai
         try:
             number = float(value)
         except ValueError:
-            sep, number = "", float("nan")
-        if not sep or not name.strip() or number != number or number in (float("inf"), float("-inf")):
+            sep, number = "", math.nan
+        if not sep or not name.strip() or not math.isfinite(number):
             raise Stop(EXIT_BAD_INPUT, f"--score takes NAME=NUMBER (a finite number), got {item!r}")
         if name.strip() in scores:
             raise Stop(EXIT_BAD_INPUT, f"--score {name.strip()} is given twice")

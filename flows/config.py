@@ -26,6 +26,14 @@ class ConfigError(LabelloopError, ValueError):
     """The campaign config is missing, unreadable or invalid."""
 
 
+def is_text_encoding(name: str) -> bool:
+    """A codec Python knows that decodes bytes to text (``rot13`` and ``base64`` are codecs, not text)."""
+    try:
+        return codecs.lookup(name)._is_text_encoding  # type: ignore[attr-defined]
+    except LookupError:
+        return False
+
+
 class _Strict(BaseModel):
     # strict: `batch_size = true` or `"15"` is a typo to report, not a value to coerce (TOML has real
     # booleans, integers and floats); no inf/nan: `C = inf` would train nothing useful.
@@ -59,11 +67,7 @@ class DataConfig(_Strict):
     @field_validator("encoding")
     @classmethod
     def _check_encoding(cls, v: str) -> str:
-        try:
-            known = codecs.lookup(v)._is_text_encoding  # type: ignore[attr-defined]  # rot13 is no text encoding
-        except LookupError:
-            known = False
-        if not known:
+        if not is_text_encoding(v):
             raise ValueError(f"unknown encoding {v!r} (e.g. 'utf-8', 'utf-16', 'cp1252', 'latin-1')")
         return v
 

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Mapping
 from labelloop.flows.config import CampaignConfig, ConfigError, load_config
 from labelloop.integrations.artifacts import load_pickled
 from labelloop.integrations.backend import AnnotationBackend
-from labelloop.integrations.ledger import Ledger
+from labelloop.integrations.ledger import Ledger, sqlite_file
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -142,9 +142,8 @@ def require_ledger(cfg: CampaignConfig) -> None:
     campaign as "ready" or "consistent". Only a SQLite file is checked: a server ledger (PostgreSQL)
     is shared by campaigns and exists before any of them is set up.
     """
-    url = cfg.ledger_url
-    path = url.removeprefix("sqlite:///").split("?", 1)[0]  # sqlite:///x.db?timeout=30 names the file x.db
-    if url.startswith("sqlite:///") and not Path(path).is_file():
+    path = sqlite_file(cfg.ledger_url)
+    if path is not None and not path.is_file():
         raise NotSetUpError(f"campaign {cfg.name!r} has no ledger at {path}; run `labelloop setup` first")
 
 

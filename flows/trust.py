@@ -583,11 +583,11 @@ def trust_summary(c: Campaign) -> list[str]:
     last = max(rounds)
     ran = max((r.round_no for r in c.ledger.list_rounds()), default=0)
     # the settle pass after the last round decides under the next round's number: no such round ran
-    name = (lambda n: f"round {n}" if n <= ran or not ran else f"after round {ran}")  # noqa: E731
+    settled = (lambda n: bool(ran) and n > ran)  # noqa: E731
     m = rounds[last]["metrics"]
     g = lambda k: m.get(k) if m.get(k) is not None else float("nan")  # noqa: E731
     out = [
-        f"trust ({name(last)}): {rounds[last]['tags'].get('labelloop.consensus', '?')} consensus; "
+        f"trust ({f'after round {ran}' if settled(last) else f'round {last}'}): {rounds[last]['tags'].get('labelloop.consensus', '?')} consensus; "
         f"alpha {_fmt(g('krippendorff_alpha'))} (trusted annotators {_fmt(g('krippendorff_alpha_trusted'))}), "
         f"Fleiss {_fmt(g('fleiss_kappa'))}, mean Cohen {_fmt(g('mean_cohen_kappa'))}, "
         f"agreement {_fmt(g('percent_agreement'), pct=True)}",
@@ -615,7 +615,7 @@ def trust_summary(c: Campaign) -> list[str]:
         out.append("  quarantined batches: " + " | ".join(
             f"batch {int(r.batch)} (round {int(r.round_no)}, a={_fmt(r.krippendorff_alpha)}): {r.reason}"
             for r in q.itertuples()))
-    history = " ".join(f"{f'r{n}' if n <= ran or not ran else 'settled'}={_fmt(rounds[n]['metrics'].get('krippendorff_alpha'))}"
+    history = " ".join(f"{'settled' if settled(n) else f'r{n}'}={_fmt(rounds[n]['metrics'].get('krippendorff_alpha'))}"
                        for n in sorted(rounds))
     out.append(f"  alpha per round: {history}")
     adj = c.ledger.trust.adjudications_frame()

@@ -9,8 +9,8 @@ Only this package imports SQLAlchemy; callers use the names below.
 """
 
 from labelloop.integrations.ledger.base import LedgerError
-from labelloop.integrations.ledger.core import Ledger, RoundRecord, redact_url
+from labelloop.integrations.ledger.core import Ledger, RoundRecord, redact_url, sqlite_file
 from labelloop.integrations.ledger.schema import SCHEMA_VERSION
 from labelloop.integrations.ledger.trust import TrustStore
 
-__all__ = ["SCHEMA_VERSION", "Ledger", "LedgerError", "RoundRecord", "TrustStore", "redact_url"]
+__all__ = ["SCHEMA_VERSION", "Ledger", "LedgerError", "RoundRecord", "TrustStore", "redact_url", "sqlite_file"]

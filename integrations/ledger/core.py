@@ -60,6 +60,17 @@ def redact_url(url: str) -> str:
         return "<unparseable database URL>"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names (``sqlite:///x.db?timeout=30`` -> ``x.db``); None for a server
+    database, an in-memory one or a string that is no URL. SQLAlchemy parses it, as the engine does."""
+    try:
+        u = make_url(url)
+    except Exception:  # noqa: BLE001 - not a URL: create_engine reports it, with its own message
+        return None
+    db = u.database if u.get_backend_name() == "sqlite" else None
+    return Path(db) if db and db != ":memory:" else None
+
+
 @dataclass
 class RoundRecord:
     id: int
@@ -88,8 +99,8 @@ class Ledger:
         self.safe_url = redact_url(url)
         self._items_cache: tuple[str, pd.DataFrame] | None = None  # (items version, all items): items_frame
         try:
-            if url.startswith("sqlite:///"):
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            if (db := sqlite_file(url)) is not None:
+                db.parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(url, future=True)
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
