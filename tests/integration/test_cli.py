@@ -204,3 +204,15 @@ def test_status_asks_the_shared_server_it_finds_never_a_temporary_one(prefect_ap
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out == {"api": prefect_api, "runs": {}, "error": None, "client_url": [prefect_api]}, out
     assert "temporary server" not in res.stdout + res.stderr, res.stderr[-2000:]
+
+
+def test_drift_alert_needs_only_the_config(prefect_api, tmp_path: Path):
+    """`drift-alert` sends its event from the config alone (a monitor may run where the ledger is not):
+    exit 0, the event named once, the episode taken from the arrivals, and no ledger created."""
+    cfg = write_small_campaign(tmp_path / "c")
+    arrivals = tmp_path / "c" / "data" / "pool.csv"
+    res = run_cli("drift-alert", str(cfg), "--reason", "PSI alert", "--score", "psi=0.4", "--arrivals", str(arrivals),
+                  env={"PREFECT_API_URL": prefect_api}, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr[-2000:]
+    assert res.stdout.count("emitted labelloop.drift.detected") == 1 and "episode ep-" in res.stdout, res.stdout
+    assert not (tmp_path / "c" / "ledger.db").exists()
