@@ -562,6 +562,10 @@ ARMS: dict[str, tuple[str, Callable[[Data, int], Arm]]] = {
     "labelloop-cluster-margin": ("labelloop policy with Cluster-Margin", lambda d, s: LabelloopArm(d, s, "cluster-margin")),
     "labelloop-margin-pure": ("ablation: labelloop margin, no diversity, no random share",
                               lambda d, s: LabelloopArm(d, s, "margin", random_share=0.0, diversity=False)),
+    "labelloop-margin-nodiversity": ("ablation: labelloop default policy without cluster diversity (10 % random "
+                                     "share kept)", lambda d, s: LabelloopArm(d, s, "margin", diversity=False)),
+    "labelloop-margin-norandom": ("ablation: labelloop default policy without the random share (cluster "
+                                  "diversity kept)", lambda d, s: LabelloopArm(d, s, "margin", random_share=0.0)),
     "labelloop-qbc": ("labelloop policy with QBC (5-member bootstrap committee, vote entropy)",
                       lambda d, s: LabelloopArm(d, s, "qbc")),
     "labelloop-coreset": ("labelloop policy with k-center core-set", lambda d, s: LabelloopArm(d, s, "coreset")),
