@@ -608,7 +608,8 @@ def export(config: str = typer.Argument(..., metavar="CONFIG", help="campaign co
            fmt: Optional[str] = typer.Option(None, "--format", metavar="csv|parquet|jsonl",
                                              help="default: from the --out suffix (.csv, .parquet, .jsonl), else csv"),
            include_all: bool = typer.Option(False, "--all", help="every item with answers (also gold, pending, "
-                                                                "needs_more, quarantined)"),
+                                                                "needs_more, quarantined, and the trusted test / "
+                                                                "calibration items)"),
            include_auto: bool = typer.Option(False, "--include-auto",
                                              help="also the automatic labels of stream mode (status auto, "
                                                   "method auto): they are the model's, never human labels"),

@@ -331,6 +331,9 @@ class AnnotationConfig(_Strict):
     max_overlap: Annotated[int, Field(ge=1, le=20)] = Field(
         default=5, description="Adaptive redundancy: an answered item that is not trusted yet gets one more "
         "annotator at a time up to this many answers, then goes to adjudication (>= overlap)")
+    extra_answer_rounds: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=2, description="An extra answer asked for (max_overlap) that has not come after this many rounds "
+        "is given up: the item is decided on the answers it has, and adjudication settles it if still unsure")
     simulated: SimulatedConfig = Field(default_factory=SimulatedConfig)
     label_studio: LabelStudioConfig = Field(default_factory=LabelStudioConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)

@@ -79,6 +79,7 @@ class ExportSummary:
     all_counts: dict[str, int] = field(default_factory=dict)  # every answered item per status
     decided_round: int | None = None  # the trust decision the statuses come from (None: none yet)
     auto_left_out: int = 0  # automatic labels (stream mode) not exported: --include-auto adds them
+    evaluation_left_out: int = 0  # trusted test / calibration items not exported: --all adds them
 
     def line(self) -> str:
         per = ", ".join(f"{s} {self.counts[s]}" for s in STATUSES if self.counts.get(s))
@@ -87,7 +88,11 @@ class ExportSummary:
             text += "; no trust decision yet (run a round first): " + (
                 "header only" if self.rows == 0 else "every answered item is pending")
         else:
-            left = self.answered_items - self.rows
+            left = self.answered_items - self.rows - self.evaluation_left_out
+            if self.evaluation_left_out:
+                text += (f"; {self.evaluation_left_out} trusted evaluation item(s) (the campaign's test and "
+                         "calibration sets) not exported, so a model trained on this file can still be measured "
+                         "on them (--all includes them)")
             if left:
                 text += f"; {left} other answered item(s) not exported (--all includes them)"
         if self.auto_left_out:
@@ -98,7 +103,8 @@ class ExportSummary:
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "format": self.format, "rows": self.rows, "counts": self.counts,
                 "answered_items": self.answered_items, "all_counts": self.all_counts,
-                "decided_round": self.decided_round, "auto_left_out": self.auto_left_out}
+                "decided_round": self.decided_round, "auto_left_out": self.auto_left_out,
+                "evaluation_left_out": self.evaluation_left_out}
 
 
 def export_status(status: Any, source: Any) -> str:
@@ -185,7 +191,9 @@ def _people_frame(ledger: Any, *, label_version: int, include_all: bool) -> tupl
     info["answered_ids"] = set(ann["item_id"].astype(str))
 
     per_item = ann.groupby("item_id").agg(n_answers=("annotator", "size"), annotators=("annotator", _joined))
-    items = ledger.items_frame().set_index("item_id")["text"]
+    item_rows = ledger.items_frame().set_index("item_id")
+    items = item_rows["text"]
+    evaluation = set(item_rows.index[item_rows["split"].isin(["test", "calibration"])].astype(str))
     q = ledger.queries_frame()
     first_round = q.groupby("item_id")["round_no"].min() if len(q) else pd.Series(dtype="Int64")
     arms = q.groupby("item_id")["arm"].agg(_joined) if len(q) else pd.Series(dtype=object)
@@ -223,6 +231,11 @@ def _people_frame(ledger: Any, *, label_version: int, include_all: bool) -> tupl
     info["all_counts"] = {s: int((out["status"] == s).sum()) for s in STATUSES if s != "auto"}
     if not include_all:
         out = out[out["status"].isin(DEFAULT_STATUSES)]
+        # the campaign's test and calibration items measure its models: a training set built from the
+        # default export must not contain them (--all does, with arm "evaluation")
+        is_eval = out["item_id"].isin(evaluation)
+        info["evaluation_left_out"] = int(is_eval.sum())
+        out = out[~is_eval]
     return out.sort_values("item_id", kind="stable").reset_index(drop=True), info
 
 
@@ -247,7 +260,10 @@ def write_atomically(frame: "pd.DataFrame", out: Path, fmt: str) -> None:
     except OSError as err:  # the message names --out, not the temp file nobody asked for
         raise ExportError(f"cannot write {out}: {err.strerror or err}") from None
     os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
     try:
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would leave the team's export readable by its writer only
         if fmt == "csv":
             frame.to_csv(tmp, index=False)
         elif fmt == "parquet":
@@ -256,6 +272,8 @@ def write_atomically(frame: "pd.DataFrame", out: Path, fmt: str) -> None:
             with open(tmp, "w", encoding="utf-8") as fh:
                 for rec in frame.astype(object).where(frame.notna(), None).to_dict("records"):
                     fh.write(json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n")
+        with open(tmp, "rb+") as fh:  # on disk before the rename makes it the export
+            os.fsync(fh.fileno())
         os.replace(tmp, out)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
@@ -297,7 +315,8 @@ def export_dataset(config: str | Path, out: str | Path, *, fmt: str | None = Non
     return ExportSummary(path=str(out_path), format=kind, rows=int(len(frame)), counts=counts,
                          answered_items=info["answered_items"], all_counts=info["all_counts"],
                          decided_round=info["decided_round"],
-                         auto_left_out=0 if include_auto else info.get("auto_labels", 0))
+                         auto_left_out=0 if include_auto else info.get("auto_labels", 0),
+                         evaluation_left_out=info.get("evaluation_left_out", 0))
 
 
 def cmd_export(a: Any) -> int:

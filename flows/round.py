@@ -11,8 +11,10 @@ backend task are pushed, and the MLflow runs are the same ones.
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -382,9 +384,8 @@ def _adaptive_weights(c: Campaign, policy: Policy, arm: str, round_no: int, res:
         return None
     hist = [(int(r.n_labels or 0), float(r.metrics["test_macro_f1"]),
              float(r.metrics.get("query_random_share", policy.query.random_share)))
-            for r in c.ledger.list_rounds(arm="active")
-            if r.round_no < round_no and r.status in ("done", "stopped") and "test_macro_f1" in r.metrics]
-    if ev is not None and "test_macro_f1" in res.metrics:
+            for r in _judged_rounds(c, "active", round_no, ev) if r.status in ("done", "stopped")]
+    if ev is not None and res.judged and "test_macro_f1" in res.metrics:
         hist.append((res.n_labels, float(res.metrics["test_macro_f1"]), float("nan")))
     random_curve = [(n, f) for n, f in learning_curves(c).get("random", [])]
     return arm_adaptive_weights(policy.query, hist, random_curve)
@@ -419,12 +420,27 @@ def _random_ahead_after_arms(c: Campaign, round_no: int, results: dict[str, ArmR
         act.notes.append(f"health: {chk.name}: {chk.message}; the next batch acts on it")
 
 
+def _judged_rounds(c: Campaign, arm: str, round_no: int, ev: Evaluation | None) -> list:
+    """This arm's earlier rounds whose test macro-F1 was judged (``test_n`` reached ``min_test_labels``).
+
+    Why: a round below ``min_test_labels`` still records its F1 (with its interval, for the plot),
+    but an F1 on a handful of items is noise; fed to the marginal-gain rule or the adaptive weights
+    it could stop a campaign, for good, on one lucky early round. The threshold is this round's
+    (``ev.need_test``); rounds logged before ``test_n`` was recorded count as judged.
+    """
+    if ev is None:  # no model this round: the metric rules are off anyway
+        return []
+    return [r for r in c.ledger.list_rounds(arm=arm)
+            if r.round_no < round_no and "test_macro_f1" in r.metrics
+            and float(r.metrics.get("test_n", ev.need_test)) >= ev.need_test]
+
+
 def _stop_reason(c: Campaign, policy: Policy, state: ArmState, res: ArmResult, ev: Evaluation | None,
                  items: pd.DataFrame, feats: RoundFeatures | None = None) -> str | None:
     """:func:`tasks.policy.stop_reason` on this arm's history in the ledger plus this round."""
     arm, round_no = state.arm, state.round_no
     history = [{"labels": int(r.n_labels or 0), "macro_f1": float(r.metrics["test_macro_f1"])}
-               for r in c.ledger.list_rounds(arm=arm) if r.round_no < round_no and "test_macro_f1" in r.metrics]
+               for r in _judged_rounds(c, arm, round_no, ev)]
     if ev is not None and "test_macro_f1" in res.metrics:
         history.append({"labels": res.n_labels, "macro_f1": res.metrics["test_macro_f1"]})
     stop_preds = (_stop_set_predictions(c, arm, round_no, ev, items, feats) if policy.stop.stability_kappa
@@ -435,18 +451,46 @@ def _stop_reason(c: Campaign, policy: Policy, state: ArmState, res: ArmResult, e
 
 def _stop_set_predictions(c: Campaign, arm: str, round_no: int, ev: Evaluation | None, items: pd.DataFrame,
                           feats: RoundFeatures | None = None) -> list:
-    """Predictions of this arm's successive models on a fixed unlabelled stop set (kept as .npy per round)."""
+    """Predictions of this arm's successive models on one fixed unlabelled stop set, oldest first.
+
+    The stop set is drawn once, from the pool of the first round that needs it, and its item ids
+    are kept (``stop_set/items.json``): the pool grows with arrivals and a drift reopen, and a set
+    drawn again each round would compare predictions on other texts (or fail on another length).
+    Each round's predictions are kept with their item ids (``<arm>-<round>.npz``) and compared on
+    the ids every kept round has, so the rule never compares two different texts.
+    """
     folder = c.workdir / "stop_set"
     folder.mkdir(parents=True, exist_ok=True)
     if ev is not None:
-        pool = items[items["split"] == "pool"].sort_values("item_id")
-        sample = pool.sample(n=min(c.cfg.budget.stop_set_size, len(pool)), random_state=c.cfg.splits.random_state)
-        proba = (feats.proba(ev.model, sample["item_id"], c.labels) if feats is not None
-                 else predict_proba_aligned(ev.model, sample["text"].tolist(), c.labels))
-        pred = proba.argmax(axis=1)
-        np.save(folder / f"{arm}-{round_no:04d}.npy", pred)
-    files = sorted(folder.glob(f"{arm}-*.npy"))
-    return [np.load(f) for f in files if int(f.stem.split("-")[-1]) <= round_no]
+        ids = _stop_set_ids(c, folder, items)
+        known = items.set_index("item_id")
+        ids = [i for i in ids if i in known.index]
+        if ids:
+            proba = (feats.proba(ev.model, ids, c.labels) if feats is not None
+                     else predict_proba_aligned(ev.model, known.loc[ids, "text"].tolist(), c.labels))
+            np.savez(folder / f"{arm}-{round_no:04d}.npz", ids=np.asarray(ids, dtype=str),
+                     pred=proba.argmax(axis=1))
+    kept = []
+    for f in sorted(folder.glob(f"{arm}-*.npz")):
+        if int(f.stem.split("-")[-1]) <= round_no:
+            with np.load(f) as z:
+                kept.append(dict(zip(z["ids"].tolist(), z["pred"].tolist())))
+    common = sorted(set.intersection(*(set(k) for k in kept))) if kept else []
+    return [np.asarray([k[i] for i in common]) for k in kept]
+
+
+def _stop_set_ids(c: Campaign, folder: Path, items: pd.DataFrame) -> list[str]:
+    """The stop set's item ids: read from ``items.json``, or drawn from the pool now and written once."""
+    path = folder / "items.json"
+    if path.exists():
+        return [str(i) for i in json.loads(path.read_text(encoding="utf-8"))]
+    pool = items[items["split"] == "pool"].sort_values("item_id")
+    ids = pool.sample(n=min(c.cfg.budget.stop_set_size, len(pool)),
+                      random_state=c.cfg.splits.random_state)["item_id"].astype(str).tolist()
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(ids), encoding="utf-8")
+    os.replace(tmp, path)  # both arms and every later round read the same set
+    return ids
 
 
 def _health(c: Campaign, arm: str, round_no: int, res: ArmResult, ev: Evaluation, items: pd.DataFrame,

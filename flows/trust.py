@@ -223,6 +223,32 @@ def _with_backend_capacity(c: Campaign, targets: dict[str, int], exhausted: set[
     return {**targets, **short}, exhausted | set(short)
 
 
+def _give_up_late_requests(c: Campaign, frame: pd.DataFrame, targets: dict[str, int], exhausted: set[str],
+                           round_no: int) -> tuple[dict[str, int], set[str], str | None]:
+    """Give up extra answers that have not come within ``[annotation] extra_answer_rounds`` rounds.
+
+    :func:`tasks.trust.expired_requests` decides which; they are recorded as exhausted (so the
+    decision sends what is still unsure to adjudication) with their target lowered to the answers
+    they have, and a backend that can withdraw the request (Label Studio: the task's overlap back
+    down, marked labelled) stops offering the task to annotators. An answer that comes later
+    anyway is still used.
+    """
+    counts = frame.groupby("item_id").size().to_dict() if len(frame) else {}
+    open_targets = {i: t for i, t in targets.items() if i not in exhausted}
+    late = policy_mod.expired_requests(open_targets, c.ledger.trust.answer_target_rounds(), counts, round_no,
+                                       c.cfg.annotation.extra_answer_rounds)
+    if not late:
+        return targets, exhausted, None
+    c.ledger.trust.set_answer_targets(late, late, round_no)
+    withdraw = getattr(c.backend, "withdraw_requests", None)
+    if callable(withdraw):
+        withdraw(late)
+    wait = c.cfg.annotation.extra_answer_rounds
+    return ({**targets, **late}, exhausted | set(late),
+            f"{len(late)} item(s) waited {wait} round(s) for an extra answer that did not come: decided on the "
+            "answers they have, adjudication settles what is still unsure ([annotation] extra_answer_rounds)")
+
+
 def ask_for_more(c: Campaign, result: policy_mod.TrustResult, targets: dict[str, int], exhausted: set[str],
                  pol: policy_mod.TrustPolicy, round_no: int) -> tuple[list[str], set[str]]:
     """Ask the backend for one more answer on every answered item the policy could not trust yet.
@@ -460,6 +486,9 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
     reasons = q[["item_id", "reason"]] if len(q) else None
     targets, exhausted = c.ledger.trust.answer_targets()
     targets, exhausted = _with_backend_capacity(c, targets, exhausted, pol.need)
+    targets, exhausted, expiry_note = _give_up_late_requests(c, frame, targets, exhausted, round_no)
+    if expiry_note:
+        notes.append(expiry_note)
     decide = lambda: policy_mod.decide(  # noqa: E731 - decided again when redundancy hits its limit
         frame[["item_id", "annotator", "label"]], c.labels, pol, batch_of=batch_of, gold=gold,
         adjudicated=adjudicated, reasons=reasons, relabel=relabel_items, targets=targets, exhausted=exhausted)

@@ -691,6 +691,29 @@ class LabelStudioBackend:
 
         return self._call(f"asking for one more answer on {len(wanted)} task(s) in project {self.project_title!r}", go)
 
+    def withdraw_requests(self, answers: Mapping[str, int]) -> int:
+        """Take back extra answers that were given up: each task's ``overlap`` down to the answers
+        it has (never below the project's), marked labelled, so the labelling stream stops offering
+        it. Returns the number of tasks changed. The counterpart of :meth:`request_more`."""
+        if not answers:
+            return 0
+        have = self.task_overlaps()
+
+        def go(att: _Attempt) -> int:
+            changed = 0
+            for item, n in answers.items():
+                if str(item) not in have:
+                    continue
+                tid, current = have[str(item)]
+                new = max(int(n), self.overlap)
+                if new < current:
+                    self.client.tasks.update(tid, overlap=new, is_labeled=True, request_options=att.request_options())
+                    changed += 1
+            return changed
+
+        return self._call(f"withdrawing the extra-answer request on {len(answers)} task(s) in project "
+                          f"{self.project_title!r}", go)
+
     def review_backend(self, suffix: str = REVIEW_SUFFIX) -> "LabelStudioReviewBackend":
         """The campaign's adjudication project (title + ``suffix``), same server and key, one
         answer per task. Review tasks never appear in this project, so :meth:`pull` here never

@@ -517,7 +517,12 @@ def decide(
     items["method"] = method
     items["n_annotations"] = n_all.reindex(all_items).fillna(0).astype(int)
     nk = n_kept.reindex(all_items).fillna(0).astype(int)
-    items["n_trusted_annotations"] = nk if weights is None else items["n_annotations"]
+    if weights is not None:
+        # a down-weighted answer counts as ``downweight`` of an answer towards min_answers too, or two
+        # flagged annotators alone would make an item trusted (their weights cancel in the vote share)
+        w = df["annotator"].map(weights).fillna(1.0).astype(float)
+        nk = np.floor(w.groupby(df["item_id"]).sum() + 1e-9).reindex(all_items).fillna(0).astype(int)
+    items["n_trusted_annotations"] = nk
     n = items["n_annotations"]
     need = target.reindex(all_items).fillna(policy.need).astype(int)
     tie = c["tie"].fillna(False).astype(bool)
@@ -688,6 +693,27 @@ def apply_adjudications(r: TrustResult, answers: Mapping[str, str], labels: Sequ
 
 
 # --------------------------------------------------------------------------- gold selection
+
+
+def expired_requests(targets: Mapping[str, int], asked_in: Mapping[str, int], answers: Mapping[str, int],
+                     round_no: int, wait_rounds: int) -> dict[str, int]:
+    """Extra answers asked for ``wait_rounds`` rounds ago or earlier that have not come: item -> answers it has.
+
+    Why: with people, an extra answer is a request, not a promise. A team no larger than the
+    overlap has nobody left to give it, and a busy one may never get to it; an item waiting for it
+    is neither trusted nor sent to adjudication, so without a deadline it waits for ever and the
+    campaign stalls item by item. Past the deadline the item is decided on the answers it has
+    (and, if still unsure, goes to adjudication), which is what a team lead would do by hand.
+    """
+    if wait_rounds < 1:
+        raise ValueError("wait_rounds must be >= 1")
+    out: dict[str, int] = {}
+    for item, target in targets.items():
+        have = int(answers.get(item, 0))
+        asked = asked_in.get(item)
+        if asked is not None and have < int(target) and round_no - int(asked) >= wait_rounds:
+            out[str(item)] = have
+    return out
 
 
 def gold_count(gold_rate: float, batch_items: int) -> int:

@@ -225,6 +225,14 @@ class TrustStore:
         return (dict(zip(f["item_id"].astype(str), f["target"].astype(int))),
                 set(f.loc[f["exhausted"].astype(bool), "item_id"].astype(str)))
 
+    def answer_target_rounds(self) -> dict[str, int]:
+        """item -> the round that last raised (or settled) its answer target: when the request was made."""
+        f = self._frame(answer_targets)
+        if f.empty:
+            return {}
+        f = f[f["round_no"].notna()]
+        return dict(zip(f["item_id"].astype(str), f["round_no"].astype(int)))
+
     def set_answer_targets(self, targets: dict[str, int], exhausted: Iterable[str], round_no: int) -> None:
         """Record what adaptive redundancy asked of the backend (upsert; idempotent on a re-run)."""
         ex = {str(i) for i in exhausted}

@@ -284,6 +284,24 @@ def test_deleted_task_does_not_break_pull_or_close(label_studio, cleanup):
 
 
 @ls
+def test_an_extra_answer_asked_for_and_given_up_leaves_the_labelling_stream(label_studio, cleanup):
+    """A team of two with overlap 2: an unsure item asks for a third answer nobody can give; once it
+    is given up, the task's overlap is back to 2 and it is labelled again (no longer offered)."""
+    b = _backend(label_studio, overlap=2)
+    cleanup(b)
+    b.push(_tasks(2))
+    team = [SimAnnotator("annotator1", 1.0), SimAnnotator("annotator2", 1.0)]
+    assert answer_open_tasks(b, {"item-0": "pos", "item-1": "neg"}, team, overlap=2, seed=0) == 4
+    assert b.request_more(["item-0"], max_overlap=5) == {"item-0": 3}
+    tid = int(b.task_overlaps()["item-0"][0])
+    assert not b.client.tasks.get(tid).is_labeled  # offered to a third annotator
+    assert answer_open_tasks(b, {"item-0": "pos"}, team, overlap=3, seed=0) == 0  # nobody left to give it
+    assert b.withdraw_requests({"item-0": 2, "item-1": 2}) == 1  # item-1 was never raised
+    assert b.task_overlaps()["item-0"][1] == 2 and b.client.tasks.get(tid).is_labeled
+    assert b.withdraw_requests({"item-0": 2}) == 0  # idempotent
+
+
+@ls
 def test_unreachable_label_studio_raises_token_free_error(label_studio, caplog):
     token = label_studio[1]
     url = f"http://127.0.0.1:{_closed_port()}"

@@ -147,3 +147,35 @@ def test_export_does_not_import_prefect() -> None:
             "import labelloop.flows.config, labelloop.integrations.ledger; assert 'prefect' not in sys.modules, 'prefect imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_default_export_leaves_the_evaluation_items_out_and_all_keeps_them(tmp_path: Path) -> None:
+    """Trusted test / calibration items measure the campaign's models: a training file built from the
+    default export must not hold them (the README: --all includes them)."""
+    import os
+
+    cfg = _campaign(tmp_path)
+    led = _ledger(tmp_path)
+    _fill(led)
+    led.add_items(pd.DataFrame({"id": ["t1", "k1"], "text": ["test text", "cal text"], "label": None,
+                                "split": ["test", "calibration"]}))
+    led.upsert_annotations([_ann("t1", "w1", "pos"), _ann("t1", "w2", "pos"), _ann("k1", "w1", "neg")],
+                           backend="replay", round_no=2)
+    items = pd.DataFrame([{"status": "trusted", "label": lbl, "confidence": 0.95, "source": "consensus",
+                           "method": "majority", "batch": 0, "n_annotations": 2, "n_trusted_annotations": 2,
+                           "reason": ""} for lbl in ("pos", "neg", "pos")], index=["t1", "k1", "a"])
+    led.trust.save_trust_round(4, items=items, batches=pd.DataFrame(), annotators=pd.DataFrame(), metrics={},
+                               notes=[], tags={})
+    old = os.umask(0o022)
+    try:
+        s = E.export_dataset(cfg, tmp_path / "labels.csv")
+    finally:
+        os.umask(old)
+    back = pd.read_csv(tmp_path / "labels.csv", dtype={"item_id": str})
+    assert "t1" not in set(back["item_id"]) and "k1" not in set(back["item_id"]) and "a" in set(back["item_id"])
+    assert s.evaluation_left_out == 2 and "2 trusted evaluation item(s)" in s.line()
+    assert s.as_dict()["evaluation_left_out"] == 2
+    assert (tmp_path / "labels.csv").stat().st_mode & 0o777 == 0o644, "readable by the team, as any file"
+    s = E.export_dataset(cfg, tmp_path / "all.csv", include_all=True)
+    assert {"t1", "k1"} <= set(pd.read_csv(tmp_path / "all.csv", dtype={"item_id": str})["item_id"])
+    assert s.evaluation_left_out == 0 and "evaluation item" not in s.line()

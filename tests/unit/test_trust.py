@@ -347,3 +347,85 @@ def test_vectorised_bootstrap_alpha_matches_the_krippendorff_package_draw_by_dra
     assert _alpha_upper_bound(perfect, batch=1) == 1.0
     split = np.array([[2, 1], [1, 2]] * 10)
     assert _alpha_upper_bound(split, batch=1) < 0.2
+
+
+# --------------------------------------------------------------------------- extra answers that never come
+
+
+def test_an_extra_answer_not_given_within_the_wait_is_given_up():
+    targets = {"a": 4, "b": 4, "c": 5, "d": 4}
+    asked = {"a": 1, "b": 2, "c": 1, "d": 1}
+    answers = {"a": 3, "b": 3, "c": 5, "d": 3}
+    # round 3, wait 2: a (asked in 1, 3 of 4) and d are given up; b was asked only last round; c got its answer
+    assert T.expired_requests(targets, asked, answers, 3, 2) == {"a": 3, "d": 3}
+    assert T.expired_requests(targets, asked, answers, 2, 2) == {}
+    assert T.expired_requests(targets, asked, answers, 4, 2) == {"a": 3, "b": 3, "d": 3}
+    with pytest.raises(ValueError):
+        T.expired_requests(targets, asked, answers, 3, 0)
+
+
+def test_a_team_no_larger_than_the_overlap_gets_its_unsure_item_adjudicated(tmp_path):
+    """The review's case: three annotators, overlap 3, a 2-1 split. Label Studio takes the request for
+    a fourth answer, nobody gives it; after extra_answer_rounds the item goes to adjudication instead
+    of waiting as needs_more for ever."""
+    from types import SimpleNamespace
+
+    from labelloop.flows.trust import _give_up_late_requests, ask_for_more
+    from labelloop.integrations.ledger import Ledger
+
+    class TaskOverlaps:  # Label Studio's request_more: the task's overlap up by one, whoever is left
+        name = "label_studio"
+
+        def __init__(self):
+            self.overlap, self.withdrawn = {}, []
+
+        def request_more(self, items, max_overlap):
+            for i in items:
+                self.overlap[i] = min(self.overlap.get(i, 3) + 1, max_overlap)
+            return {i: self.overlap[i] for i in items}
+
+        def withdraw_requests(self, answers):
+            self.withdrawn.append(dict(answers))
+            return len(answers)
+
+    led = Ledger(f"sqlite:///{tmp_path}/l.db", "c")
+    c = SimpleNamespace(ledger=led, backend=TaskOverlaps(),
+                        cfg=SimpleNamespace(annotation=SimpleNamespace(extra_answer_rounds=2)))
+    pol = T.TrustPolicy(consensus="majority", need=3, max_overlap=5, gate_mode="absolute", alpha_gate=-1.0)
+    ann = pd.DataFrame([("X", "a1", "pos"), ("X", "a2", "pos"), ("X", "a3", "neg"),
+                        ("Y", "a1", "pos"), ("Y", "a2", "pos"), ("Y", "a3", "pos")],
+                       columns=["item_id", "annotator", "label"])
+    seen = []
+    for rnd in range(1, 5):
+        targets, exhausted = led.trust.answer_targets()
+        targets, exhausted, note = _give_up_late_requests(c, ann, targets, exhausted, rnd)
+        r = T.decide(ann, ["pos", "neg"], pol, batch_of={"X": 1, "Y": 1}, targets=targets, exhausted=exhausted)
+        ask_for_more(c, r, targets, exhausted, pol, rnd)
+        seen.append((r.items.loc["X", "status"], note is not None))
+    assert seen[:2] == [("needs_more", False), ("needs_more", False)]
+    assert seen[2] == ("adjudication", True) and seen[3] == ("adjudication", False)
+    assert c.backend.withdrawn == [{"X": 3}]
+
+
+def test_down_weighted_answers_alone_never_make_an_item_trusted():
+    """Two annotators caught on gold (0 % right) are the only ones to answer X: under "downweight"
+    their weights cancel in the vote share (confidence 1.0), so the count of answers must carry the
+    weight, or a caught spammer's labels would train the model. Y, answered by the good two, stays."""
+    rows, gold = [], {}
+    for k in range(12):
+        gold[f"gold{k}"] = "pos"
+        rows += [(f"gold{k}", "g1", "pos"), (f"gold{k}", "g2", "pos"), (f"gold{k}", "b1", "neg"),
+                 (f"gold{k}", "b2", "neg")]
+    rows += [("X", "b1", "neg"), ("X", "b2", "neg"), ("Y", "g1", "pos"), ("Y", "g2", "pos"),
+             ("Z", "g1", "pos"), ("Z", "b1", "neg"), ("Z", "b2", "pos"), ("Z", "g2", "pos")]
+    ann = pd.DataFrame(rows, columns=["item_id", "annotator", "label"])
+    batch_of = {"X": 1, "Y": 1, "Z": 1, **{g: 1 for g in gold}}
+    for policy in ("downweight", "exclude"):
+        p = T.TrustPolicy(consensus="majority", need=2, min_answers=2, annotator_policy=policy, min_gold_answers=10,
+                        gate_mode="absolute", alpha_gate=-1.0, downweight=0.25)
+        r = T.decide(ann, ["pos", "neg"], p, gold=gold, batch_of=batch_of)
+        assert set(r.annotators.index[r.annotators["flagged"].astype(bool)]) == {"b1", "b2"}
+        assert r.items.loc["X", "status"] != "trusted", (policy, r.items.loc["X"].to_dict())
+        assert r.items.loc["Y", "status"] == "trusted" and r.items.loc["Z", "label"] == "pos"
+    # Z under downweight: two full answers and two quarter answers count as 2
+    assert r.items.loc["Z", "status"] == "trusted"

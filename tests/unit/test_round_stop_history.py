@@ -1,0 +1,74 @@
+"""What the round's stop rules read from the ledger: judged rounds only, and one fixed stop set.
+
+Both were found by a review replaying real campaign histories: a lucky F1 on a handful of test
+items stopped a campaign for good (marginal gain), and a pool that grew between rounds (arrivals,
+a drift reopen) made the stability rule fail every re-run of the round, or compare other texts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from labelloop.flows.round import _stop_reason, _stop_set_predictions
+from labelloop.integrations.ledger import Ledger
+from labelloop.tasks.policy import ArmState, Policy, StopPolicy, stop_reason
+from labelloop.tasks.train import make_featurizer, train_model
+
+
+def _ledger(tmp_path: Path, rounds: list[tuple[int, int, float, int]]) -> Ledger:
+    led = Ledger(f"sqlite:///{tmp_path}/ledger.db", "c")
+    for r, labels, f1, test_n in rounds:
+        led.start_round("active", r, "margin")
+        led.update_round("active", r, status="done", n_labels=labels,
+                         metrics={"test_macro_f1": f1, "test_n": float(test_n)})
+    return led
+
+
+def _gain_stop(led: Ledger, need_test: int) -> str | None:
+    policy = Policy(stop=StopPolicy(max_labels=1000, max_rounds=50, min_gain_per_label=5e-4, stop_window=3))
+    res = SimpleNamespace(n_labels=100, metrics={"test_macro_f1": 0.78, "test_n": 80.0}, judged=True)
+    return _stop_reason(SimpleNamespace(ledger=led), policy, ArmState(arm="active", round_no=4, spent=100), res,
+                        ev=SimpleNamespace(need_test=need_test), items=None)
+
+
+def test_a_lucky_f1_on_a_handful_of_test_items_does_not_stop_the_campaign(tmp_path):
+    # round 1 had 6 trusted test items (below min_test_labels 30): F1 1.0 there is noise
+    led = _ledger(tmp_path, [(1, 25, 1.00, 6), (2, 50, 0.70, 40), (3, 75, 0.74, 60)])
+    assert _gain_stop(led, need_test=30) is None  # judged curve: +0.08 over 50 labels, 1.6e-3 a label
+
+
+def test_the_marginal_gain_rule_still_fires_on_judged_rounds(tmp_path):
+    # the same curve with every round judged: 1.00 -> 0.78 over 75 labels is a loss, so it stops
+    led = _ledger(tmp_path, [(1, 25, 1.00, 40), (2, 50, 0.70, 40), (3, 75, 0.74, 60)])
+    assert "gain per label" in (_gain_stop(led, need_test=30) or "")
+
+
+def _items(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"item_id": [f"x{i:04d}" for i in range(n)],
+                         "text": [("good great" if i % 2 else "bad awful") + f" w{i}" for i in range(n)],
+                         "split": "pool"})
+
+
+@pytest.mark.parametrize("start, grown, set_size", [(300, 400, 500), (600, 700, 500)])
+def test_the_stop_set_stays_the_same_texts_when_the_pool_grows(tmp_path, start, grown, set_size):
+    c = SimpleNamespace(workdir=tmp_path, labels=["neg", "pos"],
+                        cfg=SimpleNamespace(budget=SimpleNamespace(stop_set_size=set_size),
+                                            splits=SimpleNamespace(random_state=0)))
+    items = _items(start)
+    model = train_model(make_featurizer("tfidf", items["text"].tolist()), ["good", "bad"], ["pos", "neg"])
+    ev = SimpleNamespace(model=model)
+    stop = StopPolicy(max_labels=10_000, max_rounds=50, stability_kappa=0.99, stop_window=3)
+    for r in (1, 2, 3):
+        _stop_set_predictions(c, "active", r, ev, items)
+    first = set(pd.read_json(tmp_path / "stop_set" / "items.json", typ="series"))
+    items = _items(grown)  # arrivals joined the pool
+    for _ in range(2):  # the round and a re-run of it
+        preds = _stop_set_predictions(c, "active", 4, ev, items)
+        assert [len(p) for p in preds] == [min(start, set_size)] * 4
+        assert "predictions stabilised" in (stop_reason(stop, 4, 0, [], judged=True, stop_set_predictions=preds)
+                                            or "")
+    assert set(pd.read_json(tmp_path / "stop_set" / "items.json", typ="series")) == first
