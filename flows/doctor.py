@@ -293,7 +293,8 @@ def check_backend(c: Campaign, rep: Report, repair: bool) -> None:
     relevant = [a for a in pulled if a.item_id in task_items or a.item_id in first_round]
     missing = [a for a in relevant if str(a.backend_annotation_id) not in mine]
     stale = [a for a in relevant if str(a.backend_annotation_id) in mine
-             and mine[str(a.backend_annotation_id)] != (a.label, a.status)]
+             and mine[str(a.backend_annotation_id)] != (a.label, a.status)
+             and not (mine[str(a.backend_annotation_id)][1] == "withdrawn" and a.status not in ("submitted", "skipped"))]
     rep.checked["annotations"] = f"{len(pulled)} in the backend, {len(ours)} in the ledger"
     # Annotations made after the last pull are simply new work (the next round pulls them); only those
     # older than the last pull and still absent (or changed) are drift: a pull lost them.
@@ -317,7 +318,7 @@ def check_backend(c: Campaign, rep: Report, repair: bool) -> None:
         if counts.get("problems"):
             rep.add("backend", "annotations-rejected", "; ".join(counts["problems"])[:500], drift=False)
     theirs = {str(a.backend_annotation_id) for a in pulled}
-    deleted = sorted(set(mine) - theirs)
+    deleted = sorted(i for i in set(mine) - theirs if mine[i][1] != "withdrawn")  # withdrawn: already handled
     if deleted:
         rep.add("backend", "annotations-deleted-in-backend", f"{len(deleted)} ledger annotations no longer exist in "
                 f"the backend (kept in the ledger as history; first: {deleted[:5]})", drift=False)

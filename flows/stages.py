@@ -102,7 +102,36 @@ def pull_annotations(c: Campaign, round_no: int) -> dict[str, Any]:
                                          backend=c.backend.name, round_no=round_no)
     counts["rejected"] = len(frame) - len(good)
     counts["problems"] = problems
+    counts["withdrawn"] = _withdraw_gone_answers(c, frame, keep)
+    if counts["withdrawn"]:
+        problems.append(f"{counts['withdrawn']} answer(s) stored earlier are no longer answers in the backend "
+                        "(deleted there, or edited into no valid choice): they stop counting as labels")
     return counts
+
+
+def _withdraw_gone_answers(c: Campaign, frame: pd.DataFrame, keep: set) -> int:
+    """Answers the ledger holds that the backend has taken back: they stop counting as labels.
+
+    Two ways, both seen with people: an annotation edited into something that is not an answer (the
+    choice cleared, two choices) comes back rejected; an annotation deleted in Label Studio (a
+    manager removing a spammer's work) no longer comes back at all. The second is only known for a
+    backend that says which tasks its pull covered (``pulled_task_ids``: Label Studio), and only on
+    those tasks, so a task deleted by hand, a closed simulated task or another project never
+    withdraws anything.
+    """
+    mine = c.ledger.annotations_with_versions()
+    if mine.empty:
+        return 0
+    mine = mine[(mine["backend"] == c.backend.name) & (mine["status"] != "withdrawn")]
+    ids = set(mine["backend_annotation_id"].astype(str))
+    rejected = set(frame["backend_annotation_id"].astype(str)) - {str(k) for k in keep} if len(frame) else set()
+    gone = ids & rejected
+    covered = getattr(c.backend, "pulled_task_ids", None)
+    if covered is not None:
+        seen = set(frame["backend_annotation_id"].astype(str)) if len(frame) else set()
+        on_covered = mine[mine["backend_task_id"].astype(str).isin(covered)]
+        gone |= set(on_covered["backend_annotation_id"].astype(str)) - seen
+    return c.ledger.withdraw_annotations(c.backend.name, gone) if gone else 0
 
 
 # --------------------------------------------------------------------------- train / evaluate / query

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 MAX_SAMPLE_IDS = 10
-ANNOTATION_STATUSES = ("submitted", "skipped")
+ANNOTATION_STATUSES = ("submitted", "skipped", "withdrawn")  # withdrawn: deleted in the backend, or edited away
 EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=timezone.utc)
 FUTURE_SLACK = timedelta(minutes=5)  # clock skew between the annotation server and us
 

@@ -553,10 +553,16 @@ class LabelStudioBackend:
         return self._users
 
     def pull(self) -> list[PulledAnnotation]:
-        def go(att: _Attempt) -> list[Any]:
-            return [t for t in self._iter_tasks(att, fields="all") if t.annotations]
+        """Every annotation of every task in the project. The ids of every task seen, answered or not,
+        are kept in :attr:`pulled_task_ids`: an annotation the ledger holds on one of those tasks and
+        the pull no longer shows was deleted in Label Studio (see ``flows.stages.pull_annotations``)."""
 
-        tasks = self._call(f"pulling annotations from project {self.project_title!r}", go)
+        def go(att: _Attempt) -> list[Any]:
+            return list(self._iter_tasks(att, fields="all"))
+
+        every = self._call(f"pulling annotations from project {self.project_title!r}", go)
+        self.pulled_task_ids = {str(t.id) for t in every}
+        tasks = [t for t in every if t.annotations]
         users = self.user_emails()
         out: dict[str, PulledAnnotation] = {}
         allowed = set(self.labels)

@@ -364,6 +364,23 @@ class Ledger:
         return pd.DataFrame(rows, columns=[c.name for c in tasks_table.columns])
 
     # ----- annotations -------------------------------------------------------
+    def withdraw_annotations(self, backend: str, backend_annotation_ids: Iterable[str]) -> int:
+        """Mark annotations the backend no longer holds as an answer (``withdrawn``, no label).
+
+        Why not delete the rows: the ledger is the campaign's history (who answered what, when, how
+        long it took); a withdrawn answer only stops counting as a label. An answer that comes back
+        (edited again into a valid choice) is a changed row for :meth:`upsert_annotations`.
+        """
+        ids = sorted({str(i) for i in backend_annotation_ids})
+        n = 0
+        with self.begin() as conn:
+            for chunk in _chunks(ids, 500):
+                n += conn.execute(update(annotations).where(
+                    (annotations.c.campaign == self.campaign) & (annotations.c.backend == backend)
+                    & annotations.c.backend_annotation_id.in_(chunk) & (annotations.c.status != "withdrawn")
+                ).values(status="withdrawn", label=None)).rowcount
+        return n
+
     def upsert_annotations(self, pulled: Sequence[Any], backend: str, round_no: int | None) -> dict[str, int]:
         """Store pulled annotations keyed by backend annotation id.
 

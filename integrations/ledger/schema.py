@@ -110,7 +110,7 @@ annotations = Table(
     Column("item_id", String(256), nullable=False),
     Column("annotator", String(256), nullable=False),
     Column("label", String(256)),
-    Column("status", String(16), nullable=False),  # submitted | skipped
+    Column("status", String(16), nullable=False),  # submitted | skipped | withdrawn (gone from the backend)
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("pulled_in_round", Integer),

@@ -302,6 +302,47 @@ def test_an_extra_answer_asked_for_and_given_up_leaves_the_labelling_stream(labe
 
 
 @ls
+def test_answers_deleted_or_edited_away_in_label_studio_stop_counting(label_studio, cleanup, tmp_path):
+    """A manager deletes a spammer's annotation; an annotator clears their choice. Both answers were
+    pulled before: the next pull withdraws them (kept as history, no label), and the other answers stay."""
+    from types import SimpleNamespace
+
+    from labelloop.flows.stages import pull_annotations
+    from labelloop.integrations.ledger import Ledger
+
+    b = _backend(label_studio, overlap=2)
+    cleanup(b)
+    ids = b.push(_tasks(3))
+    led = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", "c")
+    led.record_tasks("label_studio", 1, ids)
+    c = SimpleNamespace(ledger=led, backend=b, labels=LABELS)
+    team = [SimAnnotator("annotator1", 1.0), SimAnnotator("annotator2", 1.0)]
+    truth = {"item-0": "pos", "item-1": "neg", "item-2": "neutral"}
+    assert answer_open_tasks(b, truth, team, overlap=2, seed=0) == 6
+    first = pull_annotations.fn(c, 1)
+    assert (first["inserted"], first["withdrawn"]) == (6, 0)
+    by_item: dict[str, list] = defaultdict(list)
+    for a in b.pull():
+        by_item[a.item_id].append(a)
+    b.client.annotations.delete(int(by_item["item-0"][0].backend_annotation_id))
+    b.client.annotations.update(int(by_item["item-1"][0].backend_annotation_id), result=[])
+    again = pull_annotations.fn(c, 2)
+    assert again["withdrawn"] == 2, again
+    ann = led.annotations_frame()
+    gone = {by_item["item-0"][0].backend_annotation_id, by_item["item-1"][0].backend_annotation_id}
+    assert set(ann.loc[ann["status"] == "withdrawn", "backend_annotation_id"]) == gone
+    assert ann.loc[ann["status"] == "withdrawn", "label"].isna().all()
+    assert len(led.annotations_frame(submitted_only=True)) == 4
+    assert pull_annotations.fn(c, 3)["withdrawn"] == 0  # idempotent
+    # the cleared answer is given again: it counts again
+    b.client.annotations.update(int(by_item["item-1"][0].backend_annotation_id), result=choices_result("neg"))
+    assert pull_annotations.fn(c, 3)["updated"] == 1 and len(led.annotations_frame(submitted_only=True)) == 5
+    # a task deleted by hand withdraws nothing: its answers are kept as they were
+    b.client.tasks.delete(int(ids["item-2"]))
+    assert pull_annotations.fn(c, 4)["withdrawn"] == 0 and len(led.annotations_frame(submitted_only=True)) == 5
+
+
+@ls
 def test_unreachable_label_studio_raises_token_free_error(label_studio, caplog):
     token = label_studio[1]
     url = f"http://127.0.0.1:{_closed_port()}"
