@@ -328,8 +328,9 @@ def open_batch_readiness(c: Campaign, trust: TrustDecision | None,
         return batch_readiness(None, [], {}, {}, need=need, ready_share=c.cfg.run.batch_ready_share)
     batch = int(open_tasks["round_no"].max())
     ids = sorted(set(open_tasks.loc[open_tasks["round_no"] == batch, "item_id"].astype(str)))
-    if answers is None:
-        ann = c.ledger.annotations_frame(submitted_only=True)
+    if answers is None:  # a skip is a response: the one who skipped is not offered the task again
+        ann = c.ledger.annotations_frame()
+        ann = ann[ann["status"].isin(["submitted", "skipped"])] if len(ann) else ann
         answers = ann.drop_duplicates(["item_id", "annotator"]).groupby("item_id").size().to_dict() if len(ann) else {}
     if trust is None:
         latest = c.ledger.trust.trust_items_frame()

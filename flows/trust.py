@@ -223,6 +223,32 @@ def _with_backend_capacity(c: Campaign, targets: dict[str, int], exhausted: set[
     return {**targets, **short}, exhausted | set(short)
 
 
+def _with_skips(c: Campaign, targets: dict[str, int], exhausted: set[str],
+                need: int) -> tuple[dict[str, int], set[str]]:
+    """Count a skip as a response: an item whose annotators all answered or skipped it waits no longer.
+
+    Why: in Label Studio a skipped (cancelled) task fills one of its slots, and the labelling
+    stream does not offer it to the one who skipped again; with a team no larger than the overlap
+    nobody is left to give the missing answer, and the item stayed ``pending`` ("2 of 3 answers")
+    for ever, holding the round that waits for its batch. Such an item is decided on the answers
+    it has (adjudication if still unsure), as one the backend cannot answer more often is.
+    """
+    ann = c.ledger.annotations_frame()
+    if ann.empty or not (ann["status"] == "skipped").any():
+        return targets, exhausted
+    ann = ann[ann["status"].isin(["submitted", "skipped"])]
+    responders = ann.drop_duplicates(["item_id", "annotator"]).groupby("item_id").size()
+    answered = ann[ann["status"] == "submitted"].drop_duplicates(["item_id", "annotator"]).groupby("item_id").size()
+    short = {}
+    for item, n_resp in responders.items():
+        have = int(answered.get(item, 0))
+        if str(item) not in exhausted and n_resp >= targets.get(str(item), need) > have:
+            short[str(item)] = have
+    if not short:
+        return targets, exhausted
+    return {**targets, **short}, exhausted | set(short)
+
+
 def _give_up_late_requests(c: Campaign, frame: pd.DataFrame, targets: dict[str, int], exhausted: set[str],
                            round_no: int) -> tuple[dict[str, int], set[str], str | None]:
     """Give up extra answers that have not come within ``[annotation] extra_answer_rounds`` rounds.
@@ -486,6 +512,7 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
     reasons = q[["item_id", "reason"]] if len(q) else None
     targets, exhausted = c.ledger.trust.answer_targets()
     targets, exhausted = _with_backend_capacity(c, targets, exhausted, pol.need)
+    targets, exhausted = _with_skips(c, targets, exhausted, pol.need)
     targets, exhausted, expiry_note = _give_up_late_requests(c, frame, targets, exhausted, round_no)
     if expiry_note:
         notes.append(expiry_note)
@@ -622,7 +649,8 @@ def trust_summary(c: Campaign) -> list[str]:
         f"agreement {_fmt(g('percent_agreement'), pct=True)}",
         f"  labels: {int(m.get('n_trusted') or 0)} trusted, {int(m.get('n_quarantined') or 0)} quarantined, "
         f"{int(m.get('n_adjudication_queue') or 0)} awaiting adjudication, {int(m.get('n_adjudicated') or 0)} adjudicated, "
-        f"{int(m.get('n_pending') or 0)} waiting for answers, {int(m.get('n_gold_items') or 0)} gold; "
+        f"{int(m.get('n_pending') or 0)} waiting for answers, "
+        f"{int(m.get('n_needs_more') or 0)} waiting for an extra answer, {int(m.get('n_gold_items') or 0)} gold; "
         f"label set v{int(m.get('label_set_version') or 1)}",
     ]
     batches = c.ledger.trust.batch_decisions_frame(round_no=last)

@@ -116,10 +116,11 @@ def per_class_recall_check(
 def recalls_from_metrics(metrics: Mapping[str, Any], prefix: str = "recall_") -> dict[str, float]:
     """``{"test_recall_spam": 0.8, ...}`` or ``{"recall_spam": ...}`` -> ``{"spam": 0.8}``."""
     out = {}
+    bare = prefix[5:] if prefix.startswith("test_") else prefix  # "test_recall_" and "recall_" mean the same
     for k, v in metrics.items():
         key = k[5:] if k.startswith("test_") else k
-        if key.startswith(prefix) and v is not None:
-            out[key[len(prefix):]] = float(v)
+        if key.startswith(bare) and v is not None:
+            out[key[len(bare):]] = float(v)
     return out
 
 

@@ -49,6 +49,7 @@ def test_three_round_campaign_through_prefect_and_mlflow(prefect_api, tmp_path: 
             assert r.info.status == "FINISHED"
             health_tags = {k for k in r.data.tags if k.startswith("labelloop.health.")}
             assert {"labelloop.health.per_class_recall", "labelloop.health.calibration_ece"} <= health_tags
+            assert r.data.tags["labelloop.health.per_class_recall"] != "skipped", "the round sees its recalls"
             assert r.data.tags["labelloop.calibration_gate"] in ("passed", "failed: diversity+random fallback")
             arts = {a.path for a in client.list_artifacts(r.info.run_id, "plots")}
             assert {"plots/confusion_matrix.png", "plots/reliability_diagram.png"} <= arts

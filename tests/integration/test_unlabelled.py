@@ -167,6 +167,10 @@ def test_unlabelled_text_through_replay(tmp_path: Path, prefect_api: str) -> Non
     parents = [r for r in runs if "test_n" not in r.data.metrics]
     assert any(a.path == "plots" for p in parents for a in client.list_artifacts(p.info.run_id))
 
+    # the evaluation items pushed with the seed are not "held-out items an arm queried" for the doctor
+    proc = run_cli("doctor", str(cfg))
+    assert "held-out-item-queried" not in proc.stdout + proc.stderr, proc.stdout
+
 
 @pytest.mark.label_studio
 def test_unlabelled_text_through_label_studio(tmp_path: Path, prefect_api: str, label_studio, monkeypatch) -> None:

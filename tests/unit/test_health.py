@@ -37,6 +37,8 @@ def test_recall_skipped_without_data_and_prefix_helper():
     assert h.per_class_recall_check([]).skipped
     m = {"test_macro_f1": 0.5, "test_recall_ham": 0.9, "test_recall_spam": 0.4}
     assert h.recalls_from_metrics(m) == {"ham": 0.9, "spam": 0.4}
+    # the round passes its metric prefix in full: it used to find nothing, so the check was always skipped
+    assert h.recalls_from_metrics(m, "test_recall_") == {"ham": 0.9, "spam": 0.4}
 
 
 # ---------------------------------------------------------------------------
