@@ -8,6 +8,7 @@ interesting (imbalance, ambiguity, label noise, near-duplicates).
 from __future__ import annotations
 
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 from labelloop.flows.config import example_config
@@ -41,6 +42,9 @@ def prepare_demo(folder: Path, *, n: int, budget: int, batch_size: int, backend:
                                  "annotation.backend": backend, **sizes}
     if backend == "label_studio":
         values["annotation.label_studio.simulate_annotators"] = True
+        # a demo run is a new campaign: its own project, never the tasks and answers of an earlier demo
+        # that the local Label Studio still holds (set-up refuses a new campaign in a used project)
+        values["annotation.label_studio.project_title"] = f"labelloop demo {datetime.now():%Y-%m-%d %H:%M:%S}"
         if ls_url:
             values["annotation.label_studio.url"] = ls_url
     if unlabelled:

@@ -21,18 +21,19 @@ import json
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from labelloop.flows.config import CampaignConfig, load_config
+from labelloop.flows.config import CampaignConfig, ConfigError, load_config
 from labelloop.flows import logs
 from labelloop.flows.logs import progress, say
 from labelloop.flows.runtime import FEATURIZER_META, Campaign, make_backend, open_campaign
 from labelloop.flows.stages import push_pending
 from labelloop.flows.trust import EVAL_ARM
 from labelloop.integrations.expectations import validate_pool
-from labelloop.integrations.ledger import LedgerError
+from labelloop.integrations.ledger import Ledger, LedgerError, sqlite_file
 from labelloop.integrations.sources import InputError, load_table, load_table_maybe_unlabelled
 from labelloop.tasks.seed import SplitError, carve_splits, default_seed_method
 from labelloop.tasks.train import fit_featurizer, make_featurizer, resolve_featurizer, uses_minilm
@@ -231,6 +232,7 @@ def _check_label_studio(cfg: CampaignConfig) -> None:
     try:
         backend = make_backend(Campaign(cfg=cfg, ledger=None))  # type: ignore[arg-type] # LS needs no ledger
         backend.project_id  # noqa: B018 - finds or creates the project: one round trip with retries
+        _refuse_someone_elses_project(cfg, backend)
     except Exception as err:
         if err.args and isinstance(err.args[0], str):
             err.args = (err.args[0] + " (set-up checked this before writing anything: the campaign folder is "
@@ -238,6 +240,42 @@ def _check_label_studio(cfg: CampaignConfig) -> None:
         raise
     finally:
         adapter_log.removeFilter(quiet)
+
+
+def _refuse_someone_elses_project(cfg: CampaignConfig, backend: Any) -> None:
+    """Refuse a new campaign whose Label Studio project already holds labelloop tasks.
+
+    Why: the project is found by its title (the campaign's name). A second campaign with the same
+    name (a copied config) would otherwise adopt the first one's tasks as its own seed ("pushed",
+    though nothing was), train on answers nobody gave it and push its batches into the other
+    team's project. A set-up that was interrupted after its first write is not new: its ledger
+    holds its items, and it resumes.
+    """
+    tasks = backend.existing_tasks()
+    if not tasks or _ledger_holds_items(cfg):
+        return
+    raise ConfigError(
+        f"Label Studio project {backend.project_title!r} already holds {len(tasks)} labelloop task(s), and campaign "
+        f"{cfg.name!r} is new (its ledger has no record of them): another campaign uses this project. Give this "
+        f"campaign another `name` (or [annotation.label_studio] project_title), or point [ledger] at the ledger of "
+        f"the campaign that owns the project; nothing was written")
+
+
+def _ledger_holds_items(cfg: CampaignConfig) -> bool:
+    """Whether the campaign's ledger exists and holds its items (a set-up that already wrote)."""
+    path = sqlite_file(cfg.ledger_url)
+    if path is not None and not path.is_file():
+        return False
+    try:
+        led = Ledger(cfg.ledger_url, cfg.name, create=False)  # only reads: a server ledger is not touched
+    except LedgerError:
+        return False  # no campaign tables yet
+    try:
+        return led.n_items() > 0
+    except Exception:  # noqa: BLE001 - a ledger without its items table holds no items
+        return False
+    finally:
+        led.dispose()
 
 
 def _looks_set_up(cfg: CampaignConfig) -> bool:

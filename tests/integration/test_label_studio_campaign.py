@@ -133,3 +133,26 @@ def test_kill_between_import_and_ledger_commit_leaves_one_task_per_item(prefect_
         assert len(ls_tasks) == len(set(c.ledger.queries_frame()["item_id"])), "one task per queried item"
     finally:
         os.environ.pop("LABEL_STUDIO_API_KEY", None)
+
+
+def test_a_second_campaign_with_the_same_name_does_not_adopt_the_first_ones_project(prefect_api, label_studio,
+                                                                                     tmp_path: Path):
+    """A copied config (same `name`, so the same Label Studio project): the first campaign's seed tasks
+    would become the copy's seed, "pushed" though nothing was, with answers nobody gave it. Set-up
+    refuses before writing anything; the first campaign is left as it was."""
+    import uuid
+
+    url, token = label_studio
+    env = {"PREFECT_API_URL": prefect_api, "LABEL_STUDIO_API_KEY": token}
+    name = f"twin-{uuid.uuid4().hex[:6]}"
+    first = write_label_studio_campaign(tmp_path / "first", url, name=name, n=400, budget=20, batch=10, seed_size=10)
+    proc = run_cli("setup", str(first), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    copy = write_label_studio_campaign(tmp_path / "copy", url, name=name, n=400, budget=20, batch=10, seed_size=10)
+    proc = run_cli("setup", str(copy), env=env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "already holds" in proc.stderr and "another `name`" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "copy" / "ledger.db").exists() and not (tmp_path / "copy" / ".labelloop-setup.json").exists()
+    again = run_cli("setup", str(first), env=env)  # the owner's set-up is not affected
+    assert again.returncode == 0, again.stdout + again.stderr
