@@ -18,10 +18,8 @@ Order of ``setup_flow`` (what ``labelloop setup`` calls):
 from __future__ import annotations
 
 import json
-import logging
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger
@@ -219,30 +217,19 @@ def _check_evaluation_budget(cfg: CampaignConfig, frame: pd.DataFrame) -> None:
 def _check_label_studio(cfg: CampaignConfig) -> None:
     """Reach Label Studio (token, server, project) before the first write: an unreachable server
     then leaves the campaign folder as it was instead of a ledger without its seed pushed."""
-    class _DropFinalError(logging.Filter):
-        """The adapter logs its give-up at ERROR with the very text of the exception the CLI prints:
-        keep its retry warnings (they explain the wait), drop the duplicate."""
-
-        def filter(self, record: logging.LogRecord) -> bool:
-            return record.levelno < logging.ERROR
-
-    adapter_log = logging.getLogger("labelloop.integrations.label_studio")
-    quiet = _DropFinalError()
-    adapter_log.addFilter(quiet)
     try:
         backend = make_backend(Campaign(cfg=cfg, ledger=None))  # type: ignore[arg-type] # LS needs no ledger
         backend.project_id  # noqa: B018 - finds or creates the project: one round trip with retries
-        _refuse_someone_elses_project(cfg, backend)
+        tasks = backend.existing_tasks()
     except Exception as err:
         if err.args and isinstance(err.args[0], str):
             err.args = (err.args[0] + " (set-up checked this before writing anything: the campaign folder is "
                         "unchanged)", *err.args[1:])
         raise
-    finally:
-        adapter_log.removeFilter(quiet)
+    _refuse_someone_elses_project(cfg, backend.project_title, tasks)
 
 
-def _refuse_someone_elses_project(cfg: CampaignConfig, backend: Any) -> None:
+def _refuse_someone_elses_project(cfg: CampaignConfig, title: str, tasks: dict[str, str]) -> None:
     """Refuse a new campaign whose Label Studio project already holds labelloop tasks.
 
     Why: the project is found by its title (the campaign's name). A second campaign with the same
@@ -251,11 +238,10 @@ def _refuse_someone_elses_project(cfg: CampaignConfig, backend: Any) -> None:
     team's project. A set-up that was interrupted after its first write is not new: its ledger
     holds its items, and it resumes.
     """
-    tasks = backend.existing_tasks()
     if not tasks or _ledger_holds_items(cfg):
         return
     raise ConfigError(
-        f"Label Studio project {backend.project_title!r} already holds {len(tasks)} labelloop task(s), and campaign "
+        f"Label Studio project {title!r} already holds {len(tasks)} labelloop task(s), and campaign "
         f"{cfg.name!r} is new (its ledger has no record of them): another campaign uses this project. Give this "
         f"campaign another `name` (or [annotation.label_studio] project_title), or point [ledger] at the ledger of "
         f"the campaign that owns the project; nothing was written")

@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from labelloop.flows.runtime import Campaign
 from labelloop.flows.scoring import select_from_pool, transform_with_progress
-from labelloop.integrations.backend import TaskRequest
+from labelloop.integrations.backend import BackendError, TaskRequest
 from labelloop.integrations.faults import checkpoint
 from labelloop.integrations.label_studio_crowd import SimAnnotator, answer_open_tasks
 from labelloop.tasks import calibrate, query
@@ -89,7 +89,19 @@ class RoundFeatures:
 
 
 # --------------------------------------------------------------------------- pull / agreement
-@task(name="pull-annotations", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def _not_after_backend_retries(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition for the backend tasks: retry anything but a :class:`BackendError`.
+
+    Why: the backend adapter already retried that call with backoff within its own budget (Label
+    Studio: ~25 s) before giving up; Prefect retrying it twice more tripled the wait (about a minute
+    for an outage) and said the same failure three times. A 401 or 404 will not fix itself either.
+    Other failures (a locked SQLite ledger, say) still get Prefect's retries.
+    """
+    return not isinstance(getattr(state, "data", None), BackendError)
+
+
+@task(name="pull-annotations", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE,
+      retry_condition_fn=_not_after_backend_retries)
 def pull_annotations(c: Campaign, round_no: int) -> dict[str, Any]:
     """Pull everything the backend has, screen it, store it (idempotently by backend annotation id)."""
     pulled = c.backend.pull()
@@ -264,7 +276,8 @@ def _record_picks(c: Campaign, plan: RoundPlan, cand: pd.DataFrame, picks: list,
 
 
 # --------------------------------------------------------------------------- push
-@task(name="push-batch", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+@task(name="push-batch", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE,
+      retry_condition_fn=_not_after_backend_retries)
 def push_pending(c: Campaign, round_no: int, predictions: dict[str, tuple[str, float, str]]) -> int:
     """Push every queried item that has no backend task yet (this round's and any a crash left behind)."""
     q = c.ledger.queries_frame()

@@ -369,9 +369,9 @@ class LabelStudioBackend:
                 else:
                     verb = "failed"
                 tries = f" after {attempt + 1} attempts in {elapsed:.1f} s" if attempt else ""
-                msg = self._scrub(f"Label Studio at {self.url} {verb} while {what}{tries}: {detail}")
-                log.error("%s", msg)
-                raise BackendError(msg) from None
+                # raised, not also logged: whoever catches it reports it once (the CLI's one error line)
+                raise BackendError(self._scrub(f"Label Studio at {self.url} {verb} while {what}{tries}: {detail}")) \
+                    from None
 
     # ------------------------------------------------------------------ project
 

@@ -670,13 +670,17 @@ def _summarise(r: TrustResult, df: pd.DataFrame, kept_complete: pd.DataFrame, la
 
 def apply_adjudications(r: TrustResult, answers: Mapping[str, str], labels: Sequence[str],
                         df: pd.DataFrame, policy: TrustPolicy) -> TrustResult:
-    """Queue items an adjudicator has answered become trusted with the adjudicated label.
+    """Items an adjudicator has answered become trusted with the adjudicated label.
 
+    Every answered item, not only those queued now: a review answered after more answers made the
+    consensus confident still wins, as :func:`decide` ranks it next round ("adjudicated label
+    wins"); applying it only then left this round's decision, and an export taken after a campaign's
+    last round, with the consensus label. Gold items keep their known label.
     ``df`` is the annotation frame :func:`decide` got (for the summary figures).
     ``n_adjudication_queue`` then counts the items still waiting.
     """
     items = r.items.copy()
-    done = [i for i in answers if i in items.index and items.at[i, "status"] == "adjudication"]
+    done = [i for i in answers if i in items.index and items.at[i, "status"] != "gold"]
     unknown = sorted({str(a) for a in (answers[i] for i in done)} - set(labels))
     if unknown:
         raise ValueError(f"adjudicated labels {unknown} are not in the label set {list(labels)}")

@@ -194,6 +194,10 @@ def test_adjudicated_label_wins() -> None:
     assert again.trusted.loc["y", "label"] == "a" and again.trusted.loc["y", "source"] == "adjudicated"
     with pytest.raises(ValueError, match="not in the label set"):
         T.apply_adjudications(r, {"x": "zzz"}, LABELS, ann, pol)
+    # A review answered after the consensus became confident (y is trusted as "c" now) wins in the
+    # round that reads it, as decide ranks it next round: not a round later.
+    late = T.apply_adjudications(r, {"y": "a"}, LABELS, ann, pol)
+    assert late.items.loc["y", ["status", "label", "source"]].tolist() == ["trusted", "a", "adjudicated"]
 
 
 def test_consensus_label_nobody_gave_is_not_trusted() -> None:
