@@ -291,9 +291,14 @@ def check_backend(c: Campaign, rep: Report, repair: bool) -> None:
     # 4. annotations: backend vs ledger
     pulled = c.backend.pull()
     ours = c.ledger.annotations_frame()
-    mine = {str(r.backend_annotation_id): (r.label, r.status) for r in ours.itertuples()}
+    # a skipped answer's missing label reads back as NaN: compare it as None, as the backend reports it
+    mine = {str(r.backend_annotation_id): (None if pd.isna(r.label) else r.label, r.status) for r in ours.itertuples()}
     task_items = set(c.ledger.task_ids())
-    relevant = [a for a in pulled if a.item_id in task_items or a.item_id in first_round]
+    # answers a pull rejects on purpose (an invalid result, a label outside the set) are never stored:
+    # they are not "lost" (the round reports them when it pulls)
+    relevant = [a for a in pulled if (a.item_id in task_items or a.item_id in first_round)
+                and (a.status == "skipped" or (a.status == "submitted" and a.label in c.labels)
+                     or str(a.backend_annotation_id) in mine)]
     missing = [a for a in relevant if str(a.backend_annotation_id) not in mine]
     stale = [a for a in relevant if str(a.backend_annotation_id) in mine
              and mine[str(a.backend_annotation_id)] != (a.label, a.status)
