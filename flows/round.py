@@ -180,7 +180,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
             if not ev.calibration.judged:
                 res.notes.append(
                     f"calibration gate not judged: {ev.calibration.n_rows} trusted calibration item(s), "
-                    f"fewer than {ev.calibration.needed} (min_calibration_labels)")
+                    f"fewer than {ev.calibration.needed} (min_calibration_labels, and at least 10 to calibrate at all)")
         except TrainingError as err:
             res.notes.append(f"not trained: {err}; this batch is chosen without a model (diversity + random)")
         cal = ev.calibration if ev is not None else None

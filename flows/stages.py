@@ -182,7 +182,10 @@ def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.
     idx = {lbl: i for i, lbl in enumerate(c.labels)}
     p_cal = predict_proba_aligned(model, cal["text"], c.labels) if len(cal) else np.zeros((0, len(c.labels)))
     y_cal = np.array([idx[y] for y in eval_labels.reindex(cal["item_id"])], dtype=int)
-    if len(cal) >= max(need_cal, 1):
+    # the gate is judged on a calibrated ECE only: below calibrate.MIN_ROWS nothing is calibrated, and a
+    # gate on the raw ECE of a handful of items would send the round to the fallback on noise
+    need_cal = max(need_cal, calibrate.MIN_ROWS)
+    if len(cal) >= need_cal:
         report = calibrate.calibration_report(p_cal, y_cal, method="temperature", gate=cfg.gates.calibration_ece)
         metrics["calibration_ece"] = report.ece_before
         metrics["calibration_ece_after"] = report.ece_after

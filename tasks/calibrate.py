@@ -25,7 +25,8 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit, log_softmax, softmax
 
 CALIBRATION_METHODS: tuple[str, ...] = ("temperature", "platt", "isotonic")
-_MIN_ROWS = 10  # below this (or < 2 classes present) calibration is skipped
+MIN_ROWS = 10  # below this (or < 2 classes present) calibration is skipped
+_MIN_ROWS = MIN_ROWS
 _LOG_T_BOUNDS = (-4.0, 4.0)  # T in [0.018, 54.6]: generous, keeps the optimiser finite
 _TINY = 1e-300  # floor before log: keeps log-probs finite without changing them measurably
 
