@@ -265,7 +265,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
     for a, r in summary["arms"].items():
         f1 = r["test_macro_f1"]
         ci = r["macro_f1_ci"]
-        print(f"round {round_no:>2} {a:<7} labels={r['n_labels']:>4} macro-F1={f1 if f1 is None else round(f1, 3)}"
+        print(f"round {round_no:>2} {a:<7} labels={r['n_labels']:>4} macro-F1={'-' if f1 is None else f'{f1:.3f}'}"
               f"{f' [{ci[0]:.3f}, {ci[1]:.3f}]' if ci else ''} test_n={r['test_n']}"
               f"{_ece_text(r['calibration_ece'], r['calibration_ece_after'])}"
               f"{' STOP: ' + r['stopped'] if r['stopped'] else ''}", flush=True)

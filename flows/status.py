@@ -156,6 +156,10 @@ def print_status(config: str) -> None:
         w = state["waiting"]
         print(f"state: WAITING since {w.get('since')} (last checked {w.get('checked_at')}): {state['waiting_for']}")
         print("  the next `labelloop round` trains once enough answers are in (or lower [run] batch_ready_share)")
+    elif state["state"] == "ready":
+        # status never asks the backend: "ready" means a round may run, not that answers are in
+        print("state: ready (the next `labelloop round` pulls the answers first; it waits, exit 3, if the open "
+              "batch is not answered enough; the task counts below are as of the last pull)")
     else:
         print(f"state: {state['state']}")
     print(f"{'round':>5} {'arm':<7} {'status':<8} {'labels':>6} {'macro-F1':>9} {'95% CI':>13} {'test_n':>6} "
