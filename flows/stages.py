@@ -130,14 +130,24 @@ def _withdraw_gone_answers(c: Campaign, frame: pd.DataFrame, keep: set) -> int:
     backend that says which tasks its pull covered (``pulled_task_ids``: Label Studio), and only on
     those tasks, so a task deleted by hand, a closed simulated task or another project never
     withdraws anything.
+
+    A rejected answer is withdrawn only when it was *edited* since it was stored (a later
+    ``updated_at``): an answer given under an earlier label set comes back "invalid" from a backend
+    that checks today's labels, unchanged, and must keep its stored label for the
+    ``[[labels.previous]]`` mapping.
     """
     mine = c.ledger.annotations_with_versions()
     if mine.empty:
         return 0
     mine = mine[(mine["backend"] == c.backend.name) & (mine["status"] != "withdrawn")]
-    ids = set(mine["backend_annotation_id"].astype(str))
-    rejected = set(frame["backend_annotation_id"].astype(str)) - {str(k) for k in keep} if len(frame) else set()
-    gone = ids & rejected
+    stored_at = dict(zip(mine["backend_annotation_id"].astype(str), pd.to_datetime(mine["updated_at"], utc=True)))
+    gone: set[str] = set()
+    if len(frame):
+        rejected = frame[~frame["backend_annotation_id"].astype(str).isin({str(k) for k in keep})]
+        for ann_id, when in zip(rejected["backend_annotation_id"].astype(str),
+                                pd.to_datetime(rejected["updated_at"], utc=True)):
+            if ann_id in stored_at and pd.notna(when) and when > stored_at[ann_id]:
+                gone.add(ann_id)
     covered = getattr(c.backend, "pulled_task_ids", None)
     if covered is not None:
         seen = set(frame["backend_annotation_id"].astype(str)) if len(frame) else set()

@@ -340,6 +340,16 @@ def test_answers_deleted_or_edited_away_in_label_studio_stop_counting(label_stud
     # a task deleted by hand withdraws nothing: its answers are kept as they were
     b.client.tasks.delete(int(ids["item-2"]))
     assert pull_annotations.fn(c, 4)["withdrawn"] == 0 and len(led.annotations_frame(submitted_only=True)) == 5
+    # a new label set ("neg" dropped): item-1's two "neg" answers come back invalid from a pull that
+    # checks today's labels, unchanged; they keep their stored label for the [[labels.previous]] mapping
+    url, token = label_studio
+    renamed = LabelStudioBackend(url, token, b.project_title, ["pos", "neutral"], 2)
+    c.backend, c.labels = renamed, ["pos", "neutral"]
+    assert sum(a.status == "invalid" for a in renamed.pull()) == 2
+    kept = pull_annotations.fn(c, 5)
+    assert kept["withdrawn"] == 0, kept
+    ann = led.annotations_frame(submitted_only=True)
+    assert len(ann) == 5 and (ann["label"] == "neg").sum() == 2
 
 
 @ls
