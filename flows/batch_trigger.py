@@ -48,12 +48,17 @@ def trigger_enabled(cfg: CampaignConfig) -> bool:
 
 
 def backend_answers(c: Any) -> dict[str, int]:
-    """item -> distinct annotators' submitted answers, as the backend has them now."""
-    who: dict[str, set[str]] = {}
-    for a in c.backend.pull():
-        if a.status == "submitted":
-            who.setdefault(str(a.item_id), set()).add(a.annotator)
-    return {i: len(s) for i, s in who.items()}
+    """item -> the answers readiness counts, as the backend has them now: distinct annotators' submitted
+    answers, and enough for an item nobody is left to answer (everyone answered or skipped it), as the
+    round counts them (:func:`flows.trust.answers_for_readiness`), so the trigger fires when the round would run."""
+    import pandas as pd
+
+    from labelloop.flows.round import trust_need
+    from labelloop.flows.trust import answers_for_readiness
+
+    rows = pd.DataFrame([(str(a.item_id), a.annotator, a.status) for a in c.backend.pull()],
+                        columns=["item_id", "annotator", "status"])
+    return answers_for_readiness(rows, trust_need(c))
 
 
 def check_open_batch(c: Any) -> Readiness | None:

@@ -300,9 +300,15 @@ def check_backend(c: Campaign, rep: Report, repair: bool) -> None:
                 and (a.status == "skipped" or (a.status == "submitted" and a.label in c.labels)
                      or str(a.backend_annotation_id) in mine)]
     missing = [a for a in relevant if str(a.backend_annotation_id) not in mine]
+    stored_at = {str(r.backend_annotation_id): _aware(r.updated_at) for r in ours.itertuples()}
+    # an answer the backend now calls invalid without an edit is one given under an earlier label set (the
+    # backend checks today's labels): the ledger keeps its label for [[labels.previous]]; not drift
+    kept_label = (lambda a: a.status not in ("submitted", "skipped") and str(a.backend_annotation_id) in stored_at
+                  and _aware(a.updated_at) <= stored_at[str(a.backend_annotation_id)])  # noqa: E731
     stale = [a for a in relevant if str(a.backend_annotation_id) in mine
              and mine[str(a.backend_annotation_id)] != (a.label, a.status)
-             and not (mine[str(a.backend_annotation_id)][1] == "withdrawn" and a.status not in ("submitted", "skipped"))]
+             and not (mine[str(a.backend_annotation_id)][1] == "withdrawn" and a.status not in ("submitted", "skipped"))
+             and not kept_label(a)]
     rep.checked["annotations"] = f"{len(pulled)} in the backend, {len(ours)} in the ledger"
     # Annotations made after the last pull are simply new work (the next round pulls them); only those
     # older than the last pull and still absent (or changed) are drift: a pull lost them.

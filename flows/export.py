@@ -26,8 +26,8 @@ arm                    the arm(s) that queried it, ``;``-joined (active, random,
 label_schema_version   the label-set version ``label`` belongs to
 =====================  =========================================================
 
-Without ``--all`` only ``trusted`` and ``adjudicated`` rows: what is safe to
-train on.
+Without ``--all`` only ``trusted`` and ``adjudicated`` rows of pool items: what is safe to
+train on (the campaign's test and calibration items measure its models; ``--all`` keeps them).
 
 Automatic labels of stream mode (``flows/stream.py``: the champion model's, recorded with source
 ``auto``) are not human labels and are never exported unless asked for (``--include-auto``); then

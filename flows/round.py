@@ -30,7 +30,8 @@ from labelloop.flows.scoring import ScaleSettings
 from labelloop.flows.setup import ensure_setup
 from labelloop.flows.stages import (ArmResult, RoundFeatures, evaluation_thresholds, log_round, pull_annotations,
                                     push_pending, query_batch, train_and_evaluate)
-from labelloop.flows.trust import EVAL_ARM, TrustDecision, decide_trust, label_history, queue_gold, trust_policy
+from labelloop.flows.trust import (EVAL_ARM, TrustDecision, answers_for_readiness, decide_trust, label_history,
+                                   queue_gold, trust_policy)
 from labelloop.integrations.faults import checkpoint
 from labelloop.tasks.errors import LabelloopError
 from labelloop.tasks import health
@@ -284,6 +285,18 @@ def _ece_text(before: float | None, after: float | None) -> str:
     return f" ECE={before:.3f}->{after:.3f}" if ok[1] else f" ECE={before:.3f}"
 
 
+def count_settle_call(c: Campaign) -> int:
+    """Count one more settle of the finished campaign (kept in the ledger) and return the count.
+
+    The count restarts when a reopened campaign finishes again later (it is kept with the round
+    number the settles decide under)."""
+    after = next_round_no(c)
+    prev_after, _, prev_calls = (c.ledger.get_meta("settle_calls") or "").partition(":")
+    calls = (int(prev_calls) + 1) if prev_after == str(after) and prev_calls.isdigit() else 1
+    c.ledger.set_meta("settle_calls", f"{after}:{calls}")
+    return calls
+
+
 def settle(c: Campaign, passes: int | None = None) -> dict[str, float]:
     """After the last round: pull and decide again, so late and extra answers still count.
 
@@ -295,10 +308,14 @@ def settle(c: Campaign, passes: int | None = None) -> dict[str, float]:
     finished campaign collects what people added since. No model is trained, nothing is queried.
     """
     last: dict[str, float] = {}
+    # every settle (a `round` or `run` on the finished campaign) ages the extra-answer requests by one round,
+    # so [annotation] extra_answer_rounds gives up the last round's requests too; they all decide under
+    # the same round number, which alone would never reach the deadline
+    calls = count_settle_call(c)
     for _ in range(passes if passes is not None else c.cfg.annotation.max_overlap - c.cfg.annotation.overlap + 1):
         no = next_round_no(c)
         pulled = pull_annotations(c, no)
-        decision = decide_trust(c, no)
+        decision = decide_trust(c, no, clock=no + calls - 1)
         last = decision.metrics
         if not (pulled.get("inserted") or pulled.get("updated")) or last.get("n_needs_more", 0) == 0:
             break  # nothing new came in (people have not answered yet), or nothing is left to settle
@@ -328,10 +345,8 @@ def open_batch_readiness(c: Campaign, trust: TrustDecision | None,
         return batch_readiness(None, [], {}, {}, need=need, ready_share=c.cfg.run.batch_ready_share)
     batch = int(open_tasks["round_no"].max())
     ids = sorted(set(open_tasks.loc[open_tasks["round_no"] == batch, "item_id"].astype(str)))
-    if answers is None:  # a skip is a response: the one who skipped is not offered the task again
-        ann = c.ledger.annotations_frame()
-        ann = ann[ann["status"].isin(["submitted", "skipped"])] if len(ann) else ann
-        answers = ann.drop_duplicates(["item_id", "annotator"]).groupby("item_id").size().to_dict() if len(ann) else {}
+    if answers is None:  # an item nobody is left to answer (everyone answered or skipped it) is not waited for
+        answers = answers_for_readiness(c.ledger.annotations_frame(), need)
     if trust is None:
         latest = c.ledger.trust.trust_items_frame()
         status = dict(zip(latest["item_id"].astype(str), latest["status"])) if len(latest) else {}
@@ -388,7 +403,8 @@ def _adaptive_weights(c: Campaign, policy: Policy, arm: str, round_no: int, res:
             for r in _judged_rounds(c, "active", round_no, ev) if r.status in ("done", "stopped")]
     if ev is not None and res.judged and "test_macro_f1" in res.metrics:
         hist.append((res.n_labels, float(res.metrics["test_macro_f1"]), float("nan")))
-    random_curve = [(n, f) for n, f in learning_curves(c).get("random", [])]
+    random_curve = [(int(r.n_labels or 0), float(r.metrics["test_macro_f1"]))  # judged rounds only, as above
+                    for r in _judged_rounds(c, "random", round_no + 1, ev) if r.status in ("done", "stopped")]
     return arm_adaptive_weights(policy.query, hist, random_curve)
 
 

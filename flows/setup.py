@@ -254,12 +254,12 @@ def _ledger_holds_items(cfg: CampaignConfig) -> bool:
         return False
     try:
         led = Ledger(cfg.ledger_url, cfg.name, create=False)  # only reads: a server ledger is not touched
-    except LedgerError:
-        return False  # no campaign tables yet
+    except LedgerError as err:
+        if "holds no ledger tables" in str(err):
+            return False  # a new database: nothing written yet
+        raise  # unreachable, newer or unreadable: say that, not "another campaign uses this project"
     try:
         return led.n_items() > 0
-    except Exception:  # noqa: BLE001 - a ledger without its items table holds no items
-        return False
     finally:
         led.dispose()
 

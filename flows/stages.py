@@ -180,7 +180,7 @@ def train_and_evaluate(c: Campaign, arm: str, labelled: pd.DataFrame, items: pd.
     cal = items[(items["split"] == "calibration") & items["item_id"].isin(eval_labels.index)]
     need_test, need_cal = evaluation_thresholds(c, items)
     pseudo = None
-    if cfg.model.self_training and len(cal) >= max(need_cal, 2):
+    if cfg.model.self_training and len(cal) >= max(need_cal, calibrate.MIN_ROWS):  # a temperature from fewer is noise
         model, pseudo = _self_train(c, model, vec, items, labelled, texts, cal, eval_labels)
     y_test = eval_labels.reindex(test["item_id"]).tolist()
     p_test = predict_proba_aligned(model, test["text"], c.labels) if len(test) else np.zeros((0, len(c.labels)))

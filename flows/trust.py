@@ -223,27 +223,29 @@ def _with_backend_capacity(c: Campaign, targets: dict[str, int], exhausted: set[
     return {**targets, **short}, exhausted | set(short)
 
 
+def answers_for_readiness(ann: pd.DataFrame, need: int) -> dict[str, int]:
+    """item -> answers a batch-readiness check counts: distinct submitted answers, and ``need`` for an item
+    nobody is left to answer (:func:`tasks.trust.responses`), so a round never waits for it."""
+    counts, nobody = policy_mod.responses(ann)
+    return {**counts, **{i: max(counts.get(i, 0), need) for i in nobody}}
+
+
 def _with_skips(c: Campaign, targets: dict[str, int], exhausted: set[str],
                 need: int) -> tuple[dict[str, int], set[str]]:
-    """Count a skip as a response: an item whose annotators all answered or skipped it waits no longer.
+    """An item every known annotator answered or skipped waits no longer (:func:`tasks.trust.responses`).
 
-    Why: in Label Studio a skipped (cancelled) task fills one of its slots, and the labelling
-    stream does not offer it to the one who skipped again; with a team no larger than the overlap
-    nobody is left to give the missing answer, and the item stayed ``pending`` ("2 of 3 answers")
-    for ever, holding the round that waits for its batch. Such an item is decided on the answers
-    it has (adjudication if still unsure), as one the backend cannot answer more often is.
+    Why: Label Studio does not offer a task again to the one who skipped it; once everyone has
+    answered or skipped it nobody is left to give the missing answer, and the item stayed
+    ``pending`` ("2 of 3 answers") for ever, holding the round that waits for its batch. It is
+    decided on the answers it has (adjudication if still unsure), as one the backend cannot answer
+    more often is. With a larger team a skip only waits for someone else.
     """
     ann = c.ledger.annotations_frame()
     if ann.empty or not (ann["status"] == "skipped").any():
         return targets, exhausted
-    ann = ann[ann["status"].isin(["submitted", "skipped"])]
-    responders = ann.drop_duplicates(["item_id", "annotator"]).groupby("item_id").size()
-    answered = ann[ann["status"] == "submitted"].drop_duplicates(["item_id", "annotator"]).groupby("item_id").size()
-    short = {}
-    for item, n_resp in responders.items():
-        have = int(answered.get(item, 0))
-        if str(item) not in exhausted and n_resp >= targets.get(str(item), need) > have:
-            short[str(item)] = have
+    counts, nobody = policy_mod.responses(ann)
+    short = {i: counts.get(i, 0) for i in nobody
+             if i not in exhausted and targets.get(i, need) > counts.get(i, 0)}
     if not short:
         return targets, exhausted
     return {**targets, **short}, exhausted | set(short)
@@ -265,10 +267,10 @@ def _give_up_late_requests(c: Campaign, frame: pd.DataFrame, targets: dict[str, 
                                        c.cfg.annotation.extra_answer_rounds)
     if not late:
         return targets, exhausted, None
-    c.ledger.trust.set_answer_targets(late, late, round_no)
     withdraw = getattr(c.backend, "withdraw_requests", None)
-    if callable(withdraw):
+    if callable(withdraw):  # first: if the backend fails, the next run gives them up (and withdraws) again
         withdraw(late)
+    c.ledger.trust.set_answer_targets(late, late, round_no)
     wait = c.cfg.annotation.extra_answer_rounds
     return ({**targets, **late}, exhausted | set(late),
             f"{len(late)} item(s) waited {wait} round(s) for an extra answer that did not come: decided on the "
@@ -448,7 +450,7 @@ def _annotation_frame(c: Campaign, history: LabelHistory) -> tuple[pd.DataFrame,
 # --------------------------------------------------------------------------- the decision
 
 
-def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
+def decide_trust(c: Campaign, round_no: int, *, clock: int | None = None) -> TrustDecision:
     """Decide which labels are trusted this round (see the module docstring).
 
     ``consensus`` holds the trusted items only: items with enough answers
@@ -513,7 +515,10 @@ def decide_trust(c: Campaign, round_no: int) -> TrustDecision:
     targets, exhausted = c.ledger.trust.answer_targets()
     targets, exhausted = _with_backend_capacity(c, targets, exhausted, pol.need)
     targets, exhausted = _with_skips(c, targets, exhausted, pol.need)
-    targets, exhausted, expiry_note = _give_up_late_requests(c, frame, targets, exhausted, round_no)
+    # ``clock``: how many rounds have passed for an extra-answer request's deadline; the settle passes after
+    # a campaign's last round all decide under the same round number, so they bring their own count
+    targets, exhausted, expiry_note = _give_up_late_requests(c, frame, targets, exhausted,
+                                                             round_no if clock is None else clock)
     if expiry_note:
         notes.append(expiry_note)
     decide = lambda: policy_mod.decide(  # noqa: E731 - decided again when redundancy hits its limit

@@ -699,6 +699,28 @@ def apply_adjudications(r: TrustResult, answers: Mapping[str, str], labels: Sequ
 # --------------------------------------------------------------------------- gold selection
 
 
+def responses(ann: pd.DataFrame) -> tuple[dict[str, int], set[str]]:
+    """Per item, distinct annotators' submitted answers, and the items nobody is left to answer.
+
+    ``ann``: rows ``item_id, annotator, status`` (``submitted`` or ``skipped``; others ignored).
+    An item is *left to nobody* when every annotator the campaign has seen (answering or skipping
+    anything) has answered or skipped it. Why both: a skip is not an answer, and Label Studio offers
+    a skipped task to the others (its default ``skip_queue``), so with a larger team the item still
+    gets its answer; but once every known annotator has answered or skipped it, nobody will, and
+    waiting for it would hold the round for ever (a team of three, overlap three, one skip).
+    """
+    if ann.empty:
+        return {}, set()
+    rows = ann[ann["status"].isin(["submitted", "skipped"])].drop_duplicates(["item_id", "annotator", "status"])
+    team = set(rows["annotator"])
+    submitted = rows[rows["status"] == "submitted"].drop_duplicates(["item_id", "annotator"])
+    counts = {str(k): int(v) for k, v in submitted.groupby("item_id").size().items()}
+    seen_by = rows.drop_duplicates(["item_id", "annotator"]).groupby("item_id")["annotator"].nunique()
+    skipped = set(rows.loc[rows["status"] == "skipped", "item_id"].astype(str))
+    left_to_nobody = {str(i) for i, n in seen_by.items() if str(i) in skipped and n >= len(team)}
+    return counts, left_to_nobody
+
+
 def expired_requests(targets: Mapping[str, int], asked_in: Mapping[str, int], answers: Mapping[str, int],
                      round_no: int, wait_rounds: int) -> dict[str, int]:
     """Extra answers asked for ``wait_rounds`` rounds ago or earlier that have not come: item -> answers it has.

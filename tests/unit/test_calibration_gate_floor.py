@@ -32,9 +32,9 @@ def _items(n_cal: int) -> tuple[pd.DataFrame, pd.Series]:
     return items, labels
 
 
-def _evaluate(n_cal: int, min_cal: int):
+def _evaluate(n_cal: int, min_cal: int, self_training: bool = False):
     items, labels = _items(n_cal)
-    cfg = SimpleNamespace(model=SimpleNamespace(C=1.0, self_training=False),
+    cfg = SimpleNamespace(model=SimpleNamespace(C=1.0, self_training=self_training, self_training_threshold=0.95),
                           splits=SimpleNamespace(random_state=0, min_test_labels=10, min_calibration_labels=min_cal),
                           gates=SimpleNamespace(calibration_ece=0.10))
     c = SimpleNamespace(cfg=cfg, labels=LABELS)

@@ -72,3 +72,26 @@ def test_the_stop_set_stays_the_same_texts_when_the_pool_grows(tmp_path, start, 
         assert "predictions stabilised" in (stop_reason(stop, 4, 0, [], judged=True, stop_set_predictions=preds)
                                             or "")
     assert set(pd.read_json(tmp_path / "stop_set" / "items.json", typ="series")) == first
+
+
+def test_each_settle_of_a_finished_campaign_ages_extra_answer_requests(tmp_path):
+    """The settles after a campaign's last round all decide under one round number; without their own
+    count an extra answer asked for in the last round was never given up (extra_answer_rounds)."""
+    from labelloop.flows.round import count_settle_call
+    from labelloop.flows.trust import _give_up_late_requests
+
+    led = _ledger(tmp_path, [(1, 25, 0.7, 40), (2, 50, 0.72, 40)])
+    c = SimpleNamespace(ledger=led, backend=SimpleNamespace(name="label_studio"),
+                        cfg=SimpleNamespace(annotation=SimpleNamespace(extra_answer_rounds=2), arms=["active"]))
+    led.trust.set_answer_targets({"X": 4}, [], 2)  # raised in the last round
+    frame = pd.DataFrame({"item_id": ["X"] * 3, "annotator": ["a", "b", "c"], "label": ["p", "p", "n"]})
+    given_up = []
+    for _ in range(3):  # `labelloop round` on the finished campaign, three times: each settles
+        calls = count_settle_call(c)
+        targets, exhausted = led.trust.answer_targets()
+        _, ex, _ = _give_up_late_requests(c, frame, targets, exhausted, 3 + calls - 1)
+        given_up.append("X" in ex)
+    assert given_up == [False, True, True]
+    led.start_round("active", 3, "margin")  # reopened: round 3 ran, the count starts again
+    led.update_round("active", 3, status="done", n_labels=75, metrics={"test_macro_f1": 0.75, "test_n": 40.0})
+    assert count_settle_call(c) == 1

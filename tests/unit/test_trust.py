@@ -438,28 +438,34 @@ def test_down_weighted_answers_alone_never_make_an_item_trusted():
 def test_an_item_every_annotator_answered_or_skipped_waits_no_longer(tmp_path):
     """Label Studio, overlap 3, a team of three: carol skips X, so nobody is left to give its third
     answer. X is decided on its two answers (it used to stay pending, holding the round); Y, which
-    nobody skipped, still waits for its third answer, and a skip on Z leaves its extra-answer target."""
+    nobody skipped, still waits. With a fourth annotator in the team, X waits for them (Label Studio
+    offers a skipped task to the others), and the round's readiness agrees."""
     from types import SimpleNamespace
 
-    from labelloop.flows.trust import _with_skips
+    from labelloop.flows.trust import _with_skips, answers_for_readiness
     from labelloop.integrations.backend import PulledAnnotation
     from labelloop.integrations.ledger import Ledger
 
     t = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    led = Ledger(f"sqlite:///{tmp_path}/l.db", "c")
 
     def a(item, who, status="submitted"):
         return PulledAnnotation(f"{item}-{who}", f"t-{item}", item, who, "pos" if status == "submitted" else None,
                                 status, t, t)
 
-    led.upsert_annotations([a("X", "alice"), a("X", "bob"), a("X", "carol", "skipped"),
-                            a("Y", "alice"), a("Y", "bob"),
-                            a("Z", "alice"), a("Z", "bob"), a("Z", "carol"), a("Z", "dave", "skipped")],
-                           backend="label_studio", round_no=1)
+    three = [a("X", "alice"), a("X", "bob"), a("X", "carol", "skipped"), a("Y", "alice"), a("Y", "bob"),
+             a("Z", "alice"), a("Z", "bob"), a("Z", "carol")]
+    led = Ledger(f"sqlite:///{tmp_path}/three.db", "c")
+    led.upsert_annotations(three, backend="label_studio", round_no=1)
     c = SimpleNamespace(ledger=led)
-    targets, exhausted = _with_skips(c, {"Z": 5}, set(), need=3)
-    assert targets == {"X": 2, "Z": 5} and exhausted == {"X"}
+    targets, exhausted = _with_skips(c, {"Z": 4}, set(), need=3)
+    assert targets == {"X": 2, "Z": 4} and exhausted == {"X"}
+    assert answers_for_readiness(led.annotations_frame(), 3) == {"X": 3, "Y": 2, "Z": 3}
     pol = T.TrustPolicy(consensus="majority", need=3, min_answers=2, gate_mode="absolute", alpha_gate=-1.0)
     ann = led.annotations_frame(submitted_only=True)[["item_id", "annotator", "label"]]
     r = T.decide(ann, ["pos", "neg"], pol, batch_of={"X": 1, "Y": 1, "Z": 1}, targets=targets, exhausted=exhausted)
     assert r.items.loc["X", "status"] == "trusted" and r.items.loc["Y", "status"] == "pending"
+
+    four = Ledger(f"sqlite:///{tmp_path}/four.db", "c")
+    four.upsert_annotations(three + [a("Y", "dave")], backend="label_studio", round_no=1)
+    assert _with_skips(SimpleNamespace(ledger=four), {}, set(), need=3) == ({}, set())
+    assert answers_for_readiness(four.annotations_frame(), 3)["X"] == 2, "dave may still answer X"
