@@ -218,8 +218,9 @@ def _exit_for(summaries: Any) -> int:
 
 @app.command(name="round")
 def round_(config: str = typer.Argument(..., metavar="CONFIG", help="campaign config (TOML)"),
-           round_no: Optional[int] = typer.Option(None, "--round", help="round number (default: the next unfinished one); an earlier one resumes what is "
-                                               "unfinished in it, a later one is refused (rounds are never skipped)")
+           round_no: Optional[int] = typer.Option(None, "--round", help="round number (default: the next unfinished one, which a killed round resumes); "
+                                               "any other is refused: earlier ones are finished, and rounds are never "
+                                               "skipped")
            ) -> int:
     """Run (or resume) one round: pull, agree, train, evaluate, query, push, log.
 

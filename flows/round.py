@@ -85,10 +85,15 @@ def round_flow(config: str, round_no: int | None = None, even_if_finished: bool 
     ensure_setup(c)
     with round_lock(c):
         nxt = next_round_no(c)
-        if round_no is not None and not 1 <= round_no <= nxt:
+        if round_no is not None and round_no > nxt:
             # A round number ahead of the next unfinished one would skip rounds and trip max_rounds early.
-            raise RoundNumberError(f"--round {round_no}: campaign {c.name!r} can run round {nxt} next "
-                                   f"(or resume an earlier one, 1-{nxt}); rounds are never skipped")
+            raise RoundNumberError(f"--round {round_no}: campaign {c.name!r} can run round {nxt} next; "
+                                   f"rounds are never skipped")
+        if round_no is not None and round_no < nxt:
+            # Every round before the next unfinished one is finished for every arm: running it again would
+            # pull and decide under its number and rewrite its trust record, with nothing to resume.
+            raise RoundNumberError(f"--round {round_no}: round {round_no} of campaign {c.name!r} is finished for "
+                                   f"every arm, nothing to resume; the next round is {nxt}")
         if round_no is None and not even_if_finished and campaign_finished(c):
             return _finished(c, nxt)
         return _run_round(c, round_no)

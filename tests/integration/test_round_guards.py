@@ -71,6 +71,9 @@ def test_round_and_stream_refuse_without_writing(prefect_api, tmp_path: Path) ->
     ahead = run_cli("round", str(cfg), "--round", str(nxt + 1), env=env)
     assert ahead.returncode == 2 and "rounds are never skipped" in ahead.stderr, ahead.stdout + ahead.stderr
     assert len(ahead.stderr.strip().splitlines()) == 1 and _ledger_counts(cfg) == before
+    behind = run_cli("round", str(cfg), "--round", "1", env=env)  # finished: it used to pull and re-decide round 1
+    assert behind.returncode == 2 and "is finished for every arm" in behind.stderr, behind.stdout + behind.stderr
+    assert len(behind.stderr.strip().splitlines()) == 1 and _ledger_counts(cfg) == before
 
     cfg.write_text(text.replace("max_labels = 50", "max_labels = 75"), encoding="utf-8")
     more = run_cli("round", str(cfg), env=env)  # a raised budget reopens the campaign: no --round needed
