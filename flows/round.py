@@ -220,10 +220,7 @@ def _run_round(c: Campaign, round_no: int | None) -> dict[str, Any]:
                 checks = _health(c, arm, round_no, res, ev, items, feats, batch_ids)
                 res.metrics.update(health.health_metrics(checks))
                 res.health_tags = health.health_tags(checks)
-                # the ECE check's consequence is the gate's fallback, said once above (and a random
-                # arm's batch is random whatever its calibration): metric and tag only
-                res.notes.extend(f"health: {h.name}: {h.message}" for h in checks
-                                 if h.fired and h.name != "calibration_ece")
+                res.notes.extend(f"health: {h.name}: {h.message}" for h in checks if _worth_saying(h, arm, round_no))
             if batch_ids and ev is not None:
                 proba = feats.proba(ev.model, batch_ids, c.labels)
                 for i, p in zip(batch_ids, proba):
@@ -440,6 +437,19 @@ def _random_ahead_after_arms(c: Campaign, round_no: int, results: dict[str, ArmR
     act.health_tags.update(health.health_tags([chk]))
     if chk.fired:
         act.notes.append(f"health: {chk.name}: {chk.message}; the next batch acts on it")
+
+
+def _worth_saying(check: Any, arm: str, round_no: int) -> bool:
+    """Whether a fired health check goes under the round's line (every check is a metric and a tag anyway).
+
+    Not the ECE check: its consequence is the calibration gate's fallback, said once already. Not on
+    the random arm: its batches are uniform by design, so "a strategy may be starving a class" or "the
+    batch is too similar" asks its user to act on nothing. Not the per-class recall in round 1: that
+    model learnt from the seed only, which no strategy chose.
+    """
+    if not check.fired or check.name == "calibration_ece" or arm != "active":
+        return False
+    return not (check.name == "per_class_recall" and round_no <= 1)
 
 
 def _judged_rounds(c: Campaign, arm: str, round_no: int, ev: Evaluation | None) -> list:

@@ -95,3 +95,18 @@ def test_each_settle_of_a_finished_campaign_ages_extra_answer_requests(tmp_path)
     led.start_round("active", 3, "margin")  # reopened: round 3 ran, the count starts again
     led.update_round("active", 3, status="done", n_labels=75, metrics={"test_macro_f1": 0.75, "test_n": 40.0})
     assert count_settle_call(c) == 1
+
+
+def test_health_notes_are_said_for_the_active_arm_where_a_strategy_can_act():
+    from labelloop.flows.round import _worth_saying
+
+    def check(name, fired=True):
+        return SimpleNamespace(name=name, fired=fired)
+
+    assert _worth_saying(check("per_class_recall"), "active", 2)
+    assert not _worth_saying(check("per_class_recall"), "active", 1), "round 1's model learnt from the seed only"
+    assert not _worth_saying(check("per_class_recall"), "random", 2), "a random batch starves nothing"
+    assert not _worth_saying(check("batch_similarity"), "random", 3)
+    assert _worth_saying(check("batch_similarity"), "active", 1)
+    assert not _worth_saying(check("calibration_ece"), "active", 3), "said once, as the gate's fallback"
+    assert not _worth_saying(check("per_class_recall", fired=False), "active", 3)
